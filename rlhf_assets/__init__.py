@@ -1,0 +1,1 @@
+"""rlhf-assets: the RLHF recipe (data -> SFT -> reward model -> PPO -> evaluation) as a Dagster asset graph."""

@@ -1,0 +1,1 @@
+"""Thin asset definitions: declare dependencies, config and metadata, then call a backend."""

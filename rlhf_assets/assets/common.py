@@ -1,0 +1,78 @@
+"""What every asset shares: the preset choice in config and turning a published artifact into an Output."""
+
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from dagster import AssetExecutionContext, Config, DataVersion, MetadataValue, Output, TableRecord
+from pydantic import Field
+
+from rlhf_assets.presets import Preset, get_preset
+from rlhf_assets.storage import ArtifactStore, Manifest
+
+
+class PresetName(Enum):
+    """The presets a user can pick in the launchpad (see `rlhf_assets.presets`)."""
+
+    tiny = "tiny"
+    small = "small"
+    gptj_6b = "gptj_6b"
+
+CODE_VERSION = "1"
+
+
+class PresetConfig(Config):
+    """Every asset's config starts with the preset: one name switches the whole graph's scale."""
+
+    preset: PresetName = Field(
+        default=PresetName(os.environ.get("RLHF_PRESET", "tiny")),
+        description="tiny (offline CPU demo), small (Pythia-160M, one GPU) or gptj_6b (the reference recipe)",
+    )
+
+    def resolved_preset(self) -> Preset:
+        return get_preset(self.preset.value)
+
+
+def publish(
+    context: AssetExecutionContext,
+    store: ArtifactStore,
+    local_dir: Path,
+    *,
+    preset: str,
+    config: dict[str, Any],
+    counts: dict[str, int] | None = None,
+    metrics: dict[str, float] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Output[Manifest]:
+    """Publish `local_dir` to the store and return the manifest with its content hash as data version."""
+    name = context.asset_key.to_python_identifier()
+    uri, content_hash, files = store.publish_directory(local_dir, name)
+    manifest = Manifest(
+        asset=name, uri=uri, content_hash=content_hash, preset=preset, config=config,
+        counts=counts or {}, metrics=metrics or {}, files=files,
+    )
+    context.log.info(f"published {name} to {uri}")
+    shown = {
+        "artifact_uri": MetadataValue.path(uri),
+        "content_hash": MetadataValue.text(content_hash),
+        "preset": MetadataValue.text(preset),
+        **{k: MetadataValue.int(v) for k, v in manifest.counts.items()},
+        **{k: MetadataValue.float(v) for k, v in manifest.metrics.items()},
+        **(metadata or {}),
+    }
+    return Output(manifest, data_version=DataVersion(content_hash), metadata=shown)
+
+
+def preview_table(frame: pd.DataFrame, columns: list[str], rows: int = 5, width: int = 160) -> MetadataValue:
+    """A few rows as a Dagster table (rendered as text, so dialogue markup is never interpreted)."""
+    records = [
+        TableRecord({c: _clip(str(row[c]), width) for c in columns}) for _, row in frame.head(rows).iterrows()
+    ]
+    return MetadataValue.table(records)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else "…" + text[-(width - 1):]

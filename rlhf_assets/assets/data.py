@@ -1,0 +1,162 @@
+"""Data assets: raw HH rows, the rm-static preference dataset with its split, and the held-out eval prompts.
+
+These are light pandas work, so they run in the Dagster process; everything with torch runs in step programs.
+"""
+
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+from dagster import AssetExecutionContext, MetadataValue, Output, asset
+from pydantic import Field
+
+from rlhf_assets.assets.common import CODE_VERSION, PresetConfig, preview_table, publish
+from rlhf_assets.data.hh import (
+    RM_STATIC_COLUMNS,
+    DataError,
+    MappingReport,
+    RawRecord,
+    text_field,
+    to_preference_pairs,
+)
+from rlhf_assets.data.sources import describe_source, iter_source_records
+from rlhf_assets.data.split import choose_eval_prompts, split_pairs
+from rlhf_assets.resources import ArtifactStoreResource
+from rlhf_assets.storage import Manifest
+
+RAW_FILE = "raw.parquet"
+
+
+class HHRawConfig(PresetConfig):
+    source: str | None = Field(
+        default=None,
+        description="Override the preset's source: a .jsonl/.jsonl.gz path, a dataset directory or a hub id",
+    )
+    hub_split: str | None = Field(default=None, description="Split to read from a hub or directory dataset")
+
+
+class PreferenceConfig(PresetConfig):
+    test_fraction: float | None = Field(
+        default=None, gt=0.0, lt=1.0, description="Override the preset's held-out share of prompts"
+    )
+
+
+class EvalPromptsConfig(PresetConfig):
+    count: int | None = Field(default=None, ge=1, description="Override the number of held-out eval prompts")
+    seed: int | None = Field(default=None, description="Override the seed that picks the eval prompts")
+
+
+@asset(code_version=CODE_VERSION, group_name="data", kinds={"pandas", "parquet"})
+def hh_raw(context: AssetExecutionContext, config: HHRawConfig, artifacts: ArtifactStoreResource) -> Output[Manifest]:
+    """Anthropic HH preference rows as read from the source, each with its source line number.
+
+    Every row is checked here (valid JSON, `chosen` and `rejected` strings), so a broken file fails at the
+    first asset with the file, line and field named, before any training starts.
+    """
+    preset = config.resolved_preset()
+    source = config.source or preset.data.source
+    split = config.hub_split or preset.data.hub_split
+    context.log.info(f"reading {source} ({describe_source(source)})")
+    rows = []
+    for record in iter_source_records(source, split):
+        for required in ("chosen", "rejected"):
+            text_field(record, required, source)
+        rows.append({"source_line": record.line, **{k: record.fields[k] for k in sorted(record.fields)}})
+    frame = pd.DataFrame(rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        frame.to_parquet(Path(tmp) / RAW_FILE, index=False)
+        return publish(
+            context, artifacts.store(), Path(tmp), preset=preset.name,
+            config={"source": source, "split": split}, counts={"rows": len(frame)},
+            metadata={"source": MetadataValue.text(source), "source_kind": MetadataValue.text(describe_source(source)),
+                      "columns": MetadataValue.text(", ".join(frame.columns))},
+        )
+
+
+def _read_raw(manifest: Manifest, artifacts: ArtifactStoreResource) -> list[RawRecord]:
+    frame = pd.read_parquet(artifacts.store().local_path(manifest.uri) / RAW_FILE)
+    fields = [c for c in frame.columns if c != "source_line"]
+    return [RawRecord(int(row["source_line"]), {f: row[f] for f in fields if isinstance(row[f], str)})
+            for _, row in frame.iterrows()]
+
+
+def _length_stats(frame: pd.DataFrame) -> MetadataValue:
+    lines = ["| column | mean | p50 | p95 | max |", "|---|---|---|---|---|"]
+    for column in ("prompt", "chosen", "rejected"):
+        words = frame[column].str.split().str.len()
+        lines.append(f"| {column} | {words.mean():.1f} | {words.median():.0f} | {words.quantile(0.95):.0f} | "
+                     f"{words.max()} |")
+    return MetadataValue.md("Length in whitespace-separated words (the tokenizer is fit downstream).\n\n"
+                            + "\n".join(lines))
+
+
+def _drop_table(report: MappingReport) -> MetadataValue:
+    lines = ["| reason | rows | first source lines |", "|---|---|---|"]
+    for reason, count in sorted(report.dropped.items()):
+        lines.append(f"| {reason} | {count} | {', '.join(map(str, report.examples[reason]))} |")
+    if not report.dropped:
+        lines.append("| (none) | 0 | |")
+    return MetadataValue.md("\n".join(lines))
+
+
+@asset(code_version=CODE_VERSION, group_name="data", kinds={"pandas", "parquet"})
+def preference_dataset(
+    context: AssetExecutionContext, config: PreferenceConfig, artifacts: ArtifactStoreResource, hh_raw: Manifest
+) -> Output[Manifest]:
+    """Rows in the `Dahoas/rm-static` schema (prompt, response, chosen, rejected), split train/test by prompt hash.
+
+    Irregular rows (dialogues that differ before the last turn, empty final turns, duplicates) are dropped
+    and counted by reason; the split is keyed by the prompt so no prompt is on both sides.
+    """
+    preset = config.resolved_preset()
+    test_fraction = config.test_fraction or preset.data.test_fraction
+    pairs, report = to_preference_pairs(_read_raw(hh_raw, artifacts), source=hh_raw.config["source"])
+    if not pairs:
+        raise DataError(hh_raw.config["source"], None, None, "no usable preference pairs after dropping irregular rows")
+    train, test = split_pairs(pairs, test_fraction)
+    frames = {name: pd.DataFrame([p.as_row() for p in side]) for name, side in (("train", train), ("test", test))}
+    if frames["test"].empty or frames["train"].empty:
+        raise ValueError(f"test_fraction {test_fraction} leaves an empty split ({len(train)} train, {len(test)} test)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, frame in frames.items():
+            frame.to_parquet(Path(tmp) / f"{name}.parquet", index=False)
+        return publish(
+            context, artifacts.store(), Path(tmp), preset=preset.name,
+            config={"test_fraction": test_fraction, "columns": list(RM_STATIC_COLUMNS)},
+            counts={"train_rows": len(train), "test_rows": len(test), "kept_rows": report.kept,
+                    "dropped_rows": sum(report.dropped.values())},
+            metadata={
+                "dropped_by_reason": _drop_table(report),
+                "length_stats": _length_stats(pd.concat(frames.values())),
+                "preview": preview_table(frames["train"], ["prompt", "chosen", "rejected"]),
+            },
+        )
+
+
+@asset(code_version=CODE_VERSION, group_name="data", kinds={"pandas", "parquet"})
+def eval_prompts(
+    context: AssetExecutionContext,
+    config: EvalPromptsConfig,
+    artifacts: ArtifactStoreResource,
+    preference_dataset: Manifest,
+) -> Output[Manifest]:
+    """The held-out prompts SFT and RLHF models are compared on (100 in the recipe), never seen in training."""
+    preset = config.resolved_preset()
+    count = config.count or preset.data.eval_prompt_count
+    seed = preset.data.seed if config.seed is None else config.seed
+    test = pd.read_parquet(artifacts.store().local_path(preference_dataset.uri) / "test.parquet")
+    pairs, _ = to_preference_pairs(
+        (RawRecord(int(r.source_line), {"prompt": r.prompt, "chosen": r.chosen, "rejected": r.rejected})
+         for r in test.itertuples()),
+        source=preference_dataset.uri,
+    )
+    chosen = choose_eval_prompts(pairs, count, seed)
+    frame = pd.DataFrame([{"prompt_id": i, **p.as_row()} for i, p in enumerate(chosen)])
+    with tempfile.TemporaryDirectory() as tmp:
+        frame.to_parquet(Path(tmp) / "eval_prompts.parquet", index=False)
+        return publish(
+            context, artifacts.store(), Path(tmp), preset=preset.name, config={"count": count, "seed": seed},
+            counts={"prompts": len(frame)},
+            metadata={"preview": preview_table(frame, ["prompt_id", "prompt", "chosen"])},
+        )

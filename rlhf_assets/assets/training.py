@@ -1,0 +1,127 @@
+"""Model assets: the base model, the SFT checkpoint and the reward model, each computed by a step program."""
+
+
+from enum import Enum
+from typing import Any
+
+from dagster import AssetExecutionContext, FloatMetadataValue, IntMetadataValue, Output, asset
+from pydantic import Field
+
+from rlhf_assets.assets.common import CODE_VERSION, PresetConfig, publish
+from rlhf_assets.compute.local import LocalComputeBackend
+from rlhf_assets.presets import Preset, RewardSpec, TrainSpec
+from rlhf_assets.resources import ArtifactStoreResource
+from rlhf_assets.storage import Manifest
+
+GPU_POOL = "gpu"
+
+
+class TrainOverrides(PresetConfig):
+    epochs: float | None = Field(default=None, gt=0.0, description="Override the preset's number of epochs")
+    learning_rate: float | None = Field(default=None, gt=0.0, description="Override the preset's learning rate")
+    max_train_rows: int | None = Field(default=None, ge=1, description="Train on at most this many rows")
+
+    def apply(self, spec: TrainSpec) -> dict[str, Any]:
+        """The preset's spec with these overrides, re-validated so bounds hold for the merged values."""
+        updates = {k: getattr(self, k) for k in ("epochs", "learning_rate", "max_train_rows")}
+        merged = {**spec.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
+        return type(spec).model_validate(merged).model_dump()
+
+
+class RewardMode(Enum):
+    train = "train"
+    pretrained = "pretrained"
+
+
+class RewardModelConfig(TrainOverrides):
+    mode: RewardMode | None = Field(
+        default=None, description="Override the preset: train on preferences, or load a trlx reward model"
+    )
+
+    def apply(self, spec: TrainSpec) -> dict[str, Any]:
+        merged = super().apply(spec)
+        return RewardSpec.model_validate({**merged, **({"mode": self.mode.value} if self.mode else {})}).model_dump()
+
+
+def _numbers(metadata: dict[str, Any]) -> tuple[dict[str, int], dict[str, float]]:
+    """Split a step's reported numbers into manifest counts and metrics."""
+    counts = {k: int(v.value) for k, v in metadata.items() if isinstance(v, IntMetadataValue)}
+    metrics = {k: float(v.value) for k, v in metadata.items() if isinstance(v, FloatMetadataValue)}
+    return counts, metrics
+
+
+def _run_and_publish(
+    context: AssetExecutionContext,
+    *,
+    step: str,
+    preset: Preset,
+    step_config: dict[str, Any],
+    inputs: dict[str, Manifest],
+    compute: LocalComputeBackend,
+    artifacts: ArtifactStoreResource,
+) -> Output[Manifest]:
+    store = artifacts.store()
+    channels = {name: store.local_path(manifest.uri) for name, manifest in inputs.items()}
+    resume_key = {"step": step, "config": step_config, "inputs": {n: m.content_hash for n, m in inputs.items()}}
+    run = compute.run_step(
+        context, step=step, channels=channels, config=step_config, resume_key=resume_key,
+        num_processes=preset.compute.num_processes, accelerate_config=preset.compute.accelerate_config,
+    )
+    counts, metrics = _numbers(run.metadata)
+    output = publish(
+        context, store, run.model_dir, preset=preset.name, config=step_config, counts=counts, metrics=metrics,
+        metadata={k: v for k, v in run.metadata.items() if k not in counts and k not in metrics},
+    )
+    run.cleanup()
+    return output
+
+
+@asset(code_version=CODE_VERSION, group_name="models", kinds={"pytorch"})
+def base_model(
+    context: AssetExecutionContext,
+    config: PresetConfig,
+    compute: LocalComputeBackend,
+    artifacts: ArtifactStoreResource,
+    preference_dataset: Manifest,
+) -> Output[Manifest]:
+    """The starting point of every trained model: a hub checkpoint, or for `tiny` a BPE tokenizer fit on the
+    training text and a freshly initialised small GPT-NeoX."""
+    preset = config.resolved_preset()
+    step_config = {"base_model": preset.base_model.model_dump(), "seed": preset.sft.seed}
+    return _run_and_publish(context, step="base_model", preset=preset, step_config=step_config,
+                            inputs={"preference": preference_dataset}, compute=compute, artifacts=artifacts)
+
+
+@asset(code_version=CODE_VERSION, group_name="models", kinds={"pytorch", "trl"}, pool=GPU_POOL)
+def sft_model(
+    context: AssetExecutionContext,
+    config: TrainOverrides,
+    compute: LocalComputeBackend,
+    artifacts: ArtifactStoreResource,
+    base_model: Manifest,
+    preference_dataset: Manifest,
+) -> Output[Manifest]:
+    """The SFT checkpoint: the base model fine-tuned on prompt + chosen with loss on the response (TRL SFTTrainer)."""
+    preset = config.resolved_preset()
+    step_config = {"train": config.apply(preset.sft)}
+    return _run_and_publish(context, step="sft", preset=preset, step_config=step_config,
+                            inputs={"base_model": base_model, "preference": preference_dataset},
+                            compute=compute, artifacts=artifacts)
+
+
+@asset(code_version=CODE_VERSION, group_name="models", kinds={"pytorch", "trl"}, pool=GPU_POOL)
+def reward_model(
+    context: AssetExecutionContext,
+    config: RewardModelConfig,
+    compute: LocalComputeBackend,
+    artifacts: ArtifactStoreResource,
+    sft_model: Manifest,
+    preference_dataset: Manifest,
+) -> Output[Manifest]:
+    """The reward model: trained from the SFT checkpoint on chosen/rejected pairs (TRL RewardTrainer), or a
+    published trlx reward model such as `Dahoas/gptj-rm-static`; scored by held-out pairwise accuracy."""
+    preset = config.resolved_preset()
+    step_config = {"reward": config.apply(preset.reward)}
+    return _run_and_publish(context, step="reward", preset=preset, step_config=step_config,
+                            inputs={"sft_model": sft_model, "preference": preference_dataset},
+                            compute=compute, artifacts=artifacts)

@@ -1,0 +1,103 @@
+"""The local compute backend: a step program as a subprocess under Dagster Pipes.
+
+The step sees the SageMaker container contract (emulated by `ContainerLayout`), its logs and metadata stream
+into the Dagster run through Pipes, and a run cancelled in Dagster terminates the process. With more than one
+process the step is started by `accelerate launch` with the preset's accelerate config.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dagster import (
+    AssetExecutionContext,
+    ConfigurableResource,
+    Failure,
+    PipesSubprocessClient,
+)
+from dagster._core.errors import DagsterPipesExecutionError
+from pydantic import Field
+
+from rlhf_assets.compute.container import ContainerLayout
+from rlhf_assets.presets import PROJECT_ROOT
+from rlhf_assets.storage import hash_json
+
+
+@dataclass
+class StepRun:
+    """A finished step: where its model output is and what it reported."""
+
+    layout: ContainerLayout
+    metadata: dict[str, Any]
+
+    @property
+    def model_dir(self) -> Path:
+        return self.layout.model_dir
+
+    def cleanup(self) -> None:
+        """Drop the scratch tree and the checkpoints once the output is safely published."""
+        shutil.rmtree(self.layout.root, ignore_errors=True)
+        shutil.rmtree(self.layout.checkpoint_dir, ignore_errors=True)
+
+
+def step_command(step: str, num_processes: int, accelerate_config: str | None) -> list[str]:
+    """`python -m rlhf_assets.steps.<step>`, or the same under `accelerate launch` for several processes."""
+    module = f"rlhf_assets.steps.{step}"
+    if num_processes <= 1:
+        return [sys.executable, "-m", module]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes)]
+    if accelerate_config:
+        command += ["--config_file", str(PROJECT_ROOT / accelerate_config)]
+    return [*command, "-m", module]
+
+
+class LocalComputeBackend(ConfigurableResource):
+    """Runs step programs on this machine; scratch and checkpoints live under `scratch_dir`."""
+
+    scratch_dir: str = Field(
+        default_factory=lambda: str(PROJECT_ROOT / "var" / "scratch"),
+        description="Container trees of running steps and their resumable checkpoints",
+    )
+
+    def run_step(
+        self,
+        context: AssetExecutionContext,
+        *,
+        step: str,
+        channels: dict[str, Path],
+        config: dict[str, Any],
+        resume_key: dict[str, Any],
+        num_processes: int = 1,
+        accelerate_config: str | None = None,
+    ) -> StepRun:
+        """Run one step to completion and return its output; failures raise with the step's own reason.
+
+        `resume_key` (config + input hashes) names the checkpoint directory, so a re-run of the same work after
+        a crash resumes, while different work never picks up a stranger's checkpoint.
+        """
+        asset = context.asset_key.to_python_identifier()
+        scratch = Path(self.scratch_dir)
+        layout = ContainerLayout.create(
+            root=scratch / "runs" / f"{asset}-{context.run_id[:8]}",
+            checkpoint_dir=scratch / "checkpoints" / asset / hash_json(resume_key)[:16],
+            channels=channels,
+        )
+        env = layout.environment(list(channels), num_gpus=0)
+        client = PipesSubprocessClient(cwd=str(PROJECT_ROOT), forward_termination=True)
+        context.log.info(f"launching step {step!r} locally in {layout.root}")
+        try:
+            invocation = client.run(
+                context=context,
+                command=step_command(step, num_processes, accelerate_config),
+                extras={"config": config},
+                env=env,
+            )
+        except DagsterPipesExecutionError as exc:
+            reason = layout.failure_reason() or str(exc)
+            raise Failure(description=f"step {step!r} failed: {reason}") from None
+        result = invocation.get_materialize_result()
+        return StepRun(layout=layout, metadata=dict(result.metadata or {}))

@@ -1,0 +1,1 @@
+"""Preference data: reading sources, mapping HH dialogues to rm-static rows, splitting."""

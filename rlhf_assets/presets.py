@@ -1,0 +1,135 @@
+"""Typed presets: one named bundle of every size-dependent setting in the graph.
+
+A preset is chosen by name in asset config (`preset: tiny`), so a user switches the whole graph from the
+offline CPU demo to the reference GPT-J recipe without touching code. Presets import neither dagster nor torch:
+step programs read them too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_HH_PATH = PROJECT_ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataSpec(_Frozen):
+    source: str = Field(
+        description="Local HH-format .jsonl/.jsonl.gz path, a local dataset directory, or a hub dataset id "
+        "(Dahoas/rm-static, Anthropic/hh-rlhf)."
+    )
+    hub_split: str = Field("train", description="Split to read when `source` is a hub dataset.")
+    test_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of prompts held out for test.")
+    eval_prompt_count: int = Field(100, ge=1, description="Held-out prompts used for evaluation.")
+    seed: int = Field(0, description="Seed for the eval-prompt choice; the split itself is hash-keyed.")
+
+
+class BaseModelSpec(_Frozen):
+    hub_id: str | None = Field(None, description="Hub id or local directory; None builds a tiny model.")
+    vocab_size: int = Field(4096, ge=256, description="BPE vocabulary size when the tokenizer is trained.")
+    num_layers: int = Field(2, ge=1)
+    hidden_size: int = Field(128, ge=16)
+    num_heads: int = Field(4, ge=1)
+    max_position_embeddings: int = Field(512, ge=64)
+    tokenizer_train_rows: int = Field(5000, ge=10, description="Training texts used to fit the tokenizer.")
+
+
+class TrainSpec(_Frozen):
+    epochs: float = Field(1.0, gt=0.0, description="Passes over the training rows.")
+    learning_rate: float = Field(5e-4, gt=0.0)
+    batch_size: int = Field(16, ge=1, description="Per-device batch size.")
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_length: int = Field(256, ge=16, description="Tokens per sequence; prompts are cut from the left.")
+    max_response_tokens: int = Field(96, ge=4, description="Response tokens kept before the prompt is cut.")
+    max_train_rows: int | None = Field(None, ge=1, description="Cap on training rows (None: all).")
+    eval_rows: int = Field(200, ge=1, description="Held-out rows scored for eval loss / accuracy.")
+    logging_steps: int = Field(10, ge=1)
+    save_steps: int = Field(50, ge=1, description="Checkpoint interval; a restarted step resumes here.")
+    bf16: bool = False
+    seed: int = 0
+
+
+class RewardSpec(TrainSpec):
+    mode: Literal["train", "pretrained"] = Field(
+        "train", description="`train` fits a reward model on preferences; `pretrained` loads a trlx one."
+    )
+    pretrained_id: str | None = Field(
+        None, description="trlx-format reward model (e.g. Dahoas/gptj-rm-static): hub id or directory."
+    )
+    pretrained_trunk: str | None = Field(
+        None, description="Hub id or directory of the trunk config/tokenizer for a pretrained reward model."
+    )
+
+
+class ComputeSpec(_Frozen):
+    backend: Literal["local", "sagemaker"] = "local"
+    num_processes: int = Field(1, ge=1, description="Processes per node; >1 launches with accelerate.")
+    accelerate_config: str | None = Field(None, description="accelerate config file for multi-process runs.")
+    instance_type: str = Field("local", description="SageMaker instance type for GPU steps.")
+    instance_count: int = Field(1, ge=1)
+
+
+class Preset(_Frozen):
+    name: str
+    description: str
+    data: DataSpec
+    base_model: BaseModelSpec
+    sft: TrainSpec
+    reward: RewardSpec
+    compute: ComputeSpec
+
+
+TINY = Preset(
+    name="tiny",
+    description="Offline CPU demo: BPE tokenizer trained on the data, ~1.5M-parameter GPT-NeoX.",
+    data=DataSpec(source=str(SHARED_HH_PATH)),
+    base_model=BaseModelSpec(),
+    sft=TrainSpec(epochs=1.0, learning_rate=1e-3, batch_size=16, max_length=192, max_response_tokens=96),
+    reward=RewardSpec(epochs=1.0, learning_rate=5e-4, batch_size=16, max_length=192, max_response_tokens=96,
+                      eval_rows=1000),
+    compute=ComputeSpec(),
+)
+
+SMALL = Preset(
+    name="small",
+    description="A real run on one GPU: Pythia-160M policy and a reward model trained with TRL.",
+    data=DataSpec(source="Dahoas/rm-static", test_fraction=0.05),
+    base_model=BaseModelSpec(hub_id="EleutherAI/pythia-160m"),
+    sft=TrainSpec(epochs=1.0, learning_rate=1e-5, batch_size=8, max_length=512, max_response_tokens=128,
+                  eval_rows=1000, logging_steps=50, save_steps=500, bf16=True),
+    reward=RewardSpec(epochs=1.0, learning_rate=1e-5, batch_size=8, max_length=512, max_response_tokens=128,
+                      eval_rows=1000, logging_steps=50, save_steps=500, bf16=True),
+    compute=ComputeSpec(instance_type="ml.g5.2xlarge"),
+)
+
+GPTJ_6B = Preset(
+    name="gptj_6b",
+    description="The reference recipe: GPT-J-6B on ml.p4d.24xlarge, ZeRO-2 bf16, Dahoas/gptj-rm-static.",
+    data=DataSpec(source="Dahoas/rm-static", test_fraction=0.05),
+    base_model=BaseModelSpec(hub_id="EleutherAI/gpt-j-6b"),
+    sft=TrainSpec(epochs=1.0, learning_rate=1e-5, batch_size=2, gradient_accumulation_steps=4,
+                  max_length=1024, max_response_tokens=256, eval_rows=1000, logging_steps=50,
+                  save_steps=500, bf16=True),
+    reward=RewardSpec(mode="pretrained", pretrained_id="Dahoas/gptj-rm-static",
+                      pretrained_trunk="EleutherAI/gpt-j-6b", max_length=1024, max_response_tokens=256,
+                      eval_rows=1000, bf16=True),
+    compute=ComputeSpec(backend="sagemaker", num_processes=8, instance_type="ml.p4d.24xlarge",
+                        accelerate_config="rlhf_assets/compute/accelerate/zero2_bf16.yaml"),
+)
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (TINY, SMALL, GPTJ_6B)}
+
+
+def get_preset(name: str) -> Preset:
+    """Look a preset up by name so a typo fails before any work starts, listing the valid names."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(sorted(PRESETS))}") from None

@@ -1,0 +1,57 @@
+"""Step: produce the `base_model` artifact (tokenizer + weights or a hub pointer).
+
+tiny preset: fit a BPE tokenizer on the training dialogues and initialise a small GPT-NeoX.
+hub presets: fetch the tokenizer and config of the hub model (or a local directory) and record where the
+weights are; the weights themselves are loaded by the training steps.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from rlhf_assets.modeling.base import build_tiny_gpt_neox, count_parameters, write_pointer
+from rlhf_assets.modeling.tokenizer import train_bpe_tokenizer
+from rlhf_assets.presets import BaseModelSpec
+from rlhf_assets.steps.data_io import read_split
+from rlhf_assets.steps.runtime import StepInputError, StepRuntime, run_step
+
+
+def main(runtime: StepRuntime) -> None:
+    spec = BaseModelSpec.model_validate(runtime.config["base_model"])
+    seed = int(runtime.config.get("seed", 0))
+    out = runtime.model_dir
+    if spec.hub_id is None:
+        train = read_split(runtime.channel("preference"), "train", spec.tokenizer_train_rows)
+        texts = [t for row in train.itertuples() for t in (row.prompt + row.chosen, row.rejected)]
+        runtime.log(f"training a {spec.vocab_size}-token BPE tokenizer on {len(texts)} texts")
+        tokenizer = train_bpe_tokenizer(texts, spec.vocab_size)
+        model = build_tiny_gpt_neox(
+            tokenizer,
+            num_layers=spec.num_layers,
+            hidden_size=spec.hidden_size,
+            num_heads=spec.num_heads,
+            max_position_embeddings=spec.max_position_embeddings,
+            seed=seed,
+        )
+        model.save_pretrained(out, safe_serialization=True)
+        kind, source = "local", "tiny GPT-NeoX initialised from the preset"
+        parameters = count_parameters(model)
+    else:
+        runtime.log(f"resolving tokenizer and config of {spec.hub_id}")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(spec.hub_id)
+            config = AutoConfig.from_pretrained(spec.hub_id)
+        except OSError as exc:
+            raise StepInputError(f"base model {spec.hub_id!r} cannot be loaded: {exc}") from exc
+        with torch.device("meta"):
+            parameters = count_parameters(AutoModelForCausalLM.from_config(config))
+        kind, source = "hub", spec.hub_id
+    tokenizer.save_pretrained(out)
+    write_pointer(out, kind, source, parameters)
+    runtime.log(f"base model ready: {parameters:,} parameters, vocabulary {len(tokenizer):,}")
+    runtime.report({"parameter_count": parameters, "vocab_size": len(tokenizer), "kind": kind, "source": source})
+
+
+if __name__ == "__main__":
+    run_step(main)

@@ -1,0 +1,114 @@
+"""Step: the reward model, trained on chosen/rejected pairs with TRL's RewardTrainer or loaded from trlx.
+
+`train`: a one-label sequence-classification head on the SFT model (as the recipe's RM was), Bradley-Terry loss (TRL).
+`pretrained`: a trlx `GPTRewardModel` checkpoint (e.g. `Dahoas/gptj-rm-static`) converted to the same format.
+Both report held-out pairwise accuracy: the share of test pairs where chosen scores above rejected.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import torch
+from datasets import Dataset
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+from trl import RewardConfig, RewardTrainer
+
+from rlhf_assets.modeling.base import BaseModelRef, count_parameters
+from rlhf_assets.modeling.encoding import encode_prompt_response
+from rlhf_assets.modeling.scoring import reward_scores
+from rlhf_assets.modeling.trlx_reward import load_trlx_reward_model
+from rlhf_assets.presets import RewardSpec
+from rlhf_assets.steps.data_io import read_split
+from rlhf_assets.steps.progress import RuntimeProgressCallback, curve_markdown
+from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run_step
+from rlhf_assets.steps.training import last_checkpoint, quiet_console, save_trained_model, trainer_arguments
+
+REWARD_INFO_FILE = "reward_model.json"
+
+
+def encode_pairs(
+    frame: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, spec: RewardSpec, append_eos: bool
+) -> Dataset:
+    """Token ids of prompt+chosen and prompt+rejected, prompt cut from the left so both endings survive."""
+    rows = []
+    for prompt, chosen, rejected in zip(frame["prompt"], frame["chosen"], frame["rejected"], strict=True):
+        encoded = [
+            encode_prompt_response(tokenizer, prompt, response, max_length=spec.max_length,
+                                   max_response_tokens=spec.max_response_tokens, add_eos=append_eos).input_ids
+            for response in (chosen, rejected)
+        ]
+        rows.append({"chosen_ids": encoded[0], "rejected_ids": encoded[1]})
+    return Dataset.from_list(rows)
+
+
+def pairwise_accuracy(model: torch.nn.Module, pairs: Dataset, pad_token_id: int) -> tuple[float, float]:
+    """(accuracy, mean margin) of chosen over rejected on held-out pairs."""
+    chosen = reward_scores(model, pairs["chosen_ids"], pad_token_id)
+    rejected = reward_scores(model, pairs["rejected_ids"], pad_token_id)
+    return float((chosen > rejected).float().mean()), float((chosen - rejected).mean())
+
+
+def train_reward_model(runtime: StepRuntime, spec: RewardSpec, held_out: pd.DataFrame) -> dict[str, object]:
+    base = BaseModelRef.read(runtime.channel("sft_model"))
+    tokenizer = base.tokenizer()
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base.weights, num_labels=1, pad_token_id=tokenizer.pad_token_id
+    )
+    train = encode_pairs(read_split(runtime.channel("preference"), "train", spec.max_train_rows),
+                         tokenizer, spec, append_eos=True)
+    runtime.log(f"reward model on {len(train)} preference pairs; {count_parameters(model):,} parameters")
+    progress = RuntimeProgressCallback(runtime)
+    args = RewardConfig(**trainer_arguments(spec, runtime), max_length=None, disable_dropout=True)
+    trainer = quiet_console(RewardTrainer(model=model, args=args, train_dataset=train,
+                                          processing_class=tokenizer, callbacks=[progress]))
+    result = trainer.train(resume_from_checkpoint=last_checkpoint(runtime))
+    accuracy, margin = pairwise_accuracy(model, encode_pairs(held_out, tokenizer, spec, True),
+                                         tokenizer.pad_token_id)
+    save_trained_model(trainer, runtime)
+    return {
+        "train_loss": float(result.training_loss),
+        "train_rows": len(train),
+        "global_steps": int(trainer.state.global_step),
+        "parameter_count": count_parameters(model),
+        "eval_accuracy": accuracy,
+        "eval_mean_margin": margin,
+        "append_eos": True,
+        "loss_curve": markdown(curve_markdown(progress.history, ("loss", "accuracy"), "Reward-model training")),
+    }
+
+
+def load_pretrained_reward_model(runtime: StepRuntime, spec: RewardSpec, held_out: pd.DataFrame) -> dict:
+    if not spec.pretrained_id or not spec.pretrained_trunk:
+        raise StepInputError("reward mode 'pretrained' needs pretrained_id and pretrained_trunk")
+    runtime.log(f"loading trlx reward model {spec.pretrained_id} over {spec.pretrained_trunk}")
+    tokenizer = AutoTokenizer.from_pretrained(spec.pretrained_trunk)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    tokenizer.truncation_side = "left"
+    model = load_trlx_reward_model(spec.pretrained_id, spec.pretrained_trunk, tokenizer.pad_token_id)
+    accuracy, margin = pairwise_accuracy(model, encode_pairs(held_out, tokenizer, spec, False),
+                                         tokenizer.pad_token_id)
+    model.save_pretrained(runtime.model_dir, safe_serialization=True)
+    tokenizer.save_pretrained(runtime.model_dir)
+    return {"parameter_count": count_parameters(model), "eval_accuracy": accuracy,
+            "eval_mean_margin": margin, "append_eos": False, "source": spec.pretrained_id}
+
+
+def main(runtime: StepRuntime) -> None:
+    spec = RewardSpec.model_validate(runtime.config["reward"])
+    torch.manual_seed(spec.seed)
+    held_out = read_split(runtime.channel("preference"), "test", spec.eval_rows)
+    if spec.mode == "train":
+        metadata = train_reward_model(runtime, spec, held_out)
+    else:
+        metadata = load_pretrained_reward_model(runtime, spec, held_out)
+    info = {"mode": spec.mode, "append_eos": metadata["append_eos"], "score": "last non-pad token"}
+    (runtime.model_dir / REWARD_INFO_FILE).write_text(json.dumps(info, indent=2))
+    runtime.log(f"reward model ready: held-out pairwise accuracy {metadata['eval_accuracy']:.3f} "
+                f"on {len(held_out)} pairs")
+    runtime.report({**metadata, "eval_pairs": len(held_out), "mode": spec.mode})
+
+
+if __name__ == "__main__":
+    run_step(main)

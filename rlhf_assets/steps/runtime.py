@@ -1,0 +1,122 @@
+"""What every step program shares: its config, its container paths, logging and metadata reporting.
+
+Under Dagster Pipes the config arrives in the context extras and logs/metadata flow back to the Dagster run;
+run by hand (`python -m rlhf_assets.steps.sft --config cfg.json`) the same program logs to stderr and prints its
+metadata as JSON, so a step can be debugged without an orchestrator. Only `dagster_pipes` is imported here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dagster_pipes import PipesContext, PipesEnvVarParamsLoader, open_dagster_pipes
+
+from rlhf_assets.compute.container import CHECKPOINT_ENV
+
+EXIT_BAD_INPUT = 2
+
+
+class StepInputError(ValueError):
+    """Bad input the user must fix (a file, a field, a config value); the step exits with code 2."""
+
+
+@dataclass
+class StepRuntime:
+    """A step's view of the world: config, SageMaker-contract paths, and where logs/metrics go."""
+
+    config: dict[str, Any]
+    pipes: PipesContext | None
+    reported: dict[str, Any] = field(default_factory=dict)
+
+    def channel(self, name: str) -> Path:
+        """An input channel's directory (`SM_CHANNEL_<NAME>`), failing clearly when it was not provided."""
+        value = os.environ.get(f"SM_CHANNEL_{name.upper()}")
+        if not value or not Path(value).is_dir():
+            raise StepInputError(f"input channel {name!r} is missing (SM_CHANNEL_{name.upper()}={value!r})")
+        return Path(value)
+
+    @property
+    def model_dir(self) -> Path:
+        return Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(os.environ.get(CHECKPOINT_ENV, "/opt/ml/checkpoints"))
+
+    @property
+    def is_main_process(self) -> bool:
+        return int(os.environ.get("RANK", "0")) == 0
+
+    def log(self, message: str) -> None:
+        """Send a progress line to the Dagster run (or stderr when run by hand)."""
+        if not self.is_main_process:
+            return
+        if self.pipes is not None:
+            self.pipes.log.info(message)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    def report(self, metadata: dict[str, Any]) -> None:
+        """Report the step's metadata once, at the end; values may be plain or Pipes `{raw_value, type}`."""
+        if not self.is_main_process:
+            return
+        self.reported.update(metadata)
+        if self.pipes is not None:
+            self.pipes.report_asset_materialization(metadata=metadata)
+        else:
+            print(json.dumps(metadata, default=str, indent=2))
+
+
+def markdown(text: str) -> dict[str, Any]:
+    """Wrap text as Pipes markdown metadata so the Dagster UI renders tables and plots."""
+    return {"raw_value": text, "type": "md"}
+
+
+@contextmanager
+def _open_runtime(argv: list[str] | None) -> Iterator[StepRuntime]:
+    if PipesEnvVarParamsLoader().is_dagster_pipes_process():
+        with open_dagster_pipes() as pipes:
+            yield StepRuntime(config=dict(pipes.extras.get("config", {})), pipes=pipes)
+        return
+    parser = argparse.ArgumentParser(description="Run an rlhf-assets step program by hand.")
+    parser.add_argument("--config", type=Path, required=True, help="JSON file with the step's config")
+    args = parser.parse_args(argv)
+    yield StepRuntime(config=json.loads(args.config.read_text()), pipes=None)
+
+
+def run_step(main: Callable[[StepRuntime], None], argv: list[str] | None = None) -> None:
+    """Run a step's `main` and turn bad input into a one-line error and exit code 2 instead of a traceback."""
+    try:
+        with _open_runtime(argv) as runtime:
+            try:
+                main(runtime)
+            except StepInputError as exc:
+                if runtime.pipes is not None:
+                    runtime.pipes.log.error(f"bad input: {exc}")
+                raise
+    except StepInputError as exc:
+        _write_failure_reason(f"bad input: {exc}")
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except Exception as exc:
+        _write_failure_reason(f"{type(exc).__name__}: {exc}")
+        traceback.print_exc()
+        sys.exit(1)
+
+
+def _write_failure_reason(reason: str) -> None:
+    """SageMaker reads `/opt/ml/output/failure` into the job's FailureReason; the local backend does too."""
+    output_data = os.environ.get("SM_OUTPUT_DATA_DIR")
+    if output_data:
+        failure = Path(output_data).parent / "failure"
+        failure.parent.mkdir(parents=True, exist_ok=True)
+        failure.write_text(reason[:1024])

@@ -1,0 +1,128 @@
+"""The artifact store: content-addressed directories of model and dataset files, local or on S3.
+
+Every artifact lives at `<root>/<name>/<hash16>/` and is published whole or not at all: files are written under
+a temporary name and renamed into place (locally), or uploaded before a `_COMPLETE` marker that readers
+require (S3, where rename is not atomic). A crash therefore never leaves a half-written checkpoint that looks
+valid, and two runs writing the same asset cannot overwrite each other's files. This module imports neither
+dagster nor torch: step programs use it too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from upath import UPath
+
+COMPLETE_MARKER = "_COMPLETE"
+_CHUNK = 1 << 20
+
+
+class Manifest(BaseModel):
+    """An asset's value: where its files are, what they hash to, and what produced them."""
+
+    asset: str = Field(description="Asset key this manifest belongs to.")
+    uri: str = Field(description="Artifact directory (local path or s3:// URI); empty for pointer assets.")
+    content_hash: str = Field(description="SHA-256 over the artifact's files; the asset's data version.")
+    preset: str
+    config: dict[str, Any] = Field(default_factory=dict, description="The resolved config that ran.")
+    counts: dict[str, int] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    files: list[str] = Field(default_factory=list)
+
+
+def hash_file(path: Path) -> str:
+    """SHA-256 of one file, streamed so multi-GB checkpoints do not need to fit in memory."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def hash_directory(directory: Path) -> tuple[str, list[str]]:
+    """Content hash of a directory tree (relative names and bytes), independent of mtimes and order."""
+    digest = hashlib.sha256()
+    files = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
+    for name in files:
+        digest.update(name.encode("utf-8") + b"\0" + hash_file(directory / name).encode("ascii") + b"\n")
+    return digest.hexdigest(), files
+
+
+def hash_json(value: Mapping[str, Any]) -> str:
+    """Stable hash of a JSON-able mapping, used to key checkpoints by config and inputs."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+class ArtifactStore:
+    """Publishes and resolves artifact directories under one root (a local path or an s3:// prefix)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = UPath(root)
+        self.remote = is_remote(root)
+
+    def publish_directory(self, local_dir: Path, name: str) -> tuple[str, str, list[str]]:
+        """Publish a finished local directory as artifact `name`; returns (uri, content_hash, files).
+
+        Publishing identical content twice is a no-op that returns the same URI, which is what makes an
+        unchanged re-materialization report the same data version.
+        """
+        if not local_dir.is_dir():
+            raise FileNotFoundError(f"artifact directory {local_dir} does not exist")
+        content_hash, files = hash_directory(local_dir)
+        if not files:
+            raise ValueError(f"artifact directory {local_dir} is empty: nothing to publish for {name!r}")
+        final = self.root / name / content_hash[:16]
+        if self.is_complete(str(final)):
+            return str(final), content_hash, files
+        marker = json.dumps({"content_hash": content_hash, "files": files})
+        if self.remote:
+            for rel in files:
+                (final / rel).parent.mkdir(parents=True, exist_ok=True)
+                (final / rel).write_bytes((local_dir / rel).read_bytes())
+            (final / COMPLETE_MARKER).write_text(marker)
+        else:
+            self._publish_local(local_dir, Path(str(final)), marker)
+        return str(final), content_hash, files
+
+    @staticmethod
+    def _publish_local(local_dir: Path, final: Path, marker: str) -> None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            shutil.copytree(local_dir, staging)
+            (staging / COMPLETE_MARKER).write_text(marker)
+            try:
+                os.rename(staging, final)
+            except OSError:
+                if not (final / COMPLETE_MARKER).exists():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def is_complete(self, uri: str) -> bool:
+        """Whether an artifact directory was fully published (its marker exists)."""
+        return (UPath(uri) / COMPLETE_MARKER).exists()
+
+    def local_path(self, uri: str, cache_dir: Path | None = None) -> Path:
+        """A local directory holding the artifact: the path itself, or a download of an S3 artifact."""
+        if not self.is_complete(uri):
+            raise FileNotFoundError(f"artifact {uri} is missing or incomplete (no {COMPLETE_MARKER} marker)")
+        if not is_remote(uri):
+            return Path(str(UPath(uri)))
+        target = (cache_dir or Path(tempfile.gettempdir()) / "rlhf-assets-cache") / hash_json({"uri": uri})[:16]
+        if not (target / COMPLETE_MARKER).exists():
+            UPath(uri).fs.get(uri.rstrip("/") + "/", str(target) + "/", recursive=True)
+        return target
