@@ -7,6 +7,7 @@ process the step is started by `accelerate launch` with the preset's accelerate 
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ class LocalComputeBackend(ConfigurableResource):
     """Runs step programs on this machine; scratch and checkpoints live under `scratch_dir`."""
 
     scratch_dir: str = Field(
-        default_factory=lambda: str(PROJECT_ROOT / "var" / "scratch"),
+        default_factory=lambda: os.environ.get("RLHF_SCRATCH_DIR", str(PROJECT_ROOT / "var" / "scratch")),
         description="Container trees of running steps and their resumable checkpoints",
     )
 

@@ -1,0 +1,131 @@
+"""The real asset graph on the tiny preset, materialized with Dagster's API and with its CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from dagster import AssetKey, DagsterInstance, DagsterInvalidConfigError, instance_for_test, materialize
+
+from rlhf_assets.compute.local import LocalComputeBackend
+from rlhf_assets.definitions import all_assets
+from rlhf_assets.presets import PROJECT_ROOT
+from rlhf_assets.resources import ArtifactStoreResource, ManifestIOManager
+from rlhf_assets.storage import Manifest
+from tests.conftest import hh_row, write_jsonl
+
+pytestmark = pytest.mark.integration
+ASSETS = ["hh_raw", "preference_dataset", "eval_prompts", "base_model", "sft_model", "reward_model"]
+
+
+def _resources(root: Path) -> dict:
+    return {
+        "io_manager": ManifestIOManager(base_dir=str(root / "artifacts" / "manifests")),
+        "artifacts": ArtifactStoreResource(root=str(root / "artifacts")),
+        "compute": LocalComputeBackend(scratch_dir=str(root / "scratch")),
+    }
+
+
+def _manifest(root: Path, asset: str) -> Manifest:
+    return Manifest.model_validate_json((root / "artifacts" / "manifests" / f"{asset}.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory, shared_hh_path: Path):
+    """The whole graph materialized once on the tiny preset with the full shared HH file."""
+    root = tmp_path_factory.mktemp("graph")
+    with instance_for_test() as instance:
+        result = materialize(all_assets, resources=_resources(root), instance=instance)
+        assert result.success
+        yield root, instance, result
+
+
+def test_every_asset_materializes_with_ui_metadata(graph) -> None:
+    root, instance, _ = graph
+    for asset in ASSETS:
+        event = instance.get_latest_materialization_event(AssetKey(asset))
+        metadata = event.asset_materialization.metadata
+        assert metadata["content_hash"].value == _manifest(root, asset).content_hash
+        assert event.asset_materialization.tags["dagster/data_version"] == _manifest(root, asset).content_hash
+    preference = instance.get_latest_materialization_event(AssetKey("preference_dataset")).asset_materialization
+    assert preference.metadata["dropped_rows"].value == 9
+    assert "dialogues_differ_before_last_turn | 5" in preference.metadata["dropped_by_reason"].value
+    assert "whitespace-separated words" in preference.metadata["length_stats"].value
+    assert len(preference.metadata["preview"].value.records) == 5
+    sft = instance.get_latest_materialization_event(AssetKey("sft_model")).asset_materialization.metadata
+    assert sft["eval_perplexity"].value > 1 and sft["tokens_per_second"].value > 0
+    assert sft["parameter_count"].value > 1_000_000
+    assert "data:image/png;base64" in sft["loss_curve"].value and "| step | loss | eval_loss |" in sft["loss_curve"].value
+
+
+def test_reward_model_beats_chance_on_held_out_pairs(graph) -> None:
+    root, _, _ = graph
+    reward = _manifest(root, "reward_model")
+    assert reward.counts["eval_pairs"] == 222
+    assert reward.metrics["eval_accuracy"] > 0.60
+
+
+def test_eval_prompts_are_held_out_from_training(graph) -> None:
+    root, _, _ = graph
+    eval_frame = pd.read_parquet(Path(_manifest(root, "eval_prompts").uri) / "eval_prompts.parquet")
+    train = pd.read_parquet(Path(_manifest(root, "preference_dataset").uri) / "train.parquet")
+    assert len(eval_frame) == 100 and eval_frame["prompt"].is_unique
+    assert set(eval_frame["prompt"]).isdisjoint(set(train["prompt"]))
+
+
+def test_bad_source_fails_clearly_and_keeps_the_earlier_materialization(graph, tmp_path: Path) -> None:
+    root, instance, _ = graph
+    before = (root / "artifacts" / "manifests" / "hh_raw.json").read_text()
+    bad = write_jsonl(tmp_path / "bad.jsonl", [hh_row("a", "b", "c"), '{"chosen": "x", "rejected": '])
+    hh_raw = next(a for a in all_assets if a.key == AssetKey("hh_raw"))
+    result = materialize([hh_raw], resources=_resources(root), instance=instance, raise_on_error=False,
+                         run_config={"ops": {"hh_raw": {"config": {"source": str(bad)}}}})
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "bad.jsonl, line 2: malformed JSON" in failure.step_failure_data.error.message
+    assert (root / "artifacts" / "manifests" / "hh_raw.json").read_text() == before
+    kept = Manifest.model_validate_json(before)
+    assert (Path(kept.uri) / "_COMPLETE").exists()
+
+
+@pytest.mark.parametrize(
+    ("asset", "config", "message"),
+    [
+        ("hh_raw", {"preset": "huge"}, "not in enum type PresetName got huge"),
+        ("sft_model", {"epochs": -1.0}, "epochs"),
+        ("preference_dataset", {"test_fraction": 1.5}, "test_fraction"),
+    ],
+)
+def test_invalid_config_names_the_field(graph, asset: str, config: dict, message: str) -> None:
+    root, instance, _ = graph
+    definition = next(a for a in all_assets if a.key == AssetKey(asset))
+    with pytest.raises((DagsterInvalidConfigError, Exception), match=message):
+        materialize([definition], resources=_resources(root), instance=instance,
+                    run_config={"ops": {asset: {"config": config}}})
+
+
+def _cli_materialize(home: Path, root: Path) -> subprocess.CompletedProcess:
+    run_config = {"ops": {name: {"config": {"max_train_rows": 48}} for name in ("sft_model", "reward_model")}}
+    env = {**os.environ, "DAGSTER_HOME": str(home), "RLHF_ARTIFACT_ROOT": str(root / "artifacts"),
+           "RLHF_SCRATCH_DIR": str(root / "scratch")}
+    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "rlhf_assets.definitions",
+               "--select", "*", "--config-json", json.dumps(run_config)]
+    return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_cli_materialization_is_persistent_and_unchanged_inputs_keep_data_versions(tmp_path: Path,
+                                                                                  shared_hh_path: Path) -> None:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    for _ in range(2):
+        result = _cli_materialize(home, tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+    with DagsterInstance.from_config(str(home)) as instance:
+        for asset in ASSETS:
+            events = instance.fetch_materializations(AssetKey(asset), limit=2).records
+            assert len(events) == 2, asset
+            versions = {e.asset_materialization.tags["dagster/data_version"] for e in events}
+            assert len(versions) == 1, f"{asset}: data version changed with unchanged inputs: {versions}"

@@ -1,0 +1,64 @@
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rlhf_assets.storage import COMPLETE_MARKER, ArtifactStore, hash_directory
+
+
+def _model_dir(root: Path, payload: bytes) -> Path:
+    root.mkdir(parents=True)
+    (root / "model.safetensors").write_bytes(payload)
+    (root / "sub").mkdir()
+    (root / "sub" / "tokenizer.json").write_text("{}")
+    return root
+
+
+def test_publish_is_content_addressed_and_idempotent(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path / "store"))
+    first = store.publish_directory(_model_dir(tmp_path / "a", b"weights"), "sft_model")
+    again = store.publish_directory(_model_dir(tmp_path / "b", b"weights"), "sft_model")
+    other = store.publish_directory(_model_dir(tmp_path / "c", b"other"), "sft_model")
+    assert first == again
+    assert other[0] != first[0]
+    assert store.is_complete(first[0]) and store.local_path(first[0]) == Path(first[0])
+    assert first[2] == ["model.safetensors", "sub/tokenizer.json"]
+
+
+def test_hash_ignores_mtime_but_not_names(tmp_path: Path) -> None:
+    a = _model_dir(tmp_path / "a", b"x")
+    b = _model_dir(tmp_path / "b", b"x")
+    assert hash_directory(a)[0] == hash_directory(b)[0]
+    (b / "model.safetensors").rename(b / "renamed.safetensors")
+    assert hash_directory(a)[0] != hash_directory(b)[0]
+
+
+def test_crash_while_publishing_leaves_nothing_that_looks_valid(tmp_path: Path, monkeypatch) -> None:
+    store = ArtifactStore(str(tmp_path / "store"))
+    kept_uri, _, _ = store.publish_directory(_model_dir(tmp_path / "old", b"old"), "sft_model")
+
+    def copy_then_die(src, dst, *args, **kwargs):
+        Path(dst).mkdir(parents=True)
+        (Path(dst) / "model.safetensors").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copytree", copy_then_die)
+    with pytest.raises(OSError, match="No space left"):
+        store.publish_directory(_model_dir(tmp_path / "new", b"new weights"), "sft_model")
+    published = [p for p in (tmp_path / "store" / "sft_model").iterdir()]
+    assert published == [Path(kept_uri)], "only the earlier, complete artifact remains"
+    assert (Path(kept_uri) / "model.safetensors").read_bytes() == b"old"
+
+
+def test_directory_without_marker_is_not_an_artifact(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path / "store"))
+    uri, _, _ = store.publish_directory(_model_dir(tmp_path / "a", b"w"), "m")
+    (Path(uri) / COMPLETE_MARKER).unlink()
+    with pytest.raises(FileNotFoundError, match="missing or incomplete"):
+        store.local_path(uri)
+
+
+def test_empty_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="is empty"):
+        ArtifactStore(str(tmp_path / "store")).publish_directory(tmp_path / "empty", "m")
