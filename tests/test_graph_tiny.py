@@ -85,7 +85,7 @@ def test_bad_source_fails_clearly_and_keeps_the_earlier_materialization(graph, t
                          run_config={"ops": {"hh_raw": {"config": {"source": str(bad)}}}})
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    assert "bad.jsonl, line 2: malformed JSON" in failure.step_failure_data.error.message
+    assert "bad.jsonl, line 2: malformed JSON" in failure.step_failure_data.error.to_string()
     assert (root / "artifacts" / "manifests" / "hh_raw.json").read_text() == before
     kept = Manifest.model_validate_json(before)
     assert (Path(kept.uri) / "_COMPLETE").exists()

@@ -1,0 +1,54 @@
+"""Helpers for benchmark scripts: isolated environments and process-tree measurements."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+
+@dataclass(frozen=True)
+class Measured:
+    seconds: float
+    peak_tree_rss_bytes: int
+    returncode: int
+
+
+def isolated_env(root: Path) -> dict[str, str]:
+    """Environment with a fresh Dagster instance, artifact store and scratch dir under `root`."""
+    (root / "dagster_home").mkdir(parents=True, exist_ok=True)
+    return {**os.environ, "DAGSTER_HOME": str(root / "dagster_home"), "RLHF_ARTIFACT_ROOT": str(root / "artifacts"),
+            "RLHF_SCRATCH_DIR": str(root / "scratch")}
+
+
+def run_measured(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> Measured:
+    """Run a command, sampling the summed RSS of its whole process tree every 100 ms."""
+    peak = 0
+    with log.open("w") as out:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            root = psutil.Process(process.pid)
+            while not done.is_set():
+                try:
+                    tree = [root, *root.children(recursive=True)]
+                    peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+                except psutil.Error:
+                    pass
+                time.sleep(0.1)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        returncode = process.wait()
+        elapsed = time.perf_counter() - started
+        done.set()
+        sampler.join()
+    return Measured(elapsed, peak, returncode)

@@ -1,0 +1,81 @@
+"""Overhead of Dagster + Pipes: the SFT step materialized through Dagster vs the same step program run directly.
+
+Both runs use the same inputs (published by an upstream materialization), the same config and the same
+machine, alternating order across repetitions. Prints each time and the ratio (target <= 1.05).
+
+    .venv/bin/python -m bench.overhead [--repeats 1] [--max-train-rows N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.common import isolated_env, run_measured
+from rlhf_assets.presets import PROJECT_ROOT, TINY
+from rlhf_assets.storage import Manifest
+
+
+def _materialize(select: str, env: dict[str, str], root: Path, run_config: dict, log: str) -> float:
+    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "rlhf_assets.definitions",
+               "--select", select, "--config-json", json.dumps(run_config)]
+    measured = run_measured(command, env, PROJECT_ROOT, root / log)
+    if measured.returncode:
+        raise SystemExit((root / log).read_text()[-4000:])
+    return measured.seconds
+
+
+def _direct(env: dict[str, str], root: Path, config: dict, channels: dict[str, str], attempt: int) -> float:
+    work = root / f"direct-{attempt}"
+    (work / "model").mkdir(parents=True)
+    (work / "config.json").write_text(json.dumps(config))
+    step_env = {**env, "SM_MODEL_DIR": str(work / "model"), "RLHF_CHECKPOINT_DIR": str(work / "checkpoints"),
+                "SM_OUTPUT_DATA_DIR": str(work / "output" / "data"),
+                **{f"SM_CHANNEL_{k.upper()}": v for k, v in channels.items()}}
+    command = [sys.executable, "-m", "rlhf_assets.steps.sft", "--config", str(work / "config.json")]
+    measured = run_measured(command, step_env, PROJECT_ROOT, work / "step.log")
+    if measured.returncode:
+        raise SystemExit((work / "step.log").read_text()[-4000:])
+    return measured.seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--max-train-rows", type=int, default=None, help="shorter runs (default: the full preset)")
+    args = parser.parse_args()
+    overrides = {"max_train_rows": args.max_train_rows} if args.max_train_rows else {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        env = isolated_env(root)
+        _materialize("hh_raw preference_dataset base_model", env, root, {}, "upstream.log")
+        manifests = root / "artifacts" / "manifests"
+        channels = {name: Manifest.model_validate_json((manifests / f"{asset}.json").read_text()).uri
+                    for name, asset in (("base_model", "base_model"), ("preference", "preference_dataset"))}
+        step_config = {"train": TINY.sft.model_copy(update=overrides).model_dump()}
+        run_config = {"ops": {"sft_model": {"config": overrides}}}
+        dagster_times, direct_times = [], []
+        for attempt in range(args.repeats):
+            order = ("dagster", "direct") if attempt % 2 == 0 else ("direct", "dagster")
+            for kind in order:
+                if kind == "dagster":
+                    dagster_times.append(_materialize("sft_model", env, root, run_config, f"sft-{attempt}.log"))
+                else:
+                    direct_times.append(_direct(env, root, step_config, channels, attempt))
+            print(f"repeat {attempt + 1}: dagster+pipes {dagster_times[-1]:.1f} s, direct {direct_times[-1]:.1f} s",
+                  flush=True)
+    dagster_s, direct_s = statistics.median(dagster_times), statistics.median(direct_times)
+    print(f"SFT step, tiny preset{' (' + str(args.max_train_rows) + ' rows)' if overrides else ''}, "
+          f"{os.cpu_count()} CPUs, median of {args.repeats}:")
+    print(f"  through dagster asset materialize + Pipes: {dagster_s:.1f} s")
+    print(f"  step program run directly:                 {direct_s:.1f} s")
+    print(f"  ratio dagster / direct: {dagster_s / direct_s:.3f} (target <= 1.05)")
+
+
+if __name__ == "__main__":
+    main()
