@@ -58,7 +58,8 @@ def test_every_asset_materializes_with_ui_metadata(graph) -> None:
     sft = instance.get_latest_materialization_event(AssetKey("sft_model")).asset_materialization.metadata
     assert sft["eval_perplexity"].value > 1 and sft["tokens_per_second"].value > 0
     assert sft["parameter_count"].value > 1_000_000
-    assert "data:image/png;base64" in sft["loss_curve"].value and "| step | loss | eval_loss |" in sft["loss_curve"].value
+    curve = sft["loss_curve"].value
+    assert "data:image/png;base64" in curve and "| step | loss | eval_loss |" in curve
 
 
 def test_reward_model_beats_chance_on_held_out_pairs(graph) -> None:
