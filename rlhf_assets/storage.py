@@ -122,7 +122,15 @@ class ArtifactStore:
             raise FileNotFoundError(f"artifact {uri} is missing or incomplete (no {COMPLETE_MARKER} marker)")
         if not is_remote(uri):
             return Path(str(UPath(uri)))
-        target = (cache_dir or Path(tempfile.gettempdir()) / "rlhf-assets-cache") / hash_json({"uri": uri})[:16]
+        cache = cache_dir or Path(tempfile.gettempdir()) / "rlhf-assets-cache"
+        target = cache / hash_json({"uri": uri})[:16]
         if not (target / COMPLETE_MARKER).exists():
-            UPath(uri).fs.get(uri.rstrip("/") + "/", str(target) + "/", recursive=True)
+            cache.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".download-", dir=cache))
+            try:
+                UPath(uri).fs.get(uri.rstrip("/") + "/", str(staging) + "/", recursive=True)
+                shutil.rmtree(target, ignore_errors=True)
+                os.rename(staging, target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
         return target
