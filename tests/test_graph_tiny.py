@@ -85,27 +85,41 @@ def test_bad_source_fails_clearly_and_keeps_the_earlier_materialization(graph, t
     result = materialize([hh_raw], resources=_resources(root), instance=instance, raise_on_error=False,
                          run_config={"ops": {"hh_raw": {"config": {"source": str(bad)}}}})
     assert not result.success
-    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    assert "bad.jsonl, line 2: malformed JSON" in failure.step_failure_data.error.to_string()
+    assert "bad.jsonl, line 2: malformed JSON" in _failure_text(result)
     assert (root / "artifacts" / "manifests" / "hh_raw.json").read_text() == before
     kept = Manifest.model_validate_json(before)
     assert (Path(kept.uri) / "_COMPLETE").exists()
 
 
+def _failure_text(result) -> str:
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    return failure.step_failure_data.error.to_string()
+
+
+def test_unknown_preset_is_rejected_before_anything_runs(graph) -> None:
+    root, instance, _ = graph
+    hh_raw = next(a for a in all_assets if a.key == AssetKey("hh_raw"))
+    with pytest.raises(DagsterInvalidConfigError, match="hh_raw:config:preset not in enum type PresetName got huge"):
+        materialize([hh_raw], resources=_resources(root), instance=instance,
+                    run_config={"ops": {"hh_raw": {"config": {"preset": "huge"}}}})
+
+
 @pytest.mark.parametrize(
     ("asset", "config", "message"),
     [
-        ("hh_raw", {"preset": "huge"}, "not in enum type PresetName got huge"),
-        ("sft_model", {"epochs": -1.0}, "epochs"),
-        ("preference_dataset", {"test_fraction": 1.5}, "test_fraction"),
+        ("sft_model", {"epochs": -1.0}, "epochs\n  Input should be greater than 0"),
+        ("preference_dataset", {"test_fraction": 1.5}, "test_fraction\n  Input should be less than 1"),
     ],
 )
-def test_invalid_config_names_the_field(graph, asset: str, config: dict, message: str) -> None:
+def test_out_of_range_config_names_the_field(graph, asset: str, config: dict, message: str) -> None:
     root, instance, _ = graph
+    before = (root / "artifacts" / "manifests" / f"{asset}.json").read_text()
     definition = next(a for a in all_assets if a.key == AssetKey(asset))
-    with pytest.raises((DagsterInvalidConfigError, Exception), match=message):
-        materialize([definition], resources=_resources(root), instance=instance,
-                    run_config={"ops": {asset: {"config": config}}})
+    result = materialize([definition], resources=_resources(root), instance=instance, raise_on_error=False,
+                         run_config={"ops": {asset: {"config": config}}})
+    assert not result.success
+    assert message in _failure_text(result)
+    assert (root / "artifacts" / "manifests" / f"{asset}.json").read_text() == before
 
 
 def _cli_materialize(home: Path, root: Path) -> subprocess.CompletedProcess:
