@@ -53,7 +53,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         env = isolated_env(root)
-        _materialize("hh_raw preference_dataset base_model", env, root, {}, "upstream.log")
+        _materialize("hh_raw,preference_dataset,base_model", env, root, {}, "upstream.log")
         manifests = root / "artifacts" / "manifests"
         channels = {name: Manifest.model_validate_json((manifests / f"{asset}.json").read_text()).uri
                     for name, asset in (("base_model", "base_model"), ("preference", "preference_dataset"))}
