@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagster import AssetSelection, Definitions, define_asset_job, load_assets_from_modules
+from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor, load_assets_from_modules
 
 from rlhf_assets.assets import data, training
 from rlhf_assets.compute.local import LocalComputeBackend
@@ -14,9 +14,13 @@ materialize_all = define_asset_job(
     "materialize_all", selection=AssetSelection.all(), description="Every asset of the graph, in lineage order."
 )
 
+# Heavy work runs in step subprocesses (or SageMaker jobs), so each run executes its assets in one process:
+# no extra interpreter per asset (~3 s each). Runs still queue on the `gpu` pool; a run can choose
+# `execution: {config: {multiprocess: {}}}` when it wants parallel branches.
 defs = Definitions(
     assets=all_assets,
     jobs=[materialize_all],
+    executor=in_process_executor,
     resources={
         "io_manager": ManifestIOManager(),
         "artifacts": ArtifactStoreResource(),

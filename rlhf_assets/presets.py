@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rlhf_assets.ppo.config import PPOConfig
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_HH_PATH = PROJECT_ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
 
@@ -76,6 +78,13 @@ class ComputeSpec(_Frozen):
     instance_count: int = Field(1, ge=1)
 
 
+class PPOSpec(_Frozen):
+    config: PPOConfig = Field(default_factory=PPOConfig, description="The PPO loop's hyperparameters")
+    kl_bound: float = Field(description="Largest acceptable KL(policy‖SFT) per response on the eval prompts")
+    eval_max_new_tokens: int = Field(128, ge=1, description="Response length when comparing SFT and PPO")
+    reward_batch_size: int = Field(32, ge=1)
+
+
 class Preset(_Frozen):
     name: str
     description: str
@@ -83,6 +92,7 @@ class Preset(_Frozen):
     base_model: BaseModelSpec
     sft: TrainSpec
     reward: RewardSpec
+    ppo: PPOSpec
     compute: ComputeSpec
 
 
@@ -94,6 +104,12 @@ TINY = Preset(
     sft=TrainSpec(epochs=1.0, learning_rate=1e-3, batch_size=16, max_length=192, max_response_tokens=96),
     reward=RewardSpec(epochs=1.0, learning_rate=5e-4, batch_size=16, max_length=192, max_response_tokens=96,
                       eval_rows=1000),
+    ppo=PPOSpec(
+        config=PPOConfig(seq_length=160, max_new_tokens=32, batch_size=16, total_steps=48, num_layers_unfrozen=-1,
+                         learning_rate=5e-4, lr_min=5e-5, num_rollouts=64, chunk_size=32, ppo_epochs=2,
+                         init_kl_coef=0.05, target=6.0, horizon=10000, checkpoint_interval=8, top_k=0, seed=1000),
+        kl_bound=8.0, eval_max_new_tokens=32,
+    ),
     compute=ComputeSpec(),
 )
 
@@ -106,6 +122,11 @@ SMALL = Preset(
                   eval_rows=1000, logging_steps=50, save_steps=500, bf16=True),
     reward=RewardSpec(epochs=1.0, learning_rate=1e-5, batch_size=8, max_length=512, max_response_tokens=128,
                       eval_rows=1000, logging_steps=50, save_steps=500, bf16=True),
+    ppo=PPOSpec(
+        config=PPOConfig(seq_length=512, max_new_tokens=128, batch_size=8, total_steps=2000, num_layers_unfrozen=2,
+                         learning_rate=1e-5, lr_min=1e-6, num_rollouts=64, chunk_size=16, checkpoint_interval=200),
+        kl_bound=20.0,
+    ),
     compute=ComputeSpec(instance_type="ml.g5.2xlarge"),
 )
 
@@ -120,6 +141,7 @@ GPTJ_6B = Preset(
     reward=RewardSpec(mode="pretrained", pretrained_id="Dahoas/gptj-rm-static",
                       pretrained_trunk="EleutherAI/gpt-j-6b", max_length=1024, max_response_tokens=256,
                       eval_rows=1000, bf16=True),
+    ppo=PPOSpec(config=PPOConfig(), kl_bound=20.0, reward_batch_size=8),
     compute=ComputeSpec(backend="sagemaker", num_processes=8, instance_type="ml.p4d.24xlarge",
                         accelerate_config="rlhf_assets/compute/accelerate/zero2_bf16.yaml"),
 )

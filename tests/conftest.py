@@ -7,8 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+from dagster import instance_for_test, materialize
 
+from rlhf_assets.compute.local import LocalComputeBackend
+from rlhf_assets.definitions import all_assets
 from rlhf_assets.presets import SHARED_HH_PATH
+from rlhf_assets.resources import ArtifactStoreResource, ManifestIOManager
+from rlhf_assets.storage import Manifest
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +35,26 @@ def hh_row(prompt_turn: str, chosen: str, rejected: str) -> dict[str, str]:
     """One HH-format row whose dialogues share the prompt and differ in the last Assistant turn."""
     prefix = f"\n\nHuman: {prompt_turn}\n\nAssistant:"
     return {"chosen": prefix + " " + chosen, "rejected": prefix + " " + rejected}
+
+
+def graph_resources(root: Path) -> dict:
+    """Resources writing everything under `root` (artifacts, manifests, scratch)."""
+    return {
+        "io_manager": ManifestIOManager(base_dir=str(root / "artifacts" / "manifests")),
+        "artifacts": ArtifactStoreResource(root=str(root / "artifacts")),
+        "compute": LocalComputeBackend(scratch_dir=str(root / "scratch")),
+    }
+
+
+def manifest_of(root: Path, asset: str) -> Manifest:
+    return Manifest.model_validate_json((root / "artifacts" / "manifests" / f"{asset}.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def graph(tmp_path_factory, shared_hh_path: Path):
+    """The whole graph materialized once on the tiny preset with the full shared HH file."""
+    root = tmp_path_factory.mktemp("graph")
+    with instance_for_test() as instance:
+        result = materialize(all_assets, resources=graph_resources(root), instance=instance)
+        assert result.success
+        yield root, instance, result

@@ -8,39 +8,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from dagster import AssetKey, DagsterInstance, DagsterInvalidConfigError, instance_for_test, materialize
+from dagster import AssetKey, DagsterInstance, DagsterInvalidConfigError, materialize
 
-from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.definitions import all_assets
 from rlhf_assets.presets import PROJECT_ROOT
-from rlhf_assets.resources import ArtifactStoreResource, ManifestIOManager
 from rlhf_assets.storage import Manifest
-from tests.conftest import hh_row, write_jsonl
+from tests.conftest import graph_resources, hh_row, manifest_of, write_jsonl
 
 pytestmark = pytest.mark.integration
 ASSETS = ["hh_raw", "preference_dataset", "eval_prompts", "base_model", "sft_model", "reward_model"]
-
-
-def _resources(root: Path) -> dict:
-    return {
-        "io_manager": ManifestIOManager(base_dir=str(root / "artifacts" / "manifests")),
-        "artifacts": ArtifactStoreResource(root=str(root / "artifacts")),
-        "compute": LocalComputeBackend(scratch_dir=str(root / "scratch")),
-    }
-
-
-def _manifest(root: Path, asset: str) -> Manifest:
-    return Manifest.model_validate_json((root / "artifacts" / "manifests" / f"{asset}.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def graph(tmp_path_factory, shared_hh_path: Path):
-    """The whole graph materialized once on the tiny preset with the full shared HH file."""
-    root = tmp_path_factory.mktemp("graph")
-    with instance_for_test() as instance:
-        result = materialize(all_assets, resources=_resources(root), instance=instance)
-        assert result.success
-        yield root, instance, result
 
 
 def test_every_asset_materializes_with_ui_metadata(graph) -> None:
@@ -48,8 +24,8 @@ def test_every_asset_materializes_with_ui_metadata(graph) -> None:
     for asset in ASSETS:
         event = instance.get_latest_materialization_event(AssetKey(asset))
         metadata = event.asset_materialization.metadata
-        assert metadata["content_hash"].value == _manifest(root, asset).content_hash
-        assert event.asset_materialization.tags["dagster/data_version"] == _manifest(root, asset).content_hash
+        assert metadata["content_hash"].value == manifest_of(root, asset).content_hash
+        assert event.asset_materialization.tags["dagster/data_version"] == manifest_of(root, asset).content_hash
     preference = instance.get_latest_materialization_event(AssetKey("preference_dataset")).asset_materialization
     assert preference.metadata["dropped_rows"].value == 9
     assert "dialogues_differ_before_last_turn | 5" in preference.metadata["dropped_by_reason"].value
@@ -64,15 +40,15 @@ def test_every_asset_materializes_with_ui_metadata(graph) -> None:
 
 def test_reward_model_beats_chance_on_held_out_pairs(graph) -> None:
     root, _, _ = graph
-    reward = _manifest(root, "reward_model")
+    reward = manifest_of(root, "reward_model")
     assert reward.counts["eval_pairs"] == 222
     assert reward.metrics["eval_accuracy"] > 0.60
 
 
 def test_eval_prompts_are_held_out_from_training(graph) -> None:
     root, _, _ = graph
-    eval_frame = pd.read_parquet(Path(_manifest(root, "eval_prompts").uri) / "eval_prompts.parquet")
-    train = pd.read_parquet(Path(_manifest(root, "preference_dataset").uri) / "train.parquet")
+    eval_frame = pd.read_parquet(Path(manifest_of(root, "eval_prompts").uri) / "eval_prompts.parquet")
+    train = pd.read_parquet(Path(manifest_of(root, "preference_dataset").uri) / "train.parquet")
     assert len(eval_frame) == 100 and eval_frame["prompt"].is_unique
     assert set(eval_frame["prompt"]).isdisjoint(set(train["prompt"]))
 
@@ -82,7 +58,7 @@ def test_bad_source_fails_clearly_and_keeps_the_earlier_materialization(graph, t
     before = (root / "artifacts" / "manifests" / "hh_raw.json").read_text()
     bad = write_jsonl(tmp_path / "bad.jsonl", [hh_row("a", "b", "c"), '{"chosen": "x", "rejected": '])
     hh_raw = next(a for a in all_assets if a.key == AssetKey("hh_raw"))
-    result = materialize([hh_raw], resources=_resources(root), instance=instance, raise_on_error=False,
+    result = materialize([hh_raw], resources=graph_resources(root), instance=instance, raise_on_error=False,
                          run_config={"ops": {"hh_raw": {"config": {"source": str(bad)}}}})
     assert not result.success
     assert "bad.jsonl, line 2: malformed JSON" in _failure_text(result)
@@ -100,7 +76,7 @@ def test_unknown_preset_is_rejected_before_anything_runs(graph) -> None:
     root, instance, _ = graph
     hh_raw = next(a for a in all_assets if a.key == AssetKey("hh_raw"))
     with pytest.raises(DagsterInvalidConfigError, match="hh_raw:config:preset not in enum type PresetName got huge"):
-        materialize([hh_raw], resources=_resources(root), instance=instance,
+        materialize([hh_raw], resources=graph_resources(root), instance=instance,
                     run_config={"ops": {"hh_raw": {"config": {"preset": "huge"}}}})
 
 
@@ -115,7 +91,7 @@ def test_out_of_range_config_names_the_field(graph, asset: str, config: dict, me
     root, instance, _ = graph
     before = (root / "artifacts" / "manifests" / f"{asset}.json").read_text()
     definition = next(a for a in all_assets if a.key == AssetKey(asset))
-    result = materialize([definition], resources=_resources(root), instance=instance, raise_on_error=False,
+    result = materialize([definition], resources=graph_resources(root), instance=instance, raise_on_error=False,
                          run_config={"ops": {asset: {"config": config}}})
     assert not result.success
     assert message in _failure_text(result)
@@ -127,7 +103,7 @@ def _cli_materialize(home: Path, root: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "DAGSTER_HOME": str(home), "RLHF_ARTIFACT_ROOT": str(root / "artifacts"),
            "RLHF_SCRATCH_DIR": str(root / "scratch")}
     command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "rlhf_assets.definitions",
-               "--select", "*", "--config-json", json.dumps(run_config)]
+               "--select", "*reward_model", "--config-json", json.dumps(run_config)]
     return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from rlhf_assets.assets.common import CODE_VERSION, PresetConfig, publish
 from rlhf_assets.compute.local import LocalComputeBackend
-from rlhf_assets.presets import Preset, RewardSpec, TrainSpec
+from rlhf_assets.presets import PPOSpec, Preset, RewardSpec, TrainSpec
 from rlhf_assets.resources import ArtifactStoreResource
 from rlhf_assets.storage import Manifest
 
@@ -124,4 +124,42 @@ def reward_model(
     step_config = {"reward": config.apply(preset.reward)}
     return _run_and_publish(context, step="reward", preset=preset, step_config=step_config,
                             inputs={"sft_model": sft_model, "preference": preference_dataset},
+                            compute=compute, artifacts=artifacts)
+
+
+class PPOOverrides(PresetConfig):
+    total_steps: int | None = Field(default=None, ge=1, description="Override the preset's optimizer steps")
+    learning_rate: float | None = Field(default=None, gt=0.0, description="Override the preset's learning rate")
+    init_kl_coef: float | None = Field(default=None, ge=0.0, description="Override the initial KL coefficient β")
+    kl_target: float | None = Field(default=None, gt=0.0, description="Override the adaptive controller's KL target")
+
+    def apply(self, spec: PPOSpec) -> dict[str, Any]:
+        """The preset's PPO spec with overrides, validated as a whole (e.g. chunk_size ≤ num_rollouts)."""
+        renamed = {"total_steps": self.total_steps, "learning_rate": self.learning_rate,
+                   "init_kl_coef": self.init_kl_coef, "target": self.kl_target}
+        config = {**spec.config.model_dump(), **{k: v for k, v in renamed.items() if v is not None}}
+        return PPOSpec.model_validate({**spec.model_dump(), "config": config}).model_dump()
+
+
+@asset(code_version=CODE_VERSION, group_name="models", kinds={"pytorch"}, pool=GPU_POOL)
+def ppo_policy(
+    context: AssetExecutionContext,
+    config: PPOOverrides,
+    compute: LocalComputeBackend,
+    artifacts: ArtifactStoreResource,
+    sft_model: Manifest,
+    reward_model: Manifest,
+    preference_dataset: Manifest,
+    eval_prompts: Manifest,
+) -> Output[Manifest]:
+    """The RLHF policy: the SFT model optimised with PPO against the reward model, KL-held to the SFT model.
+
+    Metadata shows the reward and KL curves, the final KL coefficient, reward-hacking warnings, and the
+    SFT-vs-PPO reward on the held-out eval prompts with a paired bootstrap 95% CI.
+    """
+    preset = config.resolved_preset()
+    step_config = {"ppo": config.apply(preset.ppo)}
+    return _run_and_publish(context, step="ppo", preset=preset, step_config=step_config,
+                            inputs={"sft_model": sft_model, "reward_model": reward_model,
+                                    "preference": preference_dataset, "eval_prompts": eval_prompts},
                             compute=compute, artifacts=artifacts)

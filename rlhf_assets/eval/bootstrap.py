@@ -1,0 +1,34 @@
+"""Paired bootstrap confidence intervals for "model B scores higher than model A on the same prompts"."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Interval:
+    estimate: float
+    low: float
+    high: float
+    level: float
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def paired_bootstrap_mean_difference(
+    a: Sequence[float], b: Sequence[float], *, resamples: int = 10_000, level: float = 0.95, seed: int = 0
+) -> Interval:
+    """Mean of b − a with a percentile CI from resampling prompts (pairs stay together)."""
+    diffs = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
+    if diffs.ndim != 1 or diffs.size == 0:
+        raise ValueError("need two equally long, non-empty score lists")
+    rng = np.random.default_rng(seed)
+    means = diffs[rng.integers(0, diffs.size, size=(resamples, diffs.size))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return Interval(float(diffs.mean()), float(low), float(high), level)

@@ -1,0 +1,65 @@
+"""PPO hyperparameters with the recipe's defaults (trlx `examples/hh/ppo_hh.py`, GPT-J-6B)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+RECIPE_STOP_SEQUENCES = ("Human:", "human:", "Assistant:", "assistant:")
+
+
+class PPOConfig(BaseModel):
+    """Every knob of the PPO loop; defaults are the reference recipe's, presets scale them down."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seq_length: int = Field(1024, ge=8, description="Prompt + response tokens; longer prompts are cut on the left")
+    max_prompt_tokens: int | None = Field(None, ge=1, description="Prompt budget (seq_length − max_new_tokens)")
+    batch_size: int = Field(4, ge=1, description="Samples per optimizer step")
+    total_steps: int = Field(10000, ge=1, description="Optimizer steps in the whole run")
+    num_layers_unfrozen: int = Field(2, ge=-1, description="Top transformer layers trained; -1 trains all")
+    learning_rate: float = Field(8e-6, gt=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(1e-6, ge=0)
+    lr_min: float = Field(8e-6, ge=0, description="Cosine schedule floor (eta_min)")
+    num_rollouts: int = Field(64, ge=1, description="Samples collected before each PPO phase")
+    chunk_size: int = Field(16, ge=1, description="Prompts generated per batch while collecting rollouts")
+    ppo_epochs: int = Field(4, ge=1, description="Passes over each rollout batch")
+    init_kl_coef: float = Field(0.05, ge=0, description="Initial β of the KL penalty")
+    target: float | None = Field(6.0, gt=0, description="KL target of the adaptive controller; None: fixed β")
+    horizon: int = Field(10000, ge=1)
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(0.95, ge=0, le=1)
+    cliprange: float = Field(0.2, gt=0)
+    cliprange_value: float = Field(0.2, gt=0)
+    vf_coef: float = Field(1.0, ge=0)
+    scale_reward: Literal["running", "ref", "none"] = "running"
+    ref_std: float | None = Field(None, gt=0, description="Score std used when scale_reward='ref'")
+    cliprange_reward: float = Field(10.0, ge=0)
+    max_new_tokens: int = Field(128, ge=1)
+    top_k: int = Field(0, ge=0, description="0 disables top-k")
+    top_p: float = Field(1.0, gt=0, le=1)
+    temperature: float = Field(1.0, gt=0)
+    stop_sequences: tuple[str, ...] = RECIPE_STOP_SEQUENCES
+    delta_reward: bool = Field(True, description="Reward = RM(prompt+sample) − RM(prompt+chosen), as the recipe")
+    checkpoint_interval: int = Field(100, ge=1, description="Optimizer steps between checkpoints")
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    seed: int = 1000
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PPOConfig:
+        if self.chunk_size > self.num_rollouts:
+            raise ValueError(f"chunk_size ({self.chunk_size}) must not exceed num_rollouts ({self.num_rollouts})")
+        if self.batch_size > self.num_rollouts:
+            raise ValueError(f"batch_size ({self.batch_size}) must not exceed num_rollouts ({self.num_rollouts})")
+        if self.max_new_tokens >= self.seq_length:
+            raise ValueError(f"max_new_tokens ({self.max_new_tokens}) must be below seq_length ({self.seq_length})")
+        if self.scale_reward == "ref" and self.ref_std is None:
+            raise ValueError("scale_reward 'ref' needs ref_std")
+        return self
+
+    @property
+    def prompt_budget(self) -> int:
+        return self.max_prompt_tokens or self.seq_length - self.max_new_tokens

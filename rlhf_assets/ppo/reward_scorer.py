@@ -1,0 +1,63 @@
+"""The reward model as PPO's reward function: text in, scalar per sample out, with the recipe's delta."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from rlhf_assets.modeling.encoding import encode_prompt_response
+from rlhf_assets.modeling.scoring import reward_scores
+
+
+class RewardModelScorer:
+    """Scores (prompt, response) texts with a sequence-classification reward model.
+
+    Responses are decoded from the policy's tokens and re-tokenized with the reward model's tokenizer, so a
+    policy and reward model with different tokenizers still agree on the text being judged.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        append_eos: bool,
+        max_length: int,
+        max_response_tokens: int,
+        batch_size: int = 32,
+    ) -> None:
+        self.model, self.tokenizer = model.eval().requires_grad_(False), tokenizer
+        self.append_eos, self.max_length, self.max_response_tokens = append_eos, max_length, max_response_tokens
+        self.batch_size = batch_size
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
+        """(B,) rewards for each prompt + response."""
+        sequences = [
+            encode_prompt_response(self.tokenizer, p, r, max_length=self.max_length,
+                                   max_response_tokens=self.max_response_tokens, add_eos=self.append_eos).input_ids
+            for p, r in zip(prompts, responses, strict=True)
+        ]
+        return reward_scores(self.model, sequences, self.tokenizer.pad_token_id, self.batch_size)
+
+
+class DeltaReward:
+    """reward = RM(prompt + sample) − RM(prompt + chosen), the recipe's baseline-subtracted reward.
+
+    Chosen-response scores are computed once per prompt and cached.
+    """
+
+    def __init__(self, scorer: RewardModelScorer, prompts: Sequence[str], chosen: Sequence[str] | None) -> None:
+        self.scorer, self.prompts, self.chosen = scorer, list(prompts), list(chosen) if chosen else None
+        self._baseline: dict[int, float] = {}
+
+    def __call__(self, indices: list[int], responses: list[str]) -> torch.Tensor:
+        scores = self.scorer.score([self.prompts[i] for i in indices], responses)
+        if self.chosen is None:
+            return scores
+        missing = [i for i in dict.fromkeys(indices) if i not in self._baseline]
+        if missing:
+            baseline = self.scorer.score([self.prompts[i] for i in missing], [self.chosen[i] for i in missing])
+            self._baseline.update(zip(missing, baseline.tolist(), strict=True))
+        return scores - torch.tensor([self._baseline[i] for i in indices])

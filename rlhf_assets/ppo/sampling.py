@@ -1,0 +1,102 @@
+"""Batched rollouts: left-padded, KV-cached sampling, stop-sequence truncation, per-token log-probs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def truncate_at_stop(text: str, stop_sequences: Sequence[str]) -> str:
+    """Cut a sampled response at the first stop sequence (the model starting the next dialogue turn)."""
+    cut = len(text)
+    for stop in stop_sequences:
+        found = text.find(stop)
+        if 0 <= found < cut:
+            cut = found
+    return text[:cut].rstrip() if cut < len(text) else text
+
+
+def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask) with every sequence right-aligned, as batched generation needs."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if seq:
+            ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+            mask[row, width - len(seq):] = 1
+    return ids, mask
+
+
+def right_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask) with every sequence left-aligned; responses are stored this way."""
+    width = max(1, max(len(s) for s in sequences))
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+def position_ids_for(mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted from each row's first real token, so left padding does not shift them."""
+    return (mask.cumsum(dim=1) - 1).clamp(min=0)
+
+
+@torch.no_grad()
+def sample_responses(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    top_k: int,
+    top_p: float,
+    temperature: float,
+    stop_sequences: Sequence[str],
+    do_sample: bool = True,
+) -> list[list[int]]:
+    """Sample one response per prompt in a single `generate` call (KV cache on) and cut at stop sequences.
+
+    Responses are re-tokenized after truncation and end with EOS, as trlx does, so the reward model and the
+    policy see the same tokens.
+    """
+    device = next(model.parameters()).device
+    ids, mask = left_pad(prompts, tokenizer.pad_token_id)
+    output = model.generate(
+        input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+        do_sample=do_sample, top_k=top_k or None, top_p=top_p, temperature=temperature, use_cache=True,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    responses = []
+    for row in output[:, ids.shape[1]:].tolist():
+        text = tokenizer.decode(row, skip_special_tokens=True)
+        kept = tokenizer(truncate_at_stop(text, stop_sequences), add_special_tokens=False)["input_ids"]
+        responses.append(kept[: max_new_tokens - 1] + [tokenizer.eos_token_id])
+    return responses
+
+
+def logprobs_of_labels(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log p(label) for each position, from logits over the vocabulary."""
+    return torch.gather(F.log_softmax(logits.float(), dim=-1), 2, labels.unsqueeze(-1)).squeeze(-1)
+
+
+def join_query_response(
+    query_ids: torch.Tensor, query_mask: torch.Tensor, response_ids: torch.Tensor, response_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-padded queries + right-padded responses as one batch: (ids, attention mask, position ids)."""
+    ids = torch.cat([query_ids, response_ids], dim=1)
+    mask = torch.cat([query_mask, response_mask], dim=1)
+    return ids, mask, position_ids_for(mask)
+
+
+def response_logprobs(
+    logits: torch.Tensor, ids: torch.Tensor, query_width: int, response_width: int
+) -> torch.Tensor:
+    """(B, response_width) log-probs of the response tokens: logits at t predict the token at t+1."""
+    start = query_width - 1
+    return logprobs_of_labels(logits[:, start: start + response_width], ids[:, query_width:])

@@ -1,0 +1,62 @@
+"""The PPO policy: a causal LM with a scalar value head on its last hidden state, and layer freezing."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+
+def make_value_head(hidden_size: int) -> nn.Sequential:
+    """trlx's value head: hidden → 2·hidden → 1 with a ReLU."""
+    return nn.Sequential(nn.Linear(hidden_size, hidden_size * 2), nn.ReLU(), nn.Linear(hidden_size * 2, 1))
+
+
+class CausalLMWithValueHead(nn.Module):
+    """Policy and critic sharing one trunk: logits for sampling/log-probs, values for GAE."""
+
+    def __init__(self, base: PreTrainedModel) -> None:
+        super().__init__()
+        self.base = base
+        self.v_head = make_value_head(base.config.hidden_size)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (B, T, V), values (B, T))."""
+        out = self.base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                        output_hidden_states=True, use_cache=False)
+        values = self.v_head(out.hidden_states[-1].to(self.v_head[0].weight.dtype)).squeeze(-1)
+        return out.logits, values
+
+
+def transformer_layers(model: PreTrainedModel) -> nn.ModuleList:
+    """The stack of transformer blocks, whatever the architecture calls it (GPT-NeoX, GPT-J, GPT-2, Llama)."""
+    trunk = getattr(model, model.base_model_prefix)
+    for name in ("layers", "h", "blocks"):
+        layers = getattr(trunk, name, None)
+        if isinstance(layers, nn.ModuleList):
+            return layers
+    raise ValueError(f"cannot find the transformer layers of {type(model).__name__}")
+
+
+def freeze_bottom_layers(model: PreTrainedModel, num_layers_unfrozen: int) -> int:
+    """Train only the top `num_layers_unfrozen` blocks (+ final norm and LM head); -1 trains everything.
+
+    Returns the number of trainable parameters. Embeddings and lower blocks are frozen, as trlx does, which
+    is what lets the recipe fit GPT-J's PPO on 7 GPUs.
+    """
+    if num_layers_unfrozen < 0:
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    layers = transformer_layers(model)
+    if num_layers_unfrozen > len(layers):
+        raise ValueError(f"num_layers_unfrozen ({num_layers_unfrozen}) exceeds the model's {len(layers)} layers")
+    model.requires_grad_(False)
+    for layer in list(layers)[len(layers) - num_layers_unfrozen:]:
+        layer.requires_grad_(True)
+    trunk = getattr(model, model.base_model_prefix)
+    for name, module in trunk.named_children():
+        if name.startswith(("final_layer_norm", "ln_f", "norm")):
+            module.requires_grad_(True)
+    model.get_output_embeddings().requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

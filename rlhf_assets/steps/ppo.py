@@ -1,0 +1,154 @@
+"""Step: PPO of the SFT policy against the reward model, KL-held to the SFT model (our trlx-faithful PPO).
+
+Inputs: channels `sft_model`, `reward_model`, `preference` (training prompts + chosen responses for the
+delta reward) and `eval_prompts`. Output: the policy (safetensors + tokenizer + value head). At the end the
+SFT and PPO policies answer the eval prompts with the same seed and settings; the reward model scores both and
+a paired bootstrap CI of the difference is reported, with the KL of the PPO responses to the SFT model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from rlhf_assets.eval.bootstrap import paired_bootstrap_mean_difference
+from rlhf_assets.modeling.base import BaseModelRef, count_parameters, write_pointer
+from rlhf_assets.ppo.config import PPOConfig
+from rlhf_assets.ppo.reward_scorer import DeltaReward, RewardModelScorer
+from rlhf_assets.ppo.sampling import join_query_response, left_pad, response_logprobs, right_pad, sample_responses
+from rlhf_assets.ppo.trainer import PPOTrainer
+from rlhf_assets.ppo.value_head import CausalLMWithValueHead, freeze_bottom_layers
+from rlhf_assets.presets import PPOSpec
+from rlhf_assets.steps.data_io import read_split
+from rlhf_assets.steps.progress import curve_markdown
+from rlhf_assets.steps.reward import REWARD_INFO_FILE
+from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run_step
+
+
+def encode_prompts(tokenizer, prompts: list[str], budget: int) -> list[list[int]]:
+    """Prompt ids cut from the left to `budget` tokens (the end of the dialogue matters most)."""
+    encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    return [ids[-budget:] for ids in encoded]
+
+
+def load_reward_scorer(directory: Path, spec: PPOSpec) -> RewardModelScorer:
+    import json
+
+    info_file = directory / REWARD_INFO_FILE
+    if not info_file.exists():
+        raise StepInputError(f"{directory} is not a reward_model artifact ({REWARD_INFO_FILE} missing)")
+    info = json.loads(info_file.read_text())
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = AutoModelForSequenceClassification.from_pretrained(directory)
+    return RewardModelScorer(model, tokenizer, append_eos=info["append_eos"], max_length=spec.config.seq_length,
+                             max_response_tokens=spec.config.max_new_tokens, batch_size=spec.reward_batch_size)
+
+
+@torch.no_grad()
+def sequence_kl(policy, reference, prompts: list[list[int]], responses: list[list[int]], pad_id: int) -> torch.Tensor:
+    """Σ_t log π − log π_ref per response: the KL estimate of each sample under the policy."""
+    query_ids, query_mask = left_pad(prompts, pad_id)
+    response_ids, response_mask = right_pad(responses, pad_id)
+    ids, mask, positions = join_query_response(query_ids, query_mask, response_ids, response_mask)
+    q, r = query_ids.shape[1], response_ids.shape[1]
+    kwargs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "use_cache": False}
+    logp = response_logprobs(policy(**kwargs).logits, ids, q, r)
+    ref = response_logprobs(reference(**kwargs).logits, ids, q, r)
+    return ((logp - ref) * response_mask).sum(1)
+
+
+def evaluate(runtime, spec, tokenizer, policy, reference, scorer, eval_frame) -> dict[str, object]:
+    """SFT vs PPO on the held-out prompts: same seed, same settings; RM scores, paired CI, KL to SFT."""
+    cfg = spec.config
+    prompts = encode_prompts(tokenizer, list(eval_frame["prompt"]), cfg.prompt_budget)
+    responses = {}
+    for name, model in (("sft", reference), ("ppo", policy)):
+        torch.manual_seed(cfg.seed)
+        responses[name] = []
+        for start in range(0, len(prompts), 32):
+            responses[name] += sample_responses(
+                model, tokenizer, prompts[start: start + 32], max_new_tokens=spec.eval_max_new_tokens,
+                top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature, stop_sequences=cfg.stop_sequences)
+    texts = {k: tokenizer.batch_decode(v, skip_special_tokens=True) for k, v in responses.items()}
+    scores = {k: scorer.score(list(eval_frame["prompt"]), v).tolist() for k, v in texts.items()}
+    interval = paired_bootstrap_mean_difference(scores["sft"], scores["ppo"], seed=cfg.seed)
+    kl = sequence_kl(policy, reference, prompts, responses["ppo"], tokenizer.pad_token_id)
+    runtime.log(f"eval on {len(prompts)} prompts: RM score SFT {sum(scores['sft']) / len(prompts):+.3f}, "
+                f"PPO {sum(scores['ppo']) / len(prompts):+.3f}, difference {interval.estimate:+.3f} "
+                f"[{interval.low:+.3f}, {interval.high:+.3f}]; KL to SFT {float(kl.mean()):.3f}")
+    return {
+        "eval_prompts": len(prompts),
+        "eval_sft_reward_mean": sum(scores["sft"]) / len(prompts),
+        "eval_ppo_reward_mean": sum(scores["ppo"]) / len(prompts),
+        "eval_reward_gain": interval.estimate,
+        "eval_reward_gain_ci_low": interval.low,
+        "eval_reward_gain_ci_high": interval.high,
+        "eval_kl_to_sft": float(kl.mean()),
+        "eval_kl_bound": spec.kl_bound,
+    }
+
+
+def warnings_for(history: list[dict[str, float]], config: PPOConfig, kl_bound: float) -> list[str]:
+    """Reward-hacking signals worth a human look: KL running away, entropy collapsing."""
+    found = []
+    final = history[-1]
+    if final["kl_penalty"] > kl_bound:
+        found.append(f"KL to SFT exploded: {final['kl_penalty']:.2f} > bound {kl_bound}")
+    if config.target and final["kl_penalty"] > 2 * config.target:
+        found.append(f"KL {final['kl_penalty']:.2f} is over twice the target {config.target}")
+    if final["entropy"] < 0.25 * history[0]["entropy"]:
+        found.append(f"entropy collapsed: {history[0]['entropy']:.2f} -> {final['entropy']:.2f}")
+    return found
+
+
+def main(runtime: StepRuntime) -> None:
+    spec = PPOSpec.model_validate(runtime.config["ppo"])
+    cfg = spec.config
+    sft = BaseModelRef.read(runtime.channel("sft_model"))
+    tokenizer = sft.tokenizer()
+    tokenizer.padding_side = "left"
+    scorer = load_reward_scorer(runtime.channel("reward_model"), spec)
+    train = read_split(runtime.channel("preference"), "train").drop_duplicates("prompt")
+    eval_frame = pd.read_parquet(runtime.channel("eval_prompts") / "eval_prompts.parquet")
+
+    base = AutoModelForCausalLM.from_pretrained(sft.weights)
+    trainable = freeze_bottom_layers(base, cfg.num_layers_unfrozen)
+    policy = CausalLMWithValueHead(base)
+    reference = AutoModelForCausalLM.from_pretrained(sft.weights).eval().requires_grad_(False)
+    prompts = encode_prompts(tokenizer, list(train["prompt"]), cfg.prompt_budget)
+    reward_fn = DeltaReward(scorer, list(train["prompt"]), list(train["chosen"]) if cfg.delta_reward else None)
+    runtime.log(f"PPO on {len(prompts)} prompts: {count_parameters(base):,} parameters, {trainable:,} trainable, "
+                f"{cfg.total_steps} steps of {cfg.batch_size}")
+
+    trainer = PPOTrainer(cfg, policy, reference, tokenizer, prompts, reward_fn, runtime.checkpoint_dir, runtime.log)
+    history = trainer.train().steps
+    policy = trainer.accelerator.unwrap_model(trainer.policy).eval()
+
+    results = evaluate(runtime, spec, tokenizer, policy.base, reference, scorer, eval_frame)
+    policy.base.save_pretrained(runtime.model_dir, safe_serialization=True)
+    tokenizer.save_pretrained(runtime.model_dir)
+    save_file({k: v.contiguous() for k, v in policy.v_head.state_dict().items()},
+              str(runtime.model_dir / "value_head.safetensors"))
+    write_pointer(runtime.model_dir, "local", "ppo", count_parameters(policy.base))
+    alerts = warnings_for(history, cfg, spec.kl_bound)
+    for alert in alerts:
+        runtime.log(f"WARNING: {alert}")
+    runtime.report({
+        **results,
+        "steps": len(history) and int(history[-1]["step"]),
+        "final_kl_coef": trainer.kl_controller.value,
+        "final_rollout_score": history[-1]["score_mean"],
+        "final_rollout_kl": history[-1]["kl_penalty"],
+        "resumed_from_step": -1 if trainer.history.resumed_from is None else trainer.history.resumed_from,
+        "warnings": markdown("\n".join(f"- ⚠ {a}" for a in alerts) or "none"),
+        "reward_curve": markdown(curve_markdown(history, ("score_mean",), "Rollout reward (RM score)")),
+        "kl_curve": markdown(curve_markdown(history, ("kl_penalty", "kl_nonnegative"), "KL to SFT per sample")),
+    })
+
+
+if __name__ == "__main__":
+    run_step(main)

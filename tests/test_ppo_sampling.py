@@ -1,0 +1,72 @@
+"""Padding, masking and batched generation of the PPO rollout code on a tiny GPT-NeoX."""
+
+import pytest
+import torch
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+from rlhf_assets.ppo.sampling import join_query_response, left_pad, response_logprobs, right_pad, sample_responses
+from rlhf_assets.ppo.value_head import CausalLMWithValueHead, freeze_bottom_layers
+
+
+class _Tokenizer:
+    """Just enough tokenizer for sampling: ids are their own text, 0 is pad, 1 is EOS."""
+
+    pad_token_id, eos_token_id = 0, 1
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(65 + i) for i in ids if i > 1)
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) - 65 for c in text]}
+
+
+@pytest.fixture(scope="module")
+def model() -> GPTNeoXForCausalLM:
+    torch.manual_seed(0)
+    config = GPTNeoXConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=64, max_position_embeddings=64, pad_token_id=0, eos_token_id=1)
+    return GPTNeoXForCausalLM(config).eval()
+
+
+def _logprobs(model, queries, responses) -> list[list[float]]:
+    q_ids, q_mask = left_pad(queries, 0)
+    r_ids, r_mask = right_pad(responses, 0)
+    ids, mask, positions = join_query_response(q_ids, q_mask, r_ids, r_mask)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+    logprobs = response_logprobs(logits, ids, q_ids.shape[1], r_ids.shape[1])
+    return [row[: len(r)].tolist() for row, r in zip(logprobs, responses, strict=True)]
+
+
+def test_left_padded_prompts_give_the_same_logprobs_as_unpadded(model) -> None:
+    queries = [[5, 6, 7, 8, 9, 10, 11], [12, 13]]
+    responses = [[20, 21, 1], [22, 23, 24, 25, 1]]
+    batched = _logprobs(model, queries, responses)
+    for query, response, row in zip(queries, responses, batched, strict=True):
+        alone = _logprobs(model, [query], [response])[0]
+        assert row == pytest.approx(alone, abs=1e-5)
+
+
+def test_batched_generation_matches_one_prompt_at_a_time(model) -> None:
+    queries = [[5, 6, 7, 8, 9], [12, 13]]
+    kwargs = {"max_new_tokens": 6, "top_k": 0, "top_p": 1.0, "temperature": 1.0, "stop_sequences": (),
+              "do_sample": False}
+    batched = sample_responses(model, _Tokenizer(), queries, **kwargs)
+    single = [sample_responses(model, _Tokenizer(), [q], **kwargs)[0] for q in queries]
+    assert batched == single
+    assert all(r[-1] == 1 and len(r) <= 6 for r in batched)
+
+
+def test_layer_freezing_and_value_head(model) -> None:
+    copy = GPTNeoXForCausalLM(model.config)
+    trainable = freeze_bottom_layers(copy, 1)
+    frozen = [n for n, p in copy.named_parameters() if not p.requires_grad]
+    assert any(n.startswith("gpt_neox.layers.0.") for n in frozen) and "gpt_neox.embed_in.weight" in frozen
+    assert all(p.requires_grad for n, p in copy.named_parameters() if n.startswith("gpt_neox.layers.1."))
+    assert 0 < trainable < sum(p.numel() for p in copy.parameters())
+    policy = CausalLMWithValueHead(copy)
+    ids = torch.tensor([[5, 6, 7]])
+    logits, values = policy(ids, torch.ones_like(ids), torch.arange(3).unsqueeze(0))
+    assert logits.shape == (1, 3, 40) and values.shape == (1, 3)
+    with pytest.raises(ValueError, match=r"num_layers_unfrozen \(5\) exceeds the model's 2 layers"):
+        freeze_bottom_layers(GPTNeoXForCausalLM(model.config), 5)
