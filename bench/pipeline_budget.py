@@ -1,7 +1,8 @@
-"""Wall time and peak memory of the tiny preset's data -> SFT -> reward model, as a user runs it.
+"""Wall time and peak memory of the tiny preset's whole graph, as a user runs it, with per-asset times.
 
 Runs `dagster asset materialize --select '*'` into a fresh instance and store, sampling the RSS of the whole
-process tree (Dagster + step subprocesses). The issue's budget on a 2-core CPU machine: <= 5 min, <= 4 GB.
+process tree (Dagster + step subprocesses), then reads each asset's step duration from the instance.
+Budgets on a 2-core CPU machine: data -> SFT -> RM <= 5 min; PPO <= 5 min; peak RSS <= 4 GB.
 
     .venv/bin/python -m bench.pipeline_budget
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
+
+from dagster import DagsterInstance
 
 from bench.common import isolated_env, run_measured
 from rlhf_assets.presets import PROJECT_ROOT
@@ -28,11 +31,18 @@ def main() -> None:
         if measured.returncode != 0:
             print((root / "materialize.log").read_text()[-4000:])
             raise SystemExit(f"materialization failed with code {measured.returncode}")
+        with DagsterInstance.from_config(str(root / "dagster_home")) as instance:
+            run = instance.get_runs(limit=1)[0]
+            durations = {s.step_key: s.end_time - s.start_time for s in instance.get_run_step_stats(run.run_id)}
     gib = measured.peak_tree_rss_bytes / 1024**3
-    print(f"tiny preset, whole graph (data -> base -> SFT -> RM): {measured.seconds:.0f} s wall, "
-          f"peak process-tree RSS {gib:.2f} GiB")
-    print(f"time / budget: {measured.seconds / BUDGET_SECONDS:.2f}   memory / budget: "
-          f"{measured.peak_tree_rss_bytes / BUDGET_BYTES:.2f}")
+    print(f"tiny preset, whole graph: {measured.seconds:.0f} s wall, peak process-tree RSS {gib:.2f} GiB "
+          f"(memory / budget {measured.peak_tree_rss_bytes / BUDGET_BYTES:.2f})")
+    for step, seconds in durations.items():
+        print(f"  {step:<20} {seconds:6.1f} s")
+    before_ppo = sum(v for k, v in durations.items() if k != "ppo_policy")
+    print(f"data -> SFT -> RM: {before_ppo:.0f} s (time / budget {before_ppo / BUDGET_SECONDS:.2f}); "
+          f"PPO: {durations.get('ppo_policy', 0):.0f} s (time / budget "
+          f"{durations.get('ppo_policy', 0) / BUDGET_SECONDS:.2f})")
 
 
 if __name__ == "__main__":

@@ -79,6 +79,10 @@ class ComputeSpec(_Frozen):
 
 
 class PPOSpec(_Frozen):
+    algorithm: Literal["ppo", "rloo", "grpo"] = Field(
+        "ppo", description="ppo: ours (the recipe); rloo / grpo: TRL's RLOOTrainer / GRPOTrainer, same reward"
+    )
+    num_generations: int = Field(4, ge=2, description="Completions per prompt for rloo / grpo")
     config: PPOConfig = Field(default_factory=PPOConfig, description="The PPO loop's hyperparameters")
     kl_bound: float = Field(description="Largest acceptable KL(policy‖SFT) per response on the eval prompts")
     eval_max_new_tokens: int = Field(128, ge=1, description="Response length when comparing SFT and PPO")

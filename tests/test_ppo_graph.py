@@ -54,7 +54,8 @@ def test_sigkilled_run_resumes_from_its_checkpoint_and_ends_at_the_same_step(gra
         time.sleep(0.2)
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
-    killed_at = json.loads(next((tmp_path / "checkpoints").glob("step-*/trainer_state.json")).read_text())["step"]
+    states = (tmp_path / "checkpoints").glob("step-*/trainer_state.json")
+    killed_at = max(json.loads(state.read_text())["step"] for state in states)
     assert 0 < killed_at < 24
 
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
@@ -66,3 +67,16 @@ def test_sigkilled_run_resumes_from_its_checkpoint_and_ends_at_the_same_step(gra
     state = json.loads(sorted((tmp_path / "checkpoints").glob("step-*"))[-1].joinpath("trainer_state.json").read_text())
     assert state["step"] == 24 and len(state["history"]) == 24
     assert state["kl_controller"]["value"] != TINY.ppo.config.init_kl_coef, "the KL coefficient carried on"
+
+
+@pytest.mark.parametrize("algorithm", ["rloo", "grpo"])
+def test_trl_alternatives_run_behind_the_same_step(graph, tmp_path: Path, algorithm: str) -> None:
+    root, _, _ = graph
+    config = TINY.ppo.config.model_copy(update={"total_steps": 2, "checkpoint_interval": 2})
+    spec = TINY.ppo.model_copy(update={"algorithm": algorithm, "config": config}).model_dump()
+    command, env = _ppo_command(tmp_path, root, spec)
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    report = json.loads(finished.stdout[finished.stdout.index("{"):])
+    assert report["algorithm"] == algorithm and report["steps"] == 2 and report["eval_prompts"] == 100
+    assert (tmp_path / "model" / "model.safetensors").exists()

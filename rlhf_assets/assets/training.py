@@ -127,18 +127,28 @@ def reward_model(
                             compute=compute, artifacts=artifacts)
 
 
+class PolicyOptimizer(Enum):
+    ppo = "ppo"
+    rloo = "rloo"
+    grpo = "grpo"
+
+
 class PPOOverrides(PresetConfig):
     total_steps: int | None = Field(default=None, ge=1, description="Override the preset's optimizer steps")
     learning_rate: float | None = Field(default=None, gt=0.0, description="Override the preset's learning rate")
     init_kl_coef: float | None = Field(default=None, ge=0.0, description="Override the initial KL coefficient β")
     kl_target: float | None = Field(default=None, gt=0.0, description="Override the adaptive controller's KL target")
+    algorithm: PolicyOptimizer | None = Field(
+        default=None, description="Override the optimiser: ppo (ours, the recipe's), rloo or grpo (TRL)"
+    )
 
     def apply(self, spec: PPOSpec) -> dict[str, Any]:
         """The preset's PPO spec with overrides, validated as a whole (e.g. chunk_size ≤ num_rollouts)."""
         renamed = {"total_steps": self.total_steps, "learning_rate": self.learning_rate,
                    "init_kl_coef": self.init_kl_coef, "target": self.kl_target}
         config = {**spec.config.model_dump(), **{k: v for k, v in renamed.items() if v is not None}}
-        return PPOSpec.model_validate({**spec.model_dump(), "config": config}).model_dump()
+        algorithm = {"algorithm": self.algorithm.value} if self.algorithm else {}
+        return PPOSpec.model_validate({**spec.model_dump(), **algorithm, "config": config}).model_dump()
 
 
 @asset(code_version=CODE_VERSION, group_name="models", kinds={"pytorch"}, pool=GPU_POOL)

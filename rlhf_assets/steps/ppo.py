@@ -1,4 +1,5 @@
-"""Step: PPO of the SFT policy against the reward model, KL-held to the SFT model (our trlx-faithful PPO).
+"""Step: PPO of the SFT policy against the reward model, KL-held to the SFT model (our trlx-faithful PPO),
+or TRL's RLOO / GRPO with the same reward when `algorithm` says so.
 
 Inputs: channels `sft_model`, `reward_model`, `preference` (training prompts + chosen responses for the
 delta reward) and `eval_prompts`. Output: the policy (safetensors + tokenizer + value head). At the end the
@@ -27,6 +28,7 @@ from rlhf_assets.steps.data_io import read_split
 from rlhf_assets.steps.progress import curve_markdown
 from rlhf_assets.steps.reward import REWARD_INFO_FILE
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run_step
+from rlhf_assets.steps.trl_policy import train_with_trl
 
 
 def encode_prompts(tokenizer, prompts: list[str], budget: int) -> list[list[int]]:
@@ -78,7 +80,8 @@ def evaluate(runtime, spec, tokenizer, policy, reference, scorer, eval_frame) ->
     interval = paired_bootstrap_mean_difference(scores["sft"], scores["ppo"], seed=cfg.seed)
     kl = sequence_kl(policy, reference, prompts, responses["ppo"], tokenizer.pad_token_id)
     runtime.log(f"eval on {len(prompts)} prompts: RM score SFT {sum(scores['sft']) / len(prompts):+.3f}, "
-                f"PPO {sum(scores['ppo']) / len(prompts):+.3f}, difference {interval.estimate:+.3f} "
+                f"{spec.algorithm} policy {sum(scores['ppo']) / len(prompts):+.3f}, "
+                f"difference {interval.estimate:+.3f} "
                 f"[{interval.low:+.3f}, {interval.high:+.3f}]; KL to SFT {float(kl.mean()):.3f}")
     return {
         "eval_prompts": len(prompts),
@@ -95,13 +98,14 @@ def evaluate(runtime, spec, tokenizer, policy, reference, scorer, eval_frame) ->
 def warnings_for(history: list[dict[str, float]], config: PPOConfig, kl_bound: float) -> list[str]:
     """Reward-hacking signals worth a human look: KL running away, entropy collapsing."""
     found = []
-    final = history[-1]
+    final = {"kl_penalty": 0.0, "entropy": 0.0, **history[-1]}
+    first_entropy = history[0].get("entropy", 0.0)
     if final["kl_penalty"] > kl_bound:
         found.append(f"KL to SFT exploded: {final['kl_penalty']:.2f} > bound {kl_bound}")
     if config.target and final["kl_penalty"] > 2 * config.target:
         found.append(f"KL {final['kl_penalty']:.2f} is over twice the target {config.target}")
-    if final["entropy"] < 0.25 * history[0]["entropy"]:
-        found.append(f"entropy collapsed: {history[0]['entropy']:.2f} -> {final['entropy']:.2f}")
+    if first_entropy and final["entropy"] < 0.25 * first_entropy:
+        found.append(f"entropy collapsed: {first_entropy:.2f} -> {final['entropy']:.2f}")
     return found
 
 
@@ -115,38 +119,47 @@ def main(runtime: StepRuntime) -> None:
     train = read_split(runtime.channel("preference"), "train").drop_duplicates("prompt")
     eval_frame = pd.read_parquet(runtime.channel("eval_prompts") / "eval_prompts.parquet")
 
-    base = AutoModelForCausalLM.from_pretrained(sft.weights)
-    trainable = freeze_bottom_layers(base, cfg.num_layers_unfrozen)
-    policy = CausalLMWithValueHead(base)
     reference = AutoModelForCausalLM.from_pretrained(sft.weights).eval().requires_grad_(False)
     prompts = encode_prompts(tokenizer, list(train["prompt"]), cfg.prompt_budget)
-    reward_fn = DeltaReward(scorer, list(train["prompt"]), list(train["chosen"]) if cfg.delta_reward else None)
-    runtime.log(f"PPO on {len(prompts)} prompts: {count_parameters(base):,} parameters, {trainable:,} trainable, "
-                f"{cfg.total_steps} steps of {cfg.batch_size}")
+    if spec.algorithm == "ppo":
+        base = AutoModelForCausalLM.from_pretrained(sft.weights)
+        trainable = freeze_bottom_layers(base, cfg.num_layers_unfrozen)
+        runtime.log(f"PPO on {len(prompts)} prompts: {count_parameters(base):,} parameters, {trainable:,} "
+                    f"trainable, {cfg.total_steps} steps of {cfg.batch_size}")
+        reward_fn = DeltaReward(scorer, list(train["prompt"]), list(train["chosen"]) if cfg.delta_reward else None)
+        trainer = PPOTrainer(cfg, CausalLMWithValueHead(base), reference, tokenizer, prompts, reward_fn,
+                             runtime.checkpoint_dir, runtime.log)
+        history = trainer.train().steps
+        policy = trainer.accelerator.unwrap_model(trainer.policy).eval()
+        trained, value_head = policy.base, policy.v_head
+        extra = {"final_kl_coef": trainer.kl_controller.value,
+                 "resumed_from_step": -1 if trainer.history.resumed_from is None else trainer.history.resumed_from}
+    else:
+        runtime.log(f"{spec.algorithm.upper()} (TRL) on {len(prompts)} prompts, {cfg.total_steps} steps")
+        texts = tokenizer.batch_decode(prompts)
+        trained, history = train_with_trl(runtime, spec, sft.weights, tokenizer, texts, list(train["chosen"]), scorer)
+        trained, value_head, extra = trained.eval(), None, {"final_kl_coef": cfg.init_kl_coef}
 
-    trainer = PPOTrainer(cfg, policy, reference, tokenizer, prompts, reward_fn, runtime.checkpoint_dir, runtime.log)
-    history = trainer.train().steps
-    policy = trainer.accelerator.unwrap_model(trainer.policy).eval()
-
-    results = evaluate(runtime, spec, tokenizer, policy.base, reference, scorer, eval_frame)
-    policy.base.save_pretrained(runtime.model_dir, safe_serialization=True)
+    results = evaluate(runtime, spec, tokenizer, trained, reference, scorer, eval_frame)
+    trained.save_pretrained(runtime.model_dir, safe_serialization=True)
     tokenizer.save_pretrained(runtime.model_dir)
-    save_file({k: v.contiguous() for k, v in policy.v_head.state_dict().items()},
-              str(runtime.model_dir / "value_head.safetensors"))
-    write_pointer(runtime.model_dir, "local", "ppo", count_parameters(policy.base))
+    if value_head is not None:
+        save_file({k: v.contiguous() for k, v in value_head.state_dict().items()},
+                  str(runtime.model_dir / "value_head.safetensors"))
+    write_pointer(runtime.model_dir, "local", spec.algorithm, count_parameters(trained))
     alerts = warnings_for(history, cfg, spec.kl_bound)
     for alert in alerts:
         runtime.log(f"WARNING: {alert}")
     runtime.report({
         **results,
-        "steps": len(history) and int(history[-1]["step"]),
-        "final_kl_coef": trainer.kl_controller.value,
+        **extra,
+        "algorithm": spec.algorithm,
+        "steps": int(history[-1]["step"]),
         "final_rollout_score": history[-1]["score_mean"],
-        "final_rollout_kl": history[-1]["kl_penalty"],
-        "resumed_from_step": -1 if trainer.history.resumed_from is None else trainer.history.resumed_from,
+        "final_rollout_kl": history[-1].get("kl_penalty", 0.0),
         "warnings": markdown("\n".join(f"- ⚠ {a}" for a in alerts) or "none"),
         "reward_curve": markdown(curve_markdown(history, ("score_mean",), "Rollout reward (RM score)")),
-        "kl_curve": markdown(curve_markdown(history, ("kl_penalty", "kl_nonnegative"), "KL to SFT per sample")),
+        "kl_curve": markdown(curve_markdown(history, ("kl_penalty", "kl_nonnegative"), "KL to SFT")),
     })
 
 
