@@ -90,9 +90,8 @@ def test_unknown_preset_is_rejected_before_anything_runs(graph) -> None:
 def test_out_of_range_config_names_the_field(graph, asset: str, config: dict, message: str) -> None:
     root, instance, _ = graph
     before = (root / "artifacts" / "manifests" / f"{asset}.json").read_text()
-    definition = next(a for a in all_assets if a.key == AssetKey(asset))
-    result = materialize([definition], resources=graph_resources(root), instance=instance, raise_on_error=False,
-                         run_config={"ops": {asset: {"config": config}}})
+    result = materialize(all_assets, selection=[AssetKey(asset)], resources=graph_resources(root), instance=instance,
+                         raise_on_error=False, run_config={"ops": {asset: {"config": config}}})
     assert not result.success
     assert message in _failure_text(result)
     assert (root / "artifacts" / "manifests" / f"{asset}.json").read_text() == before

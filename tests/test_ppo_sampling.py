@@ -4,7 +4,14 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from rlhf_assets.ppo.sampling import join_query_response, left_pad, response_logprobs, right_pad, sample_responses
+from rlhf_assets.ppo.sampling import (
+    join_query_response,
+    left_pad,
+    response_logits,
+    response_logprobs,
+    right_pad,
+    sample_responses,
+)
 from rlhf_assets.ppo.value_head import CausalLMWithValueHead, freeze_bottom_layers
 
 
@@ -33,8 +40,11 @@ def _logprobs(model, queries, responses) -> list[list[float]]:
     r_ids, r_mask = right_pad(responses, 0)
     ids, mask, positions = join_query_response(q_ids, q_mask, r_ids, r_mask)
     with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
-    logprobs = response_logprobs(logits, ids, q_ids.shape[1], r_ids.shape[1])
+        logits, _ = response_logits(model, ids, mask, positions, r_ids.shape[1])
+        full = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+    logprobs = response_logprobs(logits, ids, r_ids.shape[1])
+    q = q_ids.shape[1]
+    assert torch.allclose(logits, full[:, q - 1: q - 1 + r_ids.shape[1]], atol=1e-5), "only response positions"
     return [row[: len(r)].tolist() for row, r in zip(logprobs, responses, strict=True)]
 
 
@@ -66,7 +76,7 @@ def test_layer_freezing_and_value_head(model) -> None:
     assert 0 < trainable < sum(p.numel() for p in copy.parameters())
     policy = CausalLMWithValueHead(copy)
     ids = torch.tensor([[5, 6, 7]])
-    logits, values = policy(ids, torch.ones_like(ids), torch.arange(3).unsqueeze(0))
-    assert logits.shape == (1, 3, 40) and values.shape == (1, 3)
+    logits, values = policy(ids, torch.ones_like(ids), torch.arange(3).unsqueeze(0), 2)
+    assert logits.shape == (1, 2, 40) and values.shape == (1, 2)
     with pytest.raises(ValueError, match=r"num_layers_unfrozen \(5\) exceeds the model's 2 layers"):
         freeze_bottom_layers(GPTNeoXForCausalLM(model.config), 5)

@@ -94,9 +94,20 @@ def join_query_response(
     return ids, mask, position_ids_for(mask)
 
 
-def response_logprobs(
-    logits: torch.Tensor, ids: torch.Tensor, query_width: int, response_width: int
-) -> torch.Tensor:
-    """(B, response_width) log-probs of the response tokens: logits at t predict the token at t+1."""
-    start = query_width - 1
-    return logprobs_of_labels(logits[:, start: start + response_width], ids[:, query_width:])
+def response_logits(
+    model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, response_width: int,
+    **kwargs: object,
+) -> tuple[torch.Tensor, object]:
+    """(B, response_width, V) logits predicting each response token, and the model output.
+
+    Only the positions that predict response tokens go through the LM head (`logits_to_keep`): with a
+    1,024-token context and 128 new tokens that is 8× less LM-head work than projecting every position.
+    """
+    output = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
+                   logits_to_keep=response_width + 1, **kwargs)
+    return output.logits[:, :-1], output
+
+
+def response_logprobs(logits: torch.Tensor, ids: torch.Tensor, response_width: int) -> torch.Tensor:
+    """(B, response_width) log-probs of the response tokens (the last `response_width` ids)."""
+    return logprobs_of_labels(logits, ids[:, ids.shape[1] - response_width:])

@@ -26,7 +26,14 @@ from rlhf_assets.ppo.kl_controller import make_kl_controller
 from rlhf_assets.ppo.losses import policy_loss, value_loss
 from rlhf_assets.ppo.rewards import RunningMoments, per_token_rewards, scale_scores
 from rlhf_assets.ppo.rollout import Experience
-from rlhf_assets.ppo.sampling import join_query_response, left_pad, response_logprobs, right_pad, sample_responses
+from rlhf_assets.ppo.sampling import (
+    join_query_response,
+    left_pad,
+    response_logits,
+    response_logprobs,
+    right_pad,
+    sample_responses,
+)
 from rlhf_assets.ppo.value_head import CausalLMWithValueHead
 
 RewardFn = Callable[[list[int], list[str]], torch.Tensor]
@@ -131,15 +138,13 @@ class PPOTrainer:
         device = self.accelerator.device
         ids, mask, positions = (t.to(device) for t in join_query_response(
             batch.query_ids, batch.query_mask, batch.response_ids, batch.response_mask))
-        q_width, r_width = batch.query_ids.shape[1], batch.response_ids.shape[1]
-        logits, values = self.policy(ids, mask, positions)
-        logprobs = response_logprobs(logits, ids, q_width, r_width)
-        step_logits = logits[:, q_width - 1: q_width - 1 + r_width].float()
+        r_width = batch.response_ids.shape[1]
+        logits, values = self.policy(ids, mask, positions, r_width)
+        logprobs = response_logprobs(logits, ids, r_width)
+        step_logits = logits.float()
         entropy = -(step_logits.softmax(-1) * step_logits.log_softmax(-1)).sum(-1)
-        ref_logits = self.reference(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                    use_cache=False).logits
-        ref_logprobs = response_logprobs(ref_logits, ids, q_width, r_width)
-        values = values[:, q_width - 1: q_width - 1 + r_width]
+        ref_logits, _ = response_logits(self.reference, ids, mask, positions, r_width)
+        ref_logprobs = response_logprobs(ref_logits, ids, r_width)
         return logprobs.cpu(), ref_logprobs.cpu(), values.float().cpu(), entropy.cpu()
 
     def collect_rollouts(self) -> tuple[Experience, RolloutStats]:
@@ -185,11 +190,11 @@ class PPOTrainer:
         cfg, device = self.config, self.accelerator.device
         ids, mask, positions = (t.to(device) for t in join_query_response(
             batch.query_ids, batch.query_mask, batch.response_ids, batch.response_mask))
-        q_width, r_width = batch.query_ids.shape[1], batch.response_ids.shape[1]
+        r_width = batch.response_ids.shape[1]
         response_mask = batch.response_mask.float().to(device)
-        logits, values = self.policy(ids, mask, positions)
-        logprobs = response_logprobs(logits, ids, q_width, r_width)
-        values = values[:, q_width - 1: q_width - 1 + r_width].float()
+        logits, values = self.policy(ids, mask, positions, r_width)
+        logprobs = response_logprobs(logits, ids, r_width)
+        values = values.float()
         pg = policy_loss(logprobs, batch.logprobs.to(device), advantages.to(device), response_mask, cfg.cliprange)
         vf = value_loss(values, batch.values.to(device), returns.to(device), response_mask, cfg.cliprange_value)
         loss = pg.loss + cfg.vf_coef * vf.loss
@@ -199,7 +204,7 @@ class PPOTrainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad()
-        return {"loss": float(loss), "policy_loss": float(pg.loss), "value_loss": float(vf.loss),
+        return {"loss": loss.item(), "policy_loss": pg.loss.item(), "value_loss": vf.loss.item(),
                 "policy_clipfrac": pg.clip_fraction, "value_clipfrac": vf.clip_fraction, "approx_kl": pg.approx_kl}
 
     def train(self) -> TrainingHistory:

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from rlhf_assets.ppo.sampling import response_logits
+
 
 def make_value_head(hidden_size: int) -> nn.Sequential:
     """trlx's value head: hidden → 2·hidden → 1 with a ReLU."""
@@ -21,13 +23,14 @@ class CausalLMWithValueHead(nn.Module):
         self.v_head = make_value_head(base.config.hidden_size)
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, response_width: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits (B, T, V), values (B, T))."""
-        out = self.base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                        output_hidden_states=True, use_cache=False)
-        values = self.v_head(out.hidden_states[-1].to(self.v_head[0].weight.dtype)).squeeze(-1)
-        return out.logits, values
+        """(logits (B, Tr, V), values (B, Tr)) at the positions that predict the Tr response tokens."""
+        logits, out = response_logits(self.base, input_ids, attention_mask, position_ids, response_width,
+                                      output_hidden_states=True)
+        hidden = out.hidden_states[-1][:, -(response_width + 1):-1]
+        values = self.v_head(hidden.to(self.v_head[0].weight.dtype)).squeeze(-1)
+        return logits, values
 
 
 def transformer_layers(model: PreTrainedModel) -> nn.ModuleList:

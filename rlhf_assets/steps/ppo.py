@@ -20,7 +20,14 @@ from rlhf_assets.eval.bootstrap import paired_bootstrap_mean_difference
 from rlhf_assets.modeling.base import BaseModelRef, count_parameters, write_pointer
 from rlhf_assets.ppo.config import PPOConfig
 from rlhf_assets.ppo.reward_scorer import DeltaReward, RewardModelScorer
-from rlhf_assets.ppo.sampling import join_query_response, left_pad, response_logprobs, right_pad, sample_responses
+from rlhf_assets.ppo.sampling import (
+    join_query_response,
+    left_pad,
+    response_logits,
+    response_logprobs,
+    right_pad,
+    sample_responses,
+)
 from rlhf_assets.ppo.trainer import PPOTrainer
 from rlhf_assets.ppo.value_head import CausalLMWithValueHead, freeze_bottom_layers
 from rlhf_assets.presets import PPOSpec
@@ -56,10 +63,9 @@ def sequence_kl(policy, reference, prompts: list[list[int]], responses: list[lis
     query_ids, query_mask = left_pad(prompts, pad_id)
     response_ids, response_mask = right_pad(responses, pad_id)
     ids, mask, positions = join_query_response(query_ids, query_mask, response_ids, response_mask)
-    q, r = query_ids.shape[1], response_ids.shape[1]
-    kwargs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "use_cache": False}
-    logp = response_logprobs(policy(**kwargs).logits, ids, q, r)
-    ref = response_logprobs(reference(**kwargs).logits, ids, q, r)
+    width = response_ids.shape[1]
+    logp = response_logprobs(response_logits(policy, ids, mask, positions, width)[0], ids, width)
+    ref = response_logprobs(response_logits(reference, ids, mask, positions, width)[0], ids, width)
     return ((logp - ref) * response_mask).sum(1)
 
 
