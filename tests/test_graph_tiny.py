@@ -102,7 +102,7 @@ def _cli_materialize(home: Path, root: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "DAGSTER_HOME": str(home), "RLHF_ARTIFACT_ROOT": str(root / "artifacts"),
            "RLHF_SCRATCH_DIR": str(root / "scratch")}
     command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "rlhf_assets.definitions",
-               "--select", "*reward_model", "--config-json", json.dumps(run_config)]
+               "--select", "*reward_model,eval_prompts", "--config-json", json.dumps(run_config)]
     return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
