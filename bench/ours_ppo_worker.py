@@ -21,6 +21,7 @@ from rlhf_assets.ppo.value_head import CausalLMWithValueHead
 
 
 def main() -> None:
+    """Run our PPO with the bench spec from argv and print one JSON line of figures."""
     spec = json.loads(sys.argv[1])
     torch.manual_seed(spec["seed"])
     tokenizer = AutoTokenizer.from_pretrained(spec["sft_dir"], padding_side="left")

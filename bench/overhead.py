@@ -45,6 +45,7 @@ def _direct(env: dict[str, str], root: Path, config: dict, channels: dict[str, s
 
 
 def main() -> None:
+    """Materialize upstream once, then time the SFT step both ways and print the ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--max-train-rows", type=int, default=None, help="shorter runs (default: the full preset)")

@@ -23,6 +23,7 @@ BUDGET_BYTES = 4 * 1024**3
 
 
 def main() -> None:
+    """Materialize the whole graph once and print wall time, peak memory and per-asset times."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "rlhf_assets.definitions",

@@ -36,6 +36,7 @@ def ensure_trl_venv() -> Path:
 
 
 def uri(artifacts: Path, asset: str) -> str:
+    """An asset's artifact URI from the main job's manifests."""
     manifest = artifacts / "manifests" / f"{asset}.json"
     if not manifest.exists():
         raise SystemExit(f"{manifest} is missing: run the main job (bash scripts/run_tiny.sh) first")
@@ -43,6 +44,7 @@ def uri(artifacts: Path, asset: str) -> str:
 
 
 def run_worker(python: str | Path, worker: str, spec: dict) -> dict:
+    """Run one bench worker with the given interpreter and parse its JSON result line."""
     result = subprocess.run([str(python), str(PROJECT_ROOT / "bench" / worker), json.dumps(spec)],
                             capture_output=True, text=True, cwd=PROJECT_ROOT)
     if result.returncode:
@@ -51,12 +53,14 @@ def run_worker(python: str | Path, worker: str, spec: dict) -> dict:
 
 
 def gain_per_1000(report: dict) -> float:
+    """Reward gain per 1,000 samples: last two rollout batches' mean score minus the first two's."""
     scores = report["scores"]
     head, tail = scores[:2], scores[-2:]
     return (sum(tail) / len(tail) - sum(head) / len(head)) / report["episodes"] * 1000
 
 
 def main() -> None:
+    """Run both workers on the same spec and print their figures side by side."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--artifacts", type=Path, default=PROJECT_ROOT / "var" / "artifacts")
     parser.add_argument("--episodes", type=int, default=512)

@@ -27,6 +27,7 @@ class ScoreLog(TrainerCallback):
 
 
 def main() -> None:
+    """Run TRL 1.12 PPO with the bench spec from argv and print one JSON line of figures."""
     spec = json.loads(sys.argv[1])
     torch.manual_seed(spec["seed"])
     tokenizer = AutoTokenizer.from_pretrained(spec["sft_dir"], padding_side="left")

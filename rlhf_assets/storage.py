@@ -63,6 +63,7 @@ def hash_json(value: Mapping[str, Any]) -> str:
 
 
 def is_remote(uri: str) -> bool:
+    """Whether a URI needs fsspec (s3:// and friends) rather than plain filesystem calls."""
     return "://" in uri and not uri.startswith("file://")
 
 

@@ -29,6 +29,8 @@ RAW_FILE = "raw.parquet"
 
 
 class HHRawConfig(PresetConfig):
+    """Where `hh_raw` reads from; by default the preset's source."""
+
     source: str | None = Field(
         default=None,
         description="Override the preset's source: a .jsonl/.jsonl.gz path, a dataset directory or a hub id",
@@ -37,12 +39,16 @@ class HHRawConfig(PresetConfig):
 
 
 class PreferenceConfig(PresetConfig):
+    """How `preference_dataset` splits prompts into train and test."""
+
     test_fraction: float | None = Field(
         default=None, gt=0.0, lt=1.0, description="Override the preset's held-out share of prompts"
     )
 
 
 class EvalPromptsConfig(PresetConfig):
+    """How many held-out prompts `eval_prompts` picks, and with which seed."""
+
     count: int | None = Field(default=None, ge=1, description="Override the number of held-out eval prompts")
     seed: int | None = Field(default=None, description="Override the seed that picks the eval prompts")
 

@@ -17,6 +17,8 @@ GPU_POOL = "gpu"
 
 
 class TrainOverrides(PresetConfig):
+    """Optional overrides of the preset's training settings, bounded like the preset's own fields."""
+
     epochs: float | None = Field(default=None, gt=0.0, description="Override the preset's number of epochs")
     learning_rate: float | None = Field(default=None, gt=0.0, description="Override the preset's learning rate")
     max_train_rows: int | None = Field(default=None, ge=1, description="Train on at most this many rows")
@@ -29,11 +31,15 @@ class TrainOverrides(PresetConfig):
 
 
 class RewardMode(Enum):
+    """How `reward_model` gets its model: trained here, or a published trlx checkpoint."""
+
     train = "train"
     pretrained = "pretrained"
 
 
 class RewardModelConfig(TrainOverrides):
+    """Reward-model overrides: training settings and the mode."""
+
     mode: RewardMode | None = Field(
         default=None, description="Override the preset: train on preferences, or load a trlx reward model"
     )
@@ -128,12 +134,16 @@ def reward_model(
 
 
 class PolicyOptimizer(Enum):
+    """Which optimiser trains `ppo_policy`: ours (the recipe's PPO) or TRL's RLOO / GRPO."""
+
     ppo = "ppo"
     rloo = "rloo"
     grpo = "grpo"
 
 
 class PPOOverrides(PresetConfig):
+    """Optional overrides of the preset's PPO settings; the merged config is validated as a whole."""
+
     total_steps: int | None = Field(default=None, ge=1, description="Override the preset's optimizer steps")
     learning_rate: float | None = Field(default=None, gt=0.0, description="Override the preset's learning rate")
     init_kl_coef: float | None = Field(default=None, ge=0.0, description="Override the initial KL coefficient β")

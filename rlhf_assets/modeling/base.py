@@ -75,6 +75,7 @@ def build_tiny_gpt_neox(
 
 
 def count_parameters(model: torch.nn.Module) -> int:
+    """All parameters, trainable or not: the model-size figure shown in metadata."""
     return sum(p.numel() for p in model.parameters())
 
 

@@ -23,10 +23,12 @@ PREFIX = "step-"
 
 
 def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch RNG states: resuming must replay the same sampling."""
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 
 
 def restore_rng(state: dict[str, Any]) -> None:
+    """Put back the RNG states saved by `rng_state`."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])

@@ -18,6 +18,7 @@ from rlhf_assets.steps.runtime import StepInputError, StepRuntime, run_step
 
 
 def main(runtime: StepRuntime) -> None:
+    """Build or resolve the base model and write it, with its tokenizer, to the model dir."""
     spec = BaseModelSpec.model_validate(runtime.config["base_model"])
     seed = int(runtime.config.get("seed", 0))
     out = runtime.model_dir

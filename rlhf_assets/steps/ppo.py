@@ -9,12 +9,19 @@ a paired bootstrap CI of the difference is reported, with the KL of the PPO resp
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 import torch
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from rlhf_assets.eval.bootstrap import paired_bootstrap_mean_difference
 from rlhf_assets.modeling.base import BaseModelRef, count_parameters, write_pointer
@@ -38,15 +45,14 @@ from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run
 from rlhf_assets.steps.trl_policy import train_with_trl
 
 
-def encode_prompts(tokenizer, prompts: list[str], budget: int) -> list[list[int]]:
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], budget: int) -> list[list[int]]:
     """Prompt ids cut from the left to `budget` tokens (the end of the dialogue matters most)."""
     encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     return [ids[-budget:] for ids in encoded]
 
 
 def load_reward_scorer(directory: Path, spec: PPOSpec) -> RewardModelScorer:
-    import json
-
+    """The reward model artifact as a scorer, honouring whether it was trained with a trailing EOS."""
     info_file = directory / REWARD_INFO_FILE
     if not info_file.exists():
         raise StepInputError(f"{directory} is not a reward_model artifact ({REWARD_INFO_FILE} missing)")
@@ -58,7 +64,13 @@ def load_reward_scorer(directory: Path, spec: PPOSpec) -> RewardModelScorer:
 
 
 @torch.no_grad()
-def sequence_kl(policy, reference, prompts: list[list[int]], responses: list[list[int]], pad_id: int) -> torch.Tensor:
+def sequence_kl(
+    policy: PreTrainedModel,
+    reference: PreTrainedModel,
+    prompts: list[list[int]],
+    responses: list[list[int]],
+    pad_id: int,
+) -> torch.Tensor:
     """Σ_t log π − log π_ref per response: the KL estimate of each sample under the policy."""
     query_ids, query_mask = left_pad(prompts, pad_id)
     response_ids, response_mask = right_pad(responses, pad_id)
@@ -69,7 +81,15 @@ def sequence_kl(policy, reference, prompts: list[list[int]], responses: list[lis
     return ((logp - ref) * response_mask).sum(1)
 
 
-def evaluate(runtime, spec, tokenizer, policy, reference, scorer, eval_frame) -> dict[str, object]:
+def evaluate(
+    runtime: StepRuntime,
+    spec: PPOSpec,
+    tokenizer: PreTrainedTokenizerBase,
+    policy: PreTrainedModel,
+    reference: PreTrainedModel,
+    scorer: RewardModelScorer,
+    eval_frame: pd.DataFrame,
+) -> dict[str, object]:
     """SFT vs PPO on the held-out prompts: same seed, same settings; RM scores, paired CI, KL to SFT."""
     cfg = spec.config
     prompts = encode_prompts(tokenizer, list(eval_frame["prompt"]), cfg.prompt_budget)
@@ -116,6 +136,7 @@ def warnings_for(history: list[dict[str, float]], config: PPOConfig, kl_bound: f
 
 
 def main(runtime: StepRuntime) -> None:
+    """Train the policy (ours or TRL's), evaluate it against SFT and write it to the model dir."""
     spec = PPOSpec.model_validate(runtime.config["ppo"])
     cfg = spec.config
     sft = BaseModelRef.read(runtime.channel("sft_model"))

@@ -51,6 +51,7 @@ def pairwise_accuracy(model: torch.nn.Module, pairs: Dataset, pad_token_id: int)
 
 
 def train_reward_model(runtime: StepRuntime, spec: RewardSpec, held_out: pd.DataFrame) -> dict[str, object]:
+    """Fit the reward head and trunk on preference pairs from the SFT checkpoint (TRL RewardTrainer)."""
     base = BaseModelRef.read(runtime.channel("sft_model"))
     tokenizer = base.tokenizer()
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -80,6 +81,7 @@ def train_reward_model(runtime: StepRuntime, spec: RewardSpec, held_out: pd.Data
 
 
 def load_pretrained_reward_model(runtime: StepRuntime, spec: RewardSpec, held_out: pd.DataFrame) -> dict:
+    """Convert a published trlx reward model into our format and measure it on the held-out pairs."""
     if not spec.pretrained_id or not spec.pretrained_trunk:
         raise StepInputError("reward mode 'pretrained' needs pretrained_id and pretrained_trunk")
     runtime.log(f"loading trlx reward model {spec.pretrained_id} over {spec.pretrained_trunk}")
@@ -96,6 +98,7 @@ def load_pretrained_reward_model(runtime: StepRuntime, spec: RewardSpec, held_ou
 
 
 def main(runtime: StepRuntime) -> None:
+    """Train or load the reward model, record how it scores (EOS or not), report held-out accuracy."""
     spec = RewardSpec.model_validate(runtime.config["reward"])
     torch.manual_seed(spec.seed)
     held_out = read_split(runtime.channel("preference"), "test", spec.eval_rows)

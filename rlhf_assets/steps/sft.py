@@ -41,6 +41,7 @@ def encode_demonstrations(frame: pd.DataFrame, tokenizer: PreTrainedTokenizerBas
 
 
 def main(runtime: StepRuntime) -> None:
+    """Fine-tune the base model on demonstrations and write weights + tokenizer to the model dir."""
     spec = TrainSpec.model_validate(runtime.config["train"])
     torch.manual_seed(spec.seed)
     base = BaseModelRef.read(runtime.channel("base_model"))

@@ -65,4 +65,5 @@ def quiet_console(trainer: Trainer) -> Trainer:
 
 
 def tokens_per_second(tokens: float, seconds: float) -> float:
+    """Throughput that tolerates a zero-length run (a resume that found training already done)."""
     return tokens / seconds if seconds > 0 else 0.0
