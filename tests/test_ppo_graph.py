@@ -69,10 +69,10 @@ def test_sigkilled_run_resumes_from_its_checkpoint_and_ends_at_the_same_step(gra
     assert state["kl_controller"]["value"] != TINY.ppo.config.init_kl_coef, "the KL coefficient carried on"
 
 
-@pytest.mark.parametrize("algorithm", ["rloo", "grpo"])
-def test_trl_alternatives_run_behind_the_same_step(graph, tmp_path: Path, algorithm: str) -> None:
+@pytest.mark.parametrize(("algorithm", "lora_rank"), [("rloo", 0), ("grpo", 0), ("ppo", 4)])
+def test_alternatives_and_lora_run_behind_the_same_step(graph, tmp_path: Path, algorithm: str, lora_rank: int) -> None:
     root, _, _ = graph
-    config = TINY.ppo.config.model_copy(update={"total_steps": 2, "checkpoint_interval": 2})
+    config = TINY.ppo.config.model_copy(update={"total_steps": 2, "checkpoint_interval": 2, "lora_rank": lora_rank})
     spec = TINY.ppo.model_copy(update={"algorithm": algorithm, "config": config}).model_dump()
     command, env = _ppo_command(tmp_path, root, spec)
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)

@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
+from rlhf_assets.ppo.config import PPOConfig
 from rlhf_assets.ppo.sampling import (
     join_query_response,
     left_pad,
@@ -12,7 +13,8 @@ from rlhf_assets.ppo.sampling import (
     right_pad,
     sample_responses,
 )
-from rlhf_assets.ppo.value_head import CausalLMWithValueHead, freeze_bottom_layers
+from rlhf_assets.ppo.trainer import PPOTrainer
+from rlhf_assets.ppo.value_head import CausalLMWithValueHead, add_lora, freeze_bottom_layers
 
 
 class _Tokenizer:
@@ -22,6 +24,9 @@ class _Tokenizer:
 
     def decode(self, ids, skip_special_tokens=True):
         return "".join(chr(65 + i) for i in ids if i > 1)
+
+    def batch_decode(self, rows, skip_special_tokens=True):
+        return [self.decode(r) for r in rows]
 
     def __call__(self, text, add_special_tokens=False):
         return {"input_ids": [ord(c) - 65 for c in text]}
@@ -80,3 +85,31 @@ def test_layer_freezing_and_value_head(model) -> None:
     assert logits.shape == (1, 2, 40) and values.shape == (1, 2)
     with pytest.raises(ValueError, match=r"num_layers_unfrozen \(5\) exceeds the model's 2 layers"):
         freeze_bottom_layers(GPTNeoXForCausalLM(model.config), 5)
+
+
+def test_lora_policy_trains_adapters_only_and_its_disabled_adapter_is_the_reference(model, tmp_path) -> None:
+    base = GPTNeoXForCausalLM(model.config)
+    base.load_state_dict(model.state_dict())
+    lora = add_lora(base, rank=4, alpha=8.0)
+    frozen_before = {n: p.clone() for n, p in lora.named_parameters() if "lora_" not in n}
+    config = PPOConfig(seq_length=24, max_new_tokens=4, batch_size=2, num_rollouts=4, chunk_size=4, ppo_epochs=1,
+                       total_steps=2, learning_rate=1e-2, lr_min=1e-3, stop_sequences=(), checkpoint_interval=2)
+    tokenizer = _Tokenizer()
+    prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [14]]
+    def reward(indices: list[int], texts: list[str]) -> torch.Tensor:
+        return torch.tensor([float(len(t)) for t in texts])
+
+    trainer = PPOTrainer(config, CausalLMWithValueHead(lora), None, tokenizer, prompts, reward, tmp_path,
+                         log=lambda _: None)
+    assert len(trainer.train().steps) == 2
+    for name, param in lora.named_parameters():
+        if "lora_" not in name:
+            assert torch.equal(param, frozen_before[name]), f"{name} changed: only adapters should train"
+    ids = torch.tensor([[5, 6, 7, 8]])
+    mask, positions = torch.ones_like(ids), torch.arange(4).unsqueeze(0)
+    with torch.no_grad():
+        reference = trainer._reference_logits(ids, mask, positions, 2)
+        expected, _ = response_logits(model, ids, mask, positions, 2)
+        adapted, _ = response_logits(lora, ids, mask, positions, 2)
+    assert torch.allclose(reference, expected, atol=1e-5), "disabled adapters give the SFT model's logits"
+    assert not torch.allclose(adapted, expected, atol=1e-5), "the adapters did learn something"

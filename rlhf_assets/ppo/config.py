@@ -19,6 +19,8 @@ class PPOConfig(BaseModel):
     batch_size: int = Field(4, ge=1, description="Samples per optimizer step")
     total_steps: int = Field(10000, ge=1, description="Optimizer steps in the whole run")
     num_layers_unfrozen: int = Field(2, ge=-1, description="Top transformer layers trained; -1 trains all")
+    lora_rank: int = Field(0, ge=0, description="LoRA rank; 0 trains the (unfrozen) weights themselves")
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (alpha / rank)")
     learning_rate: float = Field(8e-6, gt=0)
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = Field(1e-8, gt=0)

@@ -58,13 +58,17 @@ class TrainingHistory:
 
 
 class PPOTrainer:
-    """PPO against a reward function, KL-held to a frozen reference model."""
+    """PPO against a reward function, KL-held to a frozen reference model.
+
+    With LoRA (`reference=None` and a PEFT-wrapped policy trunk) the reference is the policy with its adapters
+    disabled, as trlx does: no second copy of the weights.
+    """
 
     def __init__(
         self,
         config: PPOConfig,
         policy: CausalLMWithValueHead,
-        reference: PreTrainedModel,
+        reference: PreTrainedModel | None,
         tokenizer: PreTrainedTokenizerBase,
         prompts: Sequence[list[int]],
         reward_fn: RewardFn,
@@ -81,7 +85,7 @@ class PPOTrainer:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.total_steps,
                                                                eta_min=config.lr_min)
         self.policy, self.optimizer, self.scheduler = self.accelerator.prepare(policy, optimizer, scheduler)
-        self.reference = reference.to(self.accelerator.device).eval().requires_grad_(False)
+        self.reference = reference.to(self.accelerator.device).eval().requires_grad_(False) if reference else None
         self.kl_controller = make_kl_controller(config.init_kl_coef, config.target, config.horizon)
         self.moments = RunningMoments()
         self.step = 0
@@ -143,9 +147,18 @@ class PPOTrainer:
         logprobs = response_logprobs(logits, ids, r_width)
         step_logits = logits.float()
         entropy = -(step_logits.softmax(-1) * step_logits.log_softmax(-1)).sum(-1)
-        ref_logits, _ = response_logits(self.reference, ids, mask, positions, r_width)
+        ref_logits = self._reference_logits(ids, mask, positions, r_width)
         ref_logprobs = response_logprobs(ref_logits, ids, r_width)
         return logprobs.cpu(), ref_logprobs.cpu(), values.float().cpu(), entropy.cpu()
+
+    def _reference_logits(
+        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, r_width: int
+    ) -> torch.Tensor:
+        if self.reference is not None:
+            return response_logits(self.reference, ids, mask, positions, r_width)[0]
+        trunk = self.accelerator.unwrap_model(self.policy).base
+        with trunk.disable_adapter():
+            return response_logits(trunk, ids, mask, positions, r_width)[0]
 
     def collect_rollouts(self) -> tuple[Experience, RolloutStats]:
         """Sample `num_rollouts` responses in chunks and turn RM scores into per-token rewards."""

@@ -63,3 +63,10 @@ def freeze_bottom_layers(model: PreTrainedModel, num_layers_unfrozen: int) -> in
             module.requires_grad_(True)
     model.get_output_embeddings().requires_grad_(True)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def add_lora(model: PreTrainedModel, rank: int, alpha: float) -> PreTrainedModel:
+    """Wrap the policy trunk with LoRA adapters (PEFT); only the adapters (and the value head) train."""
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, task_type="CAUSAL_LM"))

@@ -36,7 +36,7 @@ from rlhf_assets.ppo.sampling import (
     sample_responses,
 )
 from rlhf_assets.ppo.trainer import PPOTrainer
-from rlhf_assets.ppo.value_head import CausalLMWithValueHead, freeze_bottom_layers
+from rlhf_assets.ppo.value_head import CausalLMWithValueHead, add_lora, freeze_bottom_layers
 from rlhf_assets.presets import PPOSpec
 from rlhf_assets.steps.data_io import read_split
 from rlhf_assets.steps.progress import curve_markdown
@@ -121,6 +121,11 @@ def evaluate(
     }
 
 
+def load_frozen(weights: str) -> PreTrainedModel:
+    """The SFT model as a frozen reference (training with full weights; always for the final comparison)."""
+    return AutoModelForCausalLM.from_pretrained(weights).eval().requires_grad_(False)
+
+
 def warnings_for(history: list[dict[str, float]], config: PPOConfig, kl_bound: float) -> list[str]:
     """Reward-hacking signals worth a human look: KL running away, entropy collapsing."""
     found = []
@@ -146,19 +151,25 @@ def main(runtime: StepRuntime) -> None:
     train = read_split(runtime.channel("preference"), "train").drop_duplicates("prompt")
     eval_frame = pd.read_parquet(runtime.channel("eval_prompts") / "eval_prompts.parquet")
 
-    reference = AutoModelForCausalLM.from_pretrained(sft.weights).eval().requires_grad_(False)
+    reference = None
     prompts = encode_prompts(tokenizer, list(train["prompt"]), cfg.prompt_budget)
     if spec.algorithm == "ppo":
         base = AutoModelForCausalLM.from_pretrained(sft.weights)
-        trainable = freeze_bottom_layers(base, cfg.num_layers_unfrozen)
+        if cfg.lora_rank:
+            base = add_lora(base, cfg.lora_rank, cfg.lora_alpha)
+            trainable = sum(p.numel() for p in base.parameters() if p.requires_grad)
+        else:
+            trainable = freeze_bottom_layers(base, cfg.num_layers_unfrozen)
         runtime.log(f"PPO on {len(prompts)} prompts: {count_parameters(base):,} parameters, {trainable:,} "
                     f"trainable, {cfg.total_steps} steps of {cfg.batch_size}")
         reward_fn = DeltaReward(scorer, list(train["prompt"]), list(train["chosen"]) if cfg.delta_reward else None)
+        reference = None if cfg.lora_rank else load_frozen(sft.weights)
         trainer = PPOTrainer(cfg, CausalLMWithValueHead(base), reference, tokenizer, prompts, reward_fn,
                              runtime.checkpoint_dir, runtime.log)
         history = trainer.train().steps
         policy = trainer.accelerator.unwrap_model(trainer.policy).eval()
-        trained, value_head = policy.base, policy.v_head
+        trained = policy.base.merge_and_unload() if cfg.lora_rank else policy.base
+        value_head = policy.v_head
         extra = {"final_kl_coef": trainer.kl_controller.value,
                  "resumed_from_step": -1 if trainer.history.resumed_from is None else trainer.history.resumed_from}
     else:
@@ -167,6 +178,8 @@ def main(runtime: StepRuntime) -> None:
         trained, history = train_with_trl(runtime, spec, sft.weights, tokenizer, texts, list(train["chosen"]), scorer)
         trained, value_head, extra = trained.eval(), None, {"final_kl_coef": cfg.init_kl_coef}
 
+    if reference is None:
+        reference = load_frozen(sft.weights)
     results = evaluate(runtime, spec, tokenizer, trained, reference, scorer, eval_frame)
     trained.save_pretrained(runtime.model_dir, safe_serialization=True)
     tokenizer.save_pretrained(runtime.model_dir)
