@@ -10,6 +10,7 @@ a paired bootstrap CI of the difference is reported, with the KL of the PPO resp
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -51,6 +52,20 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], budge
     return [ids[-budget:] for ids in encoded]
 
 
+def reward_device() -> torch.device:
+    """Where the reward model runs: the recipe gives it a GPU of its own (7 training processes + 1 for the RM).
+
+    A single process with a spare GPU puts it on the last one; otherwise it shares the process's device.
+    Scores are computed in fp16 on GPU, as in the recipe.
+    """
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1 and torch.cuda.device_count() > 1:
+        return torch.device(f"cuda:{torch.cuda.device_count() - 1}")
+    return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+
+
 def load_reward_scorer(directory: Path, spec: PPOSpec) -> RewardModelScorer:
     """The reward model artifact as a scorer, honouring whether it was trained with a trailing EOS."""
     info_file = directory / REWARD_INFO_FILE
@@ -58,7 +73,10 @@ def load_reward_scorer(directory: Path, spec: PPOSpec) -> RewardModelScorer:
         raise StepInputError(f"{directory} is not a reward_model artifact ({REWARD_INFO_FILE} missing)")
     info = json.loads(info_file.read_text())
     tokenizer = AutoTokenizer.from_pretrained(directory)
-    model = AutoModelForSequenceClassification.from_pretrained(directory)
+    device = reward_device()
+    model = AutoModelForSequenceClassification.from_pretrained(
+        directory, dtype=torch.float16 if device.type == "cuda" else torch.float32
+    ).to(device)
     return RewardModelScorer(model, tokenizer, append_eos=info["append_eos"], max_length=spec.config.seq_length,
                              max_response_tokens=spec.config.max_new_tokens, batch_size=spec.reward_batch_size)
 
@@ -70,15 +88,21 @@ def sequence_kl(
     prompts: list[list[int]],
     responses: list[list[int]],
     pad_id: int,
+    batch_size: int = 16,
 ) -> torch.Tensor:
-    """Σ_t log π − log π_ref per response: the KL estimate of each sample under the policy."""
-    query_ids, query_mask = left_pad(prompts, pad_id)
-    response_ids, response_mask = right_pad(responses, pad_id)
-    ids, mask, positions = join_query_response(query_ids, query_mask, response_ids, response_mask)
-    width = response_ids.shape[1]
-    logp = response_logprobs(response_logits(policy, ids, mask, positions, width)[0], ids, width)
-    ref = response_logprobs(response_logits(reference, ids, mask, positions, width)[0], ids, width)
-    return ((logp - ref) * response_mask).sum(1)
+    """Σ_t log π − log π_ref per response: the KL estimate of each sample under the policy, in batches."""
+    device = next(policy.parameters()).device
+    per_sample = []
+    for start in range(0, len(prompts), batch_size):
+        query_ids, query_mask = left_pad(prompts[start: start + batch_size], pad_id)
+        response_ids, response_mask = right_pad(responses[start: start + batch_size], pad_id)
+        ids, mask, positions = (t.to(device) for t in join_query_response(query_ids, query_mask, response_ids,
+                                                                           response_mask))
+        width = response_ids.shape[1]
+        logp = response_logprobs(response_logits(policy, ids, mask, positions, width)[0], ids, width)
+        ref = response_logprobs(response_logits(reference, ids, mask, positions, width)[0], ids, width)
+        per_sample.append(((logp - ref) * response_mask.to(device)).sum(1).cpu())
+    return torch.cat(per_sample)
 
 
 def evaluate(
@@ -179,7 +203,7 @@ def main(runtime: StepRuntime) -> None:
         trained, value_head, extra = trained.eval(), None, {"final_kl_coef": cfg.init_kl_coef}
 
     if reference is None:
-        reference = load_frozen(sft.weights)
+        reference = load_frozen(sft.weights).to(next(trained.parameters()).device)
     results = evaluate(runtime, spec, tokenizer, trained, reference, scorer, eval_frame)
     trained.save_pretrained(runtime.model_dir, safe_serialization=True)
     tokenizer.save_pretrained(runtime.model_dir)
