@@ -80,3 +80,13 @@ def test_alternatives_and_lora_run_behind_the_same_step(graph, tmp_path: Path, a
     report = json.loads(finished.stdout[finished.stdout.index("{"):])
     assert report["algorithm"] == algorithm and report["steps"] == 2 and report["eval_prompts"] == 100
     assert (tmp_path / "model" / "model.safetensors").exists()
+
+
+def test_prompts_over_budget_are_refused_before_any_model_loads_when_truncation_is_off(graph, tmp_path: Path) -> None:
+    root, _, _ = graph
+    config = TINY.ppo.config.model_copy(update={"truncate_prompts": False})
+    command, env = _ppo_command(tmp_path, root, TINY.ppo.model_copy(update={"config": config}).model_dump())
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 2
+    assert "ppo.config.truncate_prompts is false and training prompt" in finished.stderr
+    assert "over the prompt budget of 128" in (tmp_path / "output" / "failure").read_text()

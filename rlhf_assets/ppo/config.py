@@ -16,6 +16,9 @@ class PPOConfig(BaseModel):
 
     seq_length: int = Field(1024, ge=8, description="Prompt + response tokens; longer prompts are cut on the left")
     max_prompt_tokens: int | None = Field(None, ge=1, description="Prompt budget (seq_length − max_new_tokens)")
+    truncate_prompts: bool = Field(
+        True, description="Cut prompts over the budget from the left (as trlx does); False refuses them instead"
+    )
     batch_size: int = Field(4, ge=1, description="Samples per optimizer step")
     total_steps: int = Field(10000, ge=1, description="Optimizer steps in the whole run")
     num_layers_unfrozen: int = Field(2, ge=-1, description="Top transformer layers trained; -1 trains all")

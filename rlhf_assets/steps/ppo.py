@@ -46,10 +46,10 @@ from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run
 from rlhf_assets.steps.trl_policy import train_with_trl
 
 
-def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], budget: int) -> list[list[int]]:
-    """Prompt ids cut from the left to `budget` tokens (the end of the dialogue matters most)."""
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], budget: int | None) -> list[list[int]]:
+    """Prompt ids cut from the left to `budget` tokens (the end of the dialogue matters most); None keeps all."""
     encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    return [ids[-budget:] for ids in encoded]
+    return [ids[-budget:] if budget else ids for ids in encoded]
 
 
 def reward_device() -> torch.device:
@@ -171,12 +171,19 @@ def main(runtime: StepRuntime) -> None:
     sft = BaseModelRef.read(runtime.channel("sft_model"))
     tokenizer = sft.tokenizer()
     tokenizer.padding_side = "left"
-    scorer = load_reward_scorer(runtime.channel("reward_model"), spec)
     train = read_split(runtime.channel("preference"), "train").drop_duplicates("prompt")
     eval_frame = pd.read_parquet(runtime.channel("eval_prompts") / "eval_prompts.parquet")
 
     reference = None
-    prompts = encode_prompts(tokenizer, list(train["prompt"]), cfg.prompt_budget)
+    prompts = encode_prompts(tokenizer, list(train["prompt"]), cfg.prompt_budget if cfg.truncate_prompts else None)
+    if not cfg.truncate_prompts:
+        too_long = next((i for i, ids in enumerate(prompts) if len(ids) > cfg.prompt_budget), None)
+        if too_long is not None:
+            raise StepInputError(
+                f"ppo.config.truncate_prompts is false and training prompt {too_long} has {len(prompts[too_long])} "
+                f"tokens, over the prompt budget of {cfg.prompt_budget} (seq_length − max_new_tokens)"
+            )
+    scorer = load_reward_scorer(runtime.channel("reward_model"), spec)
     if spec.algorithm == "ppo":
         base = AutoModelForCausalLM.from_pretrained(sft.weights)
         if cfg.lora_rank:
