@@ -24,7 +24,6 @@ class BaseModelRef:
 
     weights: str
     tokenizer_dir: Path
-    kind: str
 
     @classmethod
     def read(cls, directory: Path) -> BaseModelRef:
@@ -34,7 +33,7 @@ class BaseModelRef:
             raise FileNotFoundError(f"{directory} is not a model artifact (no {POINTER_FILE})")
         info = json.loads(pointer.read_text())
         weights = str(directory) if info["kind"] == "local" else info["source"]
-        return cls(weights=weights, tokenizer_dir=directory, kind=info["kind"])
+        return cls(weights=weights, tokenizer_dir=directory)
 
     def tokenizer(self) -> PreTrainedTokenizerBase:
         """The tokenizer, with a pad token guaranteed (GPT-J/Pythia ship none; trlx pads with EOS)."""

@@ -87,7 +87,6 @@ def load_pretrained_reward_model(runtime: StepRuntime, spec: RewardSpec, held_ou
     runtime.log(f"loading trlx reward model {spec.pretrained_id} over {spec.pretrained_trunk}")
     tokenizer = AutoTokenizer.from_pretrained(spec.pretrained_trunk)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
-    tokenizer.truncation_side = "left"
     model = load_trlx_reward_model(spec.pretrained_id, spec.pretrained_trunk, tokenizer.pad_token_id)
     accuracy, margin = pairwise_accuracy(model, encode_pairs(held_out, tokenizer, spec, False),
                                          tokenizer.pad_token_id)
