@@ -74,6 +74,9 @@ class ComputeSpec(_Frozen):
     backend: Literal["local", "sagemaker"] = "local"
     num_processes: int = Field(1, ge=1, description="Processes per node; >1 launches with accelerate.")
     accelerate_config: str | None = Field(None, description="accelerate config file for multi-process runs.")
+    reward_model_gpus: int = Field(
+        0, ge=0, description="GPUs per node PPO leaves to the reward model (the recipe: 1 of 8, so 7 train)."
+    )
     instance_type: str = Field("local", description="SageMaker instance type for GPU steps.")
     instance_count: int = Field(1, ge=1)
 
@@ -146,7 +149,7 @@ GPTJ_6B = Preset(
                       pretrained_trunk="EleutherAI/gpt-j-6b", max_length=1024, max_response_tokens=256,
                       eval_rows=1000, bf16=True),
     ppo=PPOSpec(config=PPOConfig(), kl_bound=20.0, reward_batch_size=8),
-    compute=ComputeSpec(backend="sagemaker", num_processes=8, instance_type="ml.p4d.24xlarge",
+    compute=ComputeSpec(backend="sagemaker", num_processes=8, reward_model_gpus=1, instance_type="ml.p4d.24xlarge",
                         accelerate_config="rlhf_assets/compute/accelerate/zero2_bf16.yaml"),
 )
 

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+from transformers import GPTNeoXForCausalLM
 
 from rlhf_assets.ppo.config import PPOConfig
 from rlhf_assets.ppo.sampling import (
@@ -15,29 +15,12 @@ from rlhf_assets.ppo.sampling import (
 )
 from rlhf_assets.ppo.trainer import PPOTrainer
 from rlhf_assets.ppo.value_head import CausalLMWithValueHead, add_lora, freeze_bottom_layers
-
-
-class _Tokenizer:
-    """Just enough tokenizer for sampling: ids are their own text, 0 is pad, 1 is EOS."""
-
-    pad_token_id, eos_token_id = 0, 1
-
-    def decode(self, ids, skip_special_tokens=True):
-        return "".join(chr(65 + i) for i in ids if i > 1)
-
-    def batch_decode(self, rows, skip_special_tokens=True):
-        return [self.decode(r) for r in rows]
-
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": [ord(c) - 65 for c in text]}
+from tests.ppo_toys import CharTokenizer, tiny_neox
 
 
 @pytest.fixture(scope="module")
 def model() -> GPTNeoXForCausalLM:
-    torch.manual_seed(0)
-    config = GPTNeoXConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                           intermediate_size=64, max_position_embeddings=64, pad_token_id=0, eos_token_id=1)
-    return GPTNeoXForCausalLM(config).eval()
+    return tiny_neox()
 
 
 def _logprobs(model, queries, responses) -> list[list[float]]:
@@ -66,8 +49,8 @@ def test_batched_generation_matches_one_prompt_at_a_time(model) -> None:
     queries = [[5, 6, 7, 8, 9], [12, 13]]
     kwargs = {"max_new_tokens": 6, "top_k": 0, "top_p": 1.0, "temperature": 1.0, "stop_sequences": (),
               "do_sample": False}
-    batched = sample_responses(model, _Tokenizer(), queries, **kwargs)
-    single = [sample_responses(model, _Tokenizer(), [q], **kwargs)[0] for q in queries]
+    batched = sample_responses(model, CharTokenizer(), queries, **kwargs)
+    single = [sample_responses(model, CharTokenizer(), [q], **kwargs)[0] for q in queries]
     assert batched == single
     assert all(r[-1] == 1 and len(r) <= 6 for r in batched)
 
@@ -94,7 +77,7 @@ def test_lora_policy_trains_adapters_only_and_its_disabled_adapter_is_the_refere
     frozen_before = {n: p.clone() for n, p in lora.named_parameters() if "lora_" not in n}
     config = PPOConfig(seq_length=24, max_new_tokens=4, batch_size=2, num_rollouts=4, chunk_size=4, ppo_epochs=1,
                        total_steps=2, learning_rate=1e-2, lr_min=1e-3, stop_sequences=(), checkpoint_interval=2)
-    tokenizer = _Tokenizer()
+    tokenizer = CharTokenizer()
     prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [14]]
     def reward(indices: list[int], texts: list[str]) -> torch.Tensor:
         return torch.tensor([float(len(t)) for t in texts])

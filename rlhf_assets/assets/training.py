@@ -65,13 +65,15 @@ def _run_and_publish(
     inputs: dict[str, Manifest],
     compute: LocalComputeBackend,
     artifacts: ArtifactStoreResource,
+    reserved_processes: int = 0,
 ) -> Output[Manifest]:
     store = artifacts.store()
     channels = {name: store.local_path(manifest.uri) for name, manifest in inputs.items()}
     resume_key = {"step": step, "config": step_config, "inputs": {n: m.content_hash for n, m in inputs.items()}}
     run = compute.run_step(
         context, step=step, channels=channels, config=step_config, resume_key=resume_key,
-        num_processes=preset.compute.num_processes, accelerate_config=preset.compute.accelerate_config,
+        num_processes=max(1, preset.compute.num_processes - reserved_processes),
+        accelerate_config=preset.compute.accelerate_config,
     )
     counts, metrics = _numbers(run.metadata)
     output = publish(
@@ -182,4 +184,4 @@ def ppo_policy(
     return _run_and_publish(context, step="ppo", preset=preset, step_config=step_config,
                             inputs={"sft_model": sft_model, "reward_model": reward_model,
                                     "preference": preference_dataset, "eval_prompts": eval_prompts},
-                            compute=compute, artifacts=artifacts)
+                            compute=compute, artifacts=artifacts, reserved_processes=preset.compute.reward_model_gpus)

@@ -17,9 +17,17 @@ def masked_var(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return ((values - mean) ** 2 * mask).sum() / (count - 1).clamp(min=1)
 
 
-def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """Normalise to unit variance (and zero mean unless `shift_mean` is False) over the masked positions."""
-    mean, var = masked_mean(values, mask), masked_var(values, mask)
+def whiten(
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    shift_mean: bool = True,
+    moments: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Normalise to unit variance (and zero mean unless `shift_mean` is False) over the masked positions.
+
+    `moments` (mean, variance) replaces the local statistics, e.g. with ones computed over all ranks.
+    """
+    mean, var = moments if moments is not None else (masked_mean(values, mask), masked_var(values, mask))
     whitened = (values - mean) * torch.rsqrt(var + 1e-8)
     if not shift_mean:
         whitened = whitened + mean

@@ -40,11 +40,19 @@ class RunningMoments:
 
 
 def scale_scores(
-    scores: torch.Tensor, mode: str, moments: RunningMoments, ref_std: float | None, cliprange_reward: float
+    scores: torch.Tensor,
+    mode: str,
+    moments: RunningMoments,
+    ref_std: float | None,
+    cliprange_reward: float,
+    all_scores: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Scale by the running std (`running`), a fixed reference std (`ref`) or not at all, then clip."""
+    """Scale by the running std (`running`), a fixed reference std (`ref`) or not at all, then clip.
+
+    The running moments fold in `all_scores` (every rank's scores) when given, so all ranks share one scale.
+    """
     if mode == "running":
-        moments.update(scores)
+        moments.update(scores if all_scores is None else all_scores)
         scores = scores / max(moments.std, 1e-8)
     elif mode == "ref":
         if not ref_std:

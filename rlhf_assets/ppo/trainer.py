@@ -9,19 +9,27 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import set_seed
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf_assets.ppo.advantages import gae, masked_mean, whiten
-from rlhf_assets.ppo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from rlhf_assets.ppo.checkpoint import latest_checkpoint, publish_checkpoint, read_state, staging_dir
 from rlhf_assets.ppo.config import PPOConfig
+from rlhf_assets.ppo.distributed import (
+    broadcast_from_main,
+    gather_lists,
+    global_masked_moments,
+    global_mean,
+    global_sum,
+)
 from rlhf_assets.ppo.kl_controller import make_kl_controller
 from rlhf_assets.ppo.losses import policy_loss, value_loss
 from rlhf_assets.ppo.rewards import RunningMoments, per_token_rewards, scale_scores
@@ -37,7 +45,7 @@ from rlhf_assets.ppo.sampling import (
 from rlhf_assets.ppo.value_head import CausalLMWithValueHead
 
 RewardFn = Callable[[list[int], list[str]], torch.Tensor]
-"""(prompt indices, response texts) -> (B,) scores."""
+"""(prompt indices, response texts) -> (B,) scores. Called in the main process only, on every rank's samples."""
 
 
 @dataclass
@@ -61,7 +69,8 @@ class PPOTrainer:
     """PPO against a reward function, KL-held to a frozen reference model.
 
     With LoRA (`reference=None` and a PEFT-wrapped policy trunk) the reference is the policy with its adapters
-    disabled, as trlx does: no second copy of the weights.
+    disabled, as trlx does: no second copy of the weights. Under `accelerate launch` each rank collects its own
+    share of the rollouts; `reward_fn` is only needed (and only called) in the main process.
     """
 
     def __init__(
@@ -71,7 +80,7 @@ class PPOTrainer:
         reference: PreTrainedModel | None,
         tokenizer: PreTrainedTokenizerBase,
         prompts: Sequence[list[int]],
-        reward_fn: RewardFn,
+        reward_fn: RewardFn | None,
         checkpoint_dir: Path,
         log: Callable[[str], None] = print,
         accelerator: Accelerator | None = None,
@@ -79,6 +88,11 @@ class PPOTrainer:
         self.config, self.tokenizer, self.prompts, self.reward_fn = config, tokenizer, list(prompts), reward_fn
         self.checkpoint_dir, self.log = checkpoint_dir, log
         self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        if reward_fn is None and self.accelerator.is_main_process:
+            raise ValueError("the main process needs a reward function")
+        deepspeed = self.accelerator.state.deepspeed_plugin
+        if deepspeed is not None:  # no dataloader is prepared, so DeepSpeed is told the per-GPU batch directly
+            deepspeed.deepspeed_config["train_micro_batch_size_per_gpu"] = config.batch_size
         trainable = [p for p in policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, betas=config.betas, eps=config.eps,
                                       weight_decay=config.weight_decay)
@@ -91,50 +105,67 @@ class PPOTrainer:
         self.step = 0
         self.prompt_order: list[int] = []
         self.prompt_cursor = 0
+        self.prompt_epoch = 0
         self.history = TrainingHistory()
 
     # ---- state -------------------------------------------------------------------------------------------
     def _save(self) -> None:
-        unwrapped = self.accelerator.unwrap_model(self.policy)
-        state = {"kl_controller": self.kl_controller.state_dict(), "moments": self.moments.state_dict(),
-                 "prompt_order": self.prompt_order, "prompt_cursor": self.prompt_cursor,
-                 "history": self.history.steps}
-        path = save_checkpoint(
-            self.checkpoint_dir, self.step,
-            {"policy": unwrapped.state_dict(), "optimizer": self.optimizer.state_dict(),
-             "scheduler": self.scheduler.state_dict()},
-            state,
-        )
-        self.log(f"checkpoint saved at step {self.step}: {path.name}")
+        accelerator = self.accelerator
+        staging = staging_dir(self.checkpoint_dir, self.step)
+        if accelerator.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(staging), safe_serialization=False)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            state = {"kl_controller": self.kl_controller.state_dict(), "moments": self.moments.state_dict(),
+                     "prompt_order": self.prompt_order, "prompt_cursor": self.prompt_cursor,
+                     "prompt_epoch": self.prompt_epoch, "history": self.history.steps}
+            path = publish_checkpoint(self.checkpoint_dir, staging, self.step, state)
+            self.log(f"checkpoint saved at step {self.step}: {path.name}")
+        accelerator.wait_for_everyone()
 
     def _resume(self) -> None:
         found = latest_checkpoint(self.checkpoint_dir)
         if found is None:
-            random.seed(self.config.seed)
-            np.random.seed(self.config.seed)
-            torch.manual_seed(self.config.seed)
+            set_seed(self.config.seed, device_specific=True)
             return
-        tensors, state = load_checkpoint(found)
-        self.accelerator.unwrap_model(self.policy).load_state_dict(tensors["policy"])
-        self.optimizer.load_state_dict(tensors["optimizer"])
-        self.scheduler.load_state_dict(tensors["scheduler"])
+        self.accelerator.load_state(str(found))
+        state = read_state(found)
         self.kl_controller.load_state_dict(state["kl_controller"])
         self.moments.load_state_dict(state["moments"])
         self.prompt_order, self.prompt_cursor = state["prompt_order"], state["prompt_cursor"]
+        self.prompt_epoch = state["prompt_epoch"]
         self.step = state["step"]
         self.history = TrainingHistory(steps=state["history"], resumed_from=self.step)
         self.log(f"resumed from {found.name}: step {self.step}, KL coefficient {self.kl_controller.value:.4f}")
 
     # ---- rollouts ----------------------------------------------------------------------------------------
     def _next_prompts(self, count: int) -> list[int]:
-        chosen = []
-        while len(chosen) < count:
+        """This rank's `count` prompts: all ranks walk one seeded shuffle and take consecutive slices of it."""
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        chosen: list[int] = []
+        while len(chosen) < count * world:
             if self.prompt_cursor >= len(self.prompt_order):
-                self.prompt_order = random.sample(range(len(self.prompts)), len(self.prompts))
-                self.prompt_cursor = 0
+                shuffle = random.Random(self.config.seed * 1_000_003 + self.prompt_epoch)
+                self.prompt_order = shuffle.sample(range(len(self.prompts)), len(self.prompts))
+                self.prompt_cursor, self.prompt_epoch = 0, self.prompt_epoch + 1
             chosen.append(self.prompt_order[self.prompt_cursor])
             self.prompt_cursor += 1
-        return chosen
+        return chosen[rank * count: (rank + 1) * count]
+
+    def _score(self, indices: list[int], texts: list[str]) -> torch.Tensor:
+        """RM scores of this rank's samples, computed in the main process over every rank's samples."""
+        accelerator = self.accelerator
+        all_indices, all_texts = gather_lists(accelerator, indices), gather_lists(accelerator, texts)
+        scores = None
+        if accelerator.is_main_process:
+            assert self.reward_fn is not None
+            scores = self.reward_fn(all_indices, all_texts).float().tolist()
+        scores = broadcast_from_main(accelerator, scores)
+        start = accelerator.process_index * len(indices)
+        return torch.tensor(scores[start: start + len(indices)])
 
     @torch.no_grad()
     def _forward_old(self, batch: Experience) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -174,7 +205,7 @@ class PPOTrainer:
                 top_p=cfg.top_p, temperature=cfg.temperature, stop_sequences=cfg.stop_sequences)
             generated += sum(len(r) for r in responses)
             texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
-            scores = self.reward_fn(indices, texts).float().cpu()
+            scores = self._score(indices, texts)
             query_ids, query_mask = left_pad(queries, self.tokenizer.pad_token_id)
             response_ids, response_mask = right_pad(responses, self.tokenizer.pad_token_id)
             empty = torch.zeros_like(response_ids, dtype=torch.float)
@@ -185,16 +216,21 @@ class PPOTrainer:
             chunks.append(chunk)
         store = Experience.concatenate(chunks, self.tokenizer.pad_token_id)
         mask = store.response_mask.float()
-        scaled = scale_scores(store.scores, cfg.scale_reward, self.moments, cfg.ref_std, cfg.cliprange_reward)
+        all_scores = torch.tensor(gather_lists(self.accelerator, store.scores.tolist()))
+        scaled = scale_scores(store.scores, cfg.scale_reward, self.moments, cfg.ref_std, cfg.cliprange_reward,
+                              all_scores=all_scores)
         store.rewards, kl = per_token_rewards(scaled, store.logprobs, store.ref_logprobs, mask,
                                               self.kl_controller.value)
         log_ratio = (store.ref_logprobs - store.logprobs) * mask
         k3 = (torch.exp(log_ratio) - 1 - log_ratio) * mask
+        acc = self.accelerator
         stats = RolloutStats(
-            score_mean=float(store.scores.mean()), score_std=float(store.scores.std()),
-            kl_penalty=float(kl.sum(1).mean()), kl_nonnegative=float(k3.sum(1).mean()),
-            entropy=float(torch.stack(entropies).mean()), response_length=float(mask.sum(1).mean()),
-            tokens_per_second=generated / max(time.perf_counter() - started, 1e-9),
+            score_mean=float(all_scores.mean()), score_std=float(all_scores.std()),
+            kl_penalty=global_mean(acc, float(kl.sum(1).mean())),
+            kl_nonnegative=global_mean(acc, float(k3.sum(1).mean())),
+            entropy=global_mean(acc, float(torch.stack(entropies).mean())),
+            response_length=global_mean(acc, float(mask.sum(1).mean())),
+            tokens_per_second=global_sum(acc, generated) / max(time.perf_counter() - started, 1e-9),
         )
         return store, stats
 
@@ -231,7 +267,7 @@ class PPOTrainer:
             store, rollout = self.collect_rollouts()
             mask = store.response_mask.float()
             advantages, returns = gae(store.values, store.rewards, mask, cfg.gamma, cfg.lam)
-            advantages = whiten(advantages, mask)
+            advantages = whiten(advantages, mask, moments=global_masked_moments(self.accelerator, advantages, mask))
             self.policy.train()
             started = time.perf_counter()
             for _ in range(cfg.ppo_epochs):

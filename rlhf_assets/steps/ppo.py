@@ -55,13 +55,14 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], budge
 def reward_device() -> torch.device:
     """Where the reward model runs: the recipe gives it a GPU of its own (7 training processes + 1 for the RM).
 
-    A single process with a spare GPU puts it on the last one; otherwise it shares the process's device.
-    Scores are computed in fp16 on GPU, as in the recipe.
+    Only the main process holds the reward model. When the node has more GPUs than training processes it goes
+    on the last (spare) one; otherwise it shares the main process's device. Scores are computed in fp16 on GPU,
+    as in the recipe.
     """
     if not torch.cuda.is_available():
         return torch.device("cpu")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1 and torch.cuda.device_count() > 1:
+    if torch.cuda.device_count() > world_size:
         return torch.device(f"cuda:{torch.cuda.device_count() - 1}")
     return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
 
@@ -183,7 +184,9 @@ def main(runtime: StepRuntime) -> None:
                 f"ppo.config.truncate_prompts is false and training prompt {too_long} has {len(prompts[too_long])} "
                 f"tokens, over the prompt budget of {cfg.prompt_budget} (seq_length − max_new_tokens)"
             )
-    scorer = load_reward_scorer(runtime.channel("reward_model"), spec)
+    # Our PPO scores in the main process only; TRL's trainers call the reward function on every rank.
+    needs_scorer = runtime.is_main_process or spec.algorithm != "ppo"
+    scorer = load_reward_scorer(runtime.channel("reward_model"), spec) if needs_scorer else None
     if spec.algorithm == "ppo":
         base = AutoModelForCausalLM.from_pretrained(sft.weights)
         if cfg.lora_rank:
@@ -193,11 +196,15 @@ def main(runtime: StepRuntime) -> None:
             trainable = freeze_bottom_layers(base, cfg.num_layers_unfrozen)
         runtime.log(f"PPO on {len(prompts)} prompts: {count_parameters(base):,} parameters, {trainable:,} "
                     f"trainable, {cfg.total_steps} steps of {cfg.batch_size}")
-        reward_fn = DeltaReward(scorer, list(train["prompt"]), list(train["chosen"]) if cfg.delta_reward else None)
+        reward_fn = None if scorer is None else DeltaReward(
+            scorer, list(train["prompt"]), list(train["chosen"]) if cfg.delta_reward else None)
         reference = None if cfg.lora_rank else load_frozen(sft.weights)
         trainer = PPOTrainer(cfg, CausalLMWithValueHead(base), reference, tokenizer, prompts, reward_fn,
                              runtime.checkpoint_dir, runtime.log)
         history = trainer.train().steps
+        trainer.accelerator.wait_for_everyone()
+        if not runtime.is_main_process:
+            return
         policy = trainer.accelerator.unwrap_model(trainer.policy).eval()
         trained = policy.base.merge_and_unload() if cfg.lora_rank else policy.base
         value_head = policy.v_head
@@ -207,6 +214,8 @@ def main(runtime: StepRuntime) -> None:
         runtime.log(f"{spec.algorithm.upper()} (TRL) on {len(prompts)} prompts, {cfg.total_steps} steps")
         texts = tokenizer.batch_decode(prompts)
         trained, history = train_with_trl(runtime, spec, sft.weights, tokenizer, texts, list(train["chosen"]), scorer)
+        if not runtime.is_main_process:
+            return
         trained, value_head, extra = trained.eval(), None, {"final_kl_coef": cfg.init_kl_coef}
 
     if reference is None:
