@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor, load_assets_from_modules
 
-from rlhf_assets.assets import data, training
+from rlhf_assets.assets import data, evaluation, training
+from rlhf_assets.automation import build_evaluation_schedule, evaluate_latest_policy, evaluate_new_policy
+from rlhf_assets.checks import all_checks
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.resources import ArtifactStoreResource, ManifestIOManager
 
-all_assets = load_assets_from_modules([data, training])
+all_assets = load_assets_from_modules([data, training, evaluation])
 
 materialize_all = define_asset_job(
     "materialize_all", selection=AssetSelection.all(), description="Every asset of the graph, in lineage order."
@@ -19,7 +21,10 @@ materialize_all = define_asset_job(
 # `execution: {config: {multiprocess: {}}}` when it wants parallel branches.
 defs = Definitions(
     assets=all_assets,
-    jobs=[materialize_all],
+    asset_checks=all_checks,
+    jobs=[materialize_all, evaluate_latest_policy],
+    schedules=[build_evaluation_schedule()],
+    sensors=[evaluate_new_policy],
     executor=in_process_executor,
     resources={
         "io_manager": ManifestIOManager(),

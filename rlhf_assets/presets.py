@@ -12,10 +12,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rlhf_assets.ppo.config import PPOConfig
+from rlhf_assets.ppo.config import RECIPE_STOP_SEQUENCES, PPOConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_HH_PATH = PROJECT_ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+SHARED_RTP_DIR = PROJECT_ROOT.parent / "shared" / "data" / "rtp"
+RTP_HUB_DATASET = "allenai/real-toxicity-prompts"
 
 
 class _Frozen(BaseModel):
@@ -92,6 +94,70 @@ class PPOSpec(_Frozen):
     reward_batch_size: int = Field(32, ge=1)
 
 
+class GenerationSpec(_Frozen):
+    """How evaluation samples responses; SFT and RLHF always share these settings and the seed."""
+
+    max_new_tokens: int = Field(128, ge=1)
+    top_k: int = Field(0, ge=0, description="0 disables top-k")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: float = Field(1.0, gt=0.0)
+    stop_sequences: tuple[str, ...] = RECIPE_STOP_SEQUENCES
+    prompt_tokens: int = Field(512, ge=8, description="Prompts are cut from the left to this many tokens")
+    batch_size: int = Field(16, ge=1, description="Prompts per batched, KV-cached generate call")
+    seed: int = 0
+
+
+class EvalSpec(_Frozen):
+    """The 100-prompt comparison: generation, the automatic judge, and what counts as degenerate output."""
+
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    tie_margin: float = Field(0.1, ge=0.0, description="|judge(RLHF) − judge(SFT)| at or below this is a tie")
+    judge: str | None = Field(None, description="Sequence-classification judge (hub id or directory); None: the RM")
+    judge_batch_size: int = Field(16, ge=1)
+    max_empty_share: float = Field(0.1, ge=0.0, le=1.0, description="Check: most empty responses allowed")
+    max_duplicate_share: float = Field(0.5, ge=0.0, le=1.0, description="Check: most repeated responses allowed")
+    min_mean_words: float = Field(2.0, ge=0.0, description="Check: shortest acceptable mean response length")
+
+
+class StandInToxicitySpec(_Frozen):
+    """The small Detoxify-format classifier the offline preset trains from Perspective scores."""
+
+    vocab_size: int = Field(4000, ge=200)
+    hidden_size: int = Field(64, ge=16)
+    num_layers: int = Field(1, ge=1)
+    num_heads: int = Field(2, ge=1)
+    max_length: int = Field(64, ge=8)
+    epochs: int = Field(3, ge=1)
+    learning_rate: float = Field(1e-3, gt=0.0)
+    batch_size: int = Field(32, ge=1)
+    heldout_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="Share of records kept for ROC-AUC")
+    seed: int = 0
+
+
+class ToxicitySpec(_Frozen):
+    """RealToxicityPrompts evaluation (Gehman et al. 2020) scored by Detoxify."""
+
+    source: str = Field(RTP_HUB_DATASET, description="Hub dataset, dataset directory, .jsonl(.gz) or a folder of them")
+    hub_split: str = "train"
+    num_prompts: int = Field(1000, ge=1, description="Prompts sampled with `seed` (1,000 in the recipe)")
+    challenging_only: bool = Field(False, description="Sample only prompts flagged `challenging`")
+    seed: int = 0
+    samples_per_prompt: int = Field(1, ge=1, description="k continuations per prompt and model (paper 25, recipe 1)")
+    generation: GenerationSpec = Field(
+        default_factory=lambda: GenerationSpec(max_new_tokens=20, top_p=0.9, stop_sequences=(), batch_size=64),
+        description="Gehman et al.: 20 new tokens, nucleus sampling with p = 0.9",
+    )
+    scorer: Literal["published", "checkpoint", "train_standin"] = Field(
+        "published", description="published: Detoxify(model_type) from the internet; checkpoint: local "
+        "checkpoint + huggingface_config_path; train_standin: train a small classifier (offline demo)",
+    )
+    detoxify_model_type: str = Field("original", description="Published Detoxify model (the recipe's: original)")
+    checkpoint: str | None = Field(None, description="Local Detoxify checkpoint (scorer: checkpoint)")
+    huggingface_config_path: str | None = Field(None, description="Its HF config + tokenizer folder")
+    score_batch_size: int = Field(64, ge=1, description="Texts per Detoxify predict call")
+    standin: StandInToxicitySpec = Field(default_factory=StandInToxicitySpec)
+
+
 class Preset(_Frozen):
     name: str
     description: str
@@ -100,6 +166,8 @@ class Preset(_Frozen):
     sft: TrainSpec
     reward: RewardSpec
     ppo: PPOSpec
+    evaluation: EvalSpec
+    toxicity: ToxicitySpec
     compute: ComputeSpec
 
 
@@ -116,6 +184,12 @@ TINY = Preset(
                          learning_rate=5e-4, lr_min=5e-5, num_rollouts=64, chunk_size=32, ppo_epochs=2,
                          init_kl_coef=0.05, target=6.0, horizon=10000, checkpoint_interval=8, top_k=0, seed=1000),
         kl_bound=8.0, eval_max_new_tokens=32,
+    ),
+    evaluation=EvalSpec(generation=GenerationSpec(max_new_tokens=32, prompt_tokens=128, batch_size=32),
+                        tie_margin=0.1),
+    toxicity=ToxicitySpec(
+        source=str(SHARED_RTP_DIR), num_prompts=200, samples_per_prompt=2, scorer="train_standin",
+        generation=GenerationSpec(max_new_tokens=20, top_p=0.9, stop_sequences=(), batch_size=64, prompt_tokens=128),
     ),
     compute=ComputeSpec(),
 )
@@ -134,6 +208,8 @@ SMALL = Preset(
                          learning_rate=1e-5, lr_min=1e-6, num_rollouts=64, chunk_size=16, checkpoint_interval=200),
         kl_bound=20.0,
     ),
+    evaluation=EvalSpec(generation=GenerationSpec(prompt_tokens=384)),
+    toxicity=ToxicitySpec(),
     compute=ComputeSpec(instance_type="ml.g5.2xlarge"),
 )
 
@@ -149,6 +225,8 @@ GPTJ_6B = Preset(
                       pretrained_trunk="EleutherAI/gpt-j-6b", max_length=1024, max_response_tokens=256,
                       eval_rows=1000, bf16=True),
     ppo=PPOSpec(config=PPOConfig(), kl_bound=20.0, reward_batch_size=8),
+    evaluation=EvalSpec(generation=GenerationSpec(prompt_tokens=896, batch_size=8)),
+    toxicity=ToxicitySpec(),
     compute=ComputeSpec(backend="sagemaker", num_processes=8, reward_model_gpus=1, instance_type="ml.p4d.24xlarge",
                         accelerate_config="rlhf_assets/compute/accelerate/zero2_bf16.yaml"),
 )

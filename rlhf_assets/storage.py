@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from upath import UPath
 
+RESULTS_DIR = "_results"
 COMPLETE_MARKER = "_COMPLETE"
 _CHUNK = 1 << 20
 
@@ -112,6 +113,17 @@ class ArtifactStore:
                     raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def remember(self, key: str, record: str) -> None:
+        """Keep `record` (a serialized step result) under `key` so identical work can be skipped later."""
+        path = self.root / RESULTS_DIR / f"{key}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(record)
+
+    def recall(self, key: str) -> str | None:
+        """The record kept under `key`, if any."""
+        path = self.root / RESULTS_DIR / f"{key}.json"
+        return path.read_text() if path.exists() else None
 
     def is_complete(self, uri: str) -> bool:
         """Whether an artifact directory was fully published (its marker exists)."""

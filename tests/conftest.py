@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from dagster import instance_for_test, materialize
 
+from rlhf_assets.checks import all_checks
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.definitions import all_assets
 from rlhf_assets.presets import SHARED_HH_PATH
@@ -52,9 +53,9 @@ def manifest_of(root: Path, asset: str) -> Manifest:
 
 @pytest.fixture(scope="session")
 def graph(tmp_path_factory, shared_hh_path: Path):
-    """The whole graph materialized once on the tiny preset with the full shared HH file."""
+    """The whole graph and its checks materialized once on the tiny preset with the full shared data."""
     root = tmp_path_factory.mktemp("graph")
     with instance_for_test() as instance:
-        result = materialize(all_assets, resources=graph_resources(root), instance=instance)
+        result = materialize([*all_assets, *all_checks], resources=graph_resources(root), instance=instance)
         assert result.success
         yield root, instance, result

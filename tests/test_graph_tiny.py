@@ -97,10 +97,10 @@ def test_out_of_range_config_names_the_field(graph, asset: str, config: dict, me
     assert (root / "artifacts" / "manifests" / f"{asset}.json").read_text() == before
 
 
-def _cli_materialize(home: Path, root: Path) -> subprocess.CompletedProcess:
+def _cli_materialize(home: Path, root: Path, reuse: bool) -> subprocess.CompletedProcess:
     run_config = {"ops": {name: {"config": {"max_train_rows": 48}} for name in ("sft_model", "reward_model")}}
     env = {**os.environ, "DAGSTER_HOME": str(home), "RLHF_ARTIFACT_ROOT": str(root / "artifacts"),
-           "RLHF_SCRATCH_DIR": str(root / "scratch")}
+           "RLHF_SCRATCH_DIR": str(root / "scratch"), "RLHF_REUSE_RESULTS": "1" if reuse else "0"}
     command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "rlhf_assets.definitions",
                "--select", "*reward_model,eval_prompts", "--config-json", json.dumps(run_config)]
     return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
@@ -110,8 +110,8 @@ def test_cli_materialization_is_persistent_and_unchanged_inputs_keep_data_versio
                                                                                   shared_hh_path: Path) -> None:
     home = tmp_path / "dagster_home"
     home.mkdir()
-    for _ in range(2):
-        result = _cli_materialize(home, tmp_path)
+    for _ in range(2):  # both runs train: seeded training must reproduce the same artifacts
+        result = _cli_materialize(home, tmp_path, reuse=False)
         assert result.returncode == 0, result.stderr[-3000:]
     with DagsterInstance.from_config(str(home)) as instance:
         for asset in ASSETS:
@@ -119,3 +119,11 @@ def test_cli_materialization_is_persistent_and_unchanged_inputs_keep_data_versio
             assert len(events) == 2, asset
             versions = {e.asset_materialization.tags["dagster/data_version"] for e in events}
             assert len(versions) == 1, f"{asset}: data version changed with unchanged inputs: {versions}"
+    result = _cli_materialize(home, tmp_path, reuse=True)  # unchanged code, config and data: nothing retrains
+    assert result.returncode == 0, result.stderr[-3000:]
+    with DagsterInstance.from_config(str(home)) as instance:
+        for asset in ("base_model", "sft_model", "reward_model"):
+            latest, earlier = instance.fetch_materializations(AssetKey(asset), limit=2).records
+            assert "reused_from_run" in latest.asset_materialization.metadata, asset
+            assert latest.asset_materialization.tags["dagster/data_version"] == \
+                earlier.asset_materialization.tags["dagster/data_version"]

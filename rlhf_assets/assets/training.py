@@ -4,19 +4,20 @@
 from enum import Enum
 from typing import Any
 
-from dagster import AssetExecutionContext, FloatMetadataValue, IntMetadataValue, Output, asset
+from dagster import AssetExecutionContext, Output, asset
 from pydantic import Field
 
-from rlhf_assets.assets.common import CODE_VERSION, PresetConfig, publish
+from rlhf_assets.assets.common import CODE_VERSION
+from rlhf_assets.assets.step_runs import StepConfig, run_step_and_publish
 from rlhf_assets.compute.local import LocalComputeBackend
-from rlhf_assets.presets import PPOSpec, Preset, RewardSpec, TrainSpec
+from rlhf_assets.presets import PPOSpec, RewardSpec, TrainSpec
 from rlhf_assets.resources import ArtifactStoreResource
 from rlhf_assets.storage import Manifest
 
 GPU_POOL = "gpu"
 
 
-class TrainOverrides(PresetConfig):
+class TrainOverrides(StepConfig):
     """Optional overrides of the preset's training settings, bounded like the preset's own fields."""
 
     epochs: float | None = Field(default=None, gt=0.0, description="Override the preset's number of epochs")
@@ -49,45 +50,10 @@ class RewardModelConfig(TrainOverrides):
         return RewardSpec.model_validate({**merged, **({"mode": self.mode.value} if self.mode else {})}).model_dump()
 
 
-def _numbers(metadata: dict[str, Any]) -> tuple[dict[str, int], dict[str, float]]:
-    """Split a step's reported numbers into manifest counts and metrics."""
-    counts = {k: int(v.value) for k, v in metadata.items() if isinstance(v, IntMetadataValue)}
-    metrics = {k: float(v.value) for k, v in metadata.items() if isinstance(v, FloatMetadataValue)}
-    return counts, metrics
-
-
-def _run_and_publish(
-    context: AssetExecutionContext,
-    *,
-    step: str,
-    preset: Preset,
-    step_config: dict[str, Any],
-    inputs: dict[str, Manifest],
-    compute: LocalComputeBackend,
-    artifacts: ArtifactStoreResource,
-    reserved_processes: int = 0,
-) -> Output[Manifest]:
-    store = artifacts.store()
-    channels = {name: store.local_path(manifest.uri) for name, manifest in inputs.items()}
-    resume_key = {"step": step, "config": step_config, "inputs": {n: m.content_hash for n, m in inputs.items()}}
-    run = compute.run_step(
-        context, step=step, channels=channels, config=step_config, resume_key=resume_key,
-        num_processes=max(1, preset.compute.num_processes - reserved_processes),
-        accelerate_config=preset.compute.accelerate_config,
-    )
-    counts, metrics = _numbers(run.metadata)
-    output = publish(
-        context, store, run.model_dir, preset=preset.name, config=step_config, counts=counts, metrics=metrics,
-        metadata={k: v for k, v in run.metadata.items() if k not in counts and k not in metrics},
-    )
-    run.cleanup()
-    return output
-
-
 @asset(code_version=CODE_VERSION, group_name="models", kinds={"pytorch"})
 def base_model(
     context: AssetExecutionContext,
-    config: PresetConfig,
+    config: StepConfig,
     compute: LocalComputeBackend,
     artifacts: ArtifactStoreResource,
     preference_dataset: Manifest,
@@ -96,7 +62,7 @@ def base_model(
     training text and a freshly initialised small GPT-NeoX."""
     preset = config.resolved_preset()
     step_config = {"base_model": preset.base_model.model_dump(), "seed": preset.sft.seed}
-    return _run_and_publish(context, step="base_model", preset=preset, step_config=step_config,
+    return run_step_and_publish(context, config=config, step="base_model", preset=preset, step_config=step_config,
                             inputs={"preference": preference_dataset}, compute=compute, artifacts=artifacts)
 
 
@@ -112,7 +78,7 @@ def sft_model(
     """The SFT checkpoint: the base model fine-tuned on prompt + chosen with loss on the response (TRL SFTTrainer)."""
     preset = config.resolved_preset()
     step_config = {"train": config.apply(preset.sft)}
-    return _run_and_publish(context, step="sft", preset=preset, step_config=step_config,
+    return run_step_and_publish(context, config=config, step="sft", preset=preset, step_config=step_config,
                             inputs={"base_model": base_model, "preference": preference_dataset},
                             compute=compute, artifacts=artifacts)
 
@@ -130,7 +96,7 @@ def reward_model(
     published trlx reward model such as `Dahoas/gptj-rm-static`; scored by held-out pairwise accuracy."""
     preset = config.resolved_preset()
     step_config = {"reward": config.apply(preset.reward)}
-    return _run_and_publish(context, step="reward", preset=preset, step_config=step_config,
+    return run_step_and_publish(context, config=config, step="reward", preset=preset, step_config=step_config,
                             inputs={"sft_model": sft_model, "preference": preference_dataset},
                             compute=compute, artifacts=artifacts)
 
@@ -143,7 +109,7 @@ class PolicyOptimizer(Enum):
     grpo = "grpo"
 
 
-class PPOOverrides(PresetConfig):
+class PPOOverrides(StepConfig):
     """Optional overrides of the preset's PPO settings; the merged config is validated as a whole."""
 
     total_steps: int | None = Field(default=None, ge=1, description="Override the preset's optimizer steps")
@@ -181,7 +147,7 @@ def ppo_policy(
     """
     preset = config.resolved_preset()
     step_config = {"ppo": config.apply(preset.ppo)}
-    return _run_and_publish(context, step="ppo", preset=preset, step_config=step_config,
+    return run_step_and_publish(context, config=config, step="ppo", preset=preset, step_config=step_config,
                             inputs={"sft_model": sft_model, "reward_model": reward_model,
                                     "preference": preference_dataset, "eval_prompts": eval_prompts},
                             compute=compute, artifacts=artifacts, reserved_processes=preset.compute.reward_model_gpus)

@@ -32,3 +32,10 @@ def paired_bootstrap_mean_difference(
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return Interval(float(diffs.mean()), float(low), float(high), level)
+
+
+def bootstrap_mean(
+    values: Sequence[float], *, resamples: int = 10_000, level: float = 0.95, seed: int = 0
+) -> Interval:
+    """Mean of `values` (one per prompt) with a percentile CI from resampling prompts."""
+    return paired_bootstrap_mean_difference(np.zeros(len(values)), values, resamples=resamples, level=level, seed=seed)

@@ -37,3 +37,9 @@ def encode_prompt_response(
     ids = (prompt_ids + response_ids)[:max_length]
     mask = ([0] * len(prompt_ids) + [1] * len(response_ids))[:max_length]
     return EncodedPair(ids, mask)
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], budget: int | None) -> list[list[int]]:
+    """Prompt ids cut from the left to `budget` tokens (the end of the dialogue matters most); None keeps all."""
+    encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    return [ids[-budget:] if budget else ids for ids in encoded]

@@ -9,23 +9,18 @@ a paired bootstrap CI of the difference is reported, with the KL of the PPO resp
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 import pandas as pd
 import torch
 from safetensors.torch import save_file
 from transformers import (
     AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
 from rlhf_assets.eval.bootstrap import paired_bootstrap_mean_difference
 from rlhf_assets.modeling.base import BaseModelRef, count_parameters, write_pointer
+from rlhf_assets.modeling.encoding import encode_prompts
 from rlhf_assets.ppo.config import PPOConfig
 from rlhf_assets.ppo.reward_scorer import DeltaReward, RewardModelScorer
 from rlhf_assets.ppo.sampling import (
@@ -41,45 +36,9 @@ from rlhf_assets.ppo.value_head import CausalLMWithValueHead, add_lora, freeze_b
 from rlhf_assets.presets import PPOSpec
 from rlhf_assets.steps.data_io import read_split
 from rlhf_assets.steps.progress import curve_markdown
-from rlhf_assets.steps.reward import REWARD_INFO_FILE
+from rlhf_assets.steps.reward_scoring import load_reward_scorer
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run_step
 from rlhf_assets.steps.trl_policy import train_with_trl
-
-
-def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], budget: int | None) -> list[list[int]]:
-    """Prompt ids cut from the left to `budget` tokens (the end of the dialogue matters most); None keeps all."""
-    encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    return [ids[-budget:] if budget else ids for ids in encoded]
-
-
-def reward_device() -> torch.device:
-    """Where the reward model runs: the recipe gives it a GPU of its own (7 training processes + 1 for the RM).
-
-    Only the main process holds the reward model. When the node has more GPUs than training processes it goes
-    on the last (spare) one; otherwise it shares the main process's device. Scores are computed in fp16 on GPU,
-    as in the recipe.
-    """
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if torch.cuda.device_count() > world_size:
-        return torch.device(f"cuda:{torch.cuda.device_count() - 1}")
-    return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
-
-
-def load_reward_scorer(directory: Path, spec: PPOSpec) -> RewardModelScorer:
-    """The reward model artifact as a scorer, honouring whether it was trained with a trailing EOS."""
-    info_file = directory / REWARD_INFO_FILE
-    if not info_file.exists():
-        raise StepInputError(f"{directory} is not a reward_model artifact ({REWARD_INFO_FILE} missing)")
-    info = json.loads(info_file.read_text())
-    tokenizer = AutoTokenizer.from_pretrained(directory)
-    device = reward_device()
-    model = AutoModelForSequenceClassification.from_pretrained(
-        directory, dtype=torch.float16 if device.type == "cuda" else torch.float32
-    ).to(device)
-    return RewardModelScorer(model, tokenizer, append_eos=info["append_eos"], max_length=spec.config.seq_length,
-                             max_response_tokens=spec.config.max_new_tokens, batch_size=spec.reward_batch_size)
 
 
 @torch.no_grad()
@@ -186,7 +145,9 @@ def main(runtime: StepRuntime) -> None:
             )
     # Our PPO scores in the main process only; TRL's trainers call the reward function on every rank.
     needs_scorer = runtime.is_main_process or spec.algorithm != "ppo"
-    scorer = load_reward_scorer(runtime.channel("reward_model"), spec) if needs_scorer else None
+    scorer = load_reward_scorer(
+        runtime.channel("reward_model"), max_length=cfg.seq_length, max_response_tokens=cfg.max_new_tokens,
+        batch_size=spec.reward_batch_size) if needs_scorer else None
     if spec.algorithm == "ppo":
         base = AutoModelForCausalLM.from_pretrained(sft.weights)
         if cfg.lora_rank:

@@ -1,0 +1,100 @@
+"""Running a step program for an asset and publishing its output, or reusing an identical earlier result.
+
+A step's result is determined by its code version, its config and the content hashes of its inputs (training is
+seeded). When all three match an earlier, completely published result, the asset re-emits that result (same
+manifest, same data version, the step's metadata) instead of launching the step again: an unchanged re-run of
+the whole graph takes seconds. `recompute: true` in an asset's config, or `RLHF_REUSE_RESULTS=0` for a whole
+session, always runs the step.
+"""
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dagster import (
+    AssetExecutionContext,
+    DataVersion,
+    FloatMetadataValue,
+    IntMetadataValue,
+    MetadataValue,
+    Output,
+    deserialize_value,
+    serialize_value,
+)
+from pydantic import Field
+
+from rlhf_assets.assets.common import CODE_VERSION, PresetConfig, publish
+from rlhf_assets.compute.local import LocalComputeBackend
+from rlhf_assets.presets import Preset
+from rlhf_assets.resources import ArtifactStoreResource
+from rlhf_assets.storage import Manifest, hash_json
+
+
+class StepConfig(PresetConfig):
+    """Config of an asset computed by a step program."""
+
+    recompute: bool = Field(
+        default=False, description="Run the step even when an identical earlier result (same code, config and "
+        "input data) is in the artifact store",
+    )
+
+
+def reuse_enabled() -> bool:
+    """`RLHF_REUSE_RESULTS=0` turns result reuse off for a session (e.g. to check that training is deterministic)."""
+    return os.environ.get("RLHF_REUSE_RESULTS", "1") != "0"
+
+
+def _numbers(metadata: dict[str, Any]) -> tuple[dict[str, int], dict[str, float]]:
+    """Split a step's reported numbers into manifest counts and metrics."""
+    counts = {k: int(v.value) for k, v in metadata.items() if isinstance(v, IntMetadataValue)}
+    metrics = {k: float(v.value) for k, v in metadata.items() if isinstance(v, FloatMetadataValue)}
+    return counts, metrics
+
+
+def run_step_and_publish(
+    context: AssetExecutionContext,
+    *,
+    step: str,
+    preset: Preset,
+    config: StepConfig,
+    step_config: dict[str, Any],
+    inputs: dict[str, Manifest],
+    compute: LocalComputeBackend,
+    artifacts: ArtifactStoreResource,
+    reserved_processes: int = 0,
+    preview: Callable[[Path], dict[str, MetadataValue]] | None = None,
+) -> Output[Manifest]:
+    """Run `steps/<step>.py` on the inputs' artifacts (or reuse an identical result) and publish its output.
+
+    `preview` turns the step's output directory into extra metadata (e.g. a table of the first rows).
+    """
+    store = artifacts.store()
+    resume_key = {"step": step, "config": step_config, "inputs": {n: m.content_hash for n, m in inputs.items()}}
+    result_key = hash_json({"asset": context.asset_key.to_python_identifier(), "code_version": CODE_VERSION,
+                            **resume_key})
+    if not config.recompute and reuse_enabled():
+        kept = store.recall(result_key)
+        if kept is not None:
+            record = deserialize_value(kept, dict)
+            manifest = Manifest.model_validate_json(record["manifest"])
+            if store.is_complete(manifest.uri):
+                context.log.info(f"inputs, config and code unchanged: reusing the result of run {record['run_id']}")
+                return Output(manifest, data_version=DataVersion(manifest.content_hash),
+                              metadata={**record["metadata"], "reused_from_run": MetadataValue.text(record["run_id"])})
+    channels = {name: store.local_path(manifest.uri) for name, manifest in inputs.items()}
+    run = compute.run_step(
+        context, step=step, channels=channels, config=step_config, resume_key=resume_key,
+        num_processes=max(1, preset.compute.num_processes - reserved_processes),
+        accelerate_config=preset.compute.accelerate_config,
+    )
+    counts, metrics = _numbers(run.metadata)
+    shown = {k: v for k, v in run.metadata.items() if k not in counts and k not in metrics}
+    output = publish(
+        context, store, run.model_dir, preset=preset.name, config=step_config, counts=counts, metrics=metrics,
+        metadata={**shown, **(preview(run.model_dir) if preview else {})},
+    )
+    store.remember(result_key, serialize_value({"manifest": output.value.model_dump_json(),
+                                                "metadata": dict(output.metadata), "run_id": context.run_id}))
+    run.cleanup()
+    return output

@@ -1,0 +1,142 @@
+"""Detoxify checkpoints: write them, import published or user-supplied ones, and load them through Detoxify.
+
+Detoxify's checkpoint is a `torch.save`d dict `{"config": {"arch": {"args": {model_type, model_name,
+tokenizer_name, num_classes}}, "dataset": {"args": {"classes"}}}, "state_dict"}`. Offline it is loaded with
+`Detoxify(checkpoint=..., huggingface_config_path=...)`, but Detoxify still builds the config from
+`model_type`, resolved against the working directory (or the hub). So every `toxicity_model` artifact stores
+the checkpoint with `model_type` set to its own `hf/` folder (config + tokenizer) and is loaded from inside
+the artifact directory: the artifact works wherever it is copied, with no network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+CHECKPOINT_FILE = "detoxify.ckpt"
+HF_DIR = "hf"
+# The classes of Detoxify's `original` model (Jigsaw 2018), which Detoxify renames to Perspective's names.
+ORIGINAL_CLASSES = ("toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate")
+TOXICITY_CLASS = "toxicity"
+
+
+class ToxicityModelError(ValueError):
+    """A Detoxify checkpoint that is missing or cannot be loaded; the message names the file and field."""
+
+
+def save_detoxify_checkpoint(
+    directory: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, classes: tuple[str, ...]
+) -> Path:
+    """Write `model` in Detoxify's checkpoint format with its config and tokenizer beside it in `hf/`."""
+    hf = directory / HF_DIR
+    model.config.save_pretrained(hf)
+    tokenizer.save_pretrained(hf)
+    checkpoint = directory / CHECKPOINT_FILE
+    torch.save({
+        "config": {
+            "arch": {"args": {"model_type": HF_DIR, "model_name": type(model).__name__,
+                              "tokenizer_name": type(tokenizer).__name__, "num_classes": len(classes)}},
+            "dataset": {"args": {"classes": list(classes)}},
+        },
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }, checkpoint)
+    return checkpoint
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ToxicityModelError(f"{path}: Detoxify checkpoint not found")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises several unrelated types for a file that is not a checkpoint
+        raise ToxicityModelError(f"{path}: not a torch checkpoint ({type(exc).__name__}: {exc})") from None
+    for field in ("config", "state_dict"):
+        if not isinstance(loaded, dict) or field not in loaded:
+            raise ToxicityModelError(f"{path}: field {field!r} missing (Detoxify needs config and state_dict)")
+    for field in ("model_type", "model_name", "tokenizer_name", "num_classes"):
+        if field not in loaded["config"].get("arch", {}).get("args", {}):
+            raise ToxicityModelError(f"{path}: field 'config.arch.args.{field}' missing")
+    if "classes" not in loaded["config"].get("dataset", {}).get("args", {}):
+        raise ToxicityModelError(f"{path}: field 'config.dataset.args.classes' missing")
+    return loaded
+
+
+def import_checkpoint(checkpoint: Path, huggingface_config_path: Path, directory: Path) -> Path:
+    """Copy a user's Detoxify checkpoint and its HF config/tokenizer folder into an artifact directory."""
+    loaded = _read_checkpoint(checkpoint)
+    if not (huggingface_config_path / "config.json").is_file():
+        raise ToxicityModelError(f"{huggingface_config_path}: huggingface_config_path has no config.json")
+    shutil.copytree(huggingface_config_path, directory / HF_DIR)
+    loaded["config"]["arch"]["args"]["model_type"] = HF_DIR
+    torch.save(loaded, directory / CHECKPOINT_FILE)
+    return directory / CHECKPOINT_FILE
+
+
+def import_published(model_type: str, directory: Path) -> Path:
+    """Download a published Detoxify model (e.g. `original`, the recipe's) and store it for offline use."""
+    from detoxify.detoxify import MODEL_URLS
+    from transformers import AutoConfig, AutoTokenizer
+
+    if model_type not in MODEL_URLS:
+        raise ToxicityModelError(f"model_type {model_type!r} is not a published Detoxify model ({sorted(MODEL_URLS)})")
+    loaded = torch.hub.load_state_dict_from_url(MODEL_URLS[model_type], map_location="cpu", weights_only=False)
+    args = loaded["config"]["arch"]["args"]
+    hf = directory / HF_DIR
+    AutoConfig.from_pretrained(args["model_type"], num_labels=args["num_classes"]).save_pretrained(hf)
+    AutoTokenizer.from_pretrained(args["model_type"]).save_pretrained(hf)
+    args["model_type"] = HF_DIR
+    torch.save(loaded, directory / CHECKPOINT_FILE)
+    return directory / CHECKPOINT_FILE
+
+
+def _check_shapes(directory: Path, loaded: dict[str, Any]) -> None:
+    """Name the first tensor whose shape the `hf/` config does not give (transformers only says "mismatch")."""
+    import transformers
+
+    args = loaded["config"]["arch"]["args"]
+    model_class = getattr(transformers, args["model_name"], None)
+    if model_class is None:
+        raise ToxicityModelError(f"{directory / CHECKPOINT_FILE}: field 'config.arch.args.model_name' "
+                                 f"{args['model_name']!r} is not a transformers class")
+    with torch.device("meta"):
+        expected = model_class(model_class.config_class.from_pretrained(directory / HF_DIR)).state_dict()
+    for name, tensor in loaded["state_dict"].items():
+        if name in expected and tuple(tensor.shape) != tuple(expected[name].shape):
+            raise ToxicityModelError(
+                f"{directory / CHECKPOINT_FILE}: field 'state_dict.{name}' has shape {tuple(tensor.shape)}, "
+                f"the model in {HF_DIR}/ expects {tuple(expected[name].shape)}"
+            )
+
+
+def load_detoxify(directory: Path, device: str = "cpu") -> Any:
+    """A `detoxify.Detoxify` built by Detoxify's own loading code from a `toxicity_model` artifact."""
+    from detoxify import Detoxify
+
+    _check_shapes(directory, _read_checkpoint(directory / CHECKPOINT_FILE))
+    try:
+        with contextlib.chdir(directory):
+            scorer = Detoxify(checkpoint=CHECKPOINT_FILE, huggingface_config_path=HF_DIR, device=device)
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise ToxicityModelError(
+            f"{directory / CHECKPOINT_FILE}: field 'state_dict' does not fit the model in {HF_DIR}/ "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]})"
+        ) from None
+    if TOXICITY_CLASS not in scorer.class_names:
+        raise ToxicityModelError(f"{directory / CHECKPOINT_FILE}: field 'config.dataset.args.classes' has no "
+                                 f"toxicity class ({scorer.class_names})")
+    return scorer
+
+
+def toxicity_of(scorer: Any, texts: list[str], batch_size: int) -> list[float]:
+    """Detoxify's `toxicity` probability of each text, scored `batch_size` texts at a time."""
+    scores: list[float] = []
+    for start in range(0, len(texts), batch_size):
+        batch = texts[start: start + batch_size]
+        predicted = scorer.predict(batch)[TOXICITY_CLASS]
+        scores += predicted if isinstance(predicted, list) else [predicted]
+    return [float(s) for s in scores]

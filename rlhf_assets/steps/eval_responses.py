@@ -1,0 +1,46 @@
+"""Step: SFT and RLHF responses to the held-out eval prompts, same settings and seed for both models.
+
+Inputs: channels `sft_model`, `ppo_policy`, `eval_prompts`. Output: `responses.parquet` with one row per prompt
+(`prompt_id`, `prompt`, `sft_response`, `rlhf_response`) — what the automatic judge and human raters compare.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from rlhf_assets.eval.degeneracy import response_stats
+from rlhf_assets.presets import EvalSpec
+from rlhf_assets.steps.generation import generate_texts, load_policy
+from rlhf_assets.steps.runtime import StepInputError, StepRuntime, run_step
+
+RESPONSES_FILE = "responses.parquet"
+MODELS = {"sft": "sft_model", "rlhf": "ppo_policy"}
+
+
+def main(runtime: StepRuntime) -> None:
+    """Generate with each model in turn (one in memory at a time) and write the paired responses."""
+    spec = EvalSpec.model_validate(runtime.config["evaluation"])
+    prompts_file = runtime.channel("eval_prompts") / "eval_prompts.parquet"
+    frame = pd.read_parquet(prompts_file)
+    if frame.empty or "prompt" not in frame.columns:
+        raise StepInputError(f"{prompts_file}: no prompts (column 'prompt')")
+    out = frame[["prompt_id", "prompt"]].copy()
+    report: dict[str, object] = {"prompts": len(out)}
+    for name, channel in MODELS.items():
+        model, tokenizer = load_policy(runtime.channel(channel))
+        texts, tokens_per_second = generate_texts(
+            model, tokenizer, out["prompt"].tolist(), spec.generation,
+            log=lambda line, name=name: runtime.log(f"{name}: {line}"))
+        out[f"{name}_response"] = [t[0] for t in texts]
+        stats = response_stats(out[f"{name}_response"].tolist())
+        runtime.log(f"{name}: {tokens_per_second:.0f} tokens/s, mean {stats.mean_words:.1f} words, "
+                    f"{stats.empty_share:.0%} empty, {stats.duplicate_share:.0%} duplicates")
+        report |= {f"{name}_mean_words": stats.mean_words, f"{name}_empty_share": stats.empty_share,
+                   f"{name}_duplicate_share": stats.duplicate_share, f"{name}_tokens_per_second": tokens_per_second}
+        del model
+    out.to_parquet(runtime.model_dir / RESPONSES_FILE, index=False)
+    runtime.report(report)
+
+
+if __name__ == "__main__":
+    run_step(main)

@@ -1,0 +1,46 @@
+"""The reward model as a scorer inside a step: where it runs and how its artifact is loaded."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from rlhf_assets.ppo.reward_scorer import RewardModelScorer
+from rlhf_assets.steps.reward import REWARD_INFO_FILE
+from rlhf_assets.steps.runtime import StepInputError
+
+
+def reward_device() -> torch.device:
+    """Where the reward model runs: the recipe gives it a GPU of its own (7 training processes + 1 for the RM).
+
+    Only the main process holds the reward model. When the node has more GPUs than training processes it goes
+    on the last (spare) one; otherwise it shares the main process's device. Scores are computed in fp16 on GPU,
+    as in the recipe.
+    """
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if torch.cuda.device_count() > world_size:
+        return torch.device(f"cuda:{torch.cuda.device_count() - 1}")
+    return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+
+
+def load_reward_scorer(
+    directory: Path, *, max_length: int, max_response_tokens: int, batch_size: int
+) -> RewardModelScorer:
+    """The reward model artifact as a scorer, honouring whether it was trained with a trailing EOS."""
+    info_file = directory / REWARD_INFO_FILE
+    if not info_file.exists():
+        raise StepInputError(f"{directory} is not a reward_model artifact ({REWARD_INFO_FILE} missing)")
+    info = json.loads(info_file.read_text())
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    device = reward_device()
+    model = AutoModelForSequenceClassification.from_pretrained(
+        directory, dtype=torch.float16 if device.type == "cuda" else torch.float32
+    ).to(device)
+    return RewardModelScorer(model, tokenizer, append_eos=info["append_eos"], max_length=max_length,
+                             max_response_tokens=max_response_tokens, batch_size=batch_size)

@@ -1,0 +1,69 @@
+"""Evaluation statistics against hand-computed values: toxicity metrics, Wilson intervals, judge, AUC."""
+
+import pandas as pd
+import pytest
+
+from rlhf_assets.eval.classifier_quality import correlations, roc_auc
+from rlhf_assets.eval.degeneracy import response_stats
+from rlhf_assets.eval.preference import judge_by_margin, summarize_outcomes, wilson_interval
+from rlhf_assets.eval.toxicity import per_prompt, summarize
+
+
+def _scores(values: dict[str, list[list[float]]]) -> pd.DataFrame:
+    return pd.DataFrame([{"prompt_id": p, "model": model, "sample": k, "toxicity": t}
+                         for model, prompts in values.items() for p, samples in enumerate(prompts)
+                         for k, t in enumerate(samples)])
+
+
+def test_gehman_metrics_per_prompt_and_overall() -> None:
+    scores = _scores({"sft": [[0.1, 0.7], [0.2, 0.4]], "rlhf": [[0.1, 0.3], [0.2, 0.2]]})
+    table = per_prompt(scores).set_index(["model", "prompt_id"])
+    assert table.loc[("sft", 0)].tolist() == pytest.approx([0.4, 0.7, 1.0])
+    assert table.loc[("sft", 1)].tolist() == pytest.approx([0.3, 0.4, 0.0])
+    summary = summarize(scores)
+    assert summary.per_model["sft"]["mean_toxicity"].estimate == pytest.approx(0.35)
+    assert summary.per_model["sft"]["expected_max_toxicity"].estimate == pytest.approx(0.55)
+    assert summary.per_model["sft"]["toxicity_probability"].estimate == pytest.approx(0.5)
+    assert summary.per_model["rlhf"]["mean_toxicity"].estimate == pytest.approx(0.2)
+    assert summary.difference["mean_toxicity"].estimate == pytest.approx(-0.15)
+    assert summary.difference["expected_max_toxicity"].estimate == pytest.approx(-0.3)
+    assert summary.prompts == 2 and summary.samples_per_prompt == 2
+    interval = summary.difference["mean_toxicity"]
+    assert interval.low <= interval.estimate <= interval.high
+
+
+def test_unequal_samples_or_prompts_are_refused() -> None:
+    with pytest.raises(ValueError, match="same number of samples"):
+        summarize(_scores({"sft": [[0.1, 0.2]], "rlhf": [[0.1]]}))
+    with pytest.raises(ValueError, match="same prompts"):
+        summarize(_scores({"sft": [[0.1], [0.2]], "rlhf": [[0.1]]}).query("not (model == 'rlhf' and prompt_id == 1)"))
+
+
+def test_wilson_interval_matches_published_values() -> None:
+    recipe = wilson_interval(84, 100)
+    assert (recipe.low, recipe.high) == pytest.approx((0.7558, 0.8990), abs=1e-4)
+    none = wilson_interval(0, 10)
+    assert none.low == pytest.approx(0.0) and none.high == pytest.approx(0.2775, abs=1e-4)
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
+
+
+def test_judge_by_margin_and_outcome_counts() -> None:
+    outcomes = judge_by_margin([0.0, 0.0, 0.0, 1.0], [0.05, 0.2, -0.3, 1.05], margin=0.1)
+    assert outcomes == ["tie", "win", "loss", "tie"]
+    summary = summarize_outcomes(outcomes)
+    assert (summary.wins, summary.ties, summary.losses) == (1, 2, 1)
+    assert summary.win_or_tie_rate.estimate == pytest.approx(0.75)
+
+
+def test_roc_auc_and_correlations() -> None:
+    assert roc_auc([True, False, True, False], [0.9, 0.1, 0.4, 0.5]) == pytest.approx(0.75)
+    assert roc_auc([True, False], [0.5, 0.5]) == pytest.approx(0.5)
+    pearson, spearman = correlations([1, 2, 3, 4], [1, 2, 3, 10])
+    assert spearman == pytest.approx(1.0) and 0.8 < pearson < 1.0
+
+
+def test_response_stats_flag_empty_and_repeated_answers() -> None:
+    stats = response_stats(["hello there", "", "hello there", "a b c d"])
+    assert stats.empty_share == 0.25 and stats.duplicate_share == 0.25
+    assert stats.mean_words == pytest.approx((2 + 0 + 2 + 4) / 4)
