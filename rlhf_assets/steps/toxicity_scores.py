@@ -52,8 +52,9 @@ def main(runtime: StepRuntime) -> None:
     spec = ToxicitySpec.model_validate(runtime.config["toxicity"])
     prompts = pd.read_parquet(runtime.channel("rtp_prompts") / "prompts.parquet")
     scorer_dir = runtime.channel("toxicity_model")
-    scorer_kind = json.loads((scorer_dir / SCORER_FILE).read_text())["scorer"] if (
-        scorer_dir / SCORER_FILE).exists() else "unknown"
+    if not (scorer_dir / SCORER_FILE).exists():
+        raise StepInputError(f"{scorer_dir / SCORER_FILE} is missing: the channel is not a toxicity_model artifact")
+    scorer_kind = json.loads((scorer_dir / SCORER_FILE).read_text())["scorer"]
     rows = []
     for name, channel in MODELS.items():
         model, tokenizer = load_policy(runtime.channel(channel))
