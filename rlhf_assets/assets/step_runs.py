@@ -1,12 +1,15 @@
 """Running a step program for an asset and publishing its output, or reusing an identical earlier result.
 
-A step's result is determined by its code version, its config and the content hashes of its inputs (training is
+A step's result is determined by its code, its config and the content hashes of its inputs (training is
 seeded). When all three match an earlier, completely published result, the asset re-emits that result (same
 manifest, same data version, the step's metadata) instead of launching the step again: an unchanged re-run of
-the whole graph takes seconds. `recompute: true` in an asset's config, or `RLHF_REUSE_RESULTS=0` for a whole
-session, always runs the step.
+the whole graph takes seconds. "Code" is the asset's `code_version` and a fingerprint of every source file of
+the package, so any code change runs the steps again. `recompute: true` in an asset's config, or
+`RLHF_REUSE_RESULTS=0` for a whole session, always runs the step.
 """
 
+import functools
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +29,7 @@ from pydantic import Field
 
 from rlhf_assets.assets.common import CODE_VERSION, PresetConfig, publish
 from rlhf_assets.compute.local import LocalComputeBackend
-from rlhf_assets.presets import Preset
+from rlhf_assets.presets import PROJECT_ROOT, Preset
 from rlhf_assets.resources import ArtifactStoreResource
 from rlhf_assets.storage import Manifest, hash_json
 
@@ -43,6 +46,17 @@ class StepConfig(PresetConfig):
 def reuse_enabled() -> bool:
     """`RLHF_REUSE_RESULTS=0` turns result reuse off for a session (e.g. to check that training is deterministic)."""
     return os.environ.get("RLHF_REUSE_RESULTS", "1") != "0"
+
+
+@functools.cache
+def source_fingerprint() -> str:
+    """SHA-256 over the package's source files (.py and the accelerate configs), computed once per process."""
+    digest = hashlib.sha256()
+    package = PROJECT_ROOT / "rlhf_assets"
+    for path in sorted(p for p in package.rglob("*") if p.suffix in (".py", ".yaml") and p.is_file()):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def _numbers(metadata: dict[str, Any]) -> tuple[dict[str, int], dict[str, float]]:
@@ -72,7 +86,7 @@ def run_step_and_publish(
     store = artifacts.store()
     resume_key = {"step": step, "config": step_config, "inputs": {n: m.content_hash for n, m in inputs.items()}}
     result_key = hash_json({"asset": context.asset_key.to_python_identifier(), "code_version": CODE_VERSION,
-                            **resume_key})
+                            "source": source_fingerprint(), **resume_key})
     if not config.recompute and reuse_enabled():
         kept = store.recall(result_key)
         if kept is not None:
