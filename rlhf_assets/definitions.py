@@ -7,7 +7,9 @@ from dagster import AssetSelection, Definitions, define_asset_job, in_process_ex
 from rlhf_assets.assets import data, evaluation, training
 from rlhf_assets.automation import build_evaluation_schedule, evaluate_latest_policy, evaluate_new_policy
 from rlhf_assets.checks import all_checks
+from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.local import LocalComputeBackend
+from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.resources import ArtifactStoreResource, ManifestIOManager
 
 all_assets = load_assets_from_modules([data, training, evaluation])
@@ -29,6 +31,6 @@ defs = Definitions(
     resources={
         "io_manager": ManifestIOManager(),
         "artifacts": ArtifactStoreResource(),
-        "compute": LocalComputeBackend(),
+        "compute": ComputeBackend(local=LocalComputeBackend(), sagemaker=SageMakerComputeBackend()),
     },
 )

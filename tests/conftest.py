@@ -10,7 +10,9 @@ import pytest
 from dagster import instance_for_test, materialize
 
 from rlhf_assets.checks import all_checks
+from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.local import LocalComputeBackend
+from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.definitions import all_assets
 from rlhf_assets.presets import SHARED_HH_PATH
 from rlhf_assets.resources import ArtifactStoreResource, ManifestIOManager
@@ -43,7 +45,8 @@ def graph_resources(root: Path) -> dict:
     return {
         "io_manager": ManifestIOManager(base_dir=str(root / "artifacts" / "manifests")),
         "artifacts": ArtifactStoreResource(root=str(root / "artifacts")),
-        "compute": LocalComputeBackend(scratch_dir=str(root / "scratch")),
+        "compute": ComputeBackend(local=LocalComputeBackend(scratch_dir=str(root / "scratch")),
+                                  sagemaker=SageMakerComputeBackend()),
     }
 
 

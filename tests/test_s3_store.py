@@ -9,7 +9,9 @@ import pytest
 from dagster import AssetKey, instance_for_test, materialize
 from moto.server import ThreadedMotoServer
 
+from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.local import LocalComputeBackend
+from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.definitions import all_assets
 from rlhf_assets.resources import ArtifactStoreResource, ManifestIOManager
 from rlhf_assets.storage import ArtifactStore, Manifest
@@ -49,7 +51,8 @@ def test_data_assets_materialize_into_s3(s3_bucket: str, tmp_path: Path, shared_
     resources = {
         "io_manager": ManifestIOManager(base_dir=f"{root}/manifests"),
         "artifacts": ArtifactStoreResource(root=root),
-        "compute": LocalComputeBackend(scratch_dir=str(tmp_path / "scratch")),
+        "compute": ComputeBackend(local=LocalComputeBackend(scratch_dir=str(tmp_path / "scratch")),
+                                  sagemaker=SageMakerComputeBackend()),
     }
     selected = [a for a in all_assets if a.key.path[0] in ("hh_raw", "preference_dataset", "eval_prompts")]
     with instance_for_test() as instance:

@@ -17,7 +17,7 @@ from pydantic import Field
 from rlhf_assets.assets.common import CODE_VERSION, PresetConfig, preview_table, publish
 from rlhf_assets.assets.step_runs import StepConfig, run_step_and_publish
 from rlhf_assets.assets.training import GPU_POOL
-from rlhf_assets.compute.local import LocalComputeBackend
+from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.data.hh import DataError
 from rlhf_assets.data.rtp import read_rtp
 from rlhf_assets.data.sources import describe_source
@@ -150,7 +150,7 @@ def rtp_prompts(
 def toxicity_model(
     context: AssetExecutionContext,
     config: ToxicityModelConfig,
-    compute: LocalComputeBackend,
+    compute: ComputeBackend,
     artifacts: ArtifactStoreResource,
     rtp_records: Manifest,
     rtp_prompts: Manifest,
@@ -176,7 +176,7 @@ def _responses_preview(directory: Path) -> dict[str, MetadataValue]:
 def eval_responses(
     context: AssetExecutionContext,
     config: StepConfig,
-    compute: LocalComputeBackend,
+    compute: ComputeBackend,
     artifacts: ArtifactStoreResource,
     sft_model: Manifest,
     ppo_policy: Manifest,
@@ -196,7 +196,7 @@ def eval_responses(
 def toxicity_scores(
     context: AssetExecutionContext,
     config: ToxicityScoresConfig,
-    compute: LocalComputeBackend,
+    compute: ComputeBackend,
     artifacts: ArtifactStoreResource,
     sft_model: Manifest,
     ppo_policy: Manifest,
@@ -224,7 +224,7 @@ def toxicity_scores(
 def auto_preference(
     context: AssetExecutionContext,
     config: AutoPreferenceConfig,
-    compute: LocalComputeBackend,
+    compute: ComputeBackend,
     artifacts: ArtifactStoreResource,
     eval_responses: Manifest,
     reward_model: Manifest,

@@ -28,7 +28,7 @@ from dagster import (
 from pydantic import Field
 
 from rlhf_assets.assets.common import CODE_VERSION, PresetConfig, publish
-from rlhf_assets.compute.local import LocalComputeBackend
+from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.presets import PROJECT_ROOT, Preset
 from rlhf_assets.resources import ArtifactStoreResource
 from rlhf_assets.storage import Manifest, hash_json
@@ -74,7 +74,7 @@ def run_step_and_publish(
     config: StepConfig,
     step_config: dict[str, Any],
     inputs: dict[str, Manifest],
-    compute: LocalComputeBackend,
+    compute: ComputeBackend,
     artifacts: ArtifactStoreResource,
     reserved_processes: int = 0,
     preview: Callable[[Path], dict[str, MetadataValue]] | None = None,
@@ -96,12 +96,8 @@ def run_step_and_publish(
                 context.log.info(f"inputs, config and code unchanged: reusing the result of run {record['run_id']}")
                 return Output(manifest, data_version=DataVersion(manifest.content_hash),
                               metadata={**record["metadata"], "reused_from_run": MetadataValue.text(record["run_id"])})
-    channels = {name: store.local_path(manifest.uri) for name, manifest in inputs.items()}
-    run = compute.run_step(
-        context, step=step, channels=channels, config=step_config, resume_key=resume_key,
-        num_processes=max(1, preset.compute.num_processes - reserved_processes),
-        accelerate_config=preset.compute.accelerate_config,
-    )
+    run = compute.run_step(context, step=step, preset=preset, inputs=inputs, store=store, config=step_config,
+                           resume_key=resume_key, reserved_processes=reserved_processes)
     counts, metrics = _numbers(run.metadata)
     shown = {k: v for k, v in run.metadata.items() if k not in counts and k not in metrics}
     output = publish(

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from rlhf_assets.assets.common import CODE_VERSION
 from rlhf_assets.assets.step_runs import StepConfig, run_step_and_publish
-from rlhf_assets.compute.local import LocalComputeBackend
+from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.presets import PPOSpec, RewardSpec, TrainSpec
 from rlhf_assets.resources import ArtifactStoreResource
 from rlhf_assets.storage import Manifest
@@ -54,7 +54,7 @@ class RewardModelConfig(TrainOverrides):
 def base_model(
     context: AssetExecutionContext,
     config: StepConfig,
-    compute: LocalComputeBackend,
+    compute: ComputeBackend,
     artifacts: ArtifactStoreResource,
     preference_dataset: Manifest,
 ) -> Output[Manifest]:
@@ -70,7 +70,7 @@ def base_model(
 def sft_model(
     context: AssetExecutionContext,
     config: TrainOverrides,
-    compute: LocalComputeBackend,
+    compute: ComputeBackend,
     artifacts: ArtifactStoreResource,
     base_model: Manifest,
     preference_dataset: Manifest,
@@ -87,7 +87,7 @@ def sft_model(
 def reward_model(
     context: AssetExecutionContext,
     config: RewardModelConfig,
-    compute: LocalComputeBackend,
+    compute: ComputeBackend,
     artifacts: ArtifactStoreResource,
     sft_model: Manifest,
     preference_dataset: Manifest,
@@ -133,7 +133,7 @@ class PPOOverrides(StepConfig):
 def ppo_policy(
     context: AssetExecutionContext,
     config: PPOOverrides,
-    compute: LocalComputeBackend,
+    compute: ComputeBackend,
     artifacts: ArtifactStoreResource,
     sft_model: Manifest,
     reward_model: Manifest,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,36 +23,23 @@ from dagster._core.errors import DagsterPipesExecutionError
 from pydantic import Field
 
 from rlhf_assets.compute.container import ContainerLayout
+from rlhf_assets.compute.launch import step_command
 from rlhf_assets.presets import PROJECT_ROOT
 from rlhf_assets.storage import hash_json
 
 
 @dataclass
 class StepRun:
-    """A finished step: where its model output is and what it reported."""
+    """A finished step: where its model output is, what it reported, and what scratch it leaves behind."""
 
-    layout: ContainerLayout
+    model_dir: Path
     metadata: dict[str, Any]
-
-    @property
-    def model_dir(self) -> Path:
-        return self.layout.model_dir
+    scratch: list[Path]
 
     def cleanup(self) -> None:
-        """Drop the scratch tree and the checkpoints once the output is safely published."""
-        shutil.rmtree(self.layout.root, ignore_errors=True)
-        shutil.rmtree(self.layout.checkpoint_dir, ignore_errors=True)
-
-
-def step_command(step: str, num_processes: int, accelerate_config: str | None) -> list[str]:
-    """`python -m rlhf_assets.steps.<step>`, or the same under `accelerate launch` for several processes."""
-    module = f"rlhf_assets.steps.{step}"
-    if num_processes <= 1:
-        return [sys.executable, "-m", module]
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes)]
-    if accelerate_config:
-        command += ["--config_file", str(PROJECT_ROOT / accelerate_config)]
-    return [*command, "-m", module]
+        """Drop the scratch trees (and local checkpoints) once the output is safely published."""
+        for path in self.scratch:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class LocalComputeBackend(ConfigurableResource):
@@ -101,4 +87,5 @@ class LocalComputeBackend(ConfigurableResource):
             reason = layout.failure_reason() or str(exc)
             raise Failure(description=f"step {step!r} failed: {reason}") from None
         result = invocation.get_materialize_result()
-        return StepRun(layout=layout, metadata=dict(result.metadata or {}))
+        return StepRun(model_dir=layout.model_dir, metadata=dict(result.metadata or {}),
+                       scratch=[layout.root, layout.checkpoint_dir])

@@ -18,11 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagster_pipes import PipesContext, PipesEnvVarParamsLoader, open_dagster_pipes
+from dagster_pipes import (
+    PipesContext,
+    PipesEnvVarParamsLoader,
+    PipesS3ContextLoader,
+    PipesS3MessageWriter,
+    open_dagster_pipes,
+)
 
 from rlhf_assets.compute.container import CHECKPOINT_ENV
 
 EXIT_BAD_INPUT = 2
+# Set by the SageMaker backend: the Pipes context and messages travel through S3 instead of local files.
+PIPES_TRANSPORT_ENV = "RLHF_PIPES_TRANSPORT"
 
 
 class StepInputError(ValueError):
@@ -84,7 +92,14 @@ def markdown(text: str) -> dict[str, Any]:
 @contextmanager
 def _open_runtime(argv: list[str] | None) -> Iterator[StepRuntime]:
     if PipesEnvVarParamsLoader().is_dagster_pipes_process():
-        with open_dagster_pipes() as pipes:
+        transport = {}
+        if os.environ.get(PIPES_TRANSPORT_ENV) == "s3":
+            import boto3
+
+            s3 = boto3.client("s3")
+            transport = {"context_loader": PipesS3ContextLoader(s3),
+                         "message_writer": PipesS3MessageWriter(s3, interval=5.0)}
+        with open_dagster_pipes(**transport) as pipes:
             yield StepRuntime(config=dict(pipes.extras.get("config", {})), pipes=pipes)
         return
     parser = argparse.ArgumentParser(description="Run an rlhf-assets step program by hand.")

@@ -1,0 +1,34 @@
+"""The command that starts a step program, locally or inside a SageMaker container (no Dagster import here).
+
+One process: `python -m rlhf_assets.steps.<step>`. Several: the same module under `accelerate launch` with the
+preset's accelerate config; on a multi-instance SageMaker job the machine count, this host's rank and the
+main host come from `SM_HOSTS` / `SM_CURRENT_HOST`, so ZeRO spans the nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def step_command(
+    step: str, num_processes: int, accelerate_config: str | None, env: Mapping[str, str] | None = None
+) -> list[str]:
+    """The argv that runs `step` with `num_processes` processes per node."""
+    module = f"rlhf_assets.steps.{step}"
+    hosts = json.loads((env or {}).get("SM_HOSTS", '["algo-1"]'))
+    if num_processes <= 1 and len(hosts) <= 1:
+        return [sys.executable, "-m", module]
+    command = [sys.executable, "-m", "accelerate.commands.launch",
+               "--num_processes", str(num_processes * len(hosts))]
+    if accelerate_config:
+        command += ["--config_file", str(PACKAGE_ROOT / accelerate_config)]
+    if len(hosts) > 1:
+        current = (env or {}).get("SM_CURRENT_HOST", hosts[0])
+        command += ["--num_machines", str(len(hosts)), "--machine_rank", str(hosts.index(current)),
+                    "--main_process_ip", hosts[0], "--main_process_port", "29500"]
+    return [*command, "-m", module]
