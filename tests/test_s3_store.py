@@ -6,6 +6,7 @@ from pathlib import Path
 import boto3
 import pandas as pd
 import pytest
+import s3fs
 from dagster import AssetKey, instance_for_test, materialize
 from moto.server import ThreadedMotoServer
 
@@ -27,8 +28,10 @@ def s3_bucket() -> Iterator[str]:
         for key, value in {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
                            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
             patch.setenv(key, value)
+        s3fs.S3FileSystem.clear_instance_cache()  # a filesystem cached by an earlier module has its endpoint
         boto3.client("s3").create_bucket(Bucket="rlhf-test")
         yield "rlhf-test"
+        s3fs.S3FileSystem.clear_instance_cache()
     server.stop()
 
 

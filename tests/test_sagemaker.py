@@ -16,6 +16,7 @@ from typing import Any
 
 import boto3
 import pytest
+import s3fs
 from botocore.stub import Stubber
 from dagster import (
     AssetExecutionContext,
@@ -55,8 +56,10 @@ def aws() -> Iterator[dict[str, str]]:
         for key, value in env.items():
             patch.setenv(key, value)
         boto3.setup_default_session()
+        s3fs.S3FileSystem.clear_instance_cache()  # s3fs keeps filesystems (and their endpoint) per process
         boto3.client("s3").create_bucket(Bucket=BUCKET)
         yield env
+        s3fs.S3FileSystem.clear_instance_cache()
     boto3.setup_default_session()
     server.stop()
 
