@@ -1,10 +1,11 @@
-"""Re-evaluation without people: a job over the evaluation assets, a cron schedule, and a new-policy sensor.
+"""Automation: scheduled re-evaluation, a new-policy sensor, and a sensor that collects human labels.
 
 The schedule (`RLHF_EVAL_CRON`, nightly at 03:00 UTC by default; off until switched on in the UI) re-runs the
 evaluation against the latest `ppo_policy`; results that are unchanged (same policy, same data, same code)
 are reused, so an idle night costs seconds. The sensor (on by default) requests the same job when a
 `ppo_policy` materialization is newer than the latest evaluation, e.g. after a training run that stopped at
-the policy.
+the policy. `human_eval_labels_complete` (on by default) requests `human_eval_results` once every task of the
+latest `human_eval_tasks` batch has its labels in the app's database, or its Ground Truth job has completed.
 """
 
 import os
@@ -22,7 +23,10 @@ from dagster import (
     SkipReason,
     asset_sensor,
     define_asset_job,
+    sensor,
 )
+
+from rlhf_assets.resources import LabelingResource
 
 EVALUATION_GROUP = "evaluation"
 # The evaluation is complete once both of these are newer than the policy.
@@ -61,3 +65,39 @@ def evaluate_new_policy(context: SensorEvaluationContext, asset_event: EventLogE
         return SkipReason(f"the policy from run {asset_event.run_id} is already evaluated")
     return RunRequest(run_key=f"ppo_policy-{asset_event.run_id}-{asset_event.timestamp}",
                       tags={"rlhf/trigger": "new_policy", "rlhf/policy_run": asset_event.run_id})
+
+
+collect_human_eval = define_asset_job(
+    "collect_human_eval", selection=AssetSelection.assets("human_eval_results"),
+    description="Summarize the human labels of the latest human_eval_tasks batch.",
+)
+
+
+@sensor(job=collect_human_eval, name="human_eval_labels_complete", default_status=DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=60)
+def human_eval_labels_complete(context: SensorEvaluationContext, labeling: LabelingResource) -> RunRequest | SkipReason:
+    """Request the results once the latest batch is fully labelled, and only once per batch."""
+    tasks_event = context.instance.get_latest_materialization_event(AssetKey("human_eval_tasks"))
+    if tasks_event is None or tasks_event.asset_materialization is None:
+        return SkipReason("human_eval_tasks has not been materialized")
+    metadata = tasks_event.asset_materialization.metadata
+    batch, channel = str(metadata["batch_id"].value), str(metadata["channel"].value)
+    results_event = context.instance.get_latest_materialization_event(AssetKey("human_eval_results"))
+    if (results_event is not None and results_event.asset_materialization is not None
+            and results_event.timestamp > tasks_event.timestamp
+            and results_event.asset_materialization.metadata.get("batch_id") is not None
+            and results_event.asset_materialization.metadata["batch_id"].value == batch):
+        return SkipReason(f"batch {batch} already has results")
+    if channel == "ground_truth":
+        job_name = str(metadata["labeling_job_name"].value)
+        status = labeling.sagemaker_client().describe_labeling_job(LabelingJobName=job_name)["LabelingJobStatus"]
+        if status != "Completed":
+            return SkipReason(f"Ground Truth job {job_name} is {status}")
+        run_key = f"human-eval-{job_name}"
+    else:
+        progress = labeling.store().progress(batch)
+        if not progress.complete:
+            return SkipReason(f"batch {batch}: {progress.counted_labels} of {progress.required_labels} labels, "
+                              f"{progress.complete_tasks} of {progress.tasks} tasks complete")
+        run_key = f"human-eval-{batch}-{progress.labels}"
+    return RunRequest(run_key=run_key, tags={"rlhf/trigger": "labels_complete", "rlhf/batch": batch})

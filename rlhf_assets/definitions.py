@@ -4,18 +4,26 @@ from __future__ import annotations
 
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor, load_assets_from_modules
 
-from rlhf_assets.assets import data, evaluation, training
-from rlhf_assets.automation import build_evaluation_schedule, evaluate_latest_policy, evaluate_new_policy
+from rlhf_assets.assets import data, evaluation, human_eval, training
+from rlhf_assets.automation import (
+    build_evaluation_schedule,
+    collect_human_eval,
+    evaluate_latest_policy,
+    evaluate_new_policy,
+    human_eval_labels_complete,
+)
 from rlhf_assets.checks import all_checks
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
-from rlhf_assets.resources import ArtifactStoreResource, ManifestIOManager
+from rlhf_assets.resources import ArtifactStoreResource, LabelingResource, ManifestIOManager
 
-all_assets = load_assets_from_modules([data, training, evaluation])
+all_assets = load_assets_from_modules([data, training, evaluation, human_eval])
 
+# `human_eval_results` waits for people: the `human_eval_labels_complete` sensor requests it when labels exist.
 materialize_all = define_asset_job(
-    "materialize_all", selection=AssetSelection.all(), description="Every asset of the graph, in lineage order."
+    "materialize_all", selection=AssetSelection.all() - AssetSelection.assets("human_eval_results"),
+    description="Every asset of the graph in lineage order, up to the human-eval tasks (results follow the labels).",
 )
 
 # Heavy work runs in step subprocesses (or SageMaker jobs), so each run executes its assets in one process:
@@ -24,13 +32,14 @@ materialize_all = define_asset_job(
 defs = Definitions(
     assets=all_assets,
     asset_checks=all_checks,
-    jobs=[materialize_all, evaluate_latest_policy],
+    jobs=[materialize_all, evaluate_latest_policy, collect_human_eval],
     schedules=[build_evaluation_schedule()],
-    sensors=[evaluate_new_policy],
+    sensors=[evaluate_new_policy, human_eval_labels_complete],
     executor=in_process_executor,
     resources={
         "io_manager": ManifestIOManager(),
         "artifacts": ArtifactStoreResource(),
         "compute": ComputeBackend(local=LocalComputeBackend(), sagemaker=SageMakerComputeBackend()),
+        "labeling": LabelingResource(),
     },
 )

@@ -1,0 +1,219 @@
+"""Human evaluation assets: blinded pairwise tasks for annotators, and the preference results once labelled.
+
+`human_eval_tasks` queues the tasks where people label them (the local app's database, or a SageMaker Ground
+Truth job); the `human_eval_labels_complete` sensor requests `human_eval_results` when every task has its
+labels. Both are light work in the Dagster process: no step program, no GPU.
+"""
+
+import json
+import tempfile
+from enum import Enum
+from pathlib import Path
+
+import pandas as pd
+from dagster import AssetExecutionContext, Failure, MetadataValue, Output, TableColumn, TableRecord, TableSchema, asset
+from pydantic import Field
+
+from rlhf_assets.assets.common import CODE_VERSION, PresetConfig, preview_table, publish
+from rlhf_assets.eval.human_preference import JudgedLabel, summarize_human_preference
+from rlhf_assets.eval.preference import RECIPE_REFERENCE, PreferenceSummary
+from rlhf_assets.labeling.groundtruth import input_manifest, parse_output_manifest, start_labeling_job, worker_template
+from rlhf_assets.labeling.tasks import Choice, PairwiseTask, batch_id, build_tasks, read_tasks, write_tasks
+from rlhf_assets.presets import HumanEvalSpec
+from rlhf_assets.resources import ArtifactStoreResource, LabelingResource
+from rlhf_assets.storage import Manifest
+
+RESPONSES_FILE = "responses.parquet"  # eval_responses' table (steps/eval_responses.py)
+TASKS_FILE = "tasks.jsonl"
+GT_MANIFEST_FILE = "groundtruth/input.manifest"
+GT_TEMPLATE_FILE = "groundtruth/template.liquid.html"
+LABELS_FILE = "labels.parquet"
+PER_PROMPT_FILE = "per_prompt.parquet"
+
+
+class LabelingChannel(Enum):
+    """Where annotators label the tasks."""
+
+    app = "app"
+    ground_truth = "ground_truth"
+
+
+class HumanEvalTasksConfig(PresetConfig):
+    """How the pairs are blinded and where they are labelled (defaults: the preset's `human_eval`)."""
+
+    seed: int | None = Field(default=None, description="Override the seed that draws which response is shown as A")
+    overlap: int | None = Field(default=None, ge=1, le=9, description="Override annotators per prompt")
+    channel: LabelingChannel | None = Field(default=None, description="app (local web app) or ground_truth")
+
+    def spec(self) -> HumanEvalSpec:
+        preset = self.resolved_preset().human_eval
+        updates = {"seed": self.seed, "overlap": self.overlap, "channel": self.channel and self.channel.value}
+        return HumanEvalSpec.model_validate(
+            {**preset.model_dump(), **{k: v for k, v in updates.items() if v is not None}})
+
+
+class HumanEvalResultsConfig(PresetConfig):
+    """When results may be computed before every task has all its labels."""
+
+    allow_partial: bool = Field(default=False, description="Summarize whatever labels exist instead of failing "
+                                "while tasks still lack labels (the result says how many prompts it covers)")
+
+
+@asset(code_version=CODE_VERSION, group_name="human_eval", kinds={"sqlite", "json"})
+def human_eval_tasks(
+    context: AssetExecutionContext,
+    config: HumanEvalTasksConfig,
+    artifacts: ArtifactStoreResource,
+    labeling: LabelingResource,
+    eval_responses: Manifest,
+) -> Output[Manifest]:
+    """One blinded SFT-vs-RLHF pair per eval prompt, in seeded random order, queued for annotators.
+
+    The artifact holds the order key (`tasks.jsonl`) and the Ground Truth input manifest and worker template;
+    the app's database or the Ground Truth job gets only the blinded text.
+    """
+    spec = config.spec()
+    store = artifacts.store()
+    responses = pd.read_parquet(store.local_path(eval_responses.uri) / RESPONSES_FILE)
+    tasks = build_tasks(responses, spec.seed)
+    batch = batch_id(tasks)
+    extra: dict[str, MetadataValue] = {}
+    if spec.channel == LabelingChannel.app.value:
+        labeling.store().register_batch(tasks, batch, spec.overlap, source=eval_responses.uri)
+        context.log.info(f"queued {len(tasks)} tasks (batch {batch}, overlap {spec.overlap}) in {labeling.db_path}")
+        extra["how_to_label"] = MetadataValue.md(
+            f"Tasks are queued in `{labeling.db_path}`. Start the app with `rlhf-assets label --port 8080`, add "
+            "annotators with `rlhf-assets annotators add NAME`; `human_eval_results` follows when all "
+            f"{len(tasks) * spec.overlap} labels exist.")
+        job = {}
+    else:
+        job_name = f"rlhf-eval-{batch}"
+        gt_spec = labeling.ground_truth_spec(job_name, spec.overlap)
+        arn = start_labeling_job(labeling.sagemaker_client(), labeling.s3_client(), gt_spec, tasks)
+        context.log.info(f"started Ground Truth labeling job {job_name} ({arn})")
+        job = {"job_name": job_name, "job_arn": arn, "label_attribute": gt_spec.label_attribute}
+        extra["labeling_job_arn"] = MetadataValue.text(arn)
+        extra["labeling_job_name"] = MetadataValue.text(job_name)
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        write_tasks(tasks, directory / TASKS_FILE)
+        (directory / "groundtruth").mkdir()
+        (directory / GT_MANIFEST_FILE).write_text(input_manifest(tasks), encoding="utf-8")
+        (directory / GT_TEMPLATE_FILE).write_text(worker_template(), encoding="utf-8")
+        blinded = pd.DataFrame([task.blinded() for task in tasks])
+        return publish(
+            context, store, directory, preset=config.resolved_preset().name,
+            config={**spec.model_dump(), "batch_id": batch, **job},
+            counts={"tasks": len(tasks), "required_labels": len(tasks) * spec.overlap,
+                    "rlhf_shown_as_a": sum(task.rlhf_shown_as == "A" for task in tasks)},
+            metadata={"batch_id": MetadataValue.text(batch), "channel": MetadataValue.text(spec.channel),
+                      "overlap": MetadataValue.int(spec.overlap), **extra,
+                      "preview": preview_table(blinded, ["task_id", "prompt", "response_a", "response_b"])},
+        )
+
+
+def collect_labels(
+    tasks_manifest: Manifest, tasks: dict[str, PairwiseTask], labeling: LabelingResource
+) -> pd.DataFrame:
+    """Every label for this batch, from the app's database or the Ground Truth output manifest, un-blinded."""
+    config = tasks_manifest.config
+    rows: list[dict[str, object]] = []
+    if config["channel"] == LabelingChannel.app.value:
+        for label in labeling.store().labels(config["batch_id"]):
+            rows.append({"task_id": label.task_id, "annotator": label.annotator, "choice": label.choice.value,
+                         "comment": label.comment, "labelled_at": pd.Timestamp(label.created_at, unit="s")})
+    else:
+        job = labeling.sagemaker_client().describe_labeling_job(LabelingJobName=config["job_name"])
+        output = job.get("LabelingJobOutput", {}).get("OutputDatasetS3Uri")
+        if job["LabelingJobStatus"] != "Completed" or not output:
+            raise Failure(f"Ground Truth job {config['job_name']} is {job['LabelingJobStatus']}; results need it "
+                          "Completed")
+        bucket, _, key = output.removeprefix("s3://").partition("/")
+        body = labeling.s3_client().get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
+        for label in parse_output_manifest(body.splitlines(), label_attribute=config["label_attribute"],
+                                           tasks=tasks, source=output):
+            rows.append({"task_id": label.task_id, "annotator": label.worker_id, "choice": label.choice.value,
+                         "comment": label.comment, "labelled_at": pd.NaT})
+    frame = pd.DataFrame(rows, columns=["task_id", "annotator", "choice", "comment", "labelled_at"])
+    frame["prompt_id"] = [tasks[task_id].prompt_id for task_id in frame["task_id"]]
+    frame["rlhf_shown_as"] = [tasks[task_id].rlhf_shown_as for task_id in frame["task_id"]]
+    frame["outcome"] = [tasks[t].outcome(Choice(c)) for t, c in zip(frame["task_id"], frame["choice"], strict=True)]
+    return frame
+
+
+def _rate(summary: PreferenceSummary) -> str:
+    interval = summary.win_or_tie_rate
+    return f"{interval.estimate:.0%} [{interval.low:.0%}, {interval.high:.0%}]"
+
+
+@asset(code_version=CODE_VERSION, group_name="human_eval", kinds={"pandas", "parquet"})
+def human_eval_results(
+    context: AssetExecutionContext,
+    config: HumanEvalResultsConfig,
+    artifacts: ArtifactStoreResource,
+    labeling: LabelingResource,
+    human_eval_tasks: Manifest,
+) -> Output[Manifest]:
+    """RLHF vs SFT by human judgement: wins / ties / losses, Wilson CIs, sign test, kappa and a per-prompt table."""
+    store = artifacts.store()
+    tasks = {task.task_id: task for task in read_tasks(store.local_path(human_eval_tasks.uri) / TASKS_FILE)}
+    labels = collect_labels(human_eval_tasks, tasks, labeling)
+    overlap = int(human_eval_tasks.config["overlap"])
+    per_task = labels.groupby("task_id").size()
+    complete = int((per_task >= overlap).sum())
+    if complete < len(tasks) and not config.allow_partial:
+        raise Failure(f"{complete} of {len(tasks)} tasks have their {overlap} label(s) ({len(labels)} labels in "
+                      f"all); label the rest or set allow_partial: true")
+    if labels.empty:
+        raise Failure("no labels yet for batch " + human_eval_tasks.config["batch_id"])
+    result = summarize_human_preference([JudgedLabel(int(p), str(a), str(o)) for p, a, o in
+                                         labels[["prompt_id", "annotator", "outcome"]].itertuples(index=False)])
+    by_prompt = {task.prompt_id: task for task in tasks.values()}
+    per_prompt = pd.DataFrame([
+        {"prompt_id": prompt_id, "prompt": by_prompt[prompt_id].prompt, "outcome": outcome,
+         "labels": json.dumps(sorted(labels.loc[labels["prompt_id"] == prompt_id, "outcome"].tolist())),
+         "rlhf_shown_as": by_prompt[prompt_id].rlhf_shown_as}
+        for prompt_id, outcome in result.per_prompt.items()
+    ])
+    prompts = result.prompts
+    win_rate, win_or_tie = prompts.win_rate, prompts.win_or_tie_rate
+    reference = RECIPE_REFERENCE
+    comparison = "\n".join([
+        "| | ours (human) | recipe (human) |", "|---|---|---|",
+        f"| RLHF preferred | {prompts.wins} / {prompts.total} | {reference['wins']} / 100 |",
+        f"| tie | {prompts.ties} / {prompts.total} | {reference['ties']} / 100 |",
+        f"| SFT preferred | {prompts.losses} / {prompts.total} | {reference['losses']} / 100 |",
+        f"| preferred or tied (95% Wilson CI) | {_rate(prompts)} | 84% |",
+        f"| sign test p (wins vs losses) | {result.sign_test_p:.3g} | — |",
+    ])
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        labels.to_parquet(directory / LABELS_FILE, index=False)
+        per_prompt.to_parquet(directory / PER_PROMPT_FILE, index=False)
+        metrics = {"win_rate": win_rate.estimate, "win_rate_low": win_rate.low, "win_rate_high": win_rate.high,
+                   "win_or_tie_rate": win_or_tie.estimate, "win_or_tie_rate_low": win_or_tie.low,
+                   "win_or_tie_rate_high": win_or_tie.high, "sign_test_p": result.sign_test_p}
+        if result.kappa is not None:
+            metrics["fleiss_kappa"] = result.kappa
+        return publish(
+            context, store, directory, preset=human_eval_tasks.preset,
+            config={"batch_id": human_eval_tasks.config["batch_id"], "channel": human_eval_tasks.config["channel"],
+                    "allow_partial": config.allow_partial},
+            counts={"wins": prompts.wins, "ties": prompts.ties, "losses": prompts.losses, "prompts": prompts.total,
+                    "labels": len(labels), "annotators": result.annotators, "complete_tasks": complete,
+                    "label_wins": result.labels.wins, "label_ties": result.labels.ties,
+                    "label_losses": result.labels.losses},
+            metrics=metrics,
+            metadata={"batch_id": MetadataValue.text(human_eval_tasks.config["batch_id"]),
+                      "comparison": MetadataValue.md(comparison),
+                      "per_prompt": _per_prompt_table(per_prompt)},
+        )
+
+
+def _per_prompt_table(frame: pd.DataFrame) -> MetadataValue:
+    """Every prompt's outcome as a typed table (prompt text clipped, shown as text, never as markup)."""
+    schema = TableSchema(columns=[TableColumn("prompt_id", "int"), TableColumn("outcome", "string"),
+                                  TableColumn("labels", "string"), TableColumn("prompt", "string")])
+    records = [TableRecord({"prompt_id": int(row.prompt_id), "outcome": row.outcome, "labels": row.labels,
+                            "prompt": str(row.prompt)[-200:]}) for row in frame.itertuples(index=False)]
+    return MetadataValue.table(records, schema=schema)

@@ -1,0 +1,71 @@
+"""`rlhf-assets`: the command line for the people around the pipeline (annotators' coordinator, operators).
+
+    rlhf-assets label --port 8080            serve the labeling app on the queued human_eval_tasks batch
+    rlhf-assets annotators add NAME          create an annotator; prints their sign-in token once
+    rlhf-assets annotators reset-token NAME  replace a lost or leaked token
+    rlhf-assets annotators list
+    rlhf-assets progress                     labels so far in the active batch
+
+Every command uses the labeling database of the Dagster code location (`RLHF_LABELING_DB`, default
+`var/labeling/labels.sqlite`), or `--db PATH`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rlhf_assets.labeling.app import serve
+from rlhf_assets.labeling.store import LabelError, LabelStore
+from rlhf_assets.resources import default_labeling_db
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlhf-assets", description="rlhf-assets human-evaluation tools")
+    parser.add_argument("--db", default=None, help="labeling database (default: RLHF_LABELING_DB or var/labeling)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    label = commands.add_parser("label", help="serve the labeling web app")
+    label.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for a team network)")
+    label.add_argument("--port", type=int, default=8080)
+    annotators = commands.add_parser("annotators", help="manage annotators and their tokens")
+    actions = annotators.add_subparsers(dest="action", required=True)
+    for action in ("add", "reset-token"):
+        actions.add_parser(action).add_argument("name")
+    actions.add_parser("list")
+    commands.add_parser("progress", help="labels so far in the active batch")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `rlhf-assets` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    store = LabelStore(Path(args.db or default_labeling_db()))
+    try:
+        if args.command == "label":
+            batch = store.active_batch()
+            print(f"labeling database {store.path}; active batch: {batch or 'none (materialize human_eval_tasks)'}")
+            print(f"annotators sign in at http://{args.host}:{args.port}/login#token=<their token>")
+            serve(store, args.host, args.port)
+        elif args.command == "annotators" and args.action == "list":
+            print("\n".join(store.annotators()) or "no annotators yet")
+        elif args.command == "annotators":
+            token = store.add_annotator(args.name) if args.action == "add" else store.reset_token(args.name)
+            print(f"token for {args.name} (shown once; share it privately): {token}")
+            print(f"sign-in link: http://<host>:<port>/login#token={token}")
+        else:
+            batch = store.active_batch()
+            if batch is None:
+                print("no batch queued: materialize human_eval_tasks")
+                return 1
+            progress = store.progress(batch)
+            print(f"batch {batch}: {progress.counted_labels}/{progress.required_labels} labels, "
+                  f"{progress.complete_tasks}/{progress.tasks} tasks complete")
+    except LabelError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""The labeling web app (Starlette + Jinja2, served by uvicorn): one blinded pair at a time, keyboard-first.
+
+Access: each annotator has a token (`rlhf-assets annotators add NAME`). Browsers sign in at `/login`, which
+reads the token from the link's #fragment (never sent in a URL, so it stays out of access logs) and sets an
+HttpOnly, SameSite=Strict cookie; scripts send `Authorization: Bearer <token>` to `/api/...`. No token: 401;
+an unknown token: 403. Model and prompt text is red-team dialogue: templates autoescape it and the
+Content-Security-Policy allows only our own script, so markup in a response is shown, never run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from rlhf_assets.labeling.store import LabelError, LabelStore
+
+COOKIE = "rlhf_label_token"
+HERE = Path(__file__).parent
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+}
+
+
+class _SecurityHeaders:
+    """Adds the CSP and friends to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + [
+                    (k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class _Unauthorized(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+def create_app(store: LabelStore) -> Starlette:
+    """The ASGI app over one label store; it serves whichever batch `human_eval_tasks` registered last."""
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+    def annotator(request: Request, *, api: bool) -> str:
+        if api:
+            header = request.headers.get("authorization", "")
+            token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        else:
+            token = request.cookies.get(COOKIE, "")
+        if not token:
+            raise _Unauthorized(401)
+        name = store.annotator_for_token(token)
+        if name is None:
+            raise _Unauthorized(403)
+        return name
+
+    def page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+        return templates.TemplateResponse(request, name, context, status_code=status)
+
+    def label_page(request: Request, who: str, message: str | None = None, status: int = 200) -> Response:
+        batch = store.active_batch()
+        if batch is None:
+            return page(request, "empty.html", {"annotator": who}, status)
+        task = store.next_task(who, batch)
+        progress = store.progress(batch)
+        return page(request, "label.html", {
+            "annotator": who, "task": task, "progress": progress, "mine": store.labelled_by(who, batch),
+            "message": message,
+        }, status)
+
+    async def index(request: Request) -> Response:
+        return label_page(request, annotator(request, api=False))
+
+    async def login_form(request: Request) -> Response:
+        return page(request, "login.html", {"message": None})
+
+    async def login(request: Request) -> Response:
+        token = str((await request.form()).get("token", "")).strip()
+        if not token:
+            return page(request, "login.html", {"message": "Enter your access token."}, 401)
+        if store.annotator_for_token(token) is None:
+            return page(request, "login.html", {"message": "That token is not valid."}, 403)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=30 * 24 * 3600,
+                            secure=request.url.scheme == "https")
+        return response
+
+    async def logout(request: Request) -> Response:
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(COOKIE)
+        return response
+
+    async def submit_form(request: Request) -> Response:
+        who = annotator(request, api=False)
+        form = await request.form()
+        action = str(form.get("action", "label"))
+        task_id = str(form.get("task_id", ""))
+        try:
+            if action == "skip":
+                store.skip(who, task_id)
+            else:
+                store.submit(who, task_id, str(form.get("choice", "")), str(form.get("comment", "")))
+        except LabelError as error:
+            return label_page(request, who, str(error), error.status)
+        return RedirectResponse("/", status_code=303)
+
+    async def api_next(request: Request) -> Response:
+        who = annotator(request, api=True)
+        batch = store.active_batch()
+        task = None if batch is None else store.next_task(who, batch)
+        if task is None:
+            return Response(status_code=204)
+        return JSONResponse(task.blinded())
+
+    async def api_label(request: Request) -> Response:
+        who = annotator(request, api=True)
+        try:
+            body = await request.json()
+        except ValueError:
+            return JSONResponse({"error": "body must be JSON"}, status_code=400)
+        if not isinstance(body, dict):
+            return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
+        try:
+            label, created = store.submit(who, str(body.get("task_id", "")), str(body.get("choice", "")),
+                                          str(body.get("comment", "") or ""))
+        except LabelError as error:
+            return JSONResponse({"error": str(error)}, status_code=error.status)
+        return JSONResponse({"label_id": label.label_id, "task_id": label.task_id, "choice": label.choice.value,
+                             "created": created}, status_code=201 if created else 200)
+
+    async def api_skip(request: Request) -> Response:
+        who = annotator(request, api=True)
+        body = await request.json()
+        try:
+            store.skip(who, str(body.get("task_id", "")))
+        except LabelError as error:
+            return JSONResponse({"error": str(error)}, status_code=error.status)
+        return Response(status_code=204)
+
+    async def api_progress(request: Request) -> Response:
+        who = annotator(request, api=True)
+        batch = store.active_batch()
+        if batch is None:
+            return JSONResponse({"batch": None})
+        progress = store.progress(batch)
+        return JSONResponse({"batch": batch, "tasks": progress.tasks, "overlap": progress.overlap,
+                             "labels": progress.labels, "required_labels": progress.required_labels,
+                             "complete": progress.complete, "mine": store.labelled_by(who, batch)})
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def unauthorized(request: Request, error: Exception) -> Response:
+        assert isinstance(error, _Unauthorized)
+        if request.url.path.startswith("/api/"):
+            message = "missing bearer token" if error.status == 401 else "invalid token"
+            return JSONResponse({"error": message}, status_code=error.status)
+        message = "Sign in with your access token." if error.status == 401 else "That token is not valid."
+        response = page(request, "login.html", {"message": message}, error.status)
+        if error.status == 403:
+            response.delete_cookie(COOKIE)
+        return response
+
+    return Starlette(
+        routes=[
+            Route("/", index), Route("/labels", submit_form, methods=["POST"]),
+            Route("/login", login_form), Route("/login", login, methods=["POST"]),
+            Route("/logout", logout, methods=["POST"]),
+            Route("/api/next", api_next), Route("/api/labels", api_label, methods=["POST"]),
+            Route("/api/skip", api_skip, methods=["POST"]), Route("/api/progress", api_progress),
+            Route("/healthz", healthz), Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+        ],
+        middleware=[Middleware(_SecurityHeaders)],
+        exception_handlers={_Unauthorized: unauthorized},
+    )
+
+
+def serve(store: LabelStore, host: str, port: int) -> None:
+    """Run the app until interrupted (uvicorn, one process: SQLite serialises the writes anyway)."""
+    uvicorn.run(create_app(store), host=host, port=port, log_level="info")

@@ -1,0 +1,298 @@
+"""The label store: one SQLite database in WAL mode shared by the labeling app, the sensor and the results asset.
+
+WAL lets the sensor and `human_eval_results` read while annotators write. Every write is one short
+`BEGIN IMMEDIATE` transaction, so concurrent annotators serialise on the database lock instead of losing or
+duplicating labels, and a (task, annotator) pair can hold one label only (a UNIQUE constraint, not app logic).
+Annotator tokens are stored as SHA-256 digests; the token itself is shown once, when it is created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlhf_assets.labeling.tasks import Choice, PairwiseTask
+
+ASSIGNMENT_LEASE_SECONDS = 600
+MAX_COMMENT_CHARS = 2000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY, overlap INTEGER NOT NULL CHECK (overlap >= 1), source TEXT NOT NULL,
+    registered_at REAL NOT NULL, active INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY, batch_id TEXT NOT NULL REFERENCES batches(batch_id), position INTEGER NOT NULL,
+    prompt_id INTEGER NOT NULL, prompt TEXT NOT NULL, response_a TEXT NOT NULL, response_b TEXT NOT NULL,
+    rlhf_shown_as TEXT NOT NULL CHECK (rlhf_shown_as IN ('A', 'B'))
+);
+CREATE TABLE IF NOT EXISTS annotators (
+    name TEXT PRIMARY KEY, token_sha256 TEXT NOT NULL UNIQUE, created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS labels (
+    label_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT NOT NULL REFERENCES tasks(task_id), annotator TEXT NOT NULL REFERENCES annotators(name),
+    choice TEXT NOT NULL CHECK (choice IN ('A', 'B', 'tie')), comment TEXT NOT NULL DEFAULT '',
+    rlhf_shown_as TEXT NOT NULL, created_at REAL NOT NULL, UNIQUE (task_id, annotator)
+);
+CREATE TABLE IF NOT EXISTS skips (
+    task_id TEXT NOT NULL, annotator TEXT NOT NULL, skipped_at REAL NOT NULL, PRIMARY KEY (task_id, annotator)
+);
+CREATE TABLE IF NOT EXISTS assignments (
+    task_id TEXT NOT NULL, annotator TEXT NOT NULL, expires_at REAL NOT NULL, PRIMARY KEY (task_id, annotator)
+);
+CREATE INDEX IF NOT EXISTS tasks_by_batch ON tasks (batch_id, position);
+"""
+
+
+class LabelError(ValueError):
+    """A label the store refuses; `status` is the HTTP status the app answers with."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class StoredLabel:
+    """One annotator's answer to one task, as stored."""
+
+    label_id: int
+    task_id: str
+    annotator: str
+    choice: Choice
+    comment: str
+    rlhf_shown_as: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """How far a batch is: labels counted up to `overlap` per task, and tasks that have all theirs."""
+
+    batch_id: str
+    tasks: int
+    overlap: int
+    labels: int
+    counted_labels: int
+    complete_tasks: int
+
+    @property
+    def required_labels(self) -> int:
+        return self.tasks * self.overlap
+
+    @property
+    def complete(self) -> bool:
+        return self.tasks > 0 and self.complete_tasks == self.tasks
+
+
+def token_digest(token: str) -> str:
+    """What the store keeps instead of the token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class LabelStore:
+    """Tasks, annotators and labels in one SQLite file (created with its schema on first use)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        connection.row_factory = sqlite3.Row
+        connection.execute("PRAGMA foreign_keys=ON")
+        connection.execute("PRAGMA busy_timeout=30000")
+        return connection
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        connection = self._connect()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+        finally:
+            connection.close()
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        connection = self._connect()
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+    def register_batch(self, tasks: Sequence[PairwiseTask], batch_id: str, overlap: int, source: str) -> None:
+        """Queue a batch for the app and make it the active one; registering it again changes nothing else."""
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO batches VALUES (?, ?, ?, ?, 0)",
+                       (batch_id, overlap, source, time.time()))
+            db.execute("UPDATE batches SET overlap = ? WHERE batch_id = ?", (overlap, batch_id))
+            db.executemany(
+                "INSERT OR IGNORE INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(t.task_id, batch_id, i, t.prompt_id, t.prompt, t.response_a, t.response_b, t.rlhf_shown_as)
+                 for i, t in enumerate(tasks)],
+            )
+            db.execute("UPDATE batches SET active = (batch_id = ?)", (batch_id,))
+
+    def active_batch(self) -> str | None:
+        """The batch the app serves: the one registered (or re-registered) last."""
+        with self._read() as db:
+            row = db.execute("SELECT batch_id FROM batches WHERE active = 1").fetchone()
+        return None if row is None else row["batch_id"]
+
+    def add_annotator(self, name: str) -> str:
+        """Create an annotator and return their access token (shown once; only its digest is kept)."""
+        if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise LabelError(f"annotator name {name!r} must be letters, digits, '-', '_' or '.'", 400)
+        token = secrets.token_urlsafe(24)
+        try:
+            with self._write() as db:
+                db.execute("INSERT INTO annotators VALUES (?, ?, ?)", (name, token_digest(token), time.time()))
+        except sqlite3.IntegrityError:
+            raise LabelError(f"annotator {name!r} already exists (use `reset-token` for a new token)", 409) from None
+        return token
+
+    def reset_token(self, name: str) -> str:
+        """A new token for an existing annotator; the old one stops working at once."""
+        token = secrets.token_urlsafe(24)
+        with self._write() as db:
+            changed = db.execute("UPDATE annotators SET token_sha256 = ? WHERE name = ?",
+                                 (token_digest(token), name)).rowcount
+        if not changed:
+            raise LabelError(f"no annotator named {name!r}", 404)
+        return token
+
+    def annotators(self) -> list[str]:
+        with self._read() as db:
+            return [row["name"] for row in db.execute("SELECT name FROM annotators ORDER BY name")]
+
+    def annotator_for_token(self, token: str) -> str | None:
+        """Who holds this token, or None (compared by digest, so timing reveals nothing about stored tokens)."""
+        with self._read() as db:
+            row = db.execute("SELECT name FROM annotators WHERE token_sha256 = ?", (token_digest(token),)).fetchone()
+        return None if row is None else row["name"]
+
+    def next_task(self, annotator: str, batch_id: str) -> PairwiseTask | None:
+        """The task this annotator should see now, leased to them so others don't over-fill it.
+
+        Order: the task they were last shown (resume), then unskipped tasks in batch order, then skipped ones.
+        A task is offered while its labels plus other annotators' live leases are below the batch's overlap.
+        """
+        now = time.time()
+        with self._write() as db:
+            row = db.execute(
+                """
+                SELECT t.*, EXISTS (SELECT 1 FROM assignments a WHERE a.task_id = t.task_id
+                                    AND a.annotator = :who AND a.expires_at > :now) AS mine,
+                       EXISTS (SELECT 1 FROM skips s WHERE s.task_id = t.task_id AND s.annotator = :who) AS skipped
+                FROM tasks t JOIN batches b ON b.batch_id = t.batch_id
+                WHERE t.batch_id = :batch
+                  AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.task_id = t.task_id AND l.annotator = :who)
+                  AND (SELECT COUNT(*) FROM labels l WHERE l.task_id = t.task_id)
+                      + (SELECT COUNT(*) FROM assignments a WHERE a.task_id = t.task_id AND a.annotator != :who
+                         AND a.expires_at > :now) < b.overlap
+                ORDER BY mine DESC, skipped ASC, t.position ASC
+                LIMIT 1
+                """,
+                {"who": annotator, "batch": batch_id, "now": now},
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM assignments WHERE annotator = ?", (annotator,))
+            db.execute("INSERT INTO assignments VALUES (?, ?, ?)",
+                       (row["task_id"], annotator, now + ASSIGNMENT_LEASE_SECONDS))
+        return PairwiseTask(row["task_id"], row["prompt_id"], row["prompt"], row["response_a"], row["response_b"],
+                            row["rlhf_shown_as"])
+
+    def skip(self, annotator: str, task_id: str) -> None:
+        """Put a task behind the annotator's other tasks and release their lease on it."""
+        with self._write() as db:
+            self._require_task(db, task_id)
+            db.execute("INSERT OR REPLACE INTO skips VALUES (?, ?, ?)", (task_id, annotator, time.time()))
+            db.execute("DELETE FROM assignments WHERE task_id = ? AND annotator = ?", (task_id, annotator))
+
+    def submit(self, annotator: str, task_id: str, choice: str, comment: str = "") -> tuple[StoredLabel, bool]:
+        """Store one label; returns (label, created).
+
+        Re-sending the same answer is idempotent (created=False); a different answer to a task the annotator
+        already labelled is refused with 409 and the stored label stays as it was.
+        """
+        try:
+            parsed = Choice(choice)
+        except ValueError:
+            raise LabelError(f"choice must be one of A, B, tie; got {choice!r}", 400) from None
+        comment = comment.strip()
+        if len(comment) > MAX_COMMENT_CHARS:
+            raise LabelError(f"comment is {len(comment)} characters; the limit is {MAX_COMMENT_CHARS}", 400)
+        with self._write() as db:
+            task = self._require_task(db, task_id)
+            existing = db.execute("SELECT * FROM labels WHERE task_id = ? AND annotator = ?",
+                                  (task_id, annotator)).fetchone()
+            if existing is not None:
+                label = _label(existing)
+                if label.choice is parsed and label.comment == comment:
+                    return label, False
+                raise LabelError(f"{annotator} already labelled task {task_id} as {label.choice.value!r}; "
+                                 "the first label is kept", 409)
+            cursor = db.execute(
+                "INSERT INTO labels (task_id, annotator, choice, comment, rlhf_shown_as, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (task_id, annotator, parsed.value, comment, task["rlhf_shown_as"], time.time()),
+            )
+            db.execute("DELETE FROM assignments WHERE task_id = ? AND annotator = ?", (task_id, annotator))
+            db.execute("DELETE FROM skips WHERE task_id = ? AND annotator = ?", (task_id, annotator))
+            row = db.execute("SELECT * FROM labels WHERE label_id = ?", (cursor.lastrowid,)).fetchone()
+        return _label(row), True
+
+    @staticmethod
+    def _require_task(db: sqlite3.Connection, task_id: str) -> sqlite3.Row:
+        task = db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        if task is None:
+            raise LabelError(f"unknown task {task_id!r}", 404)
+        return task
+
+    def labels(self, batch_id: str) -> list[StoredLabel]:
+        """Every label of a batch, in the order they were stored."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT l.* FROM labels l JOIN tasks t ON t.task_id = l.task_id WHERE t.batch_id = ? "
+                "ORDER BY l.label_id", (batch_id,)).fetchall()
+        return [_label(row) for row in rows]
+
+    def progress(self, batch_id: str) -> BatchProgress:
+        """Counts for the app's progress bar and the labeling-complete sensor."""
+        with self._read() as db:
+            batch = db.execute("SELECT overlap FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
+            if batch is None:
+                raise LabelError(f"unknown batch {batch_id!r}: materialize human_eval_tasks first", 404)
+            overlap = batch["overlap"]
+            counts = [row["n"] for row in db.execute(
+                "SELECT COUNT(l.label_id) AS n FROM tasks t LEFT JOIN labels l ON l.task_id = t.task_id "
+                "WHERE t.batch_id = ? GROUP BY t.task_id", (batch_id,))]
+        return BatchProgress(batch_id, len(counts), overlap, sum(counts), sum(min(n, overlap) for n in counts),
+                             sum(n >= overlap for n in counts))
+
+    def labelled_by(self, annotator: str, batch_id: str) -> int:
+        with self._read() as db:
+            return db.execute("SELECT COUNT(*) FROM labels l JOIN tasks t ON t.task_id = l.task_id "
+                              "WHERE t.batch_id = ? AND l.annotator = ?", (batch_id, annotator)).fetchone()[0]
+
+
+def _label(row: sqlite3.Row) -> StoredLabel:
+    return StoredLabel(row["label_id"], row["task_id"], row["annotator"], Choice(row["choice"]), row["comment"],
+                       row["rlhf_shown_as"], row["created_at"])

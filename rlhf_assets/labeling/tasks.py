@@ -1,0 +1,111 @@
+"""Blinded pairwise tasks: which response is shown as A is drawn per prompt with a seed and recorded.
+
+Annotators never see model names; the recorded order (`rlhf_shown_as`) is the only key that turns an
+"A / B / tie" answer back into an RLHF win, tie or loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+class Choice(Enum):
+    """What an annotator can answer about a pair, in shown (blinded) terms."""
+
+    a = "A"
+    b = "B"
+    tie = "tie"
+
+
+class TaskFileError(ValueError):
+    """A tasks file that cannot be read, naming the file, row and field."""
+
+
+@dataclass(frozen=True)
+class PairwiseTask:
+    """One prompt with two responses in shown order; `rlhf_shown_as` says which letter the RLHF response is."""
+
+    task_id: str
+    prompt_id: int
+    prompt: str
+    response_a: str
+    response_b: str
+    rlhf_shown_as: str
+
+    def outcome(self, choice: Choice) -> str:
+        """The RLHF model's 'win' / 'tie' / 'loss' for an annotator's shown-order choice."""
+        if choice is Choice.tie:
+            return "tie"
+        return "win" if choice.value == self.rlhf_shown_as else "loss"
+
+    def blinded(self) -> dict[str, str]:
+        """What an annotator (or a Ground Truth worker) may see: no model names, no order key."""
+        return {"task_id": self.task_id, "prompt": self.prompt, "response_a": self.response_a,
+                "response_b": self.response_b}
+
+
+def build_tasks(responses: pd.DataFrame, seed: int) -> list[PairwiseTask]:
+    """One task per eval prompt with the shown order drawn from `seed`; ids carry a hash of the whole batch.
+
+    The batch hash makes task ids differ whenever the responses or the order differ, so labels for an old
+    policy can never be counted for a new one.
+    """
+    missing = {"prompt_id", "prompt", "sft_response", "rlhf_response"} - set(responses.columns)
+    if missing:
+        raise ValueError(f"eval responses lack column(s) {sorted(missing)}")
+    rlhf_first = np.random.default_rng(seed).random(len(responses)) < 0.5
+    rows = [
+        (int(row.prompt_id), str(row.prompt), str(row.sft_response), str(row.rlhf_response), bool(first))
+        for row, first in zip(responses.itertuples(index=False), rlhf_first, strict=True)
+    ]
+    batch = hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:12]
+    return [
+        PairwiseTask(
+            task_id=f"{batch}-{prompt_id}", prompt_id=prompt_id, prompt=prompt,
+            response_a=rlhf if first else sft, response_b=sft if first else rlhf,
+            rlhf_shown_as="A" if first else "B",
+        )
+        for prompt_id, prompt, sft, rlhf, first in rows
+    ]
+
+
+def batch_id(tasks: Iterable[PairwiseTask]) -> str:
+    """The batch hash shared by every task id of one `build_tasks` call."""
+    ids = {task.task_id.rsplit("-", 1)[0] for task in tasks}
+    if len(ids) != 1:
+        raise ValueError(f"tasks come from {len(ids)} batches, expected one")
+    return ids.pop()
+
+
+def write_tasks(tasks: Iterable[PairwiseTask], path: Path) -> None:
+    """JSON Lines with the order key: the file the app loads and `human_eval_results` un-blinds with."""
+    with path.open("w", encoding="utf-8") as handle:
+        for task in tasks:
+            handle.write(json.dumps(asdict(task), ensure_ascii=False) + "\n")
+
+
+def read_tasks(path: Path) -> list[PairwiseTask]:
+    """Tasks from `write_tasks`' format; a bad line is reported with its file, line and field."""
+    tasks = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise TaskFileError(f"{path}:{number}: not JSON ({error.msg})") from None
+            try:
+                task = PairwiseTask(**{field: record[field] for field in PairwiseTask.__dataclass_fields__})
+            except KeyError as error:
+                raise TaskFileError(f"{path}:{number}: missing field {error.args[0]!r}") from None
+            if task.rlhf_shown_as not in ("A", "B"):
+                raise TaskFileError(f"{path}:{number}: field 'rlhf_shown_as' must be A or B")
+            tasks.append(task)
+    return tasks

@@ -1,0 +1,129 @@
+"""The label store: queueing, leases and overlap, skip and resume, idempotent and conflicting labels, tokens."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from rlhf_assets.labeling.store import LabelError, LabelStore
+from rlhf_assets.labeling.tasks import Choice, TaskFileError, batch_id, build_tasks, read_tasks, write_tasks
+from tests.labeling_helpers import queue_tasks, responses_table
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LabelStore:
+    return LabelStore(tmp_path / "labels.sqlite")
+
+
+def test_database_is_in_wal_mode_and_tokens_are_stored_as_digests(store: LabelStore) -> None:
+    token = store.add_annotator("alice")
+    assert store.annotator_for_token(token) == "alice"
+    assert store.annotator_for_token(token + "x") is None
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    for file in store.path.parent.iterdir():
+        assert token.encode() not in file.read_bytes()
+    with pytest.raises(LabelError, match="already exists"):
+        store.add_annotator("alice")
+    new = store.reset_token("alice")
+    assert store.annotator_for_token(token) is None and store.annotator_for_token(new) == "alice"
+
+
+def test_blinding_is_seeded_recorded_and_unblinds() -> None:
+    frame = responses_table(40)
+    first, again = build_tasks(frame, seed=3), build_tasks(frame, seed=3)
+    assert first == again
+    assert {t.rlhf_shown_as for t in first} == {"A", "B"}
+    for task in first:
+        rlhf = task.response_a if task.rlhf_shown_as == "A" else task.response_b
+        assert rlhf.startswith("rlhf answer")
+        assert task.outcome(Choice(task.rlhf_shown_as)) == "win"
+        assert task.outcome(Choice.tie) == "tie"
+        assert "rlhf" not in str(task.blinded().keys()) and "sft" not in str(task.blinded().keys())
+    assert build_tasks(frame, seed=4) != first
+
+
+def test_task_file_round_trip_and_errors(tmp_path: Path) -> None:
+    tasks = build_tasks(responses_table(3), seed=0)
+    path = tmp_path / "tasks.jsonl"
+    write_tasks(tasks, path)
+    assert read_tasks(path) == tasks
+    path.write_text(path.read_text().splitlines()[0] + "\n{not json\n")
+    with pytest.raises(TaskFileError, match=r"tasks.jsonl:2: not JSON"):
+        read_tasks(path)
+    path.write_text('{"task_id": "x"}\n')
+    with pytest.raises(TaskFileError, match=r":1: missing field 'prompt_id'"):
+        read_tasks(path)
+
+
+def test_next_task_resumes_skips_and_respects_overlap(store: LabelStore) -> None:
+    tasks = queue_tasks(store, 3, overlap=1)
+    batch = store.active_batch()
+    for name in ("a", "b"):
+        store.add_annotator(name)
+    first = store.next_task("a", batch)
+    assert first == tasks[0]
+    assert store.next_task("a", batch) == tasks[0]  # resume: the leased task again
+    assert store.next_task("b", batch) == tasks[1]  # tasks[0] is leased to a, overlap 1
+    store.skip("a", tasks[0].task_id)
+    assert store.next_task("a", batch) == tasks[2]  # tasks[1] is leased to b; skipped tasks come last
+    store.submit("b", tasks[1].task_id, "A")
+    store.submit("a", tasks[2].task_id, "tie")
+    assert store.next_task("a", batch) == tasks[0]  # only the skipped one is left
+    store.submit("a", tasks[0].task_id, "B", "  close call ")
+    assert store.next_task("a", batch) is None and store.next_task("b", batch) is None
+    progress = store.progress(batch)
+    assert progress.complete and progress.labels == 3 and progress.required_labels == 3
+    assert [label.comment for label in store.labels(batch)][-1] == "close call"
+    assert {label.rlhf_shown_as for label in store.labels(batch)} <= {"A", "B"}
+
+
+def test_overlap_two_needs_two_distinct_annotators(store: LabelStore) -> None:
+    tasks = queue_tasks(store, 1, overlap=2)
+    batch = store.active_batch()
+    for name in ("a", "b", "c"):
+        store.add_annotator(name)
+    assert store.next_task("a", batch) == tasks[0]
+    assert store.next_task("b", batch) == tasks[0]
+    assert store.next_task("c", batch) is None  # two leases already fill the overlap
+    store.submit("a", tasks[0].task_id, "A")
+    assert not store.progress(batch).complete
+    store.submit("b", tasks[0].task_id, "B")
+    assert store.progress(batch).complete
+
+
+def test_bad_labels_are_refused_and_nothing_stored_is_lost(store: LabelStore) -> None:
+    tasks = queue_tasks(store, 2)
+    batch = store.active_batch()
+    store.add_annotator("a")
+    stored, created = store.submit("a", tasks[0].task_id, "A", "first")
+    assert created
+    again, created = store.submit("a", tasks[0].task_id, "A", "first")
+    assert not created and again == stored  # a retried submit is idempotent
+    with pytest.raises(LabelError, match="already labelled") as conflict:
+        store.submit("a", tasks[0].task_id, "B")
+    assert conflict.value.status == 409
+    with pytest.raises(LabelError, match="unknown task") as unknown:
+        store.submit("a", "nope-1", "A")
+    assert unknown.value.status == 404
+    with pytest.raises(LabelError, match="choice must be one of") as bad:
+        store.submit("a", tasks[1].task_id, "C")
+    assert bad.value.status == 400
+    with pytest.raises(LabelError, match="limit is"):
+        store.submit("a", tasks[1].task_id, "A", "x" * 5000)
+    assert store.labels(batch) == [stored]
+
+
+def test_reregistering_a_batch_keeps_its_labels_and_switches_the_active_batch(store: LabelStore) -> None:
+    old = queue_tasks(store, 2)
+    store.add_annotator("a")
+    store.submit("a", old[0].task_id, "A")
+    old_batch = store.active_batch()
+    new = build_tasks(responses_table(5), seed=0)
+    store.register_batch(new, batch_id(new), 1, source="test")
+    assert store.active_batch() == batch_id(new) != old_batch
+    store.register_batch(old, old_batch, 1, source="test")
+    assert store.active_batch() == old_batch
+    assert len(store.labels(old_batch)) == 1

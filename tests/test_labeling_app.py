@@ -1,0 +1,105 @@
+"""The labeling app over real HTTP (`rlhf-assets label` in a subprocess): access control and concurrent annotators."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+
+from rlhf_assets.labeling.store import LabelStore
+from tests.labeling_helpers import labeling_server, queue_tasks
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LabelStore:
+    return LabelStore(tmp_path / "labels.sqlite")
+
+
+def test_missing_or_wrong_token_is_refused_and_sees_no_task(store: LabelStore) -> None:
+    tasks = queue_tasks(store, 2)
+    token = store.add_annotator("alice")
+    with labeling_server(store.path) as url:
+        for path in ("/api/next", "/api/progress"):
+            assert requests.get(url + path, timeout=10).status_code == 401
+            wrong = requests.get(url + path, headers={"Authorization": "Bearer not-a-token"}, timeout=10)
+            assert wrong.status_code == 403
+        posted = requests.post(url + "/api/labels", json={"task_id": tasks[0].task_id, "choice": "A"}, timeout=10)
+        assert posted.status_code == 401
+        page = requests.get(url + "/", timeout=10)
+        assert page.status_code == 401 and "question 0" not in page.text and "answer" not in page.text
+        page = requests.get(url + "/", cookies={"rlhf_label_token": "forged"}, timeout=10)
+        assert page.status_code == 403 and "answer" not in page.text
+        form = requests.post(url + "/labels", data={"task_id": tasks[0].task_id, "choice": "A"}, timeout=10)
+        assert form.status_code == 401
+        login = requests.post(url + "/login", data={"token": "forged"}, allow_redirects=False, timeout=10)
+        assert login.status_code == 403 and "set-cookie" not in login.headers
+        session = requests.Session()
+        assert session.post(url + "/login", data={"token": token}, timeout=10).status_code == 200
+        assert "question 0" in session.get(url + "/", timeout=10).text
+        assert "content-security-policy" in page.headers
+    assert store.labels(store.active_batch()) == []
+
+
+def test_api_labels_and_clear_errors(store: LabelStore) -> None:
+    tasks = queue_tasks(store, 2)
+    headers = {"Authorization": f"Bearer {store.add_annotator('bob')}"}
+    with labeling_server(store.path) as url:
+        shown = requests.get(url + "/api/next", headers=headers, timeout=10).json()
+        assert set(shown) == {"task_id", "prompt", "response_a", "response_b"}  # blinded: no order key
+        first = requests.post(url + "/api/labels", headers=headers, json={"task_id": shown["task_id"], "choice": "A"},
+                              timeout=10)
+        assert first.status_code == 201 and first.json()["created"]
+        retry = requests.post(url + "/api/labels", headers=headers, json={"task_id": shown["task_id"], "choice": "A"},
+                              timeout=10)
+        assert retry.status_code == 200 and not retry.json()["created"]
+        conflict = requests.post(url + "/api/labels", headers=headers,
+                                 json={"task_id": shown["task_id"], "choice": "B"}, timeout=10)
+        assert conflict.status_code == 409 and "first label is kept" in conflict.json()["error"]
+        unknown = requests.post(url + "/api/labels", headers=headers, json={"task_id": "zzz-9", "choice": "A"},
+                                timeout=10)
+        assert unknown.status_code == 404 and "unknown task 'zzz-9'" in unknown.json()["error"]
+        bad = requests.post(url + "/api/labels", headers=headers, data=b"{oops", timeout=10)
+        assert bad.status_code == 400
+    labels = store.labels(store.active_batch())
+    assert [(label.task_id, label.choice.value) for label in labels] == [(tasks[0].task_id, "A")]
+
+
+def test_eight_concurrent_annotators_submit_1000_labels_without_loss_or_duplicates(store: LabelStore) -> None:
+    queue_tasks(store, 125, overlap=8)
+    annotators = {f"annotator{i}": store.add_annotator(f"annotator{i}") for i in range(8)}
+    submitted: dict[str, list[str]] = {name: [] for name in annotators}
+    errors: list[str] = []
+
+    def label_everything(name: str, token: str) -> None:
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {token}"
+        while True:
+            response = session.get(url + "/api/next", timeout=30)
+            if response.status_code == 204:
+                return
+            task_id = response.json()["task_id"]
+            choice = ("A", "B", "tie")[len(submitted[name]) % 3]
+            for _ in range(2):  # every label is sent twice, as a flaky network would: the retry must not duplicate
+                result = session.post(url + "/api/labels", json={"task_id": task_id, "choice": choice}, timeout=30)
+                if result.status_code not in (200, 201):
+                    errors.append(f"{name} {task_id}: {result.status_code} {result.text}")
+            submitted[name].append(task_id)
+
+    with labeling_server(store.path) as url:
+        threads = [threading.Thread(target=label_everything, args=item) for item in annotators.items()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+    assert not errors
+    assert sum(len(ids) for ids in submitted.values()) == 1000
+    with sqlite3.connect(store.path) as db:
+        rows = db.execute("SELECT task_id, annotator, choice FROM labels").fetchall()
+    assert len(rows) == 1000 and len({(task, who) for task, who, _ in rows}) == 1000
+    expected = {(task, name) for name, ids in submitted.items() for task in ids}
+    assert {(task, who) for task, who, _ in rows} == expected
+    progress = store.progress(store.active_batch())
+    assert progress.complete and progress.labels == 1000
