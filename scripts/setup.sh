@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Create .venv and install rlhf-assets with its test tools. Idempotent; needs only the package registry.
+# Create .venv and install rlhf-assets with its test tools. Idempotent; needs only the package registries.
 # torch==2.13.0 is installed first, on its own, so pip takes the CPU wheel and never pulls CUDA packages.
+# --with-browser also installs Debian's chromium + chromium-driver (apt) for the real-browser UI tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[test]"
+if [[ "${1:-}" == "--with-browser" ]] && ! { command -v chromium && command -v chromedriver; } >/dev/null; then
+    sudo_cmd=""
+    [[ "$(id -u)" != 0 ]] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium chromium-driver >/dev/null
+fi

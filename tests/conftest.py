@@ -13,10 +13,11 @@ from rlhf_assets.checks import all_checks
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
-from rlhf_assets.definitions import all_assets
+from rlhf_assets.definitions import all_assets, materialize_all
 from rlhf_assets.presets import SHARED_HH_PATH
-from rlhf_assets.resources import ArtifactStoreResource, ManifestIOManager
+from rlhf_assets.resources import ArtifactStoreResource, LabelingResource, ManifestIOManager
 from rlhf_assets.storage import Manifest
+from tests.moto_aws import aws  # noqa: F401  (the moto-server fixture, shared by the AWS tests)
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +48,7 @@ def graph_resources(root: Path) -> dict:
         "artifacts": ArtifactStoreResource(root=str(root / "artifacts")),
         "compute": ComputeBackend(local=LocalComputeBackend(scratch_dir=str(root / "scratch")),
                                   sagemaker=SageMakerComputeBackend()),
+        "labeling": LabelingResource(db_path=str(root / "labeling" / "labels.sqlite")),
     }
 
 
@@ -56,9 +58,14 @@ def manifest_of(root: Path, asset: str) -> Manifest:
 
 @pytest.fixture(scope="session")
 def graph(tmp_path_factory, shared_hh_path: Path):
-    """The whole graph and its checks materialized once on the tiny preset with the full shared data."""
+    """The whole graph and its checks materialized once on the tiny preset with the full shared data.
+
+    Everything the main job materializes: all but `human_eval_results`, which waits for labels
+    (`tests/test_human_eval_graph.py` labels the tasks and collects the results).
+    """
     root = tmp_path_factory.mktemp("graph")
     with instance_for_test() as instance:
-        result = materialize([*all_assets, *all_checks], resources=graph_resources(root), instance=instance)
+        result = materialize([*all_assets, *all_checks], resources=graph_resources(root), instance=instance,
+                             selection=materialize_all.selection)
         assert result.success
         yield root, instance, result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -11,11 +12,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import boto3
 import pandas as pd
 import requests
 
+from rlhf_assets.labeling.groundtruth import input_manifest
+from rlhf_assets.labeling.groundtruth_lambdas import consolidate
 from rlhf_assets.labeling.store import LabelStore
 from rlhf_assets.labeling.tasks import PairwiseTask, batch_id, build_tasks
+from tests.moto_aws import BUCKET
+
+ATTRIBUTE = "rlhf-preference"
 
 XSS_RESPONSE = ('<script>window.__pwned = "script";</script><img src=x onerror="window.__pwned = \'img\'">'
                 "& a <b>bold</b> claim")
@@ -70,3 +77,33 @@ def labeling_server(db: Path) -> Iterator[str]:
         process.terminate()
         process.wait(timeout=10)
         log.close()
+
+
+def crowd_answer(choice: str, comment: str = "") -> dict[str, object]:
+    """What the Ground Truth crowd-form submits for our template."""
+    return {"prefer_a": {"A": choice == "A"}, "tie": {"tie": choice == "tie"}, "prefer_b": {"B": choice == "B"},
+            "comment": comment}
+
+
+def ground_truth_output(tasks: list[PairwiseTask], answers: list[dict[str, tuple[str, ...]]]) -> str:
+    """An output manifest as Ground Truth writes it, built through our consolidation Lambda on moto S3.
+
+    `answers[i]` maps worker id to (choice,) or (choice, comment) for task i.
+    """
+    s3 = boto3.client("s3")
+    manifest_lines = input_manifest(tasks).splitlines()
+    payload = [{"datasetObjectId": str(i), "dataObject": json.loads(line),
+                "annotations": [{"workerId": worker, "annotationData": {"content": json.dumps(crowd_answer(*answer))}}
+                                for worker, answer in answers[i].items()]}
+               for i, line in enumerate(manifest_lines)]
+    s3.put_object(Bucket=BUCKET, Key="gt-payload/consolidation-request.json", Body=json.dumps(payload).encode())
+    consolidated = consolidate({"payload": {"s3Uri": f"s3://{BUCKET}/gt-payload/consolidation-request.json"},
+                                "labelAttributeName": ATTRIBUTE}, s3=s3)
+    lines = []
+    for line, item in zip(manifest_lines, consolidated, strict=True):
+        record = json.loads(line)
+        record.update(item["consolidatedAnnotation"]["content"])
+        record[f"{ATTRIBUTE}-metadata"] = {"type": "groundtruth/custom", "job-name": "rlhf-eval",
+                                           "human-annotated": "yes", "creation-date": "2026-11-26T12:00:00.000000"}
+        lines.append(json.dumps(record))
+    return "\n".join(lines) + "\n"

@@ -9,14 +9,12 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-import s3fs
 from botocore.stub import Stubber
 from dagster import (
     AssetExecutionContext,
@@ -29,7 +27,6 @@ from dagster import (
     materialize,
 )
 from dagster_aws.pipes import PipesS3ContextInjector, PipesS3MessageReader
-from moto.server import ThreadedMotoServer
 
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.launch import step_command
@@ -38,30 +35,10 @@ from rlhf_assets.compute.sagemaker import PipesSageMakerClient, SageMakerCompute
 from rlhf_assets.definitions import all_assets
 from rlhf_assets.presets import PROJECT_ROOT
 from rlhf_assets.resources import ArtifactStoreResource, ManifestIOManager
+from tests.moto_aws import BUCKET, SECRET
 from tests.sagemaker_container import FakeSageMakerContainer
 
-BUCKET = "rlhf-sagemaker"
 ROLE = "arn:aws:iam::123456789012:role/rlhf-sagemaker"
-SECRET = "moto-secret-key-never-logged"
-
-
-@pytest.fixture(scope="module")
-def aws() -> Iterator[dict[str, str]]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "AKIATESTKEY",
-           "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1"}
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        boto3.setup_default_session()
-        s3fs.S3FileSystem.clear_instance_cache()  # s3fs keeps filesystems (and their endpoint) per process
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
-        yield env
-        s3fs.S3FileSystem.clear_instance_cache()
-    boto3.setup_default_session()
-    server.stop()
 
 
 def _resources(tmp_path: Path, backend: str) -> dict[str, Any]:

@@ -135,12 +135,7 @@ def create_app(store: LabelStore) -> Starlette:
     async def api_label(request: Request) -> Response:
         who = annotator(request, api=True)
         try:
-            body = await request.json()
-        except ValueError:
-            return JSONResponse({"error": "body must be JSON"}, status_code=400)
-        if not isinstance(body, dict):
-            return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
-        try:
+            body = await _json_object(request)
             label, created = store.submit(who, str(body.get("task_id", "")), str(body.get("choice", "")),
                                           str(body.get("comment", "") or ""))
         except LabelError as error:
@@ -150,8 +145,8 @@ def create_app(store: LabelStore) -> Starlette:
 
     async def api_skip(request: Request) -> Response:
         who = annotator(request, api=True)
-        body = await request.json()
         try:
+            body = await _json_object(request)
             store.skip(who, str(body.get("task_id", "")))
         except LabelError as error:
             return JSONResponse({"error": str(error)}, status_code=error.status)
@@ -193,6 +188,17 @@ def create_app(store: LabelStore) -> Starlette:
         middleware=[Middleware(_SecurityHeaders)],
         exception_handlers={_Unauthorized: unauthorized},
     )
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 LabelError saying what is wrong with it."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise LabelError("body must be JSON", 400) from None
+    if not isinstance(body, dict):
+        raise LabelError("body must be a JSON object", 400)
+    return body
 
 
 def serve(store: LabelStore, host: str, port: int) -> None:

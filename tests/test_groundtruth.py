@@ -1,0 +1,115 @@
+"""SageMaker Ground Truth I/O: manifest, worker template, job request, the Lambdas and the output parser.
+
+moto serves S3 (manifest, template, Lambda payloads); it has no Ground Truth API, so botocore's `Stubber`
+(which validates every request against the real SageMaker service model) answers `create_labeling_job`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from liquid import Environment
+
+from rlhf_assets.labeling.groundtruth import (
+    GroundTruthJobSpec,
+    OutputManifestError,
+    input_manifest,
+    job_request,
+    parse_output_manifest,
+    start_labeling_job,
+    worker_template,
+)
+from rlhf_assets.labeling.groundtruth_lambdas import pre_annotation
+from rlhf_assets.labeling.tasks import Choice, build_tasks
+from tests.labeling_helpers import ATTRIBUTE, crowd_answer, ground_truth_output, responses_table
+from tests.moto_aws import BUCKET
+
+SPEC = GroundTruthJobSpec(
+    job_name="rlhf-eval-test", s3_prefix=f"s3://{BUCKET}/human-eval/", workers_per_task=2,
+    role_arn="arn:aws:iam::123456789012:role/gt",
+    workteam_arn="arn:aws:sagemaker:us-east-1:123456789012:workteam/private-crowd/rlhf",
+    pre_annotation_lambda_arn="arn:aws:lambda:us-east-1:123456789012:function:rlhf-gt-pre",
+    consolidation_lambda_arn="arn:aws:lambda:us-east-1:123456789012:function:rlhf-gt-consolidate",
+)
+
+
+def test_worker_template_escapes_hostile_text() -> None:
+    task = build_tasks(responses_table(1, hostile_first=True), seed=0)[0]
+    for autoescape in (True, False):  # Ground Truth autoescapes; the template's explicit `escape` holds without it
+        page = Environment(autoescape=autoescape).from_string(worker_template()).render(
+            task={"input": pre_annotation({"dataObject": json.loads(input_manifest([task]))})["taskInput"]})
+        assert "<script>window" not in page and "<img src=x" not in page and "<b>bold" not in page
+        assert "&lt;script&gt;window.__pwned" in page and "&amp;lt;" not in page
+    for name in ("prefer_a", "prefer_b", "tie", "comment"):
+        assert f'name="{name}"' in worker_template()
+
+
+def test_input_manifest_is_blinded_json_lines() -> None:
+    tasks = build_tasks(responses_table(3), seed=0)
+    lines = input_manifest(tasks).splitlines()
+    assert len(lines) == 3
+    for line, task in zip(lines, tasks, strict=True):
+        assert json.loads(json.loads(line)["source"]) == task.blinded()
+        assert "rlhf_shown_as" not in line and "sft" not in line.replace("sft answer", "")
+
+
+def test_start_labeling_job_uploads_to_s3_and_sends_a_valid_request(aws) -> None:
+    tasks = build_tasks(responses_table(4), seed=0)
+    sagemaker = boto3.client("sagemaker")
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:labeling-job/rlhf-eval-test"
+    expected = job_request(SPEC, f"s3://{BUCKET}/human-eval/input.manifest",
+                           f"s3://{BUCKET}/human-eval/template.liquid.html")
+    with Stubber(sagemaker) as stub:
+        stub.add_response("create_labeling_job", {"LabelingJobArn": arn}, expected)
+        assert start_labeling_job(sagemaker, boto3.client("s3"), SPEC, tasks) == arn
+        stub.assert_no_pending_responses()
+    assert expected["HumanTaskConfig"]["NumberOfHumanWorkersPerDataObject"] == 2
+    s3 = boto3.client("s3")
+    manifest = s3.get_object(Bucket=BUCKET, Key="human-eval/input.manifest")["Body"].read().decode()
+    assert manifest == input_manifest(tasks)
+    assert s3.get_object(Bucket=BUCKET, Key="human-eval/template.liquid.html")["Body"].read().decode() \
+        == worker_template()
+
+
+def test_lambdas_and_output_parser_round_trip(aws) -> None:
+    tasks = build_tasks(responses_table(3), seed=0)
+    answers = [{"w1": ("A", "A is kinder"), "w2": ("tie",)}, {"w1": ("B",), "w2": ("B",)}, {"w1": ("tie",)}]
+    text = ground_truth_output(tasks, answers)
+    labels = parse_output_manifest(text.splitlines(), label_attribute=ATTRIBUTE,
+                                   tasks={t.task_id: t for t in tasks}, source="s3://b/output.manifest")
+    got = {(label.task_id, label.worker_id): (label.choice, label.comment) for label in labels}
+    assert got == {(tasks[0].task_id, "w1"): (Choice.a, "A is kinder"), (tasks[0].task_id, "w2"): (Choice.tie, ""),
+                   (tasks[1].task_id, "w1"): (Choice.b, ""), (tasks[1].task_id, "w2"): (Choice.b, ""),
+                   (tasks[2].task_id, "w1"): (Choice.tie, "")}
+    assert tasks[0].outcome(Choice.a) == ("win" if tasks[0].rlhf_shown_as == "A" else "loss")
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda r: "{not json", r"out.manifest:2: field 'source' does not hold a task"),
+    (lambda r: json.dumps({**r, "source": "plain text"}), r"out.manifest:2: field 'source' does not hold a task"),
+    (lambda r: json.dumps({**r, "source": json.dumps({"task_id": "other-7"})}), r":2: unknown task 'other-7'"),
+    (lambda r: json.dumps({k: v for k, v in r.items() if k != ATTRIBUTE}),
+     r":2: field 'rlhf-preference' lacks 'annotationsFromAllWorkers'"),
+    (lambda r: json.dumps({**r, ATTRIBUTE: {"annotationsFromAllWorkers": [
+        {"workerId": "w9", "annotationData": {"content": json.dumps({**crowd_answer("A"), "tie": {"tie": True}})}}]}}),
+     r":2: field rlhf-preference.annotationsFromAllWorkers\[0\]: expected exactly one .* got 2"),
+    (lambda r: json.dumps({**r, ATTRIBUTE: {"annotationsFromAllWorkers": [{"workerId": "w9"}]}}),
+     r":2: field rlhf-preference.annotationsFromAllWorkers\[0\]: 'annotationData'"),
+])
+def test_malformed_output_lines_name_the_file_line_and_field(aws, mutate, message: str) -> None:
+    tasks = build_tasks(responses_table(2), seed=0)
+    lines = ground_truth_output(tasks, [{"w1": ("A",)}, {"w1": ("B",)}]).splitlines()
+    lines[1] = mutate(json.loads(lines[1]))
+    with pytest.raises(OutputManifestError, match=message):
+        parse_output_manifest(lines, label_attribute=ATTRIBUTE, tasks={t.task_id: t for t in tasks},
+                              source="s3://b/out.manifest")
+
+
+def test_job_spec_is_validated() -> None:
+    with pytest.raises(ValueError, match="job_name"):
+        GroundTruthJobSpec(**{**SPEC.model_dump(), "job_name": "bad name!"})
+    with pytest.raises(ValueError, match="s3_prefix"):
+        GroundTruthJobSpec(**{**SPEC.model_dump(), "s3_prefix": "/local/dir"})

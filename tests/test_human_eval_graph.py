@@ -1,0 +1,162 @@
+"""The human-eval loop on the tiny graph: tasks queued by the asset, labelled over HTTP, the sensor, the results."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+from botocore.stub import Stubber
+from dagster import AssetKey, Definitions, RunRequest, SkipReason, build_sensor_context, instance_for_test, materialize
+
+from rlhf_assets.automation import collect_human_eval, human_eval_labels_complete
+from rlhf_assets.definitions import all_assets
+from rlhf_assets.labeling.groundtruth import job_request
+from rlhf_assets.labeling.store import LabelStore
+from rlhf_assets.labeling.tasks import read_tasks
+from rlhf_assets.resources import LabelingResource, ManifestIOManager
+from rlhf_assets.storage import Manifest
+from tests.conftest import graph_resources, manifest_of
+from tests.labeling_helpers import ground_truth_output, labeling_server
+from tests.moto_aws import BUCKET
+
+pytestmark = pytest.mark.integration
+
+
+def _tick(instance, root):
+    context = build_sensor_context(instance=instance, resources={"labeling": graph_resources(root)["labeling"]})
+    return human_eval_labels_complete(context)
+
+
+def test_tasks_are_blinded_queued_and_exported_for_ground_truth(graph) -> None:
+    root, _, _ = graph
+    manifest = manifest_of(root, "human_eval_tasks")
+    directory = manifest.uri
+    tasks = read_tasks(Path(directory) / "tasks.jsonl")
+    assert len(tasks) == 100 and manifest.counts["tasks"] == 100
+    assert 30 < sum(t.rlhf_shown_as == "A" for t in tasks) < 70  # a coin per prompt, recorded
+    lines = (Path(directory) / "groundtruth" / "input.manifest").read_text().splitlines()
+    assert len(lines) == 100
+    for line in lines:
+        shown = json.loads(json.loads(line)["source"])
+        assert set(shown) == {"task_id", "prompt", "response_a", "response_b"}
+    store = LabelStore(root / "labeling" / "labels.sqlite")
+    assert store.active_batch() == manifest.config["batch_id"]
+    assert store.progress(store.active_batch()).tasks == 100
+
+
+def test_labels_through_the_app_trigger_the_sensor_and_the_results(graph) -> None:
+    root, instance, _ = graph
+    resources = graph_resources(root)
+    tick = _tick(instance, root)
+    assert isinstance(tick, SkipReason) and "0 of 100 labels" in tick.skip_message
+
+    early = materialize(all_assets, selection=[AssetKey("human_eval_results")], resources=resources,
+                        instance=instance, raise_on_error=False)
+    assert not early.success
+    failure = early.get_step_failure_events()[0].step_failure_data.error.message
+    assert "0 of 100 tasks have their 1 label(s)" in failure and "allow_partial" in failure
+
+    manifest = manifest_of(root, "human_eval_tasks")
+    key = {t.task_id: t for t in read_tasks(Path(manifest.uri) / "tasks.jsonl")}
+    store = LabelStore(root / "labeling" / "labels.sqlite")
+    token = store.add_annotator("rater")
+    expected: dict[int, str] = {}
+    with labeling_server(store.path) as url:
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {token}"
+        while (shown := session.get(url + "/api/next", timeout=10)).status_code == 200:
+            task = key[shown.json()["task_id"]]
+            index = len(expected)  # the recipe's result: 30 RLHF wins, 54 ties, 16 SFT wins
+            outcome = "win" if index < 30 else "tie" if index < 84 else "loss"
+            choice = {"win": task.rlhf_shown_as, "tie": "tie",
+                      "loss": "B" if task.rlhf_shown_as == "A" else "A"}[outcome]
+            assert session.post(url + "/api/labels", json={"task_id": task.task_id, "choice": choice},
+                                timeout=10).status_code == 201
+            expected[task.prompt_id] = outcome
+    assert len(expected) == 100
+
+    tick = _tick(instance, root)
+    assert isinstance(tick, RunRequest) and tick.tags["rlhf/batch"] == manifest.config["batch_id"]
+    job = Definitions(assets=all_assets, jobs=[collect_human_eval], resources=resources).resolve_job_def(
+        "collect_human_eval")
+    run = job.execute_in_process(instance=instance, tags=tick.tags)
+    assert run.success
+    metadata = instance.get_latest_materialization_event(AssetKey("human_eval_results")).asset_materialization.metadata
+    assert (metadata["wins"].value, metadata["ties"].value, metadata["losses"].value) == (30, 54, 16)
+    assert metadata["win_or_tie_rate"].value == pytest.approx(0.84)
+    assert metadata["win_or_tie_rate_low"].value == pytest.approx(0.7558, abs=5e-4)
+    assert metadata["sign_test_p"].value == pytest.approx(0.054076, abs=1e-6)
+    assert "fleiss_kappa" not in metadata  # one annotator per prompt
+    table = metadata["per_prompt"].value.records
+    assert len(table) == 100 and {r.data["prompt_id"]: r.data["outcome"] for r in table} == expected
+    assert "| RLHF preferred | 30 / 100 | 30 / 100 |" in metadata["comparison"].value
+
+    tick = _tick(instance, root)
+    assert isinstance(tick, SkipReason) and "already has results" in tick.skip_message
+
+
+def test_ground_truth_channel_from_job_to_results(graph, aws, tmp_path, monkeypatch) -> None:
+    """human_eval_tasks starts a Ground Truth job; the sensor waits for it; results parse its output manifest."""
+    root, _, _ = graph
+    shutil.copytree(root / "artifacts" / "manifests", tmp_path / "manifests")  # keep the shared graph's state
+    labeling = LabelingResource(
+        db_path=str(tmp_path / "labels.sqlite"), gt_s3_prefix=f"s3://{BUCKET}/human-eval",
+        gt_role_arn="arn:aws:iam::123456789012:role/gt",
+        gt_workteam_arn="arn:aws:sagemaker:us-east-1:123456789012:workteam/private-crowd/rlhf",
+        gt_pre_annotation_lambda_arn="arn:aws:lambda:us-east-1:123456789012:function:rlhf-gt-pre",
+        gt_consolidation_lambda_arn="arn:aws:lambda:us-east-1:123456789012:function:rlhf-gt-consolidate")
+    resources = {**graph_resources(root), "io_manager": ManifestIOManager(base_dir=str(tmp_path / "manifests")),
+                 "labeling": labeling}
+    sagemaker = boto3.client("sagemaker")
+    monkeypatch.setattr(LabelingResource, "sagemaker_client", lambda self: sagemaker)
+    output_uri = f"s3://{BUCKET}/human-eval/output/rlhf-eval/manifests/output/output.manifest"
+
+    def described(status: str, job_name: str) -> dict:
+        """describe_labeling_job's answer for the job we created (a real request's fields)."""
+        request = job_request(labeling.ground_truth_spec(job_name, 2), "s3://m", "s3://t")
+        return {**{k: v for k, v in request.items() if k != "Tags"}, "LabelingJobStatus": status,
+                "JobReferenceCode": "ref", "LabelCounters": {}, "CreationTime": datetime.now(UTC),
+                "LastModifiedTime": datetime.now(UTC), "LabelingJobArn": f"arn:aws:sagemaker:::labeling-job/{job_name}",
+                **({"LabelingJobOutput": {"OutputDatasetS3Uri": output_uri}} if status == "Completed" else {})}
+
+    with instance_for_test() as instance, Stubber(sagemaker) as stub:
+        stub.add_response("create_labeling_job", {"LabelingJobArn": "arn:aws:sagemaker:::labeling-job/rlhf-eval"})
+        run_config = {"ops": {"human_eval_tasks": {"config": {"channel": "ground_truth", "overlap": 2}}}}
+        assert materialize(all_assets, selection=[AssetKey("human_eval_tasks")], resources=resources,
+                           instance=instance, run_config=run_config).success
+        manifest = Manifest.model_validate_json((tmp_path / "manifests" / "human_eval_tasks.json").read_text())
+        assert manifest.config["channel"] == "ground_truth" and manifest.config["job_name"].startswith("rlhf-eval-")
+        assert LabelStore(tmp_path / "labels.sqlite").active_batch() is None  # nothing queued in the app
+        s3 = boto3.client("s3")
+        uploaded = s3.get_object(Bucket=BUCKET, Key="human-eval/input.manifest")["Body"].read().decode()
+        assert len(uploaded.splitlines()) == 100
+
+        tasks = read_tasks(Path(manifest.uri) / "tasks.jsonl")
+        # Two workers: they agree on every prompt except the last 10, where w2 says tie instead.
+        answers = [{"w1": (t.rlhf_shown_as,), "w2": (t.rlhf_shown_as if i < 90 else "tie",)}
+                   for i, t in enumerate(tasks)]
+        bucket_key = output_uri.removeprefix(f"s3://{BUCKET}/")
+        s3.put_object(Bucket=BUCKET, Key=bucket_key, Body=ground_truth_output(tasks, answers).encode())
+
+        context = build_sensor_context(instance=instance, resources={"labeling": labeling})
+        stub.add_response("describe_labeling_job", described("InProgress", manifest.config["job_name"]))
+        tick = human_eval_labels_complete(context)
+        assert isinstance(tick, SkipReason) and "is InProgress" in tick.skip_message
+        stub.add_response("describe_labeling_job", described("Completed", manifest.config["job_name"]))
+        assert isinstance(human_eval_labels_complete(context), RunRequest)
+        stub.add_response("describe_labeling_job", described("Completed", manifest.config["job_name"]))
+        assert materialize(all_assets, selection=[AssetKey("human_eval_results")], resources=resources,
+                           instance=instance).success
+        stub.assert_no_pending_responses()
+        metadata = instance.get_latest_materialization_event(
+            AssetKey("human_eval_results")).asset_materialization.metadata
+    # Per prompt: 90 agreed wins; 10 split win/tie count as ties (no strict majority).
+    assert (metadata["wins"].value, metadata["ties"].value, metadata["losses"].value) == (90, 10, 0)
+    assert (metadata["labels"].value, metadata["annotators"].value) == (200, 2)
+    # Fleiss by hand: categories win 190/200, tie 10/200 → P̄e = 0.905; P̄ = (90·1 + 10·0) / 100 = 0.9.
+    assert metadata["fleiss_kappa"].value == pytest.approx((0.9 - 0.905) / (1 - 0.905))
