@@ -34,7 +34,8 @@ from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import PipesSageMakerClient, SageMakerComputeBackend, estimate_cost
 from rlhf_assets.definitions import all_assets
 from rlhf_assets.presets import PROJECT_ROOT
-from rlhf_assets.resources import ArtifactStoreResource, ManifestIOManager
+from rlhf_assets.resources import ArtifactStoreResource, LabelingResource, ManifestIOManager
+from tests.leaks import files_containing, s3_objects_containing
 from tests.moto_aws import BUCKET, SECRET
 from tests.sagemaker_container import FakeSageMakerContainer
 
@@ -48,7 +49,8 @@ def _resources(tmp_path: Path, backend: str) -> dict[str, Any]:
     return {"io_manager": ManifestIOManager(base_dir=f"{root}/manifests"),
             "artifacts": ArtifactStoreResource(root=root),
             "compute": ComputeBackend(local=LocalComputeBackend(scratch_dir=str(tmp_path / "scratch")),
-                                      sagemaker=sagemaker, backend=backend)}
+                                      sagemaker=sagemaker, backend=backend),
+            "labeling": LabelingResource(db_path=str(tmp_path / "labels.sqlite"))}
 
 
 def test_sft_materializes_as_a_sagemaker_job_with_logs_metadata_and_cost(aws, tmp_path: Path, shared_hh_path: Path,
@@ -229,3 +231,7 @@ def test_cli_materializes_sft_on_sagemaker_against_the_moto_server(aws, tmp_path
         event = instance.get_latest_materialization_event(AssetKey("sft_model")).asset_materialization
     assert event.metadata["estimated_cost_usd"].value >= 0 and "training_job_arn" in event.metadata
     assert SECRET not in done.stderr + done.stdout
+    # Nor in the instance (event log, run storage, compute logs), the local scratch or anything in the bucket.
+    for secret in (SECRET, "AKIATESTKEY"):
+        assert files_containing(secret, tmp_path / "home", tmp_path / "scratch", tmp_path / "container") == []
+        assert s3_objects_containing(secret, BUCKET) == []
