@@ -68,6 +68,10 @@ def is_remote(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file://")
 
 
+class ArtifactStoreError(OSError):
+    """The artifact root cannot take a new artifact (unwritable, full, not a directory); nothing was replaced."""
+
+
 class ArtifactStore:
     """Publishes and resolves artifact directories under one root (a local path or an s3:// prefix)."""
 
@@ -87,16 +91,21 @@ class ArtifactStore:
         if not files:
             raise ValueError(f"artifact directory {local_dir} is empty: nothing to publish for {name!r}")
         final = self.root / name / content_hash[:16]
-        if self.is_complete(str(final)):
-            return str(final), content_hash, files
         marker = json.dumps({"content_hash": content_hash, "files": files})
-        if self.remote:
-            for rel in files:
-                (final / rel).parent.mkdir(parents=True, exist_ok=True)
-                (final / rel).write_bytes((local_dir / rel).read_bytes())
-            (final / COMPLETE_MARKER).write_text(marker)
-        else:
-            self._publish_local(local_dir, Path(str(final)), marker)
+        try:
+            if self.is_complete(str(final)):
+                return str(final), content_hash, files
+            if self.remote:
+                for rel in files:
+                    (final / rel).parent.mkdir(parents=True, exist_ok=True)
+                    (final / rel).write_bytes((local_dir / rel).read_bytes())
+                (final / COMPLETE_MARKER).write_text(marker)
+            else:
+                self._publish_local(local_dir, Path(str(final)), marker)
+        except OSError as error:
+            raise ArtifactStoreError(
+                f"could not publish {name!r} to artifact root {self.root}: {error.strerror or error} "
+                f"({type(error).__name__}); earlier artifacts are untouched") from error
         return str(final), content_hash, files
 
     @staticmethod
@@ -117,8 +126,14 @@ class ArtifactStore:
     def remember(self, key: str, record: str) -> None:
         """Keep `record` (a serialized step result) under `key` so identical work can be skipped later."""
         path = self.root / RESULTS_DIR / f"{key}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(record)
+        if self.remote:
+            path.write_text(record)  # an S3 PUT is atomic
+            return
+        local = Path(str(path))
+        local.parent.mkdir(parents=True, exist_ok=True)
+        staging = local.with_name(f".{local.name}.{uuid.uuid4().hex[:8]}.tmp")
+        staging.write_text(record)
+        os.replace(staging, local)  # a crash or a full disk never leaves a half-written record behind
 
     def recall(self, key: str) -> str | None:
         """The record kept under `key`, if any."""

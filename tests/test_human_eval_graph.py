@@ -22,6 +22,7 @@ from rlhf_assets.resources import LabelingResource, ManifestIOManager
 from rlhf_assets.storage import Manifest
 from tests.conftest import graph_resources, manifest_of
 from tests.labeling_helpers import ground_truth_output, labeling_server
+from tests.leaks import files_containing
 from tests.moto_aws import BUCKET
 
 pytestmark = pytest.mark.integration
@@ -98,6 +99,9 @@ def test_labels_through_the_app_trigger_the_sensor_and_the_results(graph) -> Non
 
     tick = _tick(instance, root)
     assert isinstance(tick, SkipReason) and "already has results" in tick.skip_message
+    # The annotator's token is nowhere: not in the instance (event log, compute logs), the artifacts, the
+    # labeling database (it keeps a digest) or the app's log.
+    assert files_containing(token, Path(instance.root_directory), root) == []
 
 
 def test_ground_truth_channel_from_job_to_results(graph, aws, tmp_path, monkeypatch) -> None:

@@ -7,8 +7,11 @@ process the step is started by `accelerate launch` with the preset's accelerate 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,33 @@ class StepRun:
         """Drop the scratch trees (and local checkpoints) once the output is safely published."""
         for path in self.scratch:
             shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def exclusive_checkpoints(checkpoint_dir: Path, context: AssetExecutionContext) -> Iterator[None]:
+    """Hold the checkpoint directory of this exact work (config + inputs) for one run at a time.
+
+    Two concurrent runs of the same work would otherwise write and resume from the same checkpoints. The second
+    waits (saying for whom) and then resumes from what the first left, instead of racing it. The lock is an
+    `flock`, so a killed run releases it with its process.
+    """
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    with (checkpoint_dir.parent / f"{checkpoint_dir.name}.lock").open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            context.log.warning(f"run {handle.read().strip() or '?'} is computing the same work; waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            checkpoint_dir.mkdir(parents=True, exist_ok=True)  # the first run cleaned up after publishing
+        handle.seek(0)
+        handle.truncate()
+        handle.write(context.run_id)
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class LocalComputeBackend(ConfigurableResource):
@@ -75,14 +105,15 @@ class LocalComputeBackend(ConfigurableResource):
         )
         env = layout.environment(list(channels), num_gpus=0)
         client = PipesSubprocessClient(cwd=str(PROJECT_ROOT), forward_termination=True)
-        context.log.info(f"launching step {step!r} locally in {layout.root}")
         try:
-            invocation = client.run(
-                context=context,
-                command=step_command(step, num_processes, accelerate_config),
-                extras={"config": config},
-                env=env,
-            )
+            with exclusive_checkpoints(layout.checkpoint_dir, context):
+                context.log.info(f"launching step {step!r} locally in {layout.root}")
+                invocation = client.run(
+                    context=context,
+                    command=step_command(step, num_processes, accelerate_config),
+                    extras={"config": config},
+                    env=env,
+                )
         except DagsterPipesExecutionError as exc:
             reason = layout.failure_reason() or str(exc)
             raise Failure(description=f"step {step!r} failed: {reason}") from None

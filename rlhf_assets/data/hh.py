@@ -74,8 +74,14 @@ class MappingReport:
             self.examples[reason].append(line)
 
 
+MAX_LINE_BYTES = 16 * 1024 * 1024
+
+
 def read_jsonl(path: Path) -> Iterator[RawRecord]:
-    """Stream a `.jsonl` or `.jsonl.gz` file, failing with file and line on bad JSON, bad UTF-8 or bad gzip."""
+    """Stream a `.jsonl` or `.jsonl.gz` file, failing with file and line on bad JSON, bad UTF-8 or bad gzip.
+
+    A line longer than `MAX_LINE_BYTES` (a lost newline, a binary file) is refused before it fills memory.
+    """
     if not path.exists():
         raise DataError(str(path), None, None, "file does not exist")
     if path.is_dir():
@@ -84,7 +90,10 @@ def read_jsonl(path: Path) -> Iterator[RawRecord]:
     line_no = 0
     try:
         with opener(path, "rb") as handle:
-            for line_no, raw in enumerate(handle, start=1):
+            for line_no, raw in enumerate(iter(lambda: handle.readline(MAX_LINE_BYTES + 1), b""), start=1):
+                if len(raw) > MAX_LINE_BYTES:
+                    raise DataError(str(path), line_no, None, f"line is longer than {MAX_LINE_BYTES >> 20} MiB "
+                                    "(a lost newline or not a JSON Lines file?)")
                 if not raw.strip():
                     continue
                 try:

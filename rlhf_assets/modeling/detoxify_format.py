@@ -126,6 +126,10 @@ def load_detoxify(directory: Path, device: str = "cpu") -> Any:
             f"{directory / CHECKPOINT_FILE}: field 'state_dict' does not fit the model in {HF_DIR}/ "
             f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]})"
         ) from None
+    vocabulary, embeddings = len(scorer.tokenizer), scorer.model.config.vocab_size
+    if vocabulary > embeddings:
+        raise ToxicityModelError(f"{directory / HF_DIR}: the tokenizer has {vocabulary} tokens but the model's "
+                                 f"embeddings hold {embeddings} (a tokenizer from another model?)")
     if TOXICITY_CLASS not in scorer.class_names:
         raise ToxicityModelError(f"{directory / CHECKPOINT_FILE}: field 'config.dataset.args.classes' has no "
                                  f"toxicity class ({scorer.class_names})")
