@@ -23,10 +23,12 @@ class TrainOverrides(StepConfig):
     epochs: float | None = Field(default=None, gt=0.0, description="Override the preset's number of epochs")
     learning_rate: float | None = Field(default=None, gt=0.0, description="Override the preset's learning rate")
     max_train_rows: int | None = Field(default=None, ge=1, description="Train on at most this many rows")
+    save_steps: int | None = Field(default=None, ge=1, description="Override the checkpoint interval (optimizer "
+                                   "steps); a killed or preempted step resumes from the newest checkpoint")
 
     def apply(self, spec: TrainSpec) -> dict[str, Any]:
         """The preset's spec with these overrides, re-validated so bounds hold for the merged values."""
-        updates = {k: getattr(self, k) for k in ("epochs", "learning_rate", "max_train_rows")}
+        updates = {k: getattr(self, k) for k in ("epochs", "learning_rate", "max_train_rows", "save_steps")}
         merged = {**spec.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
         return type(spec).model_validate(merged).model_dump()
 

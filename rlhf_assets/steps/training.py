@@ -7,19 +7,26 @@ from typing import Any
 
 import torch
 from transformers import PrinterCallback, Trainer
-from transformers.trainer_utils import get_last_checkpoint
 
 from rlhf_assets.presets import TrainSpec
 from rlhf_assets.steps.runtime import StepRuntime
 
 
 def last_checkpoint(runtime: StepRuntime) -> str | None:
-    """The newest `checkpoint-*` in the checkpoint dir, so a restarted job (spot, SIGKILL) resumes there."""
+    """The newest complete `checkpoint-*` in the checkpoint dir, so a restarted job (spot, SIGKILL) resumes there.
+
+    The Trainer writes `trainer_state.json` last; a checkpoint without it was cut off mid-save and is skipped
+    (transformers' own `get_last_checkpoint` would pick it and fail to resume).
+    """
     directory: Path = runtime.checkpoint_dir
-    found = get_last_checkpoint(str(directory)) if directory.is_dir() else None
-    if found:
-        runtime.log(f"resuming from {found}")
-    return found
+    candidates = sorted((p for p in directory.glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()),
+                        key=lambda p: int(p.name[11:]), reverse=True) if directory.is_dir() else []
+    for candidate in candidates:
+        if (candidate / "trainer_state.json").is_file():
+            runtime.log(f"resuming from {candidate}")
+            return str(candidate)
+        runtime.log(f"skipping {candidate}: cut off while saving (no trainer_state.json)")
+    return None
 
 
 def trainer_arguments(spec: TrainSpec, runtime: StepRuntime) -> dict[str, Any]:
