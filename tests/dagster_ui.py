@@ -12,7 +12,6 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -20,7 +19,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from rlhf_assets.presets import PROJECT_ROOT
-from tests.labeling_helpers import free_port
+from tests.servers import free_port, wait_until_serving
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -73,16 +72,7 @@ def dagster_dev(root: Path) -> Iterator[DagsterDev]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(f"{url}/server_info", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"dagster dev did not start:\n{(root / 'dagster-dev.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_until_serving(f"{url}/server_info", process, root / "dagster-dev.log", timeout=120)
         yield DagsterDev(url, env, home, root / "artifacts")
     finally:
         _stop_group(process)

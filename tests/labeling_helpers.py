@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
 import pandas as pd
-import requests
 
 from rlhf_assets.labeling.groundtruth import input_manifest
 from rlhf_assets.labeling.groundtruth_lambdas import consolidate
 from rlhf_assets.labeling.store import LabelStore
 from rlhf_assets.labeling.tasks import PairwiseTask, batch_id, build_tasks
 from tests.moto_aws import BUCKET
+from tests.servers import free_port, wait_until_serving
 
 ATTRIBUTE = "rlhf-preference"
 
@@ -45,33 +43,19 @@ def queue_tasks(store: LabelStore, count: int, overlap: int = 1, **kwargs: bool)
     return tasks
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def labeling_server(db: Path) -> Iterator[str]:
     """`rlhf-assets label` as users start it, on a free 127.0.0.1 port; yields its base URL."""
     port = free_port()
-    log = (db.parent / f"server-{port}.log").open("w")
+    log_path = db.parent / f"server-{port}.log"
+    log = log_path.open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "rlhf_assets.cli", "--db", str(db), "label", "--port", str(port)],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(f"{url}/healthz", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"labeling server did not start: {(db.parent / log.name).read_text()}")
-            time.sleep(0.1)
+        wait_until_serving(f"{url}/healthz", process, log_path, timeout=30)
         yield url
     finally:
         process.terminate()
