@@ -8,12 +8,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
 import pandas as pd
 
-from rlhf_assets.labeling.groundtruth import input_manifest
+from rlhf_assets.labeling.groundtruth import GroundTruthJobSpec, input_manifest, job_request
 from rlhf_assets.labeling.groundtruth_lambdas import consolidate
 from rlhf_assets.labeling.store import LabelStore
 from rlhf_assets.labeling.tasks import PairwiseTask, batch_id, build_tasks
@@ -91,3 +92,13 @@ def ground_truth_output(tasks: list[PairwiseTask], answers: list[dict[str, tuple
                                            "human-annotated": "yes", "creation-date": "2026-11-26T12:00:00.000000"}
         lines.append(json.dumps(record))
     return "\n".join(lines) + "\n"
+
+
+def described_job(spec: GroundTruthJobSpec, status: str, output_uri: str | None = None) -> dict[str, object]:
+    """`describe_labeling_job`'s answer for a job created from `spec` (the request's own fields)."""
+    request = job_request(spec, f"{spec.s3_prefix}/input.manifest", f"{spec.s3_prefix}/template.liquid.html")
+    now = datetime.now(UTC)
+    return {**{k: v for k, v in request.items() if k != "Tags"}, "LabelingJobStatus": status,
+            "JobReferenceCode": "ref", "LabelCounters": {}, "CreationTime": now, "LastModifiedTime": now,
+            "LabelingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:labeling-job/{spec.job_name}",
+            **({"LabelingJobOutput": {"OutputDatasetS3Uri": output_uri}} if output_uri else {})}

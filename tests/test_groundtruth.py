@@ -24,7 +24,7 @@ from rlhf_assets.labeling.groundtruth import (
 )
 from rlhf_assets.labeling.groundtruth_lambdas import pre_annotation
 from rlhf_assets.labeling.tasks import Choice, build_tasks
-from tests.labeling_helpers import ATTRIBUTE, crowd_answer, ground_truth_output, responses_table
+from tests.labeling_helpers import ATTRIBUTE, crowd_answer, described_job, ground_truth_output, responses_table
 from tests.moto_aws import BUCKET
 
 SPEC = GroundTruthJobSpec(
@@ -63,8 +63,15 @@ def test_start_labeling_job_uploads_to_s3_and_sends_a_valid_request(aws) -> None
     expected = job_request(SPEC, f"s3://{BUCKET}/human-eval/input.manifest",
                            f"s3://{BUCKET}/human-eval/template.liquid.html")
     with Stubber(sagemaker) as stub:
+        stub.add_client_error("describe_labeling_job", service_error_code="ResourceNotFound",
+                              http_status_code=400, expected_params={"LabelingJobName": SPEC.job_name})
         stub.add_response("create_labeling_job", {"LabelingJobArn": arn}, expected)
         assert start_labeling_job(sagemaker, boto3.client("s3"), SPEC, tasks) == arn
+        stub.assert_no_pending_responses()
+    with Stubber(sagemaker) as stub:  # the same batch again: the existing job is returned, nothing is created
+        existing = described_job(SPEC, "InProgress")
+        stub.add_response("describe_labeling_job", existing, {"LabelingJobName": SPEC.job_name})
+        assert start_labeling_job(sagemaker, boto3.client("s3"), SPEC, tasks) == existing["LabelingJobArn"]
         stub.assert_no_pending_responses()
     assert expected["HumanTaskConfig"]["NumberOfHumanWorkersPerDataObject"] == 2
     s3 = boto3.client("s3")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
@@ -15,13 +14,12 @@ from dagster import AssetKey, Definitions, RunRequest, SkipReason, build_sensor_
 
 from rlhf_assets.automation import collect_human_eval, human_eval_labels_complete
 from rlhf_assets.definitions import all_assets
-from rlhf_assets.labeling.groundtruth import job_request
 from rlhf_assets.labeling.store import LabelStore
 from rlhf_assets.labeling.tasks import read_tasks
 from rlhf_assets.resources import LabelingResource, ManifestIOManager
 from rlhf_assets.storage import Manifest
 from tests.conftest import graph_resources, manifest_of
-from tests.labeling_helpers import ground_truth_output, labeling_server
+from tests.labeling_helpers import described_job, ground_truth_output, labeling_server
 from tests.leaks import files_containing
 from tests.moto_aws import BUCKET
 
@@ -121,14 +119,11 @@ def test_ground_truth_channel_from_job_to_results(graph, aws, tmp_path, monkeypa
     output_uri = f"s3://{BUCKET}/human-eval/output/rlhf-eval/manifests/output/output.manifest"
 
     def described(status: str, job_name: str) -> dict:
-        """describe_labeling_job's answer for the job we created (a real request's fields)."""
-        request = job_request(labeling.ground_truth_spec(job_name, 2), "s3://m", "s3://t")
-        return {**{k: v for k, v in request.items() if k != "Tags"}, "LabelingJobStatus": status,
-                "JobReferenceCode": "ref", "LabelCounters": {}, "CreationTime": datetime.now(UTC),
-                "LastModifiedTime": datetime.now(UTC), "LabelingJobArn": f"arn:aws:sagemaker:::labeling-job/{job_name}",
-                **({"LabelingJobOutput": {"OutputDatasetS3Uri": output_uri}} if status == "Completed" else {})}
+        return described_job(labeling.ground_truth_spec(job_name, 2), status,
+                             output_uri if status == "Completed" else None)
 
     with instance_for_test() as instance, Stubber(sagemaker) as stub:
+        stub.add_client_error("describe_labeling_job", service_error_code="ResourceNotFound", http_status_code=400)
         stub.add_response("create_labeling_job", {"LabelingJobArn": "arn:aws:sagemaker:::labeling-job/rlhf-eval"})
         run_config = {"ops": {"human_eval_tasks": {"config": {"channel": "ground_truth", "overlap": 2}}}}
         assert materialize(all_assets, selection=[AssetKey("human_eval_tasks")], resources=resources,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
 from rlhf_assets.labeling.tasks import Choice, PairwiseTask
@@ -93,7 +94,16 @@ def job_request(spec: GroundTruthJobSpec, manifest_uri: str, template_uri: str) 
 
 
 def start_labeling_job(sagemaker: Any, s3: Any, spec: GroundTruthJobSpec, tasks: Sequence[PairwiseTask]) -> str:
-    """Upload the manifest and template under `spec.s3_prefix` and create the job; returns its ARN."""
+    """Upload the manifest and template under `spec.s3_prefix` and create the job; returns its ARN.
+
+    Job names are unique per account and the name carries the batch hash, so a job that already exists is this
+    batch's: re-materializing returns it instead of failing on the duplicate name (or paying for it twice).
+    """
+    try:
+        return sagemaker.describe_labeling_job(LabelingJobName=spec.job_name)["LabelingJobArn"]
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") not in ("ResourceNotFound", "ValidationException"):
+            raise
     bucket, _, prefix = spec.s3_prefix.removeprefix("s3://").partition("/")
     prefix = prefix.strip("/")
     keys = {name: f"{prefix}/{name}" if prefix else name for name in ("input.manifest", "template.liquid.html")}
