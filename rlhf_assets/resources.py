@@ -90,13 +90,18 @@ class LabelingResource(ConfigurableResource):
     db_path: str = Field(default_factory=default_labeling_db, description="SQLite file shared with the app")
     gt_s3_prefix: str | None = Field(default_factory=lambda: os.environ.get("RLHF_GT_S3_PREFIX"),
                                      description="s3://bucket/prefix for Ground Truth manifests and output")
-    gt_role_arn: str | None = Field(default_factory=lambda: os.environ.get("RLHF_GT_ROLE_ARN"))
-    gt_workteam_arn: str | None = Field(default_factory=lambda: os.environ.get("RLHF_GT_WORKTEAM_ARN"))
+    gt_role_arn: str | None = Field(default_factory=lambda: os.environ.get("RLHF_GT_ROLE_ARN"),
+                                    description="IAM role Ground Truth assumes (RLHF_GT_ROLE_ARN)")
+    gt_workteam_arn: str | None = Field(default_factory=lambda: os.environ.get("RLHF_GT_WORKTEAM_ARN"),
+                                        description="Private or vendor workteam (RLHF_GT_WORKTEAM_ARN)")
     gt_pre_annotation_lambda_arn: str | None = Field(
-        default_factory=lambda: os.environ.get("RLHF_GT_PRE_LAMBDA_ARN"))
+        default_factory=lambda: os.environ.get("RLHF_GT_PRE_LAMBDA_ARN"),
+        description="Deployed groundtruth_lambdas.pre_annotation (RLHF_GT_PRE_LAMBDA_ARN)")
     gt_consolidation_lambda_arn: str | None = Field(
-        default_factory=lambda: os.environ.get("RLHF_GT_CONSOLIDATION_LAMBDA_ARN"))
-    region_name: str | None = Field(default_factory=lambda: os.environ.get("AWS_REGION"))
+        default_factory=lambda: os.environ.get("RLHF_GT_CONSOLIDATION_LAMBDA_ARN"),
+        description="Deployed groundtruth_lambdas.consolidate (RLHF_GT_CONSOLIDATION_LAMBDA_ARN)")
+    region_name: str | None = Field(default_factory=lambda: os.environ.get("AWS_REGION"),
+                                    description="AWS region of the Ground Truth job (AWS_REGION)")
     s3_endpoint_url: str | None = Field(default=None, description="Only for S3-compatible stores and tests")
 
     def store(self) -> LabelStore:

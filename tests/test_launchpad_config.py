@@ -39,8 +39,7 @@ def test_the_preset_is_a_dropdown_of_the_three_presets_on_every_asset() -> None:
 
 def test_resource_fields_are_described() -> None:
     for resource in (ArtifactStoreResource, LabelingResource):
-        undescribed = [name for name, info in resource.model_fields.items()
-                       if not info.description and not name.startswith("gt_") and name != "region_name"]
+        undescribed = [name for name, info in resource.model_fields.items() if not info.description]
         assert undescribed == [], resource.__name__
 
 

@@ -169,10 +169,10 @@ def human_eval_results(
     result = summarize_human_preference([JudgedLabel(int(p), str(a), str(o)) for p, a, o in
                                          labels[["prompt_id", "annotator", "outcome"]].itertuples(index=False)])
     by_prompt = {task.prompt_id: task for task in tasks.values()}
+    outcomes = labels.groupby("prompt_id")["outcome"].agg(lambda values: json.dumps(sorted(values)))
     per_prompt = pd.DataFrame([
         {"prompt_id": prompt_id, "prompt": by_prompt[prompt_id].prompt, "outcome": outcome,
-         "labels": json.dumps(sorted(labels.loc[labels["prompt_id"] == prompt_id, "outcome"].tolist())),
-         "rlhf_shown_as": by_prompt[prompt_id].rlhf_shown_as}
+         "labels": outcomes[prompt_id], "rlhf_shown_as": by_prompt[prompt_id].rlhf_shown_as}
         for prompt_id, outcome in result.per_prompt.items()
     ])
     prompts = result.prompts
