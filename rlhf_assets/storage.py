@@ -27,6 +27,17 @@ COMPLETE_MARKER = "_COMPLETE"
 _CHUNK = 1 << 20
 
 
+class OutputDescription(BaseModel):
+    """A step's account of its output directory, computed where the files are (in the job, not in Dagster)."""
+
+    content_hash: str = Field(description="SHA-256 over the directory's relative names and file hashes.")
+    sizes: dict[str, int] = Field(description="Every file's relative name and size in bytes.")
+
+    @property
+    def files(self) -> list[str]:
+        return sorted(self.sizes)
+
+
 class Manifest(BaseModel):
     """An asset's value: where its files are, what they hash to, and what produced them."""
 
@@ -58,6 +69,13 @@ def hash_directory(directory: Path) -> tuple[str, list[str]]:
     return digest.hexdigest(), files
 
 
+def describe_directory(directory: Path) -> OutputDescription:
+    """Content hash and file sizes of a finished output directory (what a step reports to the orchestrator)."""
+    content_hash, files = hash_directory(directory)
+    return OutputDescription(content_hash=content_hash, sizes={name: (directory / name).stat().st_size
+                                                               for name in files})
+
+
 def hash_json(value: Mapping[str, Any]) -> str:
     """Stable hash of a JSON-able mapping, used to key checkpoints by config and inputs."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode("utf-8")).hexdigest()
@@ -87,26 +105,49 @@ class ArtifactStore:
         """
         if not local_dir.is_dir():
             raise FileNotFoundError(f"artifact directory {local_dir} does not exist")
-        content_hash, files = hash_directory(local_dir)
-        if not files:
-            raise ValueError(f"artifact directory {local_dir} is empty: nothing to publish for {name!r}")
-        final = self.root / name / content_hash[:16]
-        marker = json.dumps({"content_hash": content_hash, "files": files})
+        return self.publish_output(str(local_dir), name, describe_directory(local_dir))
+
+    def publish_output(self, source: str, name: str, description: OutputDescription) -> tuple[str, str, list[str]]:
+        """Publish a step's output (a local directory or an S3 prefix) as described by the step that wrote it.
+
+        The bytes never pass through this process whole: a local directory is copied file by file (or streamed
+        to S3 in multipart chunks), an S3 prefix is copied server-side (multipart copy above 5 GB). Sizes are
+        checked against the description before the `_COMPLETE` marker makes the artifact visible.
+        """
+        if not description.sizes:
+            raise ValueError(f"artifact directory {source} is empty: nothing to publish for {name!r}")
+        final = self.root / name / description.content_hash[:16]
+        marker = json.dumps({"content_hash": description.content_hash, "files": description.files})
         try:
             if self.is_complete(str(final)):
-                return str(final), content_hash, files
+                return str(final), description.content_hash, description.files
             if self.remote:
-                for rel in files:
-                    (final / rel).parent.mkdir(parents=True, exist_ok=True)
-                    (final / rel).write_bytes((local_dir / rel).read_bytes())
+                self._transfer_to_remote(source, str(final), description)
                 (final / COMPLETE_MARKER).write_text(marker)
+            elif is_remote(source):
+                raise ArtifactStoreError(f"cannot adopt remote output {source} into the local root {self.root}: "
+                                         "root the artifact store on S3 (RLHF_ARTIFACT_ROOT=s3://bucket/prefix)")
             else:
-                self._publish_local(local_dir, Path(str(final)), marker)
+                self._publish_local(Path(source), Path(str(final)), marker)
         except OSError as error:
             raise ArtifactStoreError(
                 f"could not publish {name!r} to artifact root {self.root}: {error.strerror or error} "
                 f"({type(error).__name__}); earlier artifacts are untouched") from error
-        return str(final), content_hash, files
+        return str(final), description.content_hash, description.files
+
+    def _transfer_to_remote(self, source: str, final: str, description: OutputDescription) -> None:
+        """Copy every described file to `final`: streamed multipart uploads from disk, or S3 server-side copies."""
+        fs = self.root.fs
+        for rel in description.files:
+            target = f"{final}/{rel}"
+            if is_remote(source):
+                fs.copy(f"{source.rstrip('/')}/{rel}", target)
+            else:
+                fs.put_file(str(Path(source) / rel), target)
+            size = fs.info(target)["size"]
+            if size != description.sizes[rel]:
+                raise ArtifactStoreError(f"{target}: {size} bytes arrived, the step described "
+                                         f"{description.sizes[rel]}; the artifact was not marked complete")
 
     @staticmethod
     def _publish_local(local_dir: Path, final: Path, marker: str) -> None:

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Create .venv and install rlhf-assets with its test tools. Idempotent; needs only the package registries.
-# torch==2.13.0 is installed first, on its own, so pip takes the CPU wheel and never pulls CUDA packages.
-# --with-browser also installs Debian's chromium + chromium-driver (apt) for the real-browser UI tests.
+# Create .venv and install rlhf-assets with its test tools from the lock (requirements/dev.lock). Idempotent; needs
+# only the package registries. torch==2.13.0 is installed first, on its own, so pip takes the CPU wheel and never
+# pulls CUDA packages; every other version comes from the lock, the same versions a SageMaker job installs
+# (requirements/job.lock). --with-browser also installs Debian's chromium + chromium-driver for the browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
-.venv/bin/python -m pip install --quiet -e ".[test]"
+.venv/bin/python -m pip install --quiet -r requirements/dev.lock
+.venv/bin/python -m pip install --quiet --no-deps -e .
 if [[ "${1:-}" == "--with-browser" ]] && ! { command -v chromium && command -v chromedriver; } >/dev/null; then
     sudo_cmd=""
     [[ "$(id -u)" != 0 ]] && sudo_cmd="sudo"

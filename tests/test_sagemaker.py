@@ -1,7 +1,8 @@
 """SageMaker: the Pipes client and backend against a real local moto server (AWS is out of reach).
 
 moto 5 records training jobs but runs no container, reports them `Completed` at once and implements neither
-`stop_training_job` nor a failed job; `tests/sagemaker_container.py` plays the container, and botocore's
+`stop_training_job` nor a failed job; `tests/sagemaker_platform.py` plays the SageMaker service around the real
+`sagemaker-training` toolkit (which runs our tarball as the image does), and botocore's
 `Stubber` stands in for the job states moto cannot produce (failure, a long-running job being stopped).
 """
 
@@ -29,15 +30,18 @@ from dagster import (
 from dagster_aws.pipes import PipesS3ContextInjector, PipesS3MessageReader
 
 from rlhf_assets.compute.backend import ComputeBackend
+from rlhf_assets.compute.base import StepRequest
 from rlhf_assets.compute.launch import step_command
 from rlhf_assets.compute.local import LocalComputeBackend
-from rlhf_assets.compute.sagemaker import PipesSageMakerClient, SageMakerComputeBackend, estimate_cost
+from rlhf_assets.compute.sagemaker import PipesSageMakerClient, SageMakerComputeBackend
+from rlhf_assets.compute.sagemaker.pricing import estimate_cost
 from rlhf_assets.definitions import all_assets
 from rlhf_assets.presets import PROJECT_ROOT
 from rlhf_assets.resources import ArtifactStoreResource, LabelingResource, ManifestIOManager
+from rlhf_assets.storage import Manifest
 from tests.leaks import files_containing, s3_objects_containing
 from tests.moto_aws import BUCKET, SECRET
-from tests.sagemaker_container import FakeSageMakerContainer
+from tests.sagemaker_platform import SageMakerPlatform
 
 ROLE = "arn:aws:iam::123456789012:role/rlhf-sagemaker"
 
@@ -56,7 +60,7 @@ def _resources(tmp_path: Path, backend: str) -> dict[str, Any]:
 def test_sft_materializes_as_a_sagemaker_job_with_logs_metadata_and_cost(aws, tmp_path: Path, shared_hh_path: Path,
                                                                          capfd: pytest.CaptureFixture) -> None:
     upstream = [AssetKey(name) for name in ("hh_raw", "preference_dataset", "base_model")]
-    with FakeSageMakerContainer(tmp_path / "container") as container, instance_for_test() as instance:
+    with SageMakerPlatform(tmp_path / "container") as container, instance_for_test() as instance:
         assert materialize(all_assets, selection=upstream, resources=_resources(tmp_path, "local"),
                            instance=instance).success
         result = materialize(all_assets, selection=[AssetKey("sft_model")], resources=_resources(tmp_path, "sagemaker"),
@@ -67,6 +71,9 @@ def test_sft_materializes_as_a_sagemaker_job_with_logs_metadata_and_cost(aws, tm
     request = container.requests[0]
     assert request["RoleArn"] == ROLE and request["ResourceConfig"]["InstanceType"] == "ml.g5.2xlarge"
     assert request["EnableManagedSpotTraining"] is True
+    assert request["OutputDataConfig"]["CompressionType"] == "NONE"
+    assert request["AlgorithmSpecification"]["TrainingImage"] == (
+        "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch:2.13.0-cu133-amzn2023-sagemaker")
     assert request["StoppingCondition"]["MaxWaitTimeInSeconds"] >= request["StoppingCondition"]["MaxRuntimeInSeconds"]
     assert request["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
     assert request["CheckpointConfig"]["S3Uri"].startswith(f"s3://{BUCKET}/rlhf-assets/sagemaker/checkpoints/sft_model/")
@@ -109,12 +116,17 @@ def _stubbed_client(aws: dict[str, str]) -> tuple[PipesSageMakerClient, Stubber,
     return client, Stubber(sagemaker), sagemaker
 
 
+def _manifest(asset: str, uri: str) -> Manifest:
+    return Manifest(asset=asset, uri=uri, content_hash="0" * 64, preset="gptj_6b")
+
+
+REQUEST = StepRequest(step="sft", asset="sft_model",
+                      inputs={"preference": _manifest("preference_dataset", f"s3://{BUCKET}/rlhf/preference_dataset/a")},
+                      config={}, resume_key={}, num_processes=8, instance_type="ml.p4d.24xlarge",
+                      accelerate_config="rlhf_assets/compute/accelerate/zero2_bf16.yaml")
 PARAMS = SageMakerComputeBackend(role_arn=ROLE, bucket=BUCKET).training_job_params(
-    job_name="rlhf-sft-test", step="sft", inputs={"preference": f"s3://{BUCKET}/rlhf/preference_dataset/abc"},
-    code_uri=f"s3://{BUCKET}/code/sourcedir.tar.gz", checkpoint_uri=f"s3://{BUCKET}/checkpoints/sft",
-    instance_type="ml.p4d.24xlarge", instance_count=1, num_processes=8,
-    accelerate_config="rlhf_assets/compute/accelerate/zero2_bf16.yaml",
-)
+    job_name="rlhf-sft-test", request=REQUEST, code_uri=f"s3://{BUCKET}/code/sourcedir.tar.gz",
+    checkpoint_uri=f"s3://{BUCKET}/checkpoints/sft", region="us-east-1")
 
 
 def _description(status: str, **extra: Any) -> dict[str, Any]:

@@ -48,8 +48,24 @@ def publish(
     metadata: dict[str, Any] | None = None,
 ) -> Output[Manifest]:
     """Publish `local_dir` to the store and return the manifest with its content hash as data version."""
+    published = store.publish_directory(local_dir, context.asset_key.to_python_identifier())
+    return manifest_output(context, published, preset=preset, config=config, counts=counts, metrics=metrics,
+                           metadata=metadata)
+
+
+def manifest_output(
+    context: AssetExecutionContext,
+    published: tuple[str, str, list[str]],
+    *,
+    preset: str,
+    config: dict[str, Any],
+    counts: dict[str, int] | None = None,
+    metrics: dict[str, float] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Output[Manifest]:
+    """The manifest of an artifact already in the store (uri, content hash, files), as the asset's Output."""
     name = context.asset_key.to_python_identifier()
-    uri, content_hash, files = store.publish_directory(local_dir, name)
+    uri, content_hash, files = published
     manifest = Manifest(
         asset=name, uri=uri, content_hash=content_hash, preset=preset, config=config,
         counts=counts or {}, metrics=metrics or {}, files=files,

@@ -27,7 +27,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from rlhf_assets.assets.common import CODE_VERSION, PresetConfig, publish
+from rlhf_assets.assets.common import CODE_VERSION, PresetConfig, manifest_output
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.presets import PROJECT_ROOT, Preset
 from rlhf_assets.resources import ArtifactStoreResource
@@ -100,9 +100,10 @@ def run_step_and_publish(
                            resume_key=resume_key, reserved_processes=reserved_processes)
     counts, metrics = _numbers(run.metadata)
     shown = {k: v for k, v in run.metadata.items() if k not in counts and k not in metrics}
-    output = publish(
-        context, store, run.model_dir, preset=preset.name, config=step_config, counts=counts, metrics=metrics,
-        metadata={**shown, **(preview(run.model_dir) if preview else {})},
+    published = run.publish(store, context.asset_key.to_python_identifier())
+    output = manifest_output(
+        context, published, preset=preset.name, config=step_config, counts=counts, metrics=metrics,
+        metadata={**shown, **(preview(store.local_path(published[0])) if preview else {})},
     )
     store.remember(result_key, serialize_value({"manifest": output.value.model_dump_json(),
                                                 "metadata": dict(output.metadata), "run_id": context.run_id}))

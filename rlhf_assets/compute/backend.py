@@ -1,25 +1,23 @@
 """Choosing where a step runs: this machine or SageMaker, by the preset or by configuration, same asset code."""
 
 import os
-from pathlib import Path
 from typing import Any
 
 from dagster import AssetExecutionContext, ConfigurableResource, Failure
 from pydantic import Field
 
-from rlhf_assets.compute.local import LocalComputeBackend, StepRun
+from rlhf_assets.compute.base import StepBackend, StepRequest, StepRun
+from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.presets import Preset
 from rlhf_assets.storage import ArtifactStore, Manifest
-
-BACKENDS = ("local", "sagemaker")
 
 
 class ComputeBackend(ConfigurableResource):
     """The `compute` resource: runs step programs locally or as SageMaker training jobs.
 
     `backend` (or `RLHF_COMPUTE_BACKEND`) overrides the preset's choice: `tiny` runs locally, `gptj_6b` on
-    SageMaker (`ml.p4d.24xlarge`).
+    SageMaker (`ml.p4d.24xlarge`). A new backend is a field here and an entry in `backends()`.
     """
 
     local: LocalComputeBackend
@@ -28,6 +26,9 @@ class ComputeBackend(ConfigurableResource):
         default_factory=lambda: os.environ.get("RLHF_COMPUTE_BACKEND") or None,
         description="local or sagemaker; unset follows the preset's compute.backend",
     )
+
+    def backends(self) -> dict[str, StepBackend]:
+        return {"local": self.local, "sagemaker": self.sagemaker}
 
     def run_step(
         self,
@@ -42,17 +43,14 @@ class ComputeBackend(ConfigurableResource):
         reserved_processes: int = 0,
     ) -> StepRun:
         """Run `steps/<step>.py` on the inputs' artifacts wherever the preset or config says."""
-        backend = self.backend or preset.compute.backend
-        if backend not in BACKENDS:
-            raise Failure(description=f"compute backend {backend!r} is not one of {', '.join(BACKENDS)}")
-        processes = max(1, preset.compute.num_processes - reserved_processes)
-        if backend == "local":
-            channels = {name: store.local_path(manifest.uri) for name, manifest in inputs.items()}
-            return self.local.run_step(context, step=step, channels=channels, config=config, resume_key=resume_key,
-                                       num_processes=processes, accelerate_config=preset.compute.accelerate_config)
-        return self.sagemaker.run_step(
-            context, step=step, inputs={name: manifest.uri for name, manifest in inputs.items()}, config=config,
-            resume_key=resume_key, instance_type=preset.compute.instance_type,
-            instance_count=preset.compute.instance_count, num_processes=processes,
-            accelerate_config=preset.compute.accelerate_config, scratch_dir=Path(self.local.scratch_dir),
+        name = self.backend or preset.compute.backend
+        backends = self.backends()
+        if name not in backends:
+            raise Failure(description=f"compute backend {name!r} is not one of {', '.join(backends)}")
+        request = StepRequest(
+            step=step, asset=context.asset_key.to_python_identifier(), inputs=inputs, config=config,
+            resume_key=resume_key, num_processes=max(1, preset.compute.num_processes - reserved_processes),
+            accelerate_config=preset.compute.accelerate_config, instance_type=preset.compute.instance_type,
+            instance_count=preset.compute.instance_count,
         )
+        return backends[name].run_step(context, request, store)

@@ -13,7 +13,16 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-CHECKPOINT_ENV = "RLHF_CHECKPOINT_DIR"
+from rlhf_assets.contract import (
+    CHECKPOINT_ENV,
+    CURRENT_HOST_ENV,
+    HOSTS_ENV,
+    MODEL_DIR_ENV,
+    NUM_GPUS_ENV,
+    OUTPUT_DATA_DIR_ENV,
+    channel_env,
+    failure_file,
+)
 
 
 @dataclass(frozen=True)
@@ -33,7 +42,7 @@ class ContainerLayout:
 
     @property
     def failure_file(self) -> Path:
-        return self.root / "output" / "failure"
+        return failure_file(self.output_dir)
 
     def failure_reason(self) -> str | None:
         """The step's own account of why it failed, as SageMaker would report it."""
@@ -63,15 +72,15 @@ class ContainerLayout:
     def environment(self, channels: list[str], num_gpus: int) -> dict[str, str]:
         """The `SM_*` variables a SageMaker container would carry for this layout."""
         env = {
-            "SM_MODEL_DIR": str(self.model_dir),
-            "SM_OUTPUT_DATA_DIR": str(self.output_dir),
+            MODEL_DIR_ENV: str(self.model_dir),
+            OUTPUT_DATA_DIR_ENV: str(self.output_dir),
             "SM_INPUT_DIR": str(self.root / "input"),
             "SM_CHANNELS": json.dumps(sorted(channels)),
-            "SM_HOSTS": json.dumps(["algo-1"]),
-            "SM_CURRENT_HOST": "algo-1",
-            "SM_NUM_GPUS": str(num_gpus),
+            HOSTS_ENV: json.dumps(["algo-1"]),
+            CURRENT_HOST_ENV: "algo-1",
+            NUM_GPUS_ENV: str(num_gpus),
             CHECKPOINT_ENV: str(self.checkpoint_dir),
         }
         for name in channels:
-            env[f"SM_CHANNEL_{name.upper()}"] = str(self.channel_dir(name))
+            env[channel_env(name)] = str(self.channel_dir(name))
         return env

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from rlhf_assets.contract import CURRENT_HOST_ENV, HOSTS_ENV
+
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -20,7 +22,7 @@ def step_command(
 ) -> list[str]:
     """The argv that runs `step` with `num_processes` processes per node."""
     module = f"rlhf_assets.steps.{step}"
-    hosts = json.loads((env or {}).get("SM_HOSTS", '["algo-1"]'))
+    hosts = json.loads((env or {}).get(HOSTS_ENV, '["algo-1"]'))
     if num_processes <= 1 and len(hosts) <= 1:
         return [sys.executable, "-m", module]
     command = [sys.executable, "-m", "accelerate.commands.launch",
@@ -28,7 +30,7 @@ def step_command(
     if accelerate_config:
         command += ["--config_file", str(PACKAGE_ROOT / accelerate_config)]
     if len(hosts) > 1:
-        current = (env or {}).get("SM_CURRENT_HOST", hosts[0])
+        current = (env or {}).get(CURRENT_HOST_ENV, hosts[0])
         command += ["--num_machines", str(len(hosts)), "--machine_rank", str(hosts.index(current)),
                     "--main_process_ip", hosts[0], "--main_process_port", "29500"]
     return [*command, "-m", module]

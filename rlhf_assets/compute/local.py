@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from dagster import (
     AssetExecutionContext,
@@ -22,27 +19,14 @@ from dagster import (
     Failure,
     PipesSubprocessClient,
 )
-from dagster._core.errors import DagsterPipesExecutionError
+from dagster._core.errors import DagsterPipesExecutionError  # not exported by `dagster` 1.13
 from pydantic import Field
 
+from rlhf_assets.compute.base import StepRequest, StepRun, output_description
 from rlhf_assets.compute.container import ContainerLayout
 from rlhf_assets.compute.launch import step_command
 from rlhf_assets.presets import PROJECT_ROOT
-from rlhf_assets.storage import hash_json
-
-
-@dataclass
-class StepRun:
-    """A finished step: where its model output is, what it reported, and what scratch it leaves behind."""
-
-    model_dir: Path
-    metadata: dict[str, Any]
-    scratch: list[Path]
-
-    def cleanup(self) -> None:
-        """Drop the scratch trees (and local checkpoints) once the output is safely published."""
-        for path in self.scratch:
-            shutil.rmtree(path, ignore_errors=True)
+from rlhf_assets.storage import ArtifactStore, hash_json
 
 
 @contextmanager
@@ -80,43 +64,34 @@ class LocalComputeBackend(ConfigurableResource):
         description="Container trees of running steps and their resumable checkpoints",
     )
 
-    def run_step(
-        self,
-        context: AssetExecutionContext,
-        *,
-        step: str,
-        channels: dict[str, Path],
-        config: dict[str, Any],
-        resume_key: dict[str, Any],
-        num_processes: int = 1,
-        accelerate_config: str | None = None,
-    ) -> StepRun:
+    def run_step(self, context: AssetExecutionContext, request: StepRequest, store: ArtifactStore) -> StepRun:
         """Run one step to completion and return its output; failures raise with the step's own reason.
 
-        `resume_key` (config + input hashes) names the checkpoint directory, so a re-run of the same work after
-        a crash resumes, while different work never picks up a stranger's checkpoint.
+        S3 inputs are downloaded to a local cache first; the checkpoint directory is named by the request's
+        `resume_key`, so a re-run of the same work after a crash resumes.
         """
-        asset = context.asset_key.to_python_identifier()
+        channels = {name: store.local_path(manifest.uri) for name, manifest in request.inputs.items()}
         scratch = Path(self.scratch_dir)
         layout = ContainerLayout.create(
-            root=scratch / "runs" / f"{asset}-{context.run_id[:8]}",
-            checkpoint_dir=scratch / "checkpoints" / asset / hash_json(resume_key)[:16],
+            root=scratch / "runs" / f"{request.asset}-{context.run_id[:8]}",
+            checkpoint_dir=scratch / "checkpoints" / request.asset / hash_json(request.resume_key)[:16],
             channels=channels,
         )
         env = layout.environment(list(channels), num_gpus=0)
         client = PipesSubprocessClient(cwd=str(PROJECT_ROOT), forward_termination=True)
         try:
             with exclusive_checkpoints(layout.checkpoint_dir, context):
-                context.log.info(f"launching step {step!r} locally in {layout.root}")
+                context.log.info(f"launching step {request.step!r} locally in {layout.root}")
                 invocation = client.run(
                     context=context,
-                    command=step_command(step, num_processes, accelerate_config),
-                    extras={"config": config},
+                    command=step_command(request.step, request.num_processes, request.accelerate_config),
+                    extras={"config": request.config},
                     env=env,
                 )
         except DagsterPipesExecutionError as exc:
             reason = layout.failure_reason() or str(exc)
-            raise Failure(description=f"step {step!r} failed: {reason}") from None
+            raise Failure(description=f"step {request.step!r} failed: {reason}") from None
         result = invocation.get_materialize_result()
-        return StepRun(model_dir=layout.model_dir, metadata=dict(result.metadata or {}),
-                       scratch=[layout.root, layout.checkpoint_dir])
+        return StepRun(output_uri=str(layout.model_dir),
+                       description=output_description(invocation.get_custom_messages(), request.step),
+                       metadata=dict(result.metadata or {}), scratch=[layout.root, layout.checkpoint_dir])

@@ -21,16 +21,46 @@ from typing import Any
 from dagster_pipes import (
     PipesContext,
     PipesEnvVarParamsLoader,
+    PipesParams,
     PipesS3ContextLoader,
     PipesS3MessageWriter,
+    PipesS3MessageWriterChannel,
     open_dagster_pipes,
 )
 
-from rlhf_assets.compute.container import CHECKPOINT_ENV
+from rlhf_assets.contract import (
+    CHECKPOINT_ENV,
+    CONTAINER_CHECKPOINT_DIR,
+    CONTAINER_ROOT,
+    CURRENT_HOST_ENV,
+    MODEL_DIR_ENV,
+    OUTPUT_DATA_DIR_ENV,
+    OUTPUT_DESCRIPTION_MESSAGE,
+    PIPES_RANK_PREFIX,
+    PIPES_TRANSPORT_ENV,
+    PIPES_TRANSPORT_S3,
+    channel_env,
+    failure_file,
+)
+from rlhf_assets.storage import describe_directory
 
 EXIT_BAD_INPUT = 2
-# Set by the SageMaker backend: the Pipes context and messages travel through S3 instead of local files.
-PIPES_TRANSPORT_ENV = "RLHF_PIPES_TRANSPORT"
+
+
+def process_rank() -> tuple[int, int]:
+    """(global rank, world size) of this process under `accelerate launch` / torchrun; (0, 1) when alone."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+class RankedS3MessageWriter(PipesS3MessageWriter):
+    """The S3 Pipes writer with this rank's own key prefix, so ranks never overwrite each other's chunks.
+
+    The orchestrator's `RankedS3MessageReader` reads `<key_prefix>/rank-<r>/<n>.json` for every rank.
+    """
+
+    def make_channel(self, params: PipesParams) -> PipesS3MessageWriterChannel:
+        rank, _ = process_rank()
+        return super().make_channel({**params, "key_prefix": f"{params['key_prefix']}/{PIPES_RANK_PREFIX}{rank}"})
 
 
 class StepInputError(ValueError):
@@ -47,22 +77,22 @@ class StepRuntime:
 
     def channel(self, name: str) -> Path:
         """An input channel's directory (`SM_CHANNEL_<NAME>`), failing clearly when it was not provided."""
-        value = os.environ.get(f"SM_CHANNEL_{name.upper()}")
+        value = os.environ.get(channel_env(name))
         if not value or not Path(value).is_dir():
-            raise StepInputError(f"input channel {name!r} is missing (SM_CHANNEL_{name.upper()}={value!r})")
+            raise StepInputError(f"input channel {name!r} is missing ({channel_env(name)}={value!r})")
         return Path(value)
 
     @property
     def model_dir(self) -> Path:
-        return Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
+        return Path(os.environ.get(MODEL_DIR_ENV, str(CONTAINER_ROOT / "model")))
 
     @property
     def checkpoint_dir(self) -> Path:
-        return Path(os.environ.get(CHECKPOINT_ENV, "/opt/ml/checkpoints"))
+        return Path(os.environ.get(CHECKPOINT_ENV, str(CONTAINER_CHECKPOINT_DIR)))
 
     @property
     def is_main_process(self) -> bool:
-        return int(os.environ.get("RANK", "0")) == 0
+        return process_rank()[0] == 0
 
     def log(self, message: str) -> None:
         """Send a progress line to the Dagster run (or stderr when run by hand)."""
@@ -72,6 +102,23 @@ class StepRuntime:
             self.pipes.log.info(message)
         else:
             print(message, file=sys.stderr, flush=True)
+
+    def log_every_rank(self, message: str) -> None:
+        """A line from every rank (e.g. where it runs, or why it failed), prefixed with the rank."""
+        rank, world_size = process_rank()
+        line = f"[rank {rank}/{world_size} on {os.environ.get(CURRENT_HOST_ENV, 'localhost')}] {message}"
+        if self.pipes is not None:
+            self.pipes.log.info(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def describe_output(self) -> None:
+        """Hash the finished model directory here, where the bytes are, and tell the orchestrator (main rank)."""
+        if not self.is_main_process or not self.model_dir.is_dir():
+            return
+        description = describe_directory(self.model_dir)
+        if self.pipes is not None:
+            self.pipes.report_custom_message({OUTPUT_DESCRIPTION_MESSAGE: description.model_dump()})
 
     def report(self, metadata: dict[str, Any]) -> None:
         """Report the step's metadata once, at the end; values may be plain or Pipes `{raw_value, type}`."""
@@ -93,14 +140,17 @@ def markdown(text: str) -> dict[str, Any]:
 def _open_runtime(argv: list[str] | None) -> Iterator[StepRuntime]:
     if PipesEnvVarParamsLoader().is_dagster_pipes_process():
         transport = {}
-        if os.environ.get(PIPES_TRANSPORT_ENV) == "s3":
+        if os.environ.get(PIPES_TRANSPORT_ENV) == PIPES_TRANSPORT_S3:
             import boto3
 
             s3 = boto3.client("s3")
             transport = {"context_loader": PipesS3ContextLoader(s3),
-                         "message_writer": PipesS3MessageWriter(s3, interval=5.0)}
+                         "message_writer": RankedS3MessageWriter(s3, interval=5.0)}
         with open_dagster_pipes(**transport) as pipes:
-            yield StepRuntime(config=dict(pipes.extras.get("config", {})), pipes=pipes)
+            runtime = StepRuntime(config=dict(pipes.extras.get("config", {})), pipes=pipes)
+            if process_rank()[1] > 1:
+                runtime.log_every_rank("step started")
+            yield runtime
         return
     parser = argparse.ArgumentParser(description="Run an rlhf-assets step program by hand.")
     parser.add_argument("--config", type=Path, required=True, help="JSON file with the step's config")
@@ -118,6 +168,10 @@ def run_step(main: Callable[[StepRuntime], None], argv: list[str] | None = None)
                 if runtime.pipes is not None:
                     runtime.pipes.log.error(f"bad input: {exc}")
                 raise
+            except Exception as exc:
+                runtime.log_every_rank(f"failed: {type(exc).__name__}: {exc}")
+                raise
+            runtime.describe_output()
     except StepInputError as exc:
         _write_failure_reason(f"bad input: {exc}")
         print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -130,8 +184,8 @@ def run_step(main: Callable[[StepRuntime], None], argv: list[str] | None = None)
 
 def _write_failure_reason(reason: str) -> None:
     """SageMaker reads `/opt/ml/output/failure` into the job's FailureReason; the local backend does too."""
-    output_data = os.environ.get("SM_OUTPUT_DATA_DIR")
+    output_data = os.environ.get(OUTPUT_DATA_DIR_ENV)
     if output_data:
-        failure = Path(output_data).parent / "failure"
+        failure = failure_file(Path(output_data))
         failure.parent.mkdir(parents=True, exist_ok=True)
         failure.write_text(reason[:1024])

@@ -1,4 +1,4 @@
-"""Put on PYTHONPATH by `tests/test_sagemaker.py` so a `dagster` CLI process gets the fake SageMaker container.
+"""Put on PYTHONPATH by `tests/test_sagemaker.py` so a `dagster` CLI process gets the SageMaker platform harness (the container is the real toolkit).
 
 Only the test that launches the CLI against the moto server sets this; the product never imports it.
 """
@@ -7,6 +7,6 @@ import os
 from pathlib import Path
 
 if os.environ.get("FAKE_SAGEMAKER_SCRATCH"):
-    from tests.sagemaker_container import FakeSageMakerContainer
+    from tests.sagemaker_platform import SageMakerPlatform
 
-    FakeSageMakerContainer(Path(os.environ["FAKE_SAGEMAKER_SCRATCH"])).install()
+    SageMakerPlatform(Path(os.environ["FAKE_SAGEMAKER_SCRATCH"])).install()

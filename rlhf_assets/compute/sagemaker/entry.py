@@ -16,11 +16,18 @@ def main() -> None:
     code_dir = str(Path(__file__).resolve().parent)
     sys.path.insert(0, code_dir)
     from rlhf_assets.compute.launch import step_command
+    from rlhf_assets.contract import (
+        ACCELERATE_CONFIG_ENV,
+        CHECKPOINT_ENV,
+        CONTAINER_CHECKPOINT_DIR,
+        NUM_PROCESSES_ENV,
+        STEP_ENV,
+    )
 
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [code_dir, os.environ.get("PYTHONPATH")]))
-    os.environ.setdefault("RLHF_CHECKPOINT_DIR", "/opt/ml/checkpoints")
-    command = step_command(os.environ["RLHF_STEP"], int(os.environ.get("RLHF_NUM_PROCESSES", "1")),
-                           os.environ.get("RLHF_ACCELERATE_CONFIG") or None, os.environ)
+    os.environ.setdefault(CHECKPOINT_ENV, str(CONTAINER_CHECKPOINT_DIR))
+    command = step_command(os.environ[STEP_ENV], int(os.environ.get(NUM_PROCESSES_ENV, "1")),
+                           os.environ.get(ACCELERATE_CONFIG_ENV) or None, os.environ)
     os.execv(command[0], command)
 
 

@@ -1,0 +1,198 @@
+"""`SageMakerComputeBackend`: a step as a SageMaker training job, its output adopted by S3 server-side copy.
+
+Inputs are the upstream artifacts' S3 prefixes (one channel each); the job's model directory is uploaded by
+SageMaker uncompressed (`CompressionType: NONE`) and the step describes it (content hash, sizes) through Pipes,
+so the artifact store adopts it by server-side copy: no model byte passes through the Dagster process, and no
+p4d time is spent gzipping a 12 GB checkpoint. The request is checked against botocore's SageMaker model (name,
+channel, role and URI patterns) and the bucket's reachability before anything is created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from dagster import AssetExecutionContext, ConfigurableResource, Failure
+from dagster_aws.pipes import PipesS3ContextInjector
+from pydantic import Field
+
+from rlhf_assets.compute.base import StepRequest, StepRun, output_description
+from rlhf_assets.compute.sagemaker.client import PipesSageMakerClient
+from rlhf_assets.compute.sagemaker.packaging import ImageNotInRegion, default_image_uri, source_tarball
+from rlhf_assets.compute.sagemaker.pipes import RankedS3MessageReader
+from rlhf_assets.contract import (
+    ACCELERATE_CONFIG_ENV,
+    CHECKPOINT_ENV,
+    CONTAINER_CHECKPOINT_DIR,
+    ENTRY_POINT,
+    NUM_PROCESSES_ENV,
+    PIPES_TRANSPORT_ENV,
+    PIPES_TRANSPORT_S3,
+    STEP_ENV,
+)
+from rlhf_assets.storage import ArtifactStore, hash_json
+
+# Standard retry mode: throttled and transient AWS calls are retried with back-off by botocore itself.
+RETRIES = Config(retries={"mode": "standard", "max_attempts": 10})
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """(bucket, key) of an s3:// URI."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def validate_request(params: dict[str, Any], service_model: Any) -> None:
+    """Refuse, before anything is created, a request SageMaker would reject: names, channels, the role and the
+    S3 URIs are checked against the patterns and lengths in botocore's SageMaker model."""
+    def check(shape_name: str, value: str, what: str) -> None:
+        shape = service_model.shape_for(shape_name)
+        pattern, max_length = shape.metadata.get("pattern"), shape.metadata.get("max")
+        if max_length is not None and len(value) > max_length:
+            raise Failure(description=f"{what} {value!r} is {len(value)} characters; SageMaker allows {max_length}")
+        if pattern and not re.fullmatch(pattern, value):
+            raise Failure(description=f"{what} {value!r} does not match SageMaker's pattern {pattern}")
+
+    check("TrainingJobName", params["TrainingJobName"], "training job name")
+    check("RoleArn", params["RoleArn"], "execution role ARN")
+    check("S3Uri", params["OutputDataConfig"]["S3OutputPath"], "output path")
+    check("S3Uri", params["CheckpointConfig"]["S3Uri"], "checkpoint URI")
+    for channel in params["InputDataConfig"]:
+        check("ChannelName", channel["ChannelName"], "input channel name")
+        check("S3Uri", channel["DataSource"]["S3DataSource"]["S3Uri"], f"channel {channel['ChannelName']!r} URI")
+
+
+class SageMakerComputeBackend(ConfigurableResource):
+    """Runs step programs as SageMaker training jobs (managed spot, checkpoints on S3, Pipes through S3).
+
+    Inputs must already be on S3 (the artifact store rooted at `s3://`). Credentials come from the usual AWS
+    chain; none are put in the job, its environment or the metadata.
+    """
+
+    role_arn: str = Field(default_factory=lambda: os.environ.get("RLHF_SAGEMAKER_ROLE_ARN", ""),
+                          description="Execution role of the training jobs (see README: IAM)")
+    bucket: str = Field(default_factory=lambda: os.environ.get("RLHF_SAGEMAKER_BUCKET", ""),
+                        description="Bucket for source tarballs, Pipes messages, checkpoints and job outputs")
+    prefix: str = Field("rlhf-assets/sagemaker", description="Key prefix under `bucket`")
+    region: str | None = Field(default_factory=lambda: os.environ.get("RLHF_SAGEMAKER_REGION") or None,
+                               description="AWS region of the jobs; unset follows the AWS configuration")
+    image_uri: str | None = Field(None, description="Training image; unset: AWS's PyTorch 2.13 training image in "
+                                                    "the job's region (see requirements/sagemaker-image.txt)")
+    instance_type: str | None = Field(
+        default_factory=lambda: os.environ.get("RLHF_SAGEMAKER_INSTANCE_TYPE") or None,
+        description="Override the preset's instance type (e.g. ml.g5.2xlarge)",
+    )
+    use_spot: bool = Field(True, description="Managed spot training; resumes from /opt/ml/checkpoints")
+    max_runtime_seconds: int = Field(5 * 24 * 3600, ge=60, description="StoppingCondition.MaxRuntimeInSeconds")
+    max_wait_seconds: int = Field(7 * 24 * 3600, ge=60, description="Spot: runtime plus waiting for capacity")
+    volume_size_gb: int = Field(200, ge=1, description="EBS volume per instance (checkpoints, the model, channels)")
+    poll_interval_seconds: float = Field(30.0, gt=0, description="How often describe_training_job is called")
+    message_interval_seconds: float = Field(10.0, gt=0, description="How often Pipes messages are read from S3")
+    prices_usd_per_hour: dict[str, float] = Field(default_factory=dict, description="Overrides of the price table")
+    capacity_retries: int = Field(3, ge=0, description="Retries (from the checkpoint) when no capacity is available")
+    capacity_retry_seconds: float = Field(600.0, ge=0, description="Wait before such a retry")
+
+    def session(self) -> boto3.Session:
+        """boto3's default session (what `boto3.client` uses), or one for the configured region."""
+        return boto3.Session(region_name=self.region) if self.region else boto3._get_default_session()
+
+    def resolved_image(self, region: str) -> str:
+        """The configured image, or the default training image in `region`'s registry."""
+        if self.image_uri:
+            return self.image_uri
+        try:
+            return default_image_uri(region)
+        except ImageNotInRegion as error:
+            raise Failure(description=str(error)) from None
+
+    def training_job_params(self, *, job_name: str, request: StepRequest, code_uri: str, checkpoint_uri: str,
+                            region: str) -> dict[str, Any]:
+        """`create_training_job` arguments for one step (the Pipes bootstrap is added by the client)."""
+        if not self.role_arn or not self.bucket:
+            raise Failure(description="the SageMaker backend needs a role and a bucket: set RLHF_SAGEMAKER_ROLE_ARN "
+                                      "and RLHF_SAGEMAKER_BUCKET (or the `compute.sagemaker` resource config)")
+        params: dict[str, Any] = {
+            "TrainingJobName": job_name,
+            "RoleArn": self.role_arn,
+            "AlgorithmSpecification": {"TrainingImage": self.resolved_image(region), "TrainingInputMode": "File"},
+            "HyperParameters": {"sagemaker_program": json.dumps(ENTRY_POINT),
+                                "sagemaker_submit_directory": json.dumps(code_uri),
+                                "sagemaker_region": json.dumps(region)},
+            "InputDataConfig": [
+                {"ChannelName": name, "DataSource": {"S3DataSource": {
+                    "S3DataType": "S3Prefix", "S3Uri": manifest.uri.rstrip("/") + "/",
+                    "S3DataDistributionType": "FullyReplicated"}}}
+                for name, manifest in sorted(request.inputs.items())
+            ],
+            "OutputDataConfig": {"S3OutputPath": f"s3://{self.bucket}/{self.prefix}/output", "CompressionType": "NONE"},
+            "ResourceConfig": {"InstanceType": self.instance_type or request.instance_type,
+                               "InstanceCount": request.instance_count, "VolumeSizeInGB": self.volume_size_gb},
+            "StoppingCondition": {"MaxRuntimeInSeconds": self.max_runtime_seconds},
+            "CheckpointConfig": {"S3Uri": checkpoint_uri, "LocalPath": str(CONTAINER_CHECKPOINT_DIR)},
+            "Environment": {STEP_ENV: request.step, NUM_PROCESSES_ENV: str(request.num_processes),
+                            ACCELERATE_CONFIG_ENV: request.accelerate_config or "",
+                            PIPES_TRANSPORT_ENV: PIPES_TRANSPORT_S3, CHECKPOINT_ENV: str(CONTAINER_CHECKPOINT_DIR)},
+            "EnableManagedSpotTraining": self.use_spot,
+        }
+        if self.use_spot:
+            params["StoppingCondition"]["MaxWaitTimeInSeconds"] = max(self.max_wait_seconds, self.max_runtime_seconds)
+        return params
+
+    def check_bucket(self, s3: Any) -> None:
+        """Fail clearly, before a job exists, when the bucket is missing or not ours to use."""
+        try:
+            s3.head_bucket(Bucket=self.bucket)
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            raise Failure(description=f"SageMaker bucket s3://{self.bucket} is not usable ({code}: "
+                                      f"{error.response.get('Error', {}).get('Message') or 'no access'}); "
+                                      "check RLHF_SAGEMAKER_BUCKET and the IAM policy in the README") from None
+
+    def code_uri(self, tarball: bytes) -> str:
+        """Where the source tarball lives: keyed by its hash, so unchanged code is stored once."""
+        return f"s3://{self.bucket}/{self.prefix}/code/{hashlib.sha256(tarball).hexdigest()[:16]}/sourcedir.tar.gz"
+
+    def run_step(self, context: AssetExecutionContext, request: StepRequest, store: ArtifactStore) -> StepRun:
+        """Run one step as a training job; its output stays on S3, described by the step, for adoption."""
+        not_on_s3 = {name: m.uri for name, m in request.inputs.items() if not m.uri.startswith("s3://")}
+        if not_on_s3:
+            raise Failure(description=f"SageMaker reads its inputs from S3, but {sorted(not_on_s3)} are local: "
+                                      "root the artifact store on S3 (RLHF_ARTIFACT_ROOT=s3://bucket/prefix)")
+        session = self.session()
+        region = session.region_name
+        if not region:
+            raise Failure(description="no AWS region configured: set AWS_DEFAULT_REGION or the sagemaker resource's "
+                                      "region")
+        s3, sagemaker, logs = (session.client(name, config=RETRIES) for name in ("s3", "sagemaker", "logs"))
+        job_name = f"rlhf-{request.asset.replace('_', '-')}-{context.run_id[:8]}-{int(time.time())}"[:63]
+        checkpoint_uri = (f"s3://{self.bucket}/{self.prefix}/checkpoints/{request.asset}/"
+                          f"{hash_json(request.resume_key)[:16]}")
+        tarball = source_tarball()
+        params = self.training_job_params(job_name=job_name, request=request, code_uri=self.code_uri(tarball),
+                                          checkpoint_uri=checkpoint_uri, region=region)
+        validate_request(params, sagemaker.meta.service_model)
+        self.check_bucket(s3)
+        s3.put_object(Bucket=self.bucket, Key=split_s3(self.code_uri(tarball))[1], Body=tarball)
+        client = PipesSageMakerClient(
+            context_injector=PipesS3ContextInjector(bucket=self.bucket, client=s3,
+                                                    key_prefix=f"{self.prefix}/pipes/context/"),
+            message_reader=RankedS3MessageReader(bucket=self.bucket, client=s3, world_size=request.world_size,
+                                                 key_prefix=f"{self.prefix}/pipes/messages",
+                                                 interval=self.message_interval_seconds),
+            client=sagemaker, logs_client=logs, poll_interval=self.poll_interval_seconds,
+            prices=self.prices_usd_per_hour, capacity_retries=self.capacity_retries,
+            capacity_retry_seconds=self.capacity_retry_seconds,
+        )
+        invocation = client.run(context=context, create_training_job_params=params,
+                                extras={"config": request.config})
+        metadata = dict(invocation.get_materialize_result().metadata or {})
+        return StepRun(output_uri=f"{params['OutputDataConfig']['S3OutputPath']}/{job_name}/output/model",
+                       description=output_description(invocation.get_custom_messages(), request.step),
+                       metadata=metadata)

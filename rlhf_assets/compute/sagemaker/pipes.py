@@ -1,0 +1,82 @@
+"""Pipes messages of a multi-process job through S3: one chunk stream per rank, merged by one reader.
+
+dagster-pipes' S3 writer numbers its chunks `<key_prefix>/1.json, 2.json, …` per process. In a job with several
+ranks (7 training processes × N hosts) every rank would write the same keys and overwrite the others' chunks, and
+the stock reader would stop at the first `closed` it sees. Here each rank writes under `<key_prefix>/rank-<r>/`
+(`rlhf_assets.steps.runtime.RankedS3MessageWriter`), and `RankedS3MessageReader` drains every rank's backlog on each
+poll and counts the session closed only when all ranks have closed. Message keys live under the backend's
+`pipes/messages/` prefix, so a prefix-scoped IAM policy covers them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from botocore.exceptions import ClientError
+from dagster import PipesLogReader
+from dagster_aws.pipes import PipesS3MessageReader
+
+from rlhf_assets.contract import PIPES_RANK_PREFIX
+
+
+def rank_key(key_prefix: str, rank: int, index: int) -> str:
+    """The S3 key of chunk `index` of rank `rank`'s message stream."""
+    return f"{key_prefix}/{PIPES_RANK_PREFIX}{rank}/{index}.json"
+
+
+class RankedS3MessageReader(PipesS3MessageReader):
+    """Reads the Pipes messages of `world_size` ranks, each written under its own prefix, as one stream."""
+
+    def __init__(self, *, bucket: str, client: Any, key_prefix: str, world_size: int, interval: float = 10.0,
+                 log_readers: Sequence[PipesLogReader] | None = None) -> None:
+        super().__init__(interval=interval, bucket=bucket, client=client, log_readers=log_readers)
+        self.key_prefix, self.world_size = key_prefix.strip("/"), world_size
+        self.next_chunk: dict[int, int] = {}
+
+    @property
+    def expected_writer_count(self) -> int:
+        """Every rank sends its own `opened` and `closed`; the session ends when all of them have closed."""
+        return self.world_size
+
+    @contextmanager
+    def get_params(self) -> Iterator[dict[str, Any]]:
+        self.next_chunk = dict.fromkeys(range(self.world_size), 1)
+        yield {"bucket": self.bucket, "key_prefix": f"{self.key_prefix}/{uuid.uuid4().hex}",
+               "include_stdio_in_messages": False}
+
+    def messages_are_readable(self, params: dict[str, Any]) -> bool:
+        return any(self._exists(rank_key(params["key_prefix"], rank, 1)) for rank in range(self.world_size))
+
+    def download_messages(self, cursor: int | None, params: dict[str, Any]) -> tuple[int, str] | None:
+        """Every chunk that has arrived since the last poll, from every rank (a backlog is drained at once, so
+        nothing is left unread when the job ends)."""
+        chunks = []
+        for rank in range(self.world_size):
+            while (chunk := self._get(rank_key(params["key_prefix"], rank, self.next_chunk[rank]))) is not None:
+                chunks.append(chunk)
+                self.next_chunk[rank] += 1
+        if not chunks:
+            return None
+        return (cursor or 0) + 1, "\n".join(chunks)
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+            return True
+        except ClientError:
+            return False
+
+    def _get(self, key: str) -> str | None:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read().decode("utf-8")
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+
+    def no_messages_debug_text(self) -> str:
+        return (f"Attempted to read messages of {self.world_size} rank(s) from s3://{self.bucket}/{self.key_prefix}/; "
+                "each rank writes with rlhf_assets.steps.runtime.RankedS3MessageWriter")

@@ -1,0 +1,128 @@
+"""The SageMaker *platform* around a training job, played by the tests; the container is the real toolkit.
+
+moto records `CreateTrainingJob` but runs nothing. Registered on boto3's default session, this harness does
+what the SageMaker service does with the captured request, and nothing the container does:
+- lays out `/opt/ml` in a scratch directory (`SAGEMAKER_BASE_DIR`): `input/config/hyperparameters.json`,
+  `resourceconfig.json` and `inputdataconfig.json` written from the request, channels downloaded from S3;
+- starts the training image's entry logic, the `sagemaker-training` toolkit's `train` with the PyTorch toolkit
+  module (`SAGEMAKER_TRAINING_MODULE`, as the image's Dockerfile sets it), in the job's `Environment`. The toolkit
+  itself downloads our source tarball from S3, pip-installs its `requirements.txt`, runs `rlhf_entry.py` and
+  writes or keeps the failure file;
+- uploads `/opt/ml/model` uncompressed to `<S3OutputPath>/<job>/output/model/` (`CompressionType: NONE`), the
+  container's output to CloudWatch Logs, and records the failure file (moto cannot report a Failed job: tests
+  read `failures`).
+`SM_STUDIO_LOCAL_MODE=true` skips the toolkit's DNS wait for `algo-1` (a name only SageMaker's network resolves).
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from rlhf_assets.contract import CHECKPOINT_ENV
+
+
+class SageMakerPlatform:
+    """Runs each created training job through the toolkit synchronously; remembers requests and outcomes."""
+
+    def __init__(self, scratch: Path) -> None:
+        self.scratch = scratch
+        self.requests: list[dict[str, Any]] = []
+        self.exit_codes: list[int] = []
+        self.logs: list[str] = []
+        self.failures: list[str | None] = []
+
+    def install(self) -> None:
+        """Hook into clients created from now on by boto3's default session."""
+        boto3.setup_default_session()
+        boto3.DEFAULT_SESSION.events.register("provide-client-params.sagemaker.CreateTrainingJob", self._capture)
+        boto3.DEFAULT_SESSION.events.register("after-call.sagemaker.CreateTrainingJob", self._run)
+        boto3.DEFAULT_SESSION.events.register("after-call.sagemaker.DescribeTrainingJob", self._status)
+
+    def __enter__(self) -> "SageMakerPlatform":
+        self.install()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        boto3.setup_default_session()  # a fresh default session carries no hooks
+
+    def _capture(self, params: dict[str, Any], **_: Any) -> None:
+        self.requests.append(json.loads(json.dumps(params)))
+
+    def _status(self, parsed: dict[str, Any], **_: Any) -> None:
+        """What SageMaker reports for a job whose container failed: `Failed`, the failure file as the reason."""
+        names = [job["TrainingJobName"] for job in self.requests]
+        name = parsed.get("TrainingJobName")
+        if name in names and self.failures[names.index(name)] is not None:
+            parsed.update(TrainingJobStatus="Failed", SecondaryStatus="Failed",
+                          FailureReason=self.failures[names.index(name)])
+
+    @staticmethod
+    def _download(uri: str, target: Path) -> None:
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        s3 = boto3.client("s3")
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                path = target / item["Key"][len(prefix):].lstrip("/")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                s3.download_file(bucket, item["Key"], str(path))
+
+    def _layout(self, job: dict[str, Any], base: Path) -> None:
+        shutil.rmtree(base, ignore_errors=True)
+        for directory in ("input/config", "model", "output/data", "code", "checkpoints"):
+            (base / directory).mkdir(parents=True, exist_ok=True)
+        config = base / "input" / "config"
+        (config / "hyperparameters.json").write_text(json.dumps(job["HyperParameters"]))
+        (config / "resourceconfig.json").write_text(json.dumps({
+            "current_host": "algo-1", "hosts": [f"algo-{i + 1}" for i in range(job["ResourceConfig"]["InstanceCount"])],
+            "current_instance_type": job["ResourceConfig"]["InstanceType"], "network_interface_name": "eth0"}))
+        channels = {c["ChannelName"]: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated"}
+                    for c in job["InputDataConfig"]}
+        (config / "inputdataconfig.json").write_text(json.dumps(channels))
+        for channel in job["InputDataConfig"]:
+            self._download(channel["DataSource"]["S3DataSource"]["S3Uri"], base / "input" / "data" /
+                           channel["ChannelName"])
+
+    def _run(self, **_: Any) -> None:
+        job = self.requests[-1]
+        name = job["TrainingJobName"]
+        base = self.scratch / name / "opt" / "ml"
+        self._layout(job, base)
+        checkpoints = base / "checkpoints"
+        env = {**os.environ, **job["Environment"], "SAGEMAKER_BASE_DIR": str(base), "TRAINING_JOB_NAME": name,
+               "SAGEMAKER_TRAINING_MODULE": "sagemaker_pytorch_container.training:main",
+               "SM_STUDIO_LOCAL_MODE": "true", "PYTHONUNBUFFERED": "1",
+               CHECKPOINT_ENV: str(checkpoints)}  # the container's /opt/ml/checkpoints, relocated with /opt/ml
+        env.pop("PYTHONPATH", None)
+        train = Path(sys.executable).with_name("train")
+        done = subprocess.run([str(train)], env=env, cwd=base, capture_output=True, text=True, timeout=1200)
+        self.exit_codes.append(done.returncode)
+        self.logs.append(done.stdout + done.stderr)
+        failure = base / "output" / "failure"
+        self.failures.append(failure.read_text() if failure.exists() else None)
+        self._to_cloudwatch(name, done.stdout + done.stderr)
+        bucket, _, prefix = job["OutputDataConfig"]["S3OutputPath"].removeprefix("s3://").partition("/")
+        assert job["OutputDataConfig"].get("CompressionType") == "NONE", "model output must not be gzipped"
+        s3 = boto3.client("s3")
+        for path in sorted(p for p in (base / "model").rglob("*") if p.is_file()):
+            s3.upload_file(str(path), bucket, f"{prefix}/{name}/output/model/{path.relative_to(base / 'model')}")
+
+    @staticmethod
+    def _to_cloudwatch(name: str, output: str) -> None:
+        """SageMaker sends the container's stdout/stderr to /aws/sagemaker/TrainingJobs, `<job>/algo-1-<time>`."""
+        logs = boto3.client("logs")
+        with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+            logs.create_log_group(logGroupName="/aws/sagemaker/TrainingJobs")
+        stream = f"{name}/algo-1-{int(time.time())}"
+        logs.create_log_stream(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=stream)
+        now = int(time.time() * 1000)
+        events = [{"timestamp": now, "message": line} for line in output.splitlines() if line.strip()][-500:]
+        if events:
+            logs.put_log_events(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=stream, logEvents=events)
