@@ -1,8 +1,9 @@
 """The command that starts a step program, locally or inside a SageMaker container (no Dagster import here).
 
 One process: `python -m rlhf_assets.steps.<step>`. Several: the same module under `accelerate launch` with the
-preset's accelerate config; on a multi-instance SageMaker job the machine count, this host's rank and the
-main host come from `SM_HOSTS` / `SM_CURRENT_HOST`, so ZeRO spans the nodes.
+preset's accelerate config (under torchrun when the preset has none); on a multi-instance SageMaker job the
+machine count, this host's rank and the main host come from `SM_HOSTS` / `SM_CURRENT_HOST`, so ZeRO spans the
+nodes.
 """
 
 from __future__ import annotations
@@ -25,12 +26,17 @@ def step_command(
     hosts = json.loads((env or {}).get(HOSTS_ENV, '["algo-1"]'))
     if num_processes <= 1 and len(hosts) <= 1:
         return [sys.executable, "-m", module]
-    command = [sys.executable, "-m", "accelerate.commands.launch",
-               "--num_processes", str(num_processes * len(hosts))]
-    if accelerate_config:
-        command += ["--config_file", str(PACKAGE_ROOT / accelerate_config)]
+    current = hosts.index((env or {}).get(CURRENT_HOST_ENV, hosts[0]))
+    if not accelerate_config:
+        # No accelerate config (a plain data-parallel step): torchrun starts the processes on CPUs and GPUs alike,
+        # where `accelerate launch` without a config would start a single process on a machine without GPUs.
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(num_processes)]
+        command += (["--nnodes", str(len(hosts)), "--node_rank", str(current), "--master_addr", hosts[0],
+                     "--master_port", "29500"] if len(hosts) > 1 else ["--standalone"])
+        return [*command, "-m", module]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes * len(hosts)),
+               "--config_file", str(PACKAGE_ROOT / accelerate_config)]
     if len(hosts) > 1:
-        current = (env or {}).get(CURRENT_HOST_ENV, hosts[0])
-        command += ["--num_machines", str(len(hosts)), "--machine_rank", str(hosts.index(current)),
+        command += ["--num_machines", str(len(hosts)), "--machine_rank", str(current),
                     "--main_process_ip", hosts[0], "--main_process_port", "29500"]
     return [*command, "-m", module]
