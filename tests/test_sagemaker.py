@@ -22,6 +22,7 @@ from dagster import (
     AssetKey,
     DagsterExecutionInterruptedError,
     DagsterInstance,
+    Failure,
     MaterializeResult,
     asset,
     instance_for_test,
@@ -34,11 +35,12 @@ from rlhf_assets.compute.base import StepRequest
 from rlhf_assets.compute.launch import step_command
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import PipesSageMakerClient, SageMakerComputeBackend
+from rlhf_assets.compute.sagemaker.backend import validate_request
 from rlhf_assets.compute.sagemaker.pricing import estimate_cost
 from rlhf_assets.definitions import all_assets
 from rlhf_assets.presets import PROJECT_ROOT
 from rlhf_assets.resources import ArtifactStoreResource, LabelingResource, ManifestIOManager
-from rlhf_assets.storage import Manifest
+from rlhf_assets.storage import ArtifactStore, Manifest
 from tests.leaks import files_containing, s3_objects_containing
 from tests.moto_aws import BUCKET, SECRET
 from tests.sagemaker_platform import SageMakerPlatform
@@ -247,3 +249,91 @@ def test_cli_materializes_sft_on_sagemaker_against_the_moto_server(aws, tmp_path
     for secret in (SECRET, "AKIATESTKEY"):
         assert files_containing(secret, tmp_path / "home", tmp_path / "scratch", tmp_path / "container") == []
         assert s3_objects_containing(secret, BUCKET) == []
+
+
+def test_a_throttled_poll_backs_off_and_the_job_still_completes(aws) -> None:
+    client, stubber, _ = _stubbed_client(aws)
+    client.max_poll_backoff = 0.05
+    stubber.add_response("create_training_job", {"TrainingJobArn": _description("x")["TrainingJobArn"]})
+    stubber.add_client_error("describe_training_job", "ThrottlingException", "Rate exceeded")
+    stubber.add_response("describe_training_job", _description("Completed", TrainingTimeInSeconds=60),
+                         {"TrainingJobName": "rlhf-sft-test"})
+    with stubber:
+        result = _run_client(client, dict(PARAMS))
+    assert result.success
+    stubber.assert_no_pending_responses()
+
+
+def test_an_expired_credential_while_waiting_stops_the_job_before_failing(aws) -> None:
+    client, stubber, _ = _stubbed_client(aws)
+    stubber.add_response("create_training_job", {"TrainingJobArn": _description("x")["TrainingJobArn"]})
+    stubber.add_response("describe_training_job", _description("InProgress"), {"TrainingJobName": "rlhf-sft-test"})
+    stubber.add_client_error("describe_training_job", "ExpiredTokenException", "The security token has expired")
+    stubber.add_response("stop_training_job", {}, {"TrainingJobName": "rlhf-sft-test"})
+    with stubber:
+        result = _run_client(client, dict(PARAMS))
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "ExpiredTokenException" in str(failure.event_specific_data.error)
+    stubber.assert_no_pending_responses()  # stop_training_job was called before the error propagated
+
+
+def test_a_spot_job_that_waited_out_its_capacity_is_retried(aws) -> None:
+    client, stubber, _ = _stubbed_client(aws)
+    client.capacity_retry_seconds = 0
+    arn = {"TrainingJobArn": _description("x")["TrainingJobArn"]}
+    stubber.add_response("create_training_job", arn)
+    stubber.add_response("describe_training_job", {**_description("Stopped"), "SecondaryStatus": "MaxWaitTimeExceeded"},
+                         {"TrainingJobName": "rlhf-sft-test"})
+    stubber.add_response("create_training_job", arn)
+    stubber.add_response("describe_training_job", _description("Completed", TrainingTimeInSeconds=60),
+                         {"TrainingJobName": "rlhf-sft-test"})
+    with stubber:
+        result = _run_client(client, dict(PARAMS))
+    assert result.success and any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
+
+
+def test_a_quota_refusal_names_the_quota_and_instance_type(aws) -> None:
+    client, stubber, _ = _stubbed_client(aws)
+    stubber.add_client_error("create_training_job", "ResourceLimitExceeded",
+                             "The account-level service limit 'ml.p4d.24xlarge for spot training job usage' is 0")
+    with stubber:
+        result = _run_client(client, dict(PARAMS))
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = str(failure.event_specific_data.error)
+    assert "Raise the Service Quotas value 'ml.p4d.24xlarge for spot training job usage'" in message
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"region": "xx-nowhere-1"}, "not published in region 'xx-nowhere-1'"),
+    ({"role_arn": ""}, "needs a role and a bucket"),
+    ({"role_arn": "not-an-arn"}, "execution role ARN 'not-an-arn' does not match"),
+    ({"bucket": "no-such-bucket"}, "s3://no-such-bucket is not usable"),
+])
+def test_bad_settings_fail_before_any_job_is_created(aws, tmp_path: Path, change: dict, expected: str) -> None:
+    backend = SageMakerComputeBackend(**{"role_arn": ROLE, "bucket": BUCKET, **change})
+    request = StepRequest(step="sft", asset="sft_model", config={}, resume_key={},
+                          inputs={"preference": _manifest("preference_dataset", f"s3://{BUCKET}/rlhf/p/a")})
+    created = []
+    boto3.setup_default_session()
+    boto3.DEFAULT_SESSION.events.register("before-call.sagemaker.CreateTrainingJob", lambda **kw: created.append(1))
+
+    @asset(name="sft_model")
+    def step(context: AssetExecutionContext) -> MaterializeResult:
+        backend.run_step(context, request, ArtifactStore(str(tmp_path)))
+        return MaterializeResult()
+
+    with instance_for_test() as instance:
+        result = materialize([step], instance=instance, raise_on_error=False)
+    boto3.setup_default_session()
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert expected in str(failure.event_specific_data.error) and created == []
+
+
+def test_a_channel_name_sagemaker_would_reject_is_refused_by_the_model_check() -> None:
+    params = {**PARAMS, "InputDataConfig": [{**PARAMS["InputDataConfig"][0], "ChannelName": "bad channel!"}]}
+    with pytest.raises(Failure, match="input channel name 'bad channel!' does not match"):
+        validate_request(params, boto3.client("sagemaker", region_name="us-east-1").meta.service_model)
+    with pytest.raises(Failure, match="is 70 characters; SageMaker allows 63"):
+        validate_request({**PARAMS, "TrainingJobName": "x" * 70},
+                         boto3.client("sagemaker", region_name="us-east-1").meta.service_model)
