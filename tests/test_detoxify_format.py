@@ -75,3 +75,27 @@ def test_missing_and_malformed_checkpoints_name_the_file_and_field(tiny_bert, tm
     (tmp_path / CHECKPOINT_FILE).write_text("not a checkpoint")
     with pytest.raises(ToxicityModelError, match="not a torch checkpoint"):
         load_detoxify(tmp_path)
+
+
+class _Payload:
+    """A pickle that runs a command when unpickled, as an attacker with write access to the store would plant."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_carrying_code_is_refused_before_anything_runs(tiny_bert, tmp_path: Path) -> None:
+    model, tokenizer = tiny_bert
+    artifact = tmp_path / "artifact"
+    save_detoxify_checkpoint(artifact, model, tokenizer, ORIGINAL_CLASSES)
+    loaded = torch.load(artifact / CHECKPOINT_FILE, weights_only=True)
+    marker = tmp_path / "code-ran"
+    torch.save({**loaded, "config": {**loaded["config"], "payload": _Payload(marker)}}, artifact / CHECKPOINT_FILE)
+    with pytest.raises(ToxicityModelError, match=r"detoxify.ckpt: refused: holds more than weights"):
+        load_detoxify(artifact)
+    with pytest.raises(ToxicityModelError, match=r"detoxify.ckpt: refused: holds more than weights"):
+        import_checkpoint(artifact / CHECKPOINT_FILE, artifact / HF_DIR, tmp_path / "imported")
+    assert not marker.exists(), "the payload ran"

@@ -11,6 +11,8 @@ the artifact directory: the artifact works wherever it is copied, with no networ
 from __future__ import annotations
 
 import contextlib
+import io
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -48,13 +50,26 @@ def save_detoxify_checkpoint(
     return checkpoint
 
 
-def _read_checkpoint(path: Path) -> dict[str, Any]:
+def _weights_only(data: bytes, source: str) -> dict[str, Any]:
+    """Unpickle a checkpoint allowing tensors, containers and plain values only: a stored file is untrusted, and a
+    pickle that names any other callable (a `__reduce__` payload) is refused before anything runs."""
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = str(exc).partition("WeightsUnpickler error:")[2].strip().split("\n\n")[0].strip()
+        if "global" in detail.lower():  # a callable outside torch's allowlist: code, not weights
+            raise ToxicityModelError(f"{source}: refused: holds more than weights ({detail[:300]})") from None
+        raise ToxicityModelError(f"{source}: not a torch checkpoint ({detail[:300] or exc})") from None
+    except Exception as exc:  # torch raises several unrelated types for a file that is not a checkpoint
+        raise ToxicityModelError(f"{source}: not a torch checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def _read_checkpoint(path: Path) -> tuple[dict[str, Any], bytes]:
+    """The checkpoint's validated contents and the very bytes they came from (read once)."""
     if not path.is_file():
         raise ToxicityModelError(f"{path}: Detoxify checkpoint not found")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises several unrelated types for a file that is not a checkpoint
-        raise ToxicityModelError(f"{path}: not a torch checkpoint ({type(exc).__name__}: {exc})") from None
+    data = path.read_bytes()
+    loaded = _weights_only(data, str(path))
     for field in ("config", "state_dict"):
         if not isinstance(loaded, dict) or field not in loaded:
             raise ToxicityModelError(f"{path}: field {field!r} missing (Detoxify needs config and state_dict)")
@@ -63,12 +78,12 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
             raise ToxicityModelError(f"{path}: field 'config.arch.args.{field}' missing")
     if "classes" not in loaded["config"].get("dataset", {}).get("args", {}):
         raise ToxicityModelError(f"{path}: field 'config.dataset.args.classes' missing")
-    return loaded
+    return loaded, data
 
 
 def import_checkpoint(checkpoint: Path, huggingface_config_path: Path, directory: Path) -> Path:
     """Copy a user's Detoxify checkpoint and its HF config/tokenizer folder into an artifact directory."""
-    loaded = _read_checkpoint(checkpoint)
+    loaded, _ = _read_checkpoint(checkpoint)
     if not (huggingface_config_path / "config.json").is_file():
         raise ToxicityModelError(f"{huggingface_config_path}: huggingface_config_path has no config.json")
     shutil.copytree(huggingface_config_path, directory / HF_DIR)
@@ -84,7 +99,11 @@ def import_published(model_type: str, directory: Path) -> Path:
 
     if model_type not in MODEL_URLS:
         raise ToxicityModelError(f"model_type {model_type!r} is not a published Detoxify model ({sorted(MODEL_URLS)})")
-    loaded = torch.hub.load_state_dict_from_url(MODEL_URLS[model_type], map_location="cpu", weights_only=False)
+    url = MODEL_URLS[model_type]
+    download = directory / f".download-{model_type}.ckpt"
+    torch.hub.download_url_to_file(url, str(download), progress=False)
+    loaded = _weights_only(download.read_bytes(), url)
+    download.unlink()
     args = loaded["config"]["arch"]["args"]
     hf = directory / HF_DIR
     AutoConfig.from_pretrained(args["model_type"], num_labels=args["num_classes"]).save_pretrained(hf)
@@ -114,13 +133,18 @@ def _check_shapes(directory: Path, loaded: dict[str, Any]) -> None:
 
 
 def load_detoxify(directory: Path, device: str = "cpu") -> Any:
-    """A `detoxify.Detoxify` built by Detoxify's own loading code from a `toxicity_model` artifact."""
+    """A `detoxify.Detoxify` built by Detoxify's own loading code from a `toxicity_model` artifact.
+
+    Detoxify unpickles its checkpoint with `weights_only=False`; it is handed the same bytes that passed the
+    weights-only check (not the file again, which could change in between), so no stored code can run.
+    """
     from detoxify import Detoxify
 
-    _check_shapes(directory, _read_checkpoint(directory / CHECKPOINT_FILE))
+    loaded, data = _read_checkpoint(directory / CHECKPOINT_FILE)
+    _check_shapes(directory, loaded)
     try:
         with contextlib.chdir(directory):
-            scorer = Detoxify(checkpoint=CHECKPOINT_FILE, huggingface_config_path=HF_DIR, device=device)
+            scorer = Detoxify(checkpoint=io.BytesIO(data), huggingface_config_path=HF_DIR, device=device)
     except (RuntimeError, ValueError, OSError) as exc:
         raise ToxicityModelError(
             f"{directory / CHECKPOINT_FILE}: field 'state_dict' does not fit the model in {HF_DIR}/ "
