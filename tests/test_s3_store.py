@@ -15,7 +15,7 @@ from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.definitions import all_assets
 from rlhf_assets.resources import ArtifactStoreResource, ManifestIOManager
-from rlhf_assets.storage import ArtifactStore, Manifest
+from rlhf_assets.storage import ArtifactStore, ArtifactStoreError, Manifest, OutputDescription
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,23 @@ def test_publish_and_download_round_trip(s3_bucket: str, tmp_path: Path) -> None
     local = store.local_path(uri, tmp_path / "cache")
     assert (local / "model.safetensors").read_bytes() == b"weights"
     assert (local / "sub" / "tokenizer.json").read_text() == "{}"
+
+
+def test_an_s3_output_is_adopted_by_server_side_copy_only_when_every_size_matches(s3_bucket: str,
+                                                                                 tmp_path: Path) -> None:
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=s3_bucket, Key="jobs/j1/output/model/model.safetensors", Body=b"weights")
+    source = f"s3://{s3_bucket}/jobs/j1/output/model"
+    store = ArtifactStore(f"s3://{s3_bucket}/root")
+    truncated = OutputDescription(content_hash="a" * 64, sizes={"model.safetensors": 9})
+    with pytest.raises(ArtifactStoreError, match="7 bytes arrived, the step described 9"):
+        store.publish_output(source, "sft_model", truncated)
+    assert not store.is_complete(f"s3://{s3_bucket}/root/sft_model/{'a' * 16}")
+    whole = OutputDescription(content_hash="b" * 64, sizes={"model.safetensors": 7})
+    uri, _, files = store.publish_output(source, "sft_model", whole)
+    assert store.is_complete(uri) and files == ["model.safetensors"]
+    assert s3.get_object(Bucket=s3_bucket, Key="root/sft_model/bbbbbbbbbbbbbbbb/model.safetensors")["Body"].read() \
+        == b"weights"
 
 
 def test_data_assets_materialize_into_s3(s3_bucket: str, tmp_path: Path, shared_hh_path: Path) -> None:

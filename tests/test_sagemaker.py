@@ -196,14 +196,16 @@ def test_completed_job_metadata_carries_the_cost(aws) -> None:
     assert "#/jobs/rlhf-sft-test" in metadata["console_url"].value
 
 
-def test_no_capacity_retries_the_step_which_then_completes(aws) -> None:
+@pytest.mark.parametrize("ended", [
+    _description("Failed", FailureReason="CapacityError: Unable to provision requested ML compute capacity."),
+    {**_description("Stopped"), "SecondaryStatus": "MaxWaitTimeExceeded"},  # spot waited out MaxWaitTimeInSeconds
+], ids=["capacity-error", "spot-max-wait"])
+def test_no_capacity_retries_the_step_which_then_completes(aws, ended: dict[str, Any]) -> None:
     client, stubber, _ = _stubbed_client(aws)
     client.capacity_retry_seconds = 0
     arn = {"TrainingJobArn": _description("x")["TrainingJobArn"]}
     stubber.add_response("create_training_job", arn)
-    stubber.add_response("describe_training_job", _description(
-        "Failed", FailureReason="CapacityError: Unable to provision requested ML compute capacity."),
-        {"TrainingJobName": "rlhf-sft-test"})
+    stubber.add_response("describe_training_job", ended, {"TrainingJobName": "rlhf-sft-test"})
     stubber.add_response("create_training_job", arn)
     stubber.add_response("describe_training_job", _description("Completed", TrainingTimeInSeconds=60),
                          {"TrainingJobName": "rlhf-sft-test"})
@@ -276,21 +278,6 @@ def test_an_expired_credential_while_waiting_stops_the_job_before_failing(aws) -
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "ExpiredTokenException" in str(failure.event_specific_data.error)
     stubber.assert_no_pending_responses()  # stop_training_job was called before the error propagated
-
-
-def test_a_spot_job_that_waited_out_its_capacity_is_retried(aws) -> None:
-    client, stubber, _ = _stubbed_client(aws)
-    client.capacity_retry_seconds = 0
-    arn = {"TrainingJobArn": _description("x")["TrainingJobArn"]}
-    stubber.add_response("create_training_job", arn)
-    stubber.add_response("describe_training_job", {**_description("Stopped"), "SecondaryStatus": "MaxWaitTimeExceeded"},
-                         {"TrainingJobName": "rlhf-sft-test"})
-    stubber.add_response("create_training_job", arn)
-    stubber.add_response("describe_training_job", _description("Completed", TrainingTimeInSeconds=60),
-                         {"TrainingJobName": "rlhf-sft-test"})
-    with stubber:
-        result = _run_client(client, dict(PARAMS))
-    assert result.success and any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
 
 
 def test_a_quota_refusal_names_the_quota_and_instance_type(aws) -> None:

@@ -36,21 +36,11 @@ class PresetConfig(Config):
         return get_preset(self.preset.value)
 
 
-def publish(
-    context: AssetExecutionContext,
-    store: ArtifactStore,
-    local_dir: Path,
-    *,
-    preset: str,
-    config: dict[str, Any],
-    counts: dict[str, int] | None = None,
-    metrics: dict[str, float] | None = None,
-    metadata: dict[str, Any] | None = None,
-) -> Output[Manifest]:
-    """Publish `local_dir` to the store and return the manifest with its content hash as data version."""
+def publish(context: AssetExecutionContext, store: ArtifactStore, local_dir: Path, **manifest_fields: Any
+            ) -> Output[Manifest]:
+    """Publish `local_dir` to the store and return its manifest (`manifest_output`'s fields) as the Output."""
     published = store.publish_directory(local_dir, context.asset_key.to_python_identifier())
-    return manifest_output(context, published, preset=preset, config=config, counts=counts, metrics=metrics,
-                           metadata=metadata)
+    return manifest_output(context, published, **manifest_fields)
 
 
 def manifest_output(

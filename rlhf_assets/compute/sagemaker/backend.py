@@ -18,7 +18,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, NoRegionError
 from dagster import AssetExecutionContext, ConfigurableResource, Failure
 from dagster_aws.pipes import PipesS3ContextInjector
 from pydantic import Field
@@ -99,10 +99,6 @@ class SageMakerComputeBackend(ConfigurableResource):
     capacity_retries: int = Field(3, ge=0, description="Retries (from the checkpoint) when no capacity is available")
     capacity_retry_seconds: float = Field(600.0, ge=0, description="Wait before such a retry")
 
-    def session(self) -> boto3.Session:
-        """boto3's default session (what `boto3.client` uses), or one for the configured region."""
-        return boto3.Session(region_name=self.region) if self.region else boto3._get_default_session()
-
     def resolved_image(self, region: str) -> str:
         """The configured image, or the default training image in `region`'s registry."""
         if self.image_uri:
@@ -165,12 +161,13 @@ class SageMakerComputeBackend(ConfigurableResource):
         if not_on_s3:
             raise Failure(description=f"SageMaker reads its inputs from S3, but {sorted(not_on_s3)} are local: "
                                       "root the artifact store on S3 (RLHF_ARTIFACT_ROOT=s3://bucket/prefix)")
-        session = self.session()
-        region = session.region_name
-        if not region:
+        try:
+            s3, sagemaker, logs = (boto3.client(name, region_name=self.region, config=RETRIES)
+                                   for name in ("s3", "sagemaker", "logs"))
+        except NoRegionError:
             raise Failure(description="no AWS region configured: set AWS_DEFAULT_REGION or the sagemaker resource's "
-                                      "region")
-        s3, sagemaker, logs = (session.client(name, config=RETRIES) for name in ("s3", "sagemaker", "logs"))
+                                      "region") from None
+        region = sagemaker.meta.region_name
         job_name = f"rlhf-{request.asset.replace('_', '-')}-{context.run_id[:8]}-{int(time.time())}"[:63]
         checkpoint_uri = (f"s3://{self.bucket}/{self.prefix}/checkpoints/{request.asset}/"
                           f"{hash_json(request.resume_key)[:16]}")
