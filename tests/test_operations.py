@@ -67,7 +67,7 @@ def test_a_step_killed_with_sigkill_leaves_nothing_valid_looking_and_the_rerun_r
     victim = _cli(env, "sft_model", small)
     checkpoints = tmp_path / "scratch" / "checkpoints" / "sft_model"
     deadline = time.monotonic() + 300
-    while not list(checkpoints.glob("*/checkpoint-*/trainer_state.json")):
+    while not list(checkpoints.glob("*/checkpoint-*/_COMPLETE.algo-1.json")):  # a checkpoint marked whole
         assert victim.poll() is None and time.monotonic() < deadline, "SFT ended before its first checkpoint"
         time.sleep(0.2)
     step = next(p for p in psutil.process_iter(["cmdline"]) if "rlhf_assets.steps.sft" in " ".join(

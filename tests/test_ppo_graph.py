@@ -49,13 +49,14 @@ def test_sigkilled_run_resumes_from_its_checkpoint_and_ends_at_the_same_step(gra
     command, env = _ppo_command(tmp_path, root, spec)
     victim = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
-    while not list((tmp_path / "checkpoints").glob("step-*")) and time.monotonic() < deadline:
+    while not list((tmp_path / "checkpoints").glob("step-*/_COMPLETE.algo-1.json")) and time.monotonic() < deadline:
         assert victim.poll() is None, "the run ended before its first checkpoint"
         time.sleep(0.2)
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
-    states = (tmp_path / "checkpoints").glob("step-*/trainer_state.json")
-    killed_at = max(json.loads(state.read_text())["step"] for state in states)
+    states = [marker.with_name("trainer_state.json")
+              for marker in (tmp_path / "checkpoints").glob("step-*/_COMPLETE.algo-1.json")]
+    killed_at = max(json.loads(state.read_text())["step"] for state in states)  # the newest complete checkpoint
     assert 0 < killed_at < 24
 
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)

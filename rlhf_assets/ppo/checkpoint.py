@@ -3,9 +3,11 @@
 trlx's resume restored weights and optimizer only; the KL coefficient, running reward moments and step count
 restarted from scratch. Ours restores all of it, so a killed run continues where it stopped and ends at the
 same total step count. `accelerate`'s `save_state` writes the model, optimizer, scheduler and every process's
-RNG states (and DeepSpeed's sharded optimizer, one shard per rank) into a staging directory; the main process
-adds the trainer state and renames the directory when every rank has finished, so a half-written checkpoint is
-never picked up.
+RNG states (and DeepSpeed's sharded optimizer, one shard per rank) into a staging directory of each host; the
+main process adds the trainer state, and then each host's local main process moves its host's files into
+`step-N/` and marks them (`rlhf_assets.checkpoint_integrity`). A checkpoint is resumed from only when every host
+of the job has marked it and every marked file is whole, so neither a crash mid-save nor a partial S3 restore
+after a spot interruption is ever picked up.
 """
 
 from __future__ import annotations
@@ -16,31 +18,54 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from rlhf_assets.checkpoint_integrity import current_host, incomplete_reason, write_marker
+
 STATE_FILE = "trainer_state.json"
 PREFIX = "step-"
 
 
-def staging_dir(directory: Path, step: int) -> Path:
-    """The temporary directory every rank writes step `step` into (the same name on all ranks)."""
-    return directory / f".tmp-{PREFIX}{step:08d}"
+def staging_dir(directory: Path, step: int, host: str | None = None) -> Path:
+    """The temporary directory the ranks of one host write step `step` into (per host: hosts may share a disk)."""
+    return directory / f".tmp-{PREFIX}{step:08d}-{host or current_host()}"
 
 
-def publish_checkpoint(directory: Path, staging: Path, step: int, state: dict[str, Any], keep: int = 2) -> Path:
-    """Add the trainer state, rename `staging` to `step-N/` and prune older checkpoints beyond `keep`."""
+def checkpoint_dir(directory: Path, step: int) -> Path:
+    return directory / f"{PREFIX}{step:08d}"
+
+
+def write_state(staging: Path, step: int, state: dict[str, Any]) -> None:
+    """The trainer state beside the tensors (written by the main process into its host's staging)."""
     (staging / STATE_FILE).write_text(json.dumps({**state, "step": step}))
-    final = directory / f"{PREFIX}{step:08d}"
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(staging, final)
+
+
+def commit_host_part(directory: Path, staging: Path, step: int, keep: int = 2, host: str | None = None) -> Path:
+    """Move this host's staged files into `step-N/`, mark them, and prune this host's older checkpoints.
+
+    Every host calls this (its local main process) once all of its ranks have saved; on hosts that share a disk
+    the files of all hosts end up side by side, each set under its own marker.
+    """
+    final = checkpoint_dir(directory, step)
+    files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+    for name in files:
+        (final / name).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / name, final / name)
+    write_marker(final, host, files)
+    shutil.rmtree(staging, ignore_errors=True)
     for old in sorted(directory.glob(f"{PREFIX}*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def latest_checkpoint(directory: Path) -> Path | None:
-    """Newest complete checkpoint (staging directories are never picked)."""
-    found = sorted(p for p in directory.glob(f"{PREFIX}*") if (p / STATE_FILE).exists()) if directory.is_dir() else []
-    return found[-1] if found else None
+def latest_checkpoint(directory: Path, log: Any = None) -> Path | None:
+    """Newest checkpoint that every host has marked and whose files are all whole (staging is never picked)."""
+    found = sorted(directory.glob(f"{PREFIX}*"), reverse=True) if directory.is_dir() else []
+    for candidate in found:
+        reason = incomplete_reason(candidate)
+        if reason is None:
+            return candidate
+        if log is not None:
+            log(f"skipping checkpoint {candidate.name}: {reason}")
+    return None
 
 
 def read_state(path: Path) -> dict[str, Any]:

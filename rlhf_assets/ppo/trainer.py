@@ -21,7 +21,7 @@ from accelerate.utils import set_seed
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf_assets.ppo.advantages import gae, masked_mean, whiten
-from rlhf_assets.ppo.checkpoint import latest_checkpoint, publish_checkpoint, read_state, staging_dir
+from rlhf_assets.ppo.checkpoint import commit_host_part, latest_checkpoint, read_state, staging_dir, write_state
 from rlhf_assets.ppo.config import PPOConfig
 from rlhf_assets.ppo.distributed import (
     broadcast_from_main,
@@ -112,22 +112,24 @@ class PPOTrainer:
     def _save(self) -> None:
         accelerator = self.accelerator
         staging = staging_dir(self.checkpoint_dir, self.step)
-        if accelerator.is_main_process:
+        if accelerator.is_local_main_process:
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
         accelerator.wait_for_everyone()
         accelerator.save_state(str(staging), safe_serialization=False)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            state = {"kl_controller": self.kl_controller.state_dict(), "moments": self.moments.state_dict(),
-                     "prompt_order": self.prompt_order, "prompt_cursor": self.prompt_cursor,
-                     "prompt_epoch": self.prompt_epoch, "history": self.history.steps}
-            path = publish_checkpoint(self.checkpoint_dir, staging, self.step, state)
+            write_state(staging, self.step, {
+                "kl_controller": self.kl_controller.state_dict(), "moments": self.moments.state_dict(),
+                "prompt_order": self.prompt_order, "prompt_cursor": self.prompt_cursor,
+                "prompt_epoch": self.prompt_epoch, "history": self.history.steps})
+        if accelerator.is_local_main_process:
+            path = commit_host_part(self.checkpoint_dir, staging, self.step)
             self.log(f"checkpoint saved at step {self.step}: {path.name}")
         accelerator.wait_for_everyone()
 
     def _resume(self) -> None:
-        found = latest_checkpoint(self.checkpoint_dir)
+        found = latest_checkpoint(self.checkpoint_dir, self.log)
         if found is None:
             set_seed(self.config.seed, device_specific=True)
             return

@@ -23,7 +23,13 @@ from rlhf_assets.presets import RewardSpec
 from rlhf_assets.steps.data_io import read_split
 from rlhf_assets.steps.progress import RuntimeProgressCallback, curve_markdown
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run_step
-from rlhf_assets.steps.training import last_checkpoint, quiet_console, save_trained_model, trainer_arguments
+from rlhf_assets.steps.training import (
+    CheckpointMarkerCallback,
+    last_checkpoint,
+    quiet_console,
+    save_trained_model,
+    trainer_arguments,
+)
 
 REWARD_INFO_FILE = "reward_model.json"
 
@@ -63,7 +69,7 @@ def train_reward_model(runtime: StepRuntime, spec: RewardSpec, held_out: pd.Data
     progress = RuntimeProgressCallback(runtime)
     args = RewardConfig(**trainer_arguments(spec, runtime), max_length=None, disable_dropout=True)
     trainer = quiet_console(RewardTrainer(model=model, args=args, train_dataset=train,
-                                          processing_class=tokenizer, callbacks=[progress]))
+                                          processing_class=tokenizer, callbacks=[progress, CheckpointMarkerCallback()]))
     result = trainer.train(resume_from_checkpoint=last_checkpoint(runtime))
     accuracy, margin = pairwise_accuracy(model, encode_pairs(held_out, tokenizer, spec, True),
                                          tokenizer.pad_token_id)

@@ -14,19 +14,24 @@ from rlhf_assets.steps.reward import REWARD_INFO_FILE
 from rlhf_assets.steps.runtime import StepInputError
 
 
+def reward_gpu(device_count: int, local_world_size: int, local_rank: int) -> int:
+    """The GPU index for the reward model on this node: the spare one when the node has more GPUs than its
+    training processes (the recipe: 8 GPUs, 7 ranks), else the main process's own."""
+    return device_count - 1 if device_count > local_world_size else local_rank
+
+
 def reward_device() -> torch.device:
     """Where the reward model runs: the recipe gives it a GPU of its own (7 training processes + 1 for the RM).
 
-    Only the main process holds the reward model. When the node has more GPUs than training processes it goes
-    on the last (spare) one; otherwise it shares the main process's device. Scores are computed in fp16 on GPU,
-    as in the recipe.
+    Only the main process holds the reward model. What counts is this node's processes (`LOCAL_WORLD_SIZE`), not
+    the job's (`WORLD_SIZE`: 14 on two p4d hosts, more than any node's 8 GPUs). Scores are computed in fp16 on
+    GPU, as in the recipe.
     """
     if not torch.cuda.is_available():
         return torch.device("cpu")
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if torch.cuda.device_count() > world_size:
-        return torch.device(f"cuda:{torch.cuda.device_count() - 1}")
-    return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    index = reward_gpu(torch.cuda.device_count(), local_world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device(f"cuda:{index}")
 
 
 def load_reward_scorer(

@@ -21,6 +21,7 @@ from rlhf_assets.steps.data_io import read_split
 from rlhf_assets.steps.progress import RuntimeProgressCallback, curve_markdown
 from rlhf_assets.steps.runtime import StepRuntime, markdown, run_step
 from rlhf_assets.steps.training import (
+    CheckpointMarkerCallback,
     last_checkpoint,
     quiet_console,
     save_trained_model,
@@ -57,7 +58,7 @@ def main(runtime: StepRuntime) -> None:
     args = SFTConfig(**trainer_arguments(spec, runtime), max_length=None, completion_only_loss=True, packing=False)
     trainer = quiet_console(SFTTrainer(
         model=model, args=args, train_dataset=train, eval_dataset=held_out,
-        processing_class=tokenizer, callbacks=[progress],
+        processing_class=tokenizer, callbacks=[progress, CheckpointMarkerCallback()],
     ))
     result = trainer.train(resume_from_checkpoint=last_checkpoint(runtime))
     evaluation = trainer.evaluate()

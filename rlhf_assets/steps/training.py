@@ -6,26 +6,54 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PrinterCallback, Trainer
+from transformers import (
+    PrinterCallback,
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from rlhf_assets.checkpoint_integrity import incomplete_reason, write_marker
 from rlhf_assets.presets import TrainSpec
 from rlhf_assets.steps.runtime import StepRuntime
+
+
+class CheckpointMarkerCallback(TrainerCallback):
+    """Marks each saved `checkpoint-N` complete, per host, once every rank has written its part.
+
+    The Trainer's own "trainer_state.json is written last" does not survive SageMaker's file-by-file S3 sync;
+    the marker (`rlhf_assets.checkpoint_integrity`) lists every file with its size, so a partial restore is seen.
+    """
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # every rank's files (shards, RNG states) are on disk
+        if state.is_local_process_zero:
+            write_marker(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
 
 
 def last_checkpoint(runtime: StepRuntime) -> str | None:
     """The newest complete `checkpoint-*` in the checkpoint dir, so a restarted job (spot, SIGKILL) resumes there.
 
-    The Trainer writes `trainer_state.json` last; a checkpoint without it was cut off mid-save and is skipped
-    (transformers' own `get_last_checkpoint` would pick it and fail to resume).
+    A checkpoint counts only when every host's marker is there and every file it lists is whole; one cut off
+    mid-save or partly restored from S3 is skipped (transformers' own `get_last_checkpoint` would pick it and fail
+    to resume, or resume from a torn file).
     """
     directory: Path = runtime.checkpoint_dir
-    candidates = sorted((p for p in directory.glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()),
-                        key=lambda p: int(p.name[11:]), reverse=True) if directory.is_dir() else []
+    prefix = f"{PREFIX_CHECKPOINT_DIR}-"
+    candidates = sorted((p for p in directory.glob(f"{prefix}*") if p.is_dir() and p.name[len(prefix):].isdigit()),
+                        key=lambda p: int(p.name[len(prefix):]), reverse=True) if directory.is_dir() else []
     for candidate in candidates:
-        if (candidate / "trainer_state.json").is_file():
+        reason = incomplete_reason(candidate)
+        if reason is None:
             runtime.log(f"resuming from {candidate}")
             return str(candidate)
-        runtime.log(f"skipping {candidate}: cut off while saving (no trainer_state.json)")
+        runtime.log(f"skipping {candidate}: {reason}")
     return None
 
 

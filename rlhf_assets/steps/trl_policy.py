@@ -17,7 +17,7 @@ from rlhf_assets.ppo.reward_scorer import RewardModelScorer
 from rlhf_assets.presets import PPOSpec
 from rlhf_assets.steps.progress import RuntimeProgressCallback
 from rlhf_assets.steps.runtime import StepRuntime
-from rlhf_assets.steps.training import last_checkpoint, quiet_console
+from rlhf_assets.steps.training import CheckpointMarkerCallback, last_checkpoint, quiet_console
 
 TRL_TO_PPO_NAMES = {"reward": "score_mean", "reward_std": "score_std", "kl": "kl_penalty", "entropy": "entropy",
                     "completions/mean_length": "response_length"}
@@ -56,7 +56,7 @@ def train_with_trl(
     trainer = quiet_console(trainer_class(
         model=AutoModelForCausalLM.from_pretrained(sft_weights), reward_funcs=reward_model, args=args,
         train_dataset=Dataset.from_dict({"prompt": list(prompts)}), processing_class=tokenizer,
-        callbacks=[progress],
+        callbacks=[progress, CheckpointMarkerCallback()],
     ))
     trainer.train(resume_from_checkpoint=last_checkpoint(runtime))
     history = [
