@@ -25,6 +25,9 @@ from upath import UPath
 RESULTS_DIR = "_results"
 COMPLETE_MARKER = "_COMPLETE"
 _CHUNK = 1 << 20
+# Multipart uploads hold about part size × concurrency in memory (s3fs's defaults, 50 MiB × 10, took ~1 GB for a
+# 1 GB file: bench/artifact_transfer.py); parts grow only where S3's 10,000-part limit needs it.
+UPLOAD_PART, UPLOAD_CONCURRENCY, MAX_PARTS = 16 << 20, 4, 10_000
 
 
 class OutputDescription(BaseModel):
@@ -143,7 +146,9 @@ class ArtifactStore:
             if is_remote(source):
                 fs.copy(f"{source.rstrip('/')}/{rel}", target)
             else:
-                fs.put_file(str(Path(source) / rel), target)
+                size = description.sizes[rel]
+                fs.put_file(str(Path(source) / rel), target, chunksize=max(UPLOAD_PART, -(-size // MAX_PARTS)),
+                            max_concurrency=UPLOAD_CONCURRENCY)
             size = fs.info(target)["size"]
             if size != description.sizes[rel]:
                 raise ArtifactStoreError(f"{target}: {size} bytes arrived, the step described "
