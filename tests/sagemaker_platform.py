@@ -32,8 +32,9 @@ from rlhf_assets.contract import CHECKPOINT_ENV
 class SageMakerPlatform:
     """Runs each created training job through the toolkit synchronously; remembers requests and outcomes."""
 
-    def __init__(self, scratch: Path) -> None:
-        self.scratch = scratch
+    def __init__(self, scratch: Path, credentials: dict[str, str] | None = None) -> None:
+        """`credentials` (access key id and secret) are the job role's: SageMaker and the container act as it."""
+        self.scratch, self.credentials = scratch, credentials or {}
         self.requests: list[dict[str, Any]] = []
         self.exit_codes: list[int] = []
         self.logs: list[str] = []
@@ -64,10 +65,15 @@ class SageMakerPlatform:
             parsed.update(TrainingJobStatus="Failed", SecondaryStatus="Failed",
                           FailureReason=self.failures[names.index(name)])
 
-    @staticmethod
-    def _download(uri: str, target: Path) -> None:
+    def _client(self, service: str) -> Any:
+        if not self.credentials:
+            return boto3.client(service)
+        return boto3.client(service, aws_access_key_id=self.credentials["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=self.credentials["AWS_SECRET_ACCESS_KEY"])
+
+    def _download(self, uri: str, target: Path) -> None:
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-        s3 = boto3.client("s3")
+        s3 = self._client("s3")
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for item in page.get("Contents", []):
                 path = target / item["Key"][len(prefix):].lstrip("/")
@@ -99,7 +105,8 @@ class SageMakerPlatform:
         env = {**os.environ, **job["Environment"], "SAGEMAKER_BASE_DIR": str(base), "TRAINING_JOB_NAME": name,
                "SAGEMAKER_TRAINING_MODULE": "sagemaker_pytorch_container.training:main",
                "SM_STUDIO_LOCAL_MODE": "true", "PYTHONUNBUFFERED": "1",
-               CHECKPOINT_ENV: str(checkpoints)}  # the container's /opt/ml/checkpoints, relocated with /opt/ml
+               CHECKPOINT_ENV: str(checkpoints),  # the container's /opt/ml/checkpoints, relocated with /opt/ml
+               **self.credentials}
         env.pop("PYTHONPATH", None)
         train = Path(sys.executable).with_name("train")
         done = subprocess.run([str(train)], env=env, cwd=base, capture_output=True, text=True, timeout=1200)
@@ -110,14 +117,13 @@ class SageMakerPlatform:
         self._to_cloudwatch(name, done.stdout + done.stderr)
         bucket, _, prefix = job["OutputDataConfig"]["S3OutputPath"].removeprefix("s3://").partition("/")
         assert job["OutputDataConfig"].get("CompressionType") == "NONE", "model output must not be gzipped"
-        s3 = boto3.client("s3")
+        s3 = self._client("s3")
         for path in sorted(p for p in (base / "model").rglob("*") if p.is_file()):
             s3.upload_file(str(path), bucket, f"{prefix}/{name}/output/model/{path.relative_to(base / 'model')}")
 
-    @staticmethod
-    def _to_cloudwatch(name: str, output: str) -> None:
+    def _to_cloudwatch(self, name: str, output: str) -> None:
         """SageMaker sends the container's stdout/stderr to /aws/sagemaker/TrainingJobs, `<job>/algo-1-<time>`."""
-        logs = boto3.client("logs")
+        logs = self._client("logs")
         with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
             logs.create_log_group(logGroupName="/aws/sagemaker/TrainingJobs")
         stream = f"{name}/algo-1-{int(time.time())}"

@@ -143,8 +143,8 @@ class SageMakerComputeBackend(ConfigurableResource):
 
     def check_bucket(self, s3: Any) -> None:
         """Fail clearly, before a job exists, when the bucket is missing or not ours to use."""
-        try:
-            s3.head_bucket(Bucket=self.bucket)
+        try:  # a listing of our prefix: needs exactly the s3:ListBucket the policy grants
+            s3.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}/", MaxKeys=1)
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
             raise Failure(description=f"SageMaker bucket s3://{self.bucket} is not usable ({code}: "
