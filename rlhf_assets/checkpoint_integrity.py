@@ -65,13 +65,14 @@ def incomplete_reason(directory: Path, hosts: list[str] | None = None) -> str | 
             return f"no completeness marker from {host}"
         try:
             entries = json.loads(marker.read_text())["files"]
-        except (ValueError, KeyError, TypeError):
+            sizes = {name: int(entry["size"]) for name, entry in entries.items()}
+        except (ValueError, KeyError, TypeError, AttributeError):
             return f"{marker.name} is unreadable"
         for name, entry in entries.items():
             path = directory / name
             if not path.is_file():
                 return f"{name} (listed by {host}) is missing"
-            if path.stat().st_size != entry["size"]:
+            if path.stat().st_size != sizes[name]:
                 return f"{name} has {path.stat().st_size} bytes, {host} wrote {entry['size']}"
             if "sha256" in entry and _sha256(path) != entry["sha256"]:
                 return f"{name} differs from what {host} wrote"

@@ -30,8 +30,9 @@ ACCELERATE_CONFIG_ENV = "RLHF_ACCELERATE_CONFIG"
 # How the Pipes context and messages travel: local files (default) or S3 (`s3`, set by the SageMaker backend).
 PIPES_TRANSPORT_ENV = "RLHF_PIPES_TRANSPORT"
 PIPES_TRANSPORT_S3 = "s3"
-# Each rank writes its Pipes messages under `<key_prefix>/<RANK_PREFIX><rank>/`, so ranks never share a chunk
-# stream; the orchestrator's reader merges the ranks and waits for every rank to close.
+# Each rank writes its Pipes messages under `<key_prefix>/<RANK_PREFIX><rank>/<attempt>/` (one attempt per
+# container start), so ranks and spot restarts never share a chunk stream; the orchestrator's reader merges them
+# and waits for every rank to close.
 PIPES_RANK_PREFIX = "rank-"
 
 # The Pipes custom message a step sends once its model directory is final: its content hash and file sizes,

@@ -114,7 +114,8 @@ class ArtifactStore:
         """Publish a step's output (a local directory or an S3 prefix) as described by the step that wrote it.
 
         The bytes never pass through this process whole: a local directory is copied file by file (or streamed
-        to S3 in multipart chunks), an S3 prefix is copied server-side (multipart copy above 5 GB). Sizes are
+        to S3 in multipart chunks), an S3 prefix is copied server-side (s3fs uses a
+        multipart UploadPartCopy above 150 MiB, as objects over 5 GB require). Sizes are
         checked against the description before the `_COMPLETE` marker makes the artifact visible.
         """
         if not description.sizes:
@@ -132,6 +133,8 @@ class ArtifactStore:
                                          "root the artifact store on S3 (RLHF_ARTIFACT_ROOT=s3://bucket/prefix)")
             else:
                 self._publish_local(Path(source), Path(str(final)), marker)
+        except ArtifactStoreError:
+            raise
         except OSError as error:
             raise ArtifactStoreError(
                 f"could not publish {name!r} to artifact root {self.root}: {error.strerror or error} "

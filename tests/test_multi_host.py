@@ -69,3 +69,17 @@ def test_the_reward_model_gpu_is_chosen_from_this_nodes_processes() -> None:
     """Two p4d hosts, 7 ranks each: WORLD_SIZE is 14, but each node still has a spare eighth GPU."""
     assert reward_gpu(device_count=8, local_world_size=7, local_rank=0) == 7
     assert reward_gpu(device_count=8, local_world_size=8, local_rank=0) == 0  # no spare GPU: share rank 0's
+
+
+def test_a_commit_drops_checkpoints_left_after_the_step_it_resumed_from(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resumed from step 4 because step 8 was only partly restored: committing step 6 removes the stale step 8
+    (which would otherwise sort newest and push out step 4, the last good one) and prunes to two."""
+    monkeypatch.setenv("SM_HOSTS", '["algo-1"]')
+    for step in (2, 4):
+        _host_part(tmp_path, "algo-1", step, b"\x01")
+    (tmp_path / "step-00000008").mkdir()
+    (tmp_path / "step-00000008" / "random_states_algo-1.pkl").write_bytes(b"partial")
+    _host_part(tmp_path, "algo-1", 6, b"\x06")
+    assert sorted(p.name for p in tmp_path.glob("step-*")) == ["step-00000004", "step-00000006"]
+    assert latest_checkpoint(tmp_path) == tmp_path / "step-00000006"

@@ -36,6 +36,7 @@ from rlhf_assets.compute.launch import step_command
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import PipesSageMakerClient, SageMakerComputeBackend
 from rlhf_assets.compute.sagemaker.backend import validate_request
+from rlhf_assets.compute.sagemaker.pipes import RankedS3MessageReader
 from rlhf_assets.compute.sagemaker.pricing import estimate_cost
 from rlhf_assets.definitions import all_assets
 from rlhf_assets.presets import PROJECT_ROOT
@@ -324,3 +325,39 @@ def test_a_channel_name_sagemaker_would_reject_is_refused_by_the_model_check() -
     with pytest.raises(Failure, match="is 70 characters; SageMaker allows 63"):
         validate_request({**PARAMS, "TrainingJobName": "x" * 70},
                          boto3.client("sagemaker", region_name="us-east-1").meta.service_model)
+
+
+def test_the_message_reader_merges_ranks_and_a_spot_restarts_attempts(aws) -> None:
+    """Rank 0 wrote 3 chunks, was interrupted (no `closed`) and restarted, writing from chunk 1 again under a
+    new attempt segment; rank 1 had closed in the first start and closes again in the second. Everything is read
+    once, and each rank's `closed` counts once, so the session ends only when rank 0's restart has closed."""
+    s3 = boto3.client("s3")
+    reader = RankedS3MessageReader(bucket=BUCKET, client=s3, key_prefix="rlhf-assets/sagemaker/pipes/messages",
+                                   world_size=2)
+
+    def message(method: str, **params: Any) -> str:
+        return json.dumps({"__dagster_pipes_version": "0.1", "method": method, "params": params})
+
+    def chunk(rank: int, attempt: str, index: int, *lines: str) -> None:
+        s3.put_object(Bucket=BUCKET, Body="\n".join(lines).encode(),
+                      Key=f"{params['key_prefix']}/rank-{rank}/{attempt}/{index}.json")
+
+    with reader.get_params() as params:
+        assert not reader.messages_are_readable(params)
+        for index in (1, 2, 3):
+            chunk(0, "attempt-1", index, message("log", message=f"first start {index}"))
+        chunk(1, "attempt-1", 1, message("log", message="rank 1 first start"), message("closed"))
+        assert reader.messages_are_readable(params)
+        first = reader.download_messages(None, params)[1].split("\n")
+        chunk(0, "attempt-2", 1, message("log", message="second start 1"))
+        chunk(1, "attempt-2", 1, message("log", message="rank 1 second start"), message("closed"))
+        chunk(0, "attempt-2", 2, message("report_custom_message", payload={"rlhf_output": {}}), message("closed"))
+        second = reader.download_messages(1, params)[1].split("\n")
+        assert reader.download_messages(2, params) is None, "nothing is read twice"
+    methods = [json.loads(line)["method"] for line in first + second]
+    logs = [json.loads(line)["params"]["message"] for line in first + second if json.loads(line)["method"] == "log"]
+    assert logs == ["first start 1", "first start 2", "first start 3", "rank 1 first start", "second start 1",
+                    "rank 1 second start"]
+    assert methods.count("closed") == 2 and "report_custom_message" in methods  # rank 1's second close dropped
+    in_second = [json.loads(line)["method"] for line in second]
+    assert in_second.count("closed") == 1 and in_second.index("closed") > in_second.index("report_custom_message")

@@ -59,7 +59,7 @@ class StepRun:
             shutil.rmtree(path, ignore_errors=True)
 
     def publish(self, store: ArtifactStore, name: str) -> tuple[str, str, list[str]]:
-        """Put the output in the artifact store as `name`: a move or streamed upload of a local directory, a
+        """Put the output in the artifact store as `name`: a copy or streamed upload of a local directory, a
         server-side copy of an S3 prefix. Returns (uri, content_hash, files)."""
         return store.publish_output(self.output_uri, name, self.description)
 

@@ -51,7 +51,9 @@ def commit_host_part(directory: Path, staging: Path, step: int, keep: int = 2, h
         os.replace(staging / name, final / name)
     write_marker(final, host, files)
     shutil.rmtree(staging, ignore_errors=True)
-    for old in sorted(directory.glob(f"{PREFIX}*"))[:-keep]:
+    # Checkpoints numbered after this step are leftovers of a run that resumed from an earlier one: never newest.
+    steps = sorted(directory.glob(f"{PREFIX}*"))
+    for old in [p for p in steps if p.name > final.name] + [p for p in steps if p.name <= final.name][:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 

@@ -21,7 +21,14 @@ from accelerate.utils import set_seed
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf_assets.ppo.advantages import gae, masked_mean, whiten
-from rlhf_assets.ppo.checkpoint import commit_host_part, latest_checkpoint, read_state, staging_dir, write_state
+from rlhf_assets.ppo.checkpoint import (
+    checkpoint_dir,
+    commit_host_part,
+    latest_checkpoint,
+    read_state,
+    staging_dir,
+    write_state,
+)
 from rlhf_assets.ppo.config import PPOConfig
 from rlhf_assets.ppo.distributed import (
     broadcast_from_main,
@@ -114,6 +121,7 @@ class PPOTrainer:
         staging = staging_dir(self.checkpoint_dir, self.step)
         if accelerator.is_local_main_process:
             shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(checkpoint_dir(self.checkpoint_dir, self.step), ignore_errors=True)  # a stale partial one
             staging.mkdir(parents=True)
         accelerator.wait_for_everyone()
         accelerator.save_state(str(staging), safe_serialization=False)

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,11 +29,11 @@ from dagster_pipes import (
     open_dagster_pipes,
 )
 
+from rlhf_assets.checkpoint_integrity import current_host
 from rlhf_assets.contract import (
     CHECKPOINT_ENV,
     CONTAINER_CHECKPOINT_DIR,
     CONTAINER_ROOT,
-    CURRENT_HOST_ENV,
     MODEL_DIR_ENV,
     OUTPUT_DATA_DIR_ENV,
     OUTPUT_DESCRIPTION_MESSAGE,
@@ -55,12 +56,16 @@ def process_rank() -> tuple[int, int]:
 class RankedS3MessageWriter(PipesS3MessageWriter):
     """The S3 Pipes writer with this rank's own key prefix, so ranks never overwrite each other's chunks.
 
-    The orchestrator's `RankedS3MessageReader` reads `<key_prefix>/rank-<r>/<n>.json` for every rank.
+    The orchestrator's `RankedS3MessageReader` reads `<key_prefix>/rank-<r>/<attempt>/<n>.json` for every rank.
     """
 
     def make_channel(self, params: PipesParams) -> PipesS3MessageWriterChannel:
         rank, _ = process_rank()
-        return super().make_channel({**params, "key_prefix": f"{params['key_prefix']}/{PIPES_RANK_PREFIX}{rank}"})
+        # A spot restart runs the container again with the same environment: each start gets its own segment
+        # (named by its start time, so the reader knows the newest), as chunk numbers restart at 1.
+        attempt = f"attempt-{time.time_ns():020d}-{os.getpid()}"
+        return super().make_channel({**params,
+                                     "key_prefix": f"{params['key_prefix']}/{PIPES_RANK_PREFIX}{rank}/{attempt}"})
 
 
 class StepInputError(ValueError):
@@ -106,7 +111,7 @@ class StepRuntime:
     def log_every_rank(self, message: str) -> None:
         """A line from every rank (e.g. where it runs, or why it failed), prefixed with the rank."""
         rank, world_size = process_rank()
-        line = f"[rank {rank}/{world_size} on {os.environ.get(CURRENT_HOST_ENV, 'localhost')}] {message}"
+        line = f"[rank {rank}/{world_size} on {current_host()}] {message}"
         if self.pipes is not None:
             self.pipes.log.info(line)
         else:

@@ -16,7 +16,7 @@ from transformers import (
 )
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from rlhf_assets.checkpoint_integrity import incomplete_reason, write_marker
+from rlhf_assets.checkpoint_integrity import MARKER_PREFIX, incomplete_reason, job_hosts, write_marker
 from rlhf_assets.presets import TrainSpec
 from rlhf_assets.steps.runtime import StepRuntime
 
@@ -27,6 +27,13 @@ class CheckpointMarkerCallback(TrainerCallback):
     The Trainer's own "trainer_state.json is written last" does not survive SageMaker's file-by-file S3 sync;
     the marker (`rlhf_assets.checkpoint_integrity`) lists every file with its size, so a partial restore is seen.
     """
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
+        """A save into a directory left by an earlier, resumed-past run must not inherit that run's markers."""
+        if control.should_save and state.is_local_process_zero:
+            for marker in (Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}").glob(
+                    f"{MARKER_PREFIX}*"):
+                marker.unlink()
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -73,6 +80,8 @@ def trainer_arguments(spec: TrainSpec, runtime: StepRuntime) -> dict[str, Any]:
         "save_strategy": "steps",
         "save_steps": spec.save_steps,
         "save_total_limit": 2,
+        # several hosts: each keeps (and rotates) its own checkpoint files, which its marker lists
+        "save_on_each_node": len(job_hosts()) > 1,
         "eval_strategy": "no",
         "report_to": [],
         "seed": spec.seed,

@@ -86,11 +86,11 @@ class PipesSageMakerClient(PipesClient, TreatAsResourceParam):
                                   session.default_remote_invocation_info)
             name = params["TrainingJobName"]
             response = self._create(params)
-            context.log.info(f"[pipes] SageMaker training job {name} created: {response['TrainingJobArn']}")
-            add_log_reader = getattr(self.message_reader, "add_log_reader", None)
-            if add_log_reader is not None:
-                add_log_reader(TrainingJobLogReader(self.logs_client, name))
-            try:
+            try:  # from here on the job exists: whatever happens, it is stopped before the error propagates
+                context.log.info(f"[pipes] SageMaker training job {name} created: {response['TrainingJobArn']}")
+                add_log_reader = getattr(self.message_reader, "add_log_reader", None)
+                if add_log_reader is not None:
+                    add_log_reader(TrainingJobLogReader(self.logs_client, name))
                 description = self._wait(context, name)
             except DagsterExecutionInterruptedError:
                 if self.forward_termination:

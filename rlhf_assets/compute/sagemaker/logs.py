@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from typing import Any, TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -55,7 +56,7 @@ class TrainingJobLogReader(PipesLogReader):
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self, is_session_closed: threading.Event) -> None:
-        delay = self.interval
+        delay, final_tries = self.interval, 3
         while True:
             last_pass = self._stop.is_set() or is_session_closed.is_set()
             try:
@@ -65,6 +66,10 @@ class TrainingJobLogReader(PipesLogReader):
                 code = error.response.get("Error", {}).get("Code", "")
                 if code in THROTTLING_CODES:
                     delay = min(delay * 2, self.max_backoff)
+                    if last_pass and final_tries > 0:  # the final drain was throttled: wait and drain again
+                        final_tries -= 1
+                        time.sleep(delay)
+                        continue
                 elif code != "ResourceNotFoundException":  # the group appears when the first host starts
                     self._say(f"stopped forwarding CloudWatch logs of {self.job_name}: {code}: {error}")
                     return

@@ -2,14 +2,16 @@
 
 dagster-pipes' S3 writer numbers its chunks `<key_prefix>/1.json, 2.json, …` per process. In a job with several
 ranks (7 training processes × N hosts) every rank would write the same keys and overwrite the others' chunks, and
-the stock reader would stop at the first `closed` it sees. Here each rank writes under `<key_prefix>/rank-<r>/`
-(`rlhf_assets.steps.runtime.RankedS3MessageWriter`), and `RankedS3MessageReader` drains every rank's backlog on each
-poll and counts the session closed only when all ranks have closed. Message keys live under the backend's
+the stock reader would stop at the first `closed` it sees. Here each rank writes under
+`<key_prefix>/rank-<r>/<attempt>/` (`rlhf_assets.steps.runtime.RankedS3MessageWriter`; one attempt per container
+start), and `RankedS3MessageReader` drains every rank's backlog on each poll and counts the session closed only
+when all ranks have closed. Message keys live under the backend's
 `pipes/messages/` prefix, so a prefix-scoped IAM policy covers them.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,19 +24,20 @@ from dagster_aws.pipes import PipesS3MessageReader
 from rlhf_assets.contract import PIPES_RANK_PREFIX
 
 
-def rank_key(key_prefix: str, rank: int, index: int) -> str:
-    """The S3 key of chunk `index` of rank `rank`'s message stream."""
-    return f"{key_prefix}/{PIPES_RANK_PREFIX}{rank}/{index}.json"
-
-
 class RankedS3MessageReader(PipesS3MessageReader):
-    """Reads the Pipes messages of `world_size` ranks, each written under its own prefix, as one stream."""
+    """Reads the Pipes messages of `world_size` ranks, each written under its own prefix, as one stream.
+
+    A managed-spot job restarts its container after an interruption with the same environment, so a rank can
+    write several times; each container start writes under its own attempt segment (chunk numbers restart at 1
+    there), every attempt is read, and each rank's `closed` counts once, never from a superseded attempt.
+    """
 
     def __init__(self, *, bucket: str, client: Any, key_prefix: str, world_size: int, interval: float = 10.0,
                  log_readers: Sequence[PipesLogReader] | None = None) -> None:
         super().__init__(interval=interval, bucket=bucket, client=client, log_readers=log_readers)
         self.key_prefix, self.world_size = key_prefix.strip("/"), world_size
-        self.next_chunk: dict[int, int] = {}
+        self.next_chunk: dict[str, int] = {}
+        self.closed_ranks: set[int] = set()
 
     @property
     def expected_writer_count(self) -> int:
@@ -43,31 +46,38 @@ class RankedS3MessageReader(PipesS3MessageReader):
 
     @contextmanager
     def get_params(self) -> Iterator[dict[str, Any]]:
-        self.next_chunk = dict.fromkeys(range(self.world_size), 1)
+        self.next_chunk, self.closed_ranks = {}, set()
         yield {"bucket": self.bucket, "key_prefix": f"{self.key_prefix}/{uuid.uuid4().hex}",
                "include_stdio_in_messages": False}
 
     def messages_are_readable(self, params: dict[str, Any]) -> bool:
-        return any(self._exists(rank_key(params["key_prefix"], rank, 1)) for rank in range(self.world_size))
+        return bool(self._attempts(params["key_prefix"], 0))
 
     def download_messages(self, cursor: int | None, params: dict[str, Any]) -> tuple[int, str] | None:
-        """Every chunk that has arrived since the last poll, from every rank (a backlog is drained at once, so
-        nothing is left unread when the job ends)."""
-        chunks = []
+        """Every chunk that has arrived since the last poll, from every rank and attempt (a backlog is drained at
+        once, so nothing is left unread when the job ends)."""
+        lines: list[str] = []
         for rank in range(self.world_size):
-            while (chunk := self._get(rank_key(params["key_prefix"], rank, self.next_chunk[rank]))) is not None:
-                chunks.append(chunk)
-                self.next_chunk[rank] += 1
-        if not chunks:
+            attempts = self._attempts(params["key_prefix"], rank)
+            for attempt in attempts:
+                superseded = attempt != attempts[-1]
+                while (chunk := self._get(f"{attempt}{self.next_chunk.get(attempt, 1)}.json")) is not None:
+                    self.next_chunk[attempt] = self.next_chunk.get(attempt, 1) + 1
+                    for line in chunk.split("\n"):
+                        if _is_closed(line):
+                            if superseded or rank in self.closed_ranks:
+                                continue
+                            self.closed_ranks.add(rank)
+                        lines.append(line)
+        if not lines:
             return None
-        return (cursor or 0) + 1, "\n".join(chunks)
+        return (cursor or 0) + 1, "\n".join(lines)
 
-    def _exists(self, key: str) -> bool:
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
-            return True
-        except ClientError:
-            return False
+    def _attempts(self, key_prefix: str, rank: int) -> list[str]:
+        """The attempt segments rank `rank` has written, oldest first (their names start with the start time)."""
+        listing = self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"{key_prefix}/{PIPES_RANK_PREFIX}{rank}/",
+                                              Delimiter="/")
+        return sorted(common["Prefix"] for common in listing.get("CommonPrefixes", []))
 
     def _get(self, key: str) -> str | None:
         try:
@@ -80,3 +90,10 @@ class RankedS3MessageReader(PipesS3MessageReader):
     def no_messages_debug_text(self) -> str:
         return (f"Attempted to read messages of {self.world_size} rank(s) from s3://{self.bucket}/{self.key_prefix}/; "
                 "each rank writes with rlhf_assets.steps.runtime.RankedS3MessageWriter")
+
+
+def _is_closed(line: str) -> bool:
+    try:
+        return json.loads(line).get("method") == "closed"
+    except (ValueError, AttributeError):
+        return False
