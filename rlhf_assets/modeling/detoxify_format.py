@@ -135,8 +135,8 @@ def _check_shapes(directory: Path, loaded: dict[str, Any]) -> None:
 def load_detoxify(directory: Path, device: str = "cpu") -> Any:
     """A `detoxify.Detoxify` built by Detoxify's own loading code from a `toxicity_model` artifact.
 
-    Detoxify unpickles its checkpoint with the full (code-running) unpickler; it is handed the same bytes that passed the
-    weights-only check (not the file again, which could change in between), so no stored code can run.
+    Detoxify unpickles its checkpoint with the full (code-running) unpickler; it is handed the same bytes that
+    passed the weights-only check (not the file again, which could change in between), so no stored code can run.
     """
     from detoxify import Detoxify
 
