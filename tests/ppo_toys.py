@@ -1,7 +1,7 @@
 """A character tokenizer and a tiny random GPT-NeoX: enough to run the PPO code without any download."""
 
 import torch
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+from transformers import GPTJConfig, GPTJForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM
 
 
 class CharTokenizer:
@@ -25,3 +25,11 @@ def tiny_neox(seed: int = 0) -> GPTNeoXForCausalLM:
     config = GPTNeoXConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                            intermediate_size=64, max_position_embeddings=64, pad_token_id=0, eos_token_id=1)
     return GPTNeoXForCausalLM(config).eval()
+
+
+def tiny_gptj(seed: int = 0) -> GPTJForCausalLM:
+    """The recipe's architecture (GPT-J: rotary, parallel attention/MLP, untied head) at toy size."""
+    torch.manual_seed(seed)
+    config = GPTJConfig(vocab_size=40, n_embd=32, n_layer=3, n_head=4, rotary_dim=4, n_positions=64,
+                        pad_token_id=0, eos_token_id=1, bos_token_id=1)
+    return GPTJForCausalLM(config).eval()

@@ -52,7 +52,7 @@ def test_batched_generation_matches_one_prompt_at_a_time(model) -> None:
     batched = sample_responses(model, CharTokenizer(), queries, **kwargs)
     single = [sample_responses(model, CharTokenizer(), [q], **kwargs)[0] for q in queries]
     assert batched == single
-    assert all(r[-1] == 1 and len(r) <= 6 for r in batched)
+    assert all(len(r) <= 6 and (r[-1] == 1 or len(r) == 6) for r in batched), "EOS unless capped at 6"
 
 
 def test_layer_freezing_and_value_head(model) -> None:

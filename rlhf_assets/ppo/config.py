@@ -22,6 +22,9 @@ class PPOConfig(BaseModel):
     batch_size: int = Field(4, ge=1, description="Samples per optimizer step")
     total_steps: int = Field(10000, ge=1, description="Optimizer steps in the whole run")
     num_layers_unfrozen: int = Field(2, ge=-1, description="Top transformer layers trained; -1 trains all")
+    hydra_reference: bool = Field(
+        True, description="With 0 < num_layers_unfrozen, the reference is a frozen copy of only the trained top "
+        "layers + norm + head fed the policy's hidden state (trlx's hydra); False keeps a full frozen copy")
     lora_rank: int = Field(0, ge=0, description="LoRA rank; 0 trains the (unfrozen) weights themselves")
     lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (alpha / rank)")
     learning_rate: float = Field(8e-6, gt=0)
@@ -41,8 +44,9 @@ class PPOConfig(BaseModel):
     cliprange_value: float = Field(0.2, gt=0)
     vf_coef: float = Field(1.0, ge=0)
     scale_reward: Literal["running", "ref", "none"] = "running"
-    ref_std: float | None = Field(None, gt=0, description="Score std used when scale_reward='ref'")
-    cliprange_reward: float = Field(10.0, ge=0)
+    ref_std: float | None = Field(
+        None, gt=0, description="Score std used when scale_reward='ref'; None: the first chunk's, as trlx")
+    cliprange_reward: float = Field(10.0, ge=0, description="Raw RM scores are clipped to ±this before scaling")
     max_new_tokens: int = Field(128, ge=1)
     top_k: int = Field(0, ge=0, description="0 disables top-k")
     top_p: float = Field(1.0, gt=0, le=1)
@@ -61,9 +65,16 @@ class PPOConfig(BaseModel):
             raise ValueError(f"batch_size ({self.batch_size}) must not exceed num_rollouts ({self.num_rollouts})")
         if self.max_new_tokens >= self.seq_length:
             raise ValueError(f"max_new_tokens ({self.max_new_tokens}) must be below seq_length ({self.seq_length})")
-        if self.scale_reward == "ref" and self.ref_std is None:
-            raise ValueError("scale_reward 'ref' needs ref_std")
         return self
+
+    @property
+    def reference_kind(self) -> Literal["adapters_off", "hydra", "full_copy"]:
+        """How the frozen SFT reference is held: LoRA's disabled adapters, a hydra branch, or a whole copy."""
+        if self.lora_rank:
+            return "adapters_off"
+        if self.hydra_reference and self.num_layers_unfrozen > 0:
+            return "hydra"
+        return "full_copy"
 
     @property
     def prompt_budget(self) -> int:

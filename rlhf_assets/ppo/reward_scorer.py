@@ -32,11 +32,27 @@ class RewardModelScorer:
         self.append_eos, self.max_length, self.max_response_tokens = append_eos, max_length, max_response_tokens
         self.batch_size = batch_size
 
-    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
-        """(B,) rewards for each prompt + response."""
+    @property
+    def context_length(self) -> int:
+        """The longest input the reward model reads: its position limit, or its tokenizer's if smaller."""
+        config = self.model.config
+        positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        limits = [n for n in (positions, self.tokenizer.model_max_length) if n and n < 1_000_000]
+        return min(limits, default=self.max_length)
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str], *, whole_response: bool = False) -> torch.Tensor:
+        """(B,) rewards for each prompt + response.
+
+        Policy samples are read within the PPO budget (`max_length`, `max_response_tokens`). `whole_response`
+        reads a reference response whole, up to the reward model's own context, with the prompt cut from the
+        left: trlx scores the chosen baseline that way, and cutting it to the sample length would compare a
+        full answer's sample against half an answer.
+        """
+        max_length = self.context_length if whole_response else self.max_length
+        max_response = max_length - 1 if whole_response else self.max_response_tokens
         sequences = [
-            encode_prompt_response(self.tokenizer, p, r, max_length=self.max_length,
-                                   max_response_tokens=self.max_response_tokens, add_eos=self.append_eos).input_ids
+            encode_prompt_response(self.tokenizer, p, r, max_length=max_length, max_response_tokens=max_response,
+                                   add_eos=self.append_eos).input_ids
             for p, r in zip(prompts, responses, strict=True)
         ]
         return reward_scores(self.model, sequences, self.tokenizer.pad_token_id, self.batch_size)
@@ -45,7 +61,8 @@ class RewardModelScorer:
 class DeltaReward:
     """reward = RM(prompt + sample) − RM(prompt + chosen), the recipe's baseline-subtracted reward.
 
-    Chosen-response scores are computed once per prompt and cached.
+    Chosen-response scores are computed once per prompt and cached; the chosen response is scored whole, as
+    trlx's `examples/hh/ppo_hh.py` `reward_fn` does (prompt + original_output + EOS, left-truncated).
     """
 
     def __init__(self, scorer: RewardModelScorer, prompts: Sequence[str], chosen: Sequence[str] | None) -> None:
@@ -58,6 +75,7 @@ class DeltaReward:
             return scores
         missing = [i for i in dict.fromkeys(indices) if i not in self._baseline]
         if missing:
-            baseline = self.scorer.score([self.prompts[i] for i in missing], [self.chosen[i] for i in missing])
+            baseline = self.scorer.score([self.prompts[i] for i in missing], [self.chosen[i] for i in missing],
+                                         whole_response=True)
             self._baseline.update(zip(missing, baseline.tolist(), strict=True))
         return scores - torch.tensor([self._baseline[i] for i in indices])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -39,28 +39,46 @@ class RunningMoments:
         self.mean, self.var, self.count = float(state["mean"]), float(state["var"]), float(state["count"])
 
 
-def scale_scores(
-    scores: torch.Tensor,
-    mode: str,
-    moments: RunningMoments,
-    ref_std: float | None,
-    cliprange_reward: float,
-    all_scores: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Scale by the running std (`running`), a fixed reference std (`ref`) or not at all, then clip.
+@dataclass
+class RewardScaler:
+    """trlx's reward normalisation (`AcceleratePPOTrainer.make_experience`), applied once per rollout chunk.
 
-    The running moments fold in `all_scores` (every rank's scores) when given, so all ranks share one scale.
+    Raw scores are clipped to ±`cliprange_reward` first, the running moments fold in the *clipped* scores of
+    every rank, and only then are scores divided by the running std (`running`) or by the std of the first
+    chunk (`ref`, when `ref_std` is not given). Clipping first keeps one outlier from inflating the std for the
+    rest of the run, and makes the clip a bound on RM score units, as the recipe's `cliprange_reward=10` means.
     """
-    if mode == "running":
-        moments.update(scores if all_scores is None else all_scores)
-        scores = scores / max(moments.std, 1e-8)
-    elif mode == "ref":
-        if not ref_std:
-            raise ValueError("scale_reward='ref' needs ref_std")
-        scores = scores / ref_std
-    elif mode != "none":
-        raise ValueError(f"scale_reward must be 'running', 'ref' or 'none', got {mode!r}")
-    return torch.clamp(scores, -cliprange_reward, cliprange_reward) if cliprange_reward else scores
+
+    mode: str
+    cliprange_reward: float
+    ref_std: float | None = None
+    moments: RunningMoments = field(default_factory=RunningMoments)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("running", "ref", "none"):
+            raise ValueError(f"scale_reward must be 'running', 'ref' or 'none', got {self.mode!r}")
+
+    def __call__(self, scores: torch.Tensor, all_scores: torch.Tensor | None = None) -> torch.Tensor:
+        """This rank's scaled scores; `all_scores` (every rank's, this chunk) feed the shared statistics."""
+        everyone = scores if all_scores is None else all_scores
+        if self.cliprange_reward:
+            scores = scores.clamp(-self.cliprange_reward, self.cliprange_reward)
+            everyone = everyone.clamp(-self.cliprange_reward, self.cliprange_reward)
+        if self.ref_std is None:
+            self.ref_std = float(everyone.std()) if everyone.numel() > 1 else 1.0
+        self.moments.update(everyone)
+        if self.mode == "running":
+            return scores / max(self.moments.std, 1e-8)
+        if self.mode == "ref":
+            return scores / max(self.ref_std, 1e-8)
+        return scores
+
+    def state_dict(self) -> dict[str, object]:
+        return {"moments": self.moments.state_dict(), "ref_std": self.ref_std}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.moments.load_state_dict(state["moments"])  # type: ignore[arg-type]
+        self.ref_std = state["ref_std"]  # type: ignore[assignment]
 
 
 def per_token_rewards(

@@ -62,8 +62,10 @@ def sample_responses(
 ) -> list[list[int]]:
     """Sample one response per prompt in a single `generate` call (KV cache on) and cut at stop sequences.
 
-    Responses are re-tokenized after truncation and end with EOS, as trlx does, so the reward model and the
-    policy see the same tokens.
+    EOS is handled as trlx's `decode(append_eos_token=True)` does: a response that ended naturally keeps the
+    EOS it sampled, one trimmed at a stop sequence is re-tokenized and gets an EOS, and one cut by
+    `max_new_tokens` keeps all its sampled tokens and gets none, so no token the policy never chose is
+    trained on and capped responses are not taught to stop.
     """
     device = next(model.parameters()).device
     ids, mask = left_pad(prompts, tokenizer.pad_token_id)
@@ -72,12 +74,22 @@ def sample_responses(
         do_sample=do_sample, top_k=top_k or None, top_p=top_p, temperature=temperature, use_cache=True,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
     )
-    responses = []
-    for row in output[:, ids.shape[1]:].tolist():
-        text = tokenizer.decode(row, skip_special_tokens=True)
-        kept = tokenizer(truncate_at_stop(text, stop_sequences), add_special_tokens=False)["input_ids"]
-        responses.append(kept[: max_new_tokens - 1] + [tokenizer.eos_token_id])
-    return responses
+    return [finish_response(row, tokenizer, stop_sequences, max_new_tokens)
+            for row in output[:, ids.shape[1]:].tolist()]
+
+
+def finish_response(
+    sampled: list[int], tokenizer: PreTrainedTokenizerBase, stop_sequences: Sequence[str], max_new_tokens: int
+) -> list[int]:
+    """The tokens PPO trains on for one generated row (see `sample_responses` for the EOS rule)."""
+    eos = tokenizer.eos_token_id
+    ended = eos in sampled
+    tokens = sampled[: sampled.index(eos)] if ended else sampled
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    trimmed = truncate_at_stop(text, stop_sequences)
+    if trimmed != text:
+        return tokenizer(trimmed, add_special_tokens=False)["input_ids"][: max_new_tokens - 1] + [eos]
+    return [*tokens, eos] if ended else tokens
 
 
 def logprobs_of_labels(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

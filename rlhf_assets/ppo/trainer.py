@@ -39,7 +39,8 @@ from rlhf_assets.ppo.distributed import (
 )
 from rlhf_assets.ppo.kl_controller import make_kl_controller
 from rlhf_assets.ppo.losses import policy_loss, value_loss
-from rlhf_assets.ppo.rewards import RunningMoments, per_token_rewards, scale_scores
+from rlhf_assets.ppo.hydra import FrozenBranch
+from rlhf_assets.ppo.rewards import RewardScaler, per_token_rewards
 from rlhf_assets.ppo.rollout import Experience
 from rlhf_assets.ppo.sampling import (
     join_query_response,
@@ -75,9 +76,11 @@ class TrainingHistory:
 class PPOTrainer:
     """PPO against a reward function, KL-held to a frozen reference model.
 
-    With LoRA (`reference=None` and a PEFT-wrapped policy trunk) the reference is the policy with its adapters
-    disabled, as trlx does: no second copy of the weights. Under `accelerate launch` each rank collects its own
-    share of the rollouts; `reward_fn` is only needed (and only called) in the main process.
+    The reference is what `config.reference_kind` says, as in trlx: with LoRA the policy with its adapters
+    disabled; with only the top layers training, a hydra branch (frozen copies of those layers, fed the policy
+    trunk's hidden state); otherwise the full frozen copy passed as `reference`. Under `accelerate launch` each
+    rank collects its own share of the rollouts; `reward_fn` is only needed (and only called) in the main
+    process.
     """
 
     def __init__(
@@ -100,6 +103,10 @@ class PPOTrainer:
         deepspeed = self.accelerator.state.deepspeed_plugin
         if deepspeed is not None:  # no dataloader is prepared, so DeepSpeed is told the per-GPU batch directly
             deepspeed.deepspeed_config["train_micro_batch_size_per_gpu"] = config.batch_size
+        kind = config.reference_kind
+        if (reference is None) != (kind != "full_copy"):
+            raise ValueError(f"reference kind {kind!r} {'needs' if reference is None else 'takes no'} reference model")
+        self.branch = FrozenBranch(policy.base, config.num_layers_unfrozen) if kind == "hydra" else None
         trainable = [p for p in policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, betas=config.betas, eps=config.eps,
                                       weight_decay=config.weight_decay)
@@ -107,8 +114,11 @@ class PPOTrainer:
                                                                eta_min=config.lr_min)
         self.policy, self.optimizer, self.scheduler = self.accelerator.prepare(policy, optimizer, scheduler)
         self.reference = reference.to(self.accelerator.device).eval().requires_grad_(False) if reference else None
+        if self.branch is not None:
+            trunk_dtype = next(self.accelerator.unwrap_model(self.policy).base.parameters()).dtype
+            self.branch.to(device=self.accelerator.device, dtype=trunk_dtype)
         self.kl_controller = make_kl_controller(config.init_kl_coef, config.target, config.horizon)
-        self.moments = RunningMoments()
+        self.reward_scaler = RewardScaler(config.scale_reward, config.cliprange_reward, config.ref_std)
         self.step = 0
         self.prompt_order: list[int] = []
         self.prompt_cursor = 0
@@ -128,7 +138,7 @@ class PPOTrainer:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             write_state(staging, self.step, {
-                "kl_controller": self.kl_controller.state_dict(), "moments": self.moments.state_dict(),
+                "kl_controller": self.kl_controller.state_dict(), "reward_scaler": self.reward_scaler.state_dict(),
                 "prompt_order": self.prompt_order, "prompt_cursor": self.prompt_cursor,
                 "prompt_epoch": self.prompt_epoch, "history": self.history.steps})
         if accelerator.is_local_main_process:
@@ -144,7 +154,7 @@ class PPOTrainer:
         self.accelerator.load_state(str(found))
         state = read_state(found)
         self.kl_controller.load_state_dict(state["kl_controller"])
-        self.moments.load_state_dict(state["moments"])
+        self.reward_scaler.load_state_dict(state["reward_scaler"])
         self.prompt_order, self.prompt_cursor = state["prompt_order"], state["prompt_cursor"]
         self.prompt_epoch = state["prompt_epoch"]
         self.step = state["step"]
@@ -184,11 +194,16 @@ class PPOTrainer:
         ids, mask, positions = (t.to(device) for t in join_query_response(
             batch.query_ids, batch.query_mask, batch.response_ids, batch.response_mask))
         r_width = batch.response_ids.shape[1]
-        logits, values = self.policy(ids, mask, positions, r_width)
+        if self.branch is not None:  # one trunk forward: the branch starts from the policy's hidden state
+            with self.branch.capture(self.accelerator.unwrap_model(self.policy).base) as branch_input:
+                logits, values = self.policy(ids, mask, positions, r_width)
+            ref_logits = self.branch(branch_input, r_width)
+        else:
+            logits, values = self.policy(ids, mask, positions, r_width)
+            ref_logits = self._reference_logits(ids, mask, positions, r_width)
         logprobs = response_logprobs(logits, ids, r_width)
         step_logits = logits.float()
         entropy = -(step_logits.softmax(-1) * step_logits.log_softmax(-1)).sum(-1)
-        ref_logits = self._reference_logits(ids, mask, positions, r_width)
         ref_logprobs = response_logprobs(ref_logits, ids, r_width)
         return logprobs.cpu(), ref_logprobs.cpu(), values.float().cpu(), entropy.cpu()
 
@@ -202,9 +217,14 @@ class PPOTrainer:
             return response_logits(trunk, ids, mask, positions, r_width)[0]
 
     def collect_rollouts(self) -> tuple[Experience, RolloutStats]:
-        """Sample `num_rollouts` responses in chunks and turn RM scores into per-token rewards."""
+        """Sample `num_rollouts` responses in chunks and turn RM scores into per-token rewards.
+
+        Scores are clipped and scaled chunk by chunk, every rank's chunk feeding the running moments, as trlx's
+        `make_experience` does; the KL penalty uses the β of the phase's start.
+        """
         cfg = self.config
-        chunks, entropies, generated, started = [], [], 0, time.perf_counter()
+        chunks, scaled, all_scores, entropies = [], [], [], []
+        generated, started = 0, time.perf_counter()
         model = self.accelerator.unwrap_model(self.policy).base
         model.eval()
         for start in range(0, cfg.num_rollouts, cfg.chunk_size):
@@ -216,6 +236,9 @@ class PPOTrainer:
             generated += sum(len(r) for r in responses)
             texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
             scores = self._score(indices, texts)
+            everyone = torch.tensor(gather_lists(self.accelerator, scores.tolist()))
+            all_scores.append(everyone)
+            scaled.append(self.reward_scaler(scores, everyone))
             query_ids, query_mask = left_pad(queries, self.tokenizer.pad_token_id)
             response_ids, response_mask = right_pad(responses, self.tokenizer.pad_token_id)
             empty = torch.zeros_like(response_ids, dtype=torch.float)
@@ -226,10 +249,8 @@ class PPOTrainer:
             chunks.append(chunk)
         store = Experience.concatenate(chunks, self.tokenizer.pad_token_id)
         mask = store.response_mask.float()
-        all_scores = torch.tensor(gather_lists(self.accelerator, store.scores.tolist()))
-        scaled = scale_scores(store.scores, cfg.scale_reward, self.moments, cfg.ref_std, cfg.cliprange_reward,
-                              all_scores=all_scores)
-        store.rewards, kl = per_token_rewards(scaled, store.logprobs, store.ref_logprobs, mask,
+        all_scores = torch.cat(all_scores)
+        store.rewards, kl = per_token_rewards(torch.cat(scaled), store.logprobs, store.ref_logprobs, mask,
                                               self.kl_controller.value)
         log_ratio = (store.ref_logprobs - store.logprobs) * mask
         k3 = (torch.exp(log_ratio) - 1 - log_ratio) * mask
@@ -286,7 +307,6 @@ class PPOTrainer:
                         break
                     update = self._update(store.select(index), advantages[index], returns[index])
                     self.step += 1
-                    self.kl_controller.update(rollout.kl_penalty, n_steps=len(index))
                     record = {"step": float(self.step), **vars(rollout), **update,
                               "kl_coef": self.kl_controller.value, "learning_rate": self.scheduler.get_last_lr()[0]}
                     self.history.steps.append(record)
@@ -299,6 +319,8 @@ class PPOTrainer:
                         f"approx_kl {update['approx_kl']:.4f} len {rollout.response_length:.1f} "
                         f"{rollout.tokens_per_second:.0f} tok/s"
                     )
+                if self.step < cfg.total_steps:  # trlx's post_backward_callback: β moves once per PPO epoch
+                    self.kl_controller.update(rollout.kl_penalty, n_steps=cfg.batch_size)
             self.log(f"phase done: {steps_per_phase} updates in {time.perf_counter() - started:.1f}s")
             if self.step - last_saved >= cfg.checkpoint_interval or self.step >= cfg.total_steps:
                 self._save()

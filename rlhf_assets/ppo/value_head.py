@@ -43,6 +43,16 @@ def transformer_layers(model: PreTrainedModel) -> nn.ModuleList:
     raise ValueError(f"cannot find the transformer layers of {type(model).__name__}")
 
 
+def final_norm(model: PreTrainedModel) -> nn.Module:
+    """The norm after the last block (GPT-NeoX `final_layer_norm`, GPT-J/GPT-2 `ln_f`, Llama `norm`)."""
+    trunk = getattr(model, model.base_model_prefix)
+    for name in ("final_layer_norm", "ln_f", "norm"):
+        module = getattr(trunk, name, None)
+        if isinstance(module, nn.Module):
+            return module
+    raise ValueError(f"cannot find the final norm of {type(model).__name__}")
+
+
 def freeze_bottom_layers(model: PreTrainedModel, num_layers_unfrozen: int) -> int:
     """Train only the top `num_layers_unfrozen` blocks (+ final norm and LM head); -1 trains everything.
 
@@ -57,10 +67,7 @@ def freeze_bottom_layers(model: PreTrainedModel, num_layers_unfrozen: int) -> in
     model.requires_grad_(False)
     for layer in list(layers)[len(layers) - num_layers_unfrozen:]:
         layer.requires_grad_(True)
-    trunk = getattr(model, model.base_model_prefix)
-    for name, module in trunk.named_children():
-        if name.startswith(("final_layer_norm", "ln_f", "norm")):
-            module.requires_grad_(True)
+    final_norm(model).requires_grad_(True)
     model.get_output_embeddings().requires_grad_(True)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 

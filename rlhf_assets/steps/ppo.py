@@ -159,7 +159,7 @@ def main(runtime: StepRuntime) -> None:
                     f"trainable, {cfg.total_steps} steps of {cfg.batch_size}")
         reward_fn = None if scorer is None else DeltaReward(
             scorer, list(train["prompt"]), list(train["chosen"]) if cfg.delta_reward else None)
-        reference = None if cfg.lora_rank else load_frozen(sft.weights)
+        reference = load_frozen(sft.weights) if cfg.reference_kind == "full_copy" else None
         trainer = PPOTrainer(cfg, CausalLMWithValueHead(base), reference, tokenizer, prompts, reward_fn,
                              runtime.checkpoint_dir, runtime.log)
         history = trainer.train().steps
