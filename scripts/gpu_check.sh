@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# GPU check of our PPO (run on a CUDA machine with torch, transformers, accelerate and peft; DeepSpeed and
-# pydantic may come as wheels in .whl/). For each launch mode — one process in bf16 mixed precision, and
-# DeepSpeed ZeRO-2 bf16 through the gptj_6b preset's accelerate config — it trains 4 PPO steps on a tiny
-# model, then resumes a second run from the first run's step-2 checkpoint and compares the final weights.
+# GPU checks of our PPO (run on a CUDA machine with torch, transformers, accelerate and peft; DeepSpeed and
+# pydantic may come as wheels in .whl/).
+# 1. Memory plan (issue 14): a GPT-J-architecture model with 4 blocks (~1.2 B parameters, random weights) runs a
+#    few PPO steps with the gptj_6b preset's settings through its DeepSpeed ZeRO-2 bf16 accelerate config on one
+#    GPU, with the hydra reference and with a full frozen copy; measured peak memory is printed beside the plan.
+# 2. Resume: for each launch mode — one process in bf16 mixed precision, and DeepSpeed ZeRO-2 bf16 — it trains 4
+#    PPO steps on a tiny model, then resumes a second run from the first run's step-2 checkpoint and compares
+#    the final weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-var/gpu_check}"
@@ -14,6 +18,25 @@ export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 nvidia-smi -L
 python3 -c "import torch, transformers, accelerate, deepspeed; print('torch', torch.__version__, 'transformers', \
 transformers.__version__, 'accelerate', accelerate.__version__, 'deepspeed', deepspeed.__version__)"
+
+ZERO2=(--config_file rlhf_assets/compute/accelerate/zero2_bf16.yaml --num_processes 1)
+for reference in ${REFERENCES:-hydra full}; do
+  python3 -m accelerate.commands.launch "${ZERO2[@]}" -m bench.gpu_ppo_memory --reference "$reference" \
+    --out "$OUT/memory-$reference.json" 2>&1 | tee "$OUT/memory-$reference.log" | grep -E "^step|memory plan|Error|ratio|peak" || true
+done
+python3 - "$OUT" <<'PY'
+import json, sys
+from pathlib import Path
+for path in sorted(Path(sys.argv[1]).glob("memory-*.json")):
+    r = json.loads(path.read_text())
+    print(f"{r['reference']:>5} reference on {r['device']} ({r['precision']}), {r['parameters'] / 1e9:.2f} B parameters: "
+          f"plan {r['plan_rank_gib']:.2f} GiB, measured peak {r['measured_peak_gib']:.2f} GiB "
+          f"(measured/plan {r['ratio_measured_to_plan']:.2f}); held: plan {r['held_plan_gib']:.2f}, after prepare "
+          f"{r['held_measured_after_prepare_gib']:.2f}, after training {r['held_measured_after_training_gib']:.2f}; "
+          f"{r['samples_per_second']:.1f} samples/s")
+    for phase, v in r["phases"].items():
+        print(f"      {phase:<16} plan {v['plan_gib']:.2f} GiB, measured {v['measured_peak_gib'] or 0:.2f} GiB")
+PY
 
 declare -A LAUNCH=(
   [bf16]="--num_processes 1 --mixed_precision bf16"

@@ -25,6 +25,8 @@ class TrainOverrides(StepConfig):
     max_train_rows: int | None = Field(default=None, ge=1, description="Train on at most this many rows")
     save_steps: int | None = Field(default=None, ge=1, description="Override the checkpoint interval (optimizer "
                                    "steps); a killed or preempted step resumes from the newest checkpoint")
+    force_memory_plan: bool = Field(default=False, description="Run even when the step's GPU memory plan says it "
+                                    "will not fit (the plan is still logged)")
 
     def apply(self, spec: TrainSpec) -> dict[str, Any]:
         """The preset's spec with these overrides, re-validated so bounds hold for the merged values."""
@@ -79,7 +81,7 @@ def sft_model(
 ) -> Output[Manifest]:
     """The SFT checkpoint: the base model fine-tuned on prompt + chosen with loss on the response (TRL SFTTrainer)."""
     preset = config.resolved_preset()
-    step_config = {"train": config.apply(preset.sft)}
+    step_config = {"train": config.apply(preset.sft), "force_memory_plan": config.force_memory_plan}
     return run_step_and_publish(context, config=config, step="sft", preset=preset, step_config=step_config,
                             inputs={"base_model": base_model, "preference": preference_dataset},
                             compute=compute, artifacts=artifacts)
@@ -97,7 +99,7 @@ def reward_model(
     """The reward model: trained from the SFT checkpoint on chosen/rejected pairs (TRL RewardTrainer), or a
     published trlx reward model such as `Dahoas/gptj-rm-static`; scored by held-out pairwise accuracy."""
     preset = config.resolved_preset()
-    step_config = {"reward": config.apply(preset.reward)}
+    step_config = {"reward": config.apply(preset.reward), "force_memory_plan": config.force_memory_plan}
     return run_step_and_publish(context, config=config, step="reward", preset=preset, step_config=step_config,
                             inputs={"sft_model": sft_model, "preference": preference_dataset},
                             compute=compute, artifacts=artifacts)
@@ -121,6 +123,8 @@ class PPOOverrides(StepConfig):
     algorithm: PolicyOptimizer | None = Field(
         default=None, description="Override the optimiser: ppo (ours, the recipe's), rloo or grpo (TRL)"
     )
+    force_memory_plan: bool = Field(default=False, description="Run even when the GPU memory plan says it will "
+                                    "not fit (the plan is still logged)")
 
     def apply(self, spec: PPOSpec) -> dict[str, Any]:
         """The preset's PPO spec with overrides, validated as a whole (e.g. chunk_size ≤ num_rollouts)."""
@@ -148,7 +152,7 @@ def ppo_policy(
     SFT-vs-PPO reward on the held-out eval prompts with a paired bootstrap 95% CI.
     """
     preset = config.resolved_preset()
-    step_config = {"ppo": config.apply(preset.ppo)}
+    step_config = {"ppo": config.apply(preset.ppo), "force_memory_plan": config.force_memory_plan}
     return run_step_and_publish(context, config=config, step="ppo", preset=preset, step_config=step_config,
                             inputs={"sft_model": sft_model, "reward_model": reward_model,
                                     "preference": preference_dataset, "eval_prompts": eval_prompts},

@@ -37,9 +37,9 @@ from rlhf_assets.ppo.distributed import (
     global_mean,
     global_sum,
 )
+from rlhf_assets.ppo.hydra import FrozenBranch
 from rlhf_assets.ppo.kl_controller import make_kl_controller
 from rlhf_assets.ppo.losses import policy_loss, value_loss
-from rlhf_assets.ppo.hydra import FrozenBranch
 from rlhf_assets.ppo.rewards import RewardScaler, per_token_rewards
 from rlhf_assets.ppo.rollout import Experience
 from rlhf_assets.ppo.sampling import (
@@ -113,9 +113,11 @@ class PPOTrainer:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.total_steps,
                                                                eta_min=config.lr_min)
         self.policy, self.optimizer, self.scheduler = self.accelerator.prepare(policy, optimizer, scheduler)
-        self.reference = reference.to(self.accelerator.device).eval().requires_grad_(False) if reference else None
+        # The reference is held in the trunk's dtype (bf16 under DeepSpeed), as the memory plan counts it.
+        trunk_dtype = next(self.accelerator.unwrap_model(self.policy).base.parameters()).dtype
+        self.reference = reference.to(self.accelerator.device, dtype=trunk_dtype).eval().requires_grad_(False) \
+            if reference else None
         if self.branch is not None:
-            trunk_dtype = next(self.accelerator.unwrap_model(self.policy).base.parameters()).dtype
             self.branch.to(device=self.accelerator.device, dtype=trunk_dtype)
         self.kl_controller = make_kl_controller(config.init_kl_coef, config.target, config.horizon)
         self.reward_scaler = RewardScaler(config.scale_reward, config.cliprange_reward, config.ref_std)

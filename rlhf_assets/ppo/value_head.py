@@ -25,10 +25,19 @@ class CausalLMWithValueHead(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, response_width: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits (B, Tr, V), values (B, Tr)) at the positions that predict the Tr response tokens."""
-        logits, out = response_logits(self.base, input_ids, attention_mask, position_ids, response_width,
-                                      output_hidden_states=True)
-        hidden = out.hidden_states[-1][:, -(response_width + 1):-1]
+        """(logits (B, Tr, V), values (B, Tr)) at the positions that predict the Tr response tokens.
+
+        The value head reads the final norm's output, caught by a hook rather than `output_hidden_states`, which
+        would keep every layer's hidden states alive (for GPT-J's rollout chunk, 16 × 1,024 × 4,096 × 29 in
+        bf16: 3.6 GiB).
+        """
+        final: list[torch.Tensor] = []
+        handle = final_norm(self.base).register_forward_hook(lambda _m, _i, output: final.append(output))
+        try:
+            logits, _ = response_logits(self.base, input_ids, attention_mask, position_ids, response_width)
+        finally:
+            handle.remove()
+        hidden = final[-1][:, -(response_width + 1):-1]
         values = self.v_head(hidden.to(self.v_head[0].weight.dtype)).squeeze(-1)
         return logits, values
 

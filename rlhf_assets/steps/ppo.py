@@ -9,15 +9,20 @@ a paired bootstrap CI of the difference is reported, with the KL of the PPO resp
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pandas as pd
 import torch
 from safetensors.torch import save_file
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
+from rlhf_assets.compute.memory_plan import MemoryPlan, ModelShape, Precision, ppo_plan
 from rlhf_assets.eval.bootstrap import paired_bootstrap_mean_difference
 from rlhf_assets.modeling.base import BaseModelRef, count_parameters, write_pointer
 from rlhf_assets.modeling.encoding import encode_prompts
@@ -35,8 +40,9 @@ from rlhf_assets.ppo.trainer import PPOTrainer
 from rlhf_assets.ppo.value_head import CausalLMWithValueHead, add_lora, freeze_bottom_layers
 from rlhf_assets.presets import PPOSpec
 from rlhf_assets.steps.data_io import read_split
+from rlhf_assets.steps.memory import check_memory_plan, this_gpu, training_ranks
 from rlhf_assets.steps.progress import curve_markdown
-from rlhf_assets.steps.reward_scoring import load_reward_scorer
+from rlhf_assets.steps.reward_scoring import load_reward_scorer, reward_gpu
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run_step
 from rlhf_assets.steps.trl_policy import train_with_trl
 
@@ -124,6 +130,17 @@ def warnings_for(history: list[dict[str, float]], config: PPOConfig, kl_bound: f
     return found
 
 
+def planned_memory(policy_weights: str, reward_dir: Path, spec: PPOSpec) -> MemoryPlan:
+    """Our PPO's per-rank memory plan, from the two models' configs (nothing loaded yet)."""
+    on_gpu = torch.cuda.is_available()
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    own_gpu = on_gpu and reward_gpu(torch.cuda.device_count(), local_ranks, 0) != 0
+    return ppo_plan(ModelShape.from_config(AutoConfig.from_pretrained(policy_weights)), spec.config,
+                    Precision.from_environment(), training_ranks(),
+                    ModelShape.from_config(AutoConfig.from_pretrained(reward_dir), classifier=True),
+                    reward_batch_size=spec.reward_batch_size, reward_on_own_gpu=own_gpu, gpu=this_gpu())
+
+
 def main(runtime: StepRuntime) -> None:
     """Train the policy (ours or TRL's), evaluate it against SFT and write it to the model dir."""
     spec = PPOSpec.model_validate(runtime.config["ppo"])
@@ -143,6 +160,8 @@ def main(runtime: StepRuntime) -> None:
                 f"ppo.config.truncate_prompts is false and training prompt {too_long} has {len(prompts[too_long])} "
                 f"tokens, over the prompt budget of {cfg.prompt_budget} (seq_length − max_new_tokens)"
             )
+    plan_metadata = check_memory_plan(runtime, planned_memory(sft.weights, runtime.channel("reward_model"), spec)) \
+        if spec.algorithm == "ppo" else {}
     # Our PPO scores in the main process only; TRL's trainers call the reward function on every rank.
     needs_scorer = runtime.is_main_process or spec.algorithm != "ppo"
     scorer = load_reward_scorer(
@@ -198,6 +217,7 @@ def main(runtime: StepRuntime) -> None:
         "steps": int(history[-1]["step"]),
         "final_rollout_score": history[-1]["score_mean"],
         "final_rollout_kl": history[-1].get("kl_penalty", 0.0),
+        **plan_metadata,
         "warnings": markdown("\n".join(f"- ⚠ {a}" for a in alerts) or "none"),
         "reward_curve": markdown(curve_markdown(history, ("score_mean",), "Rollout reward (RM score)")),
         "kl_curve": markdown(curve_markdown(history, ("kl_penalty", "kl_nonnegative"), "KL to SFT")),

@@ -12,15 +12,17 @@ import json
 import pandas as pd
 import torch
 from datasets import Dataset
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 from trl import RewardConfig, RewardTrainer
 
+from rlhf_assets.compute.memory_plan import ModelShape, Precision, finetune_plan
 from rlhf_assets.modeling.base import BaseModelRef, count_parameters
 from rlhf_assets.modeling.encoding import encode_prompt_response
 from rlhf_assets.modeling.scoring import reward_scores
 from rlhf_assets.modeling.trlx_reward import load_trlx_reward_model
 from rlhf_assets.presets import RewardSpec
 from rlhf_assets.steps.data_io import read_split
+from rlhf_assets.steps.memory import check_memory_plan, this_gpu, training_ranks
 from rlhf_assets.steps.progress import RuntimeProgressCallback, curve_markdown
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run_step
 from rlhf_assets.steps.training import (
@@ -59,6 +61,11 @@ def pairwise_accuracy(model: torch.nn.Module, pairs: Dataset, pad_token_id: int)
 def train_reward_model(runtime: StepRuntime, spec: RewardSpec, held_out: pd.DataFrame) -> dict[str, object]:
     """Fit the reward head and trunk on preference pairs from the SFT checkpoint (TRL RewardTrainer)."""
     base = BaseModelRef.read(runtime.channel("sft_model"))
+    shape = ModelShape.from_config(AutoConfig.from_pretrained(base.weights, num_labels=1), classifier=True)
+    plan = finetune_plan("reward_model", shape, Precision.from_environment(), training_ranks(),
+                         batch_size=spec.batch_size, max_length=spec.max_length, sequences_per_row=2,
+                         language_model_head=False, gpu=this_gpu())
+    plan_metadata = check_memory_plan(runtime, plan)
     tokenizer = base.tokenizer()
     model = AutoModelForSequenceClassification.from_pretrained(
         base.weights, num_labels=1, pad_token_id=tokenizer.pad_token_id
@@ -83,6 +90,7 @@ def train_reward_model(runtime: StepRuntime, spec: RewardSpec, held_out: pd.Data
         "eval_mean_margin": margin,
         "append_eos": True,
         "loss_curve": markdown(curve_markdown(progress.history, ("loss", "accuracy"), "Reward-model training")),
+        **plan_metadata,
     }
 
 

@@ -11,13 +11,15 @@ import math
 import pandas as pd
 import torch
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
 
+from rlhf_assets.compute.memory_plan import ModelShape, Precision, finetune_plan
 from rlhf_assets.modeling.base import BaseModelRef, count_parameters, write_pointer
 from rlhf_assets.modeling.encoding import encode_prompt_response
 from rlhf_assets.presets import TrainSpec
 from rlhf_assets.steps.data_io import read_split
+from rlhf_assets.steps.memory import check_memory_plan, this_gpu, training_ranks
 from rlhf_assets.steps.progress import RuntimeProgressCallback, curve_markdown
 from rlhf_assets.steps.runtime import StepRuntime, markdown, run_step
 from rlhf_assets.steps.training import (
@@ -46,6 +48,10 @@ def main(runtime: StepRuntime) -> None:
     spec = TrainSpec.model_validate(runtime.config["train"])
     torch.manual_seed(spec.seed)
     base = BaseModelRef.read(runtime.channel("base_model"))
+    plan = finetune_plan("sft_model", ModelShape.from_config(AutoConfig.from_pretrained(base.weights)),
+                         Precision.from_environment(), training_ranks(), batch_size=spec.batch_size,
+                         max_length=spec.max_length, sequences_per_row=1, language_model_head=True, gpu=this_gpu())
+    plan_metadata = check_memory_plan(runtime, plan)
     tokenizer = base.tokenizer()
     model = AutoModelForCausalLM.from_pretrained(base.weights)
     preference = runtime.channel("preference")
@@ -78,6 +84,7 @@ def main(runtime: StepRuntime) -> None:
         "global_steps": int(trainer.state.global_step),
         "parameter_count": count_parameters(model),
         "train_rows": len(train),
+        **plan_metadata,
         "loss_curve": markdown(curve_markdown(progress.history, ("loss", "eval_loss"), "SFT loss")),
     })
 

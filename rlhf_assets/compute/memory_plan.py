@@ -1,0 +1,386 @@
+"""Per-rank GPU memory plans for the GPU steps, checked before any weights are loaded.
+
+A 6-B-parameter PPO run that does not fit fails minutes into a paid job with a CUDA OOM that names no cause.
+The plan adds up what each training rank holds — weights, gradients and optimizer states of the trainable
+parameters under the launch's ZeRO stage, the reference model, the reward model where it shares a GPU — and the
+largest of the working sets that come and go (generation's KV cache, the no-grad rollout forward, the training
+forward/backward), so a plan that cannot fit is refused with the terms that make it too big.
+
+Byte counts follow the ZeRO paper (Rajbhandari et al. 2020: 2 bytes of bf16 weights, 12 bytes of fp32 master
+weights + Adam moments per trainable parameter, split across ranks from stage 1) and per-layer activation sizes
+after Korthikanti et al. 2022 (34·s·b·h bytes per transformer layer in 16-bit with fused attention).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+from rlhf_assets.ppo.config import PPOConfig
+
+GIB = 1024**3
+CUDA_CONTEXT_GIB = 1.0
+"""CUDA context, cuBLAS workspaces and NCCL buffers: real GPU memory that PyTorch's allocator does not count."""
+
+INSTANCE_GPUS: dict[str, tuple[int, float]] = {
+    "ml.p4d.24xlarge": (8, 40.0),
+    "ml.p4de.24xlarge": (8, 80.0),
+    "ml.p5.48xlarge": (8, 80.0),
+    "ml.p5e.48xlarge": (8, 141.0),
+    "ml.p5en.48xlarge": (8, 141.0),
+    "ml.p3.2xlarge": (1, 16.0),
+    "ml.p3.8xlarge": (4, 16.0),
+    "ml.p3.16xlarge": (8, 16.0),
+    "ml.p3dn.24xlarge": (8, 32.0),
+    "ml.g5.xlarge": (1, 24.0),
+    "ml.g5.2xlarge": (1, 24.0),
+    "ml.g5.12xlarge": (4, 24.0),
+    "ml.g5.48xlarge": (8, 24.0),
+    "ml.g6.xlarge": (1, 24.0),
+    "ml.g6.12xlarge": (4, 24.0),
+    "ml.g6.48xlarge": (8, 24.0),
+}
+"""SageMaker instance type → (GPUs, GiB per GPU), from the AWS instance pages."""
+
+ACTIVATION_UNITS_PER_LAYER = 17
+"""Saved tensors per trained layer in units of batch·seq·hidden elements (34 bytes at 2 bytes each)."""
+
+
+class MemoryPlanError(ValueError):
+    """A plan above the GPU's memory; the message names the largest terms and how to get past them."""
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How weights and optimizer states are held: DeepSpeed ZeRO (stage, 16-bit) or accelerate mixed precision."""
+
+    zero_stage: int | None
+    mixed_precision: str
+
+    @classmethod
+    def from_accelerate_config(cls, path: Path | None) -> Precision:
+        """Read an accelerate config file (None: one process, no mixed precision)."""
+        if path is None:
+            return cls(None, "no")
+        data = yaml.safe_load(path.read_text())
+        stage = data.get("deepspeed_config", {}).get("zero_stage") if data.get("distributed_type") == "DEEPSPEED" \
+            else None
+        return cls(stage, data.get("mixed_precision", "no"))
+
+    @classmethod
+    def from_environment(cls) -> Precision:
+        """What `accelerate launch` told this process (ACCELERATE_* variables); plain fp32 without it."""
+        stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+        deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+        return cls(int(stage) if deepspeed and stage else None, os.environ.get("ACCELERATE_MIXED_PRECISION", "no"))
+
+    @property
+    def weight_bytes(self) -> int:
+        """DeepSpeed keeps 16-bit weights (fp32 masters live in the optimizer); autocast keeps fp32 weights."""
+        return 2 if self.zero_stage is not None and self.mixed_precision in ("bf16", "fp16") else 4
+
+    def describe(self) -> str:
+        if self.zero_stage is None:
+            return f"no DeepSpeed, mixed precision {self.mixed_precision}"
+        return f"DeepSpeed ZeRO-{self.zero_stage} {self.mixed_precision}"
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The sizes a plan needs, counted from a model config on the meta device (no weights, no download)."""
+
+    parameters: int
+    layers: int
+    layer_parameters: int
+    head_parameters: int  # final norm + LM head (or score head)
+    hidden: int
+    vocab: int
+    kv_width: int  # key (= value) width per token per layer
+
+    @classmethod
+    def from_config(cls, config: object, *, classifier: bool = False) -> ModelShape:
+        """Count parameters of `config`'s causal LM (or sequence classifier) without allocating any."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+        from rlhf_assets.ppo.value_head import final_norm, transformer_layers
+
+        factory = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
+        with torch.device("meta"):
+            model = factory.from_config(config)
+        layers = transformer_layers(model)
+        head = model.get_output_embeddings() if not classifier else model.score
+        heads = getattr(config, "num_attention_heads", None) or config.n_head
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        hidden = config.hidden_size
+        return cls(
+            parameters=sum(p.numel() for p in model.parameters()),
+            layers=len(layers),
+            layer_parameters=sum(p.numel() for p in layers[0].parameters()),
+            head_parameters=sum(p.numel() for m in (final_norm(model), head) for p in m.parameters()),
+            hidden=hidden,
+            vocab=config.vocab_size,
+            kv_width=hidden // heads * kv_heads,
+        )
+
+
+class MemoryTerm(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    phase: str  # "held" for the whole run, else the working set it belongs to
+    bytes: float
+
+
+class MemoryPlan(BaseModel):
+    """Estimated bytes per training rank (and on the reward model's own GPU, when it has one)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    title: str
+    setup: str
+    terms: list[MemoryTerm]
+    reward_gpu_terms: list[MemoryTerm] = []
+    gpu_gib: float | None = None
+    gpu_source: str = "no GPU"
+
+    @staticmethod
+    def _peak(terms: list[MemoryTerm]) -> float:
+        held = sum(t.bytes for t in terms if t.phase == "held")
+        phases = {t.phase for t in terms if t.phase != "held"}
+        return held + max((sum(t.bytes for t in terms if t.phase == p) for p in phases), default=0.0)
+
+    @property
+    def peak_phase(self) -> str:
+        phases = {t.phase for t in self.terms if t.phase != "held"}
+        return max(phases, key=lambda p: sum(t.bytes for t in self.terms if t.phase == p), default="held")
+
+    @property
+    def rank_gib(self) -> float:
+        """Peak bytes PyTorch's allocator should report on a training rank (`max_memory_allocated`)."""
+        return self._peak(self.terms) / GIB
+
+    @property
+    def reward_gpu_gib(self) -> float:
+        return self._peak(self.reward_gpu_terms) / GIB
+
+    def lines(self) -> list[str]:
+        """The plan as log lines, largest terms first within each phase."""
+        out = [f"memory plan ({self.title}; {self.setup}; GPU: {self.gpu_source}):"]
+        for phase in ["held", *sorted({t.phase for t in self.terms} - {"held"})]:
+            for term in sorted((t for t in self.terms if t.phase == phase), key=lambda t: -t.bytes):
+                out.append(f"  {phase:<17} {term.name:<52} {term.bytes / GIB:8.2f} GiB")
+        out.append(f"  per training rank at peak ({self.peak_phase}): {self.rank_gib:.2f} GiB "
+                   f"+ {CUDA_CONTEXT_GIB:.1f} GiB CUDA context")
+        for term in self.reward_gpu_terms:
+            out.append(f"  reward-model GPU  {term.name:<52} {term.bytes / GIB:8.2f} GiB")
+        if self.reward_gpu_terms:
+            out.append(f"  reward-model GPU at peak: {self.reward_gpu_gib:.2f} GiB + {CUDA_CONTEXT_GIB:.1f} GiB")
+        return out
+
+    def markdown(self) -> str:
+        rows = [f"| {t.phase} | {t.name} | {t.bytes / GIB:.2f} |" for t in self.terms]
+        rows += [f"| reward-model GPU | {t.name} | {t.bytes / GIB:.2f} |" for t in self.reward_gpu_terms]
+        return "\n".join([
+            f"**{self.title}** ({self.setup}; GPU: {self.gpu_source})", "",
+            "| phase | term | GiB |", "|---|---|---|", *rows, "",
+            f"Per training rank at peak ({self.peak_phase}): **{self.rank_gib:.2f} GiB** "
+            f"+ {CUDA_CONTEXT_GIB:.1f} GiB CUDA context"
+            + (f"; reward-model GPU: **{self.reward_gpu_gib:.2f} GiB**" if self.reward_gpu_terms else ""),
+        ])
+
+    def check(self, force: bool, log: Callable[[str], None]) -> None:
+        """Refuse a plan over the GPU's memory (unless `force`), naming the largest terms."""
+        if self.gpu_gib is None:
+            log("memory plan not checked: no GPU")
+            return
+        problems = []
+        for where, gib, terms in (("each training rank", self.rank_gib, self.terms),
+                                  ("the reward-model GPU", self.reward_gpu_gib, self.reward_gpu_terms)):
+            if terms and gib + CUDA_CONTEXT_GIB > self.gpu_gib:
+                largest = sorted(terms, key=lambda t: -t.bytes)[:3]
+                named = ", ".join(f"{t.name} {t.bytes / GIB:.1f} GiB" for t in largest)
+                problems.append(f"{where} needs {gib:.1f} GiB + {CUDA_CONTEXT_GIB:.1f} GiB CUDA context, over the "
+                                f"{self.gpu_gib:.0f} GiB of a GPU ({self.gpu_source}); largest terms: {named}")
+        if not problems:
+            log(f"memory plan fits: {self.rank_gib + CUDA_CONTEXT_GIB:.1f} of {self.gpu_gib:.0f} GiB per rank")
+            return
+        message = "; ".join(problems) + (". Lower the batch, chunk or sequence sizes, train fewer layers, use more "
+                                         "ranks or a larger instance — or set force_memory_plan: true to run anyway")
+        if not force:
+            raise MemoryPlanError(f"memory plan refused: {message}")
+        log(f"WARNING (force_memory_plan): {message}")
+
+
+def gpu_capacity(instance_type: str | None) -> tuple[float | None, str]:
+    """(GiB per GPU, where that figure came from): the SageMaker instance table, else this machine's GPU."""
+    if instance_type in INSTANCE_GPUS:
+        return INSTANCE_GPUS[instance_type][1], f"{instance_type}, {INSTANCE_GPUS[instance_type][1]:.0f} GiB"
+    import torch
+
+    if torch.cuda.is_available():
+        total = torch.cuda.get_device_properties(0).total_memory / GIB
+        return total, f"{torch.cuda.get_device_name(0)}, {total:.0f} GiB"
+    return None, "no GPU"
+
+
+def _trainable(shape: ModelShape, layers_unfrozen: int, lora_rank: int) -> float:
+    if lora_rank:
+        return 2 * shape.layers * lora_rank * 2 * shape.hidden  # PEFT's default targets: query and value
+    if layers_unfrozen < 0:
+        return shape.parameters
+    return layers_unfrozen * shape.layer_parameters + shape.head_parameters
+
+
+def _state_terms(shape: ModelShape, trainable: float, precision: Precision, ranks: int) -> list[MemoryTerm]:
+    """Weights, gradients and optimizer states of one rank (the `held` part of training)."""
+    if precision.zero_stage is None:
+        return [
+            MemoryTerm(name="weights (fp32)", phase="held", bytes=4 * shape.parameters),
+            MemoryTerm(name="gradients of trainable parameters (fp32)", phase="held", bytes=4 * trainable),
+            MemoryTerm(name="Adam moments (fp32)", phase="held", bytes=8 * trainable),
+        ]
+    stage = precision.zero_stage
+    split = ranks if stage >= 1 else 1
+    return [
+        MemoryTerm(name=f"weights (16-bit{', sharded' if stage >= 3 else ''})", phase="held",
+                   bytes=2 * shape.parameters / (ranks if stage >= 3 else 1)),
+        MemoryTerm(name=f"gradients (16-bit{', sharded' if stage >= 2 else ''} + fp32 partition)", phase="held",
+                   bytes=2 * trainable / (ranks if stage >= 2 else 1) + 4 * trainable / split),
+        MemoryTerm(name=f"fp32 master weights + Adam moments (/{split} ranks)", phase="held",
+                   bytes=12 * trainable / split),
+    ]
+
+
+def ppo_plan(
+    shape: ModelShape,
+    config: PPOConfig,
+    precision: Precision,
+    ranks: int,
+    reward: ModelShape | None,
+    *,
+    reward_batch_size: int,
+    reward_on_own_gpu: bool,
+    gpu: tuple[float | None, str] = (None, "no GPU"),
+) -> MemoryPlan:
+    """The plan of one PPO training rank (and of the reward model's GPU when it has its own)."""
+    c = config
+    wbytes = precision.weight_bytes
+    value_head = 2 * shape.hidden * shape.hidden + 4 * shape.hidden + 1
+    trainable = _trainable(shape, c.num_layers_unfrozen, c.lora_rank) + value_head
+    terms = _state_terms(shape, trainable, precision, ranks)
+    kind = c.reference_kind
+    if kind == "hydra":
+        branch = c.num_layers_unfrozen * shape.layer_parameters + shape.head_parameters
+        terms.append(MemoryTerm(name=f"reference: hydra branch ({c.num_layers_unfrozen} blocks + norm + head)",
+                                phase="held", bytes=wbytes * branch))
+    elif kind == "full_copy":
+        terms.append(MemoryTerm(name="reference: full frozen copy", phase="held", bytes=wbytes * shape.parameters))
+    trained_layers = shape.layers if c.num_layers_unfrozen < 0 or c.lora_rank else c.num_layers_unfrozen
+    bsh = c.batch_size * c.seq_length * shape.hidden
+    csh = c.chunk_size * c.seq_length * shape.hidden
+    terms += [
+        MemoryTerm(name=f"KV cache ({c.chunk_size} × {c.seq_length} tokens)", phase="generation",
+                   bytes=2 * shape.layers * c.chunk_size * c.seq_length * shape.kv_width * wbytes),
+        MemoryTerm(name="prefill MLP activations", phase="generation", bytes=2 * 4 * csh * wbytes),
+        MemoryTerm(name=f"logits, log-probs, entropy ({c.chunk_size} × {c.max_new_tokens + 1} × vocab)",
+                   phase="rollout forward", bytes=c.chunk_size * (c.max_new_tokens + 1) * shape.vocab * (wbytes + 12)),
+        MemoryTerm(name="one block's working set", phase="rollout forward", bytes=2 * 4 * csh * wbytes),
+        MemoryTerm(name=f"activations of {trained_layers} trained blocks ({c.batch_size} × {c.seq_length})",
+                   phase="training", bytes=ACTIVATION_UNITS_PER_LAYER * trained_layers * bsh * wbytes),
+        MemoryTerm(name=f"logits and log-softmax ({c.batch_size} × {c.max_new_tokens + 1} × vocab)", phase="training",
+                   bytes=c.batch_size * (c.max_new_tokens + 1) * shape.vocab * (wbytes + 8)),
+        MemoryTerm(name="frozen blocks' working set", phase="training", bytes=2 * 4 * bsh * wbytes),
+    ]
+    reward_terms: list[MemoryTerm] = []
+    if reward is not None:
+        scored = [
+            MemoryTerm(name="reward model (fp16)", phase="held", bytes=2 * reward.parameters),
+            MemoryTerm(name=f"reward scoring ({reward_batch_size} × {c.seq_length})", phase="scoring",
+                       bytes=2 * 4 * reward_batch_size * c.seq_length * reward.hidden * 2),
+        ]
+        if reward_on_own_gpu:
+            reward_terms = scored
+        else:
+            terms += [scored[0].model_copy(update={"name": "reward model (fp16, main rank)"}),
+                      scored[1].model_copy(update={"phase": "rollout forward"})]
+    setup = f"{precision.describe()}, {ranks} training rank{'s' if ranks > 1 else ''}, reference {kind}"
+    return MemoryPlan(title="ppo_policy", setup=setup, terms=terms, reward_gpu_terms=reward_terms,
+                      gpu_gib=gpu[0], gpu_source=gpu[1])
+
+
+def finetune_plan(
+    title: str,
+    shape: ModelShape,
+    precision: Precision,
+    ranks: int,
+    *,
+    batch_size: int,
+    max_length: int,
+    sequences_per_row: int,
+    language_model_head: bool,
+    gpu: tuple[float | None, str] = (None, "no GPU"),
+) -> MemoryPlan:
+    """Full fine-tuning (SFT: one sequence per row, LM logits; reward: chosen + rejected, a scalar head)."""
+    terms = _state_terms(shape, shape.parameters, precision, ranks)
+    wbytes = precision.weight_bytes
+    sequences = batch_size * sequences_per_row
+    bsh = sequences * max_length * shape.hidden
+    terms.append(MemoryTerm(name=f"activations of {shape.layers} blocks ({sequences} × {max_length})",
+                            phase="training", bytes=ACTIVATION_UNITS_PER_LAYER * shape.layers * bsh * wbytes))
+    if language_model_head:
+        terms.append(MemoryTerm(name=f"logits and fp32 loss ({sequences} × {max_length} × vocab)", phase="training",
+                                bytes=sequences * max_length * shape.vocab * (wbytes + 8)))
+    setup = f"{precision.describe()}, {ranks} rank{'s' if ranks > 1 else ''}"
+    return MemoryPlan(title=title, setup=setup, terms=terms, gpu_gib=gpu[0], gpu_source=gpu[1])
+
+
+def preset_plans(preset_name: str, model_config: object) -> list[MemoryPlan]:
+    """The SFT and PPO plans of a preset on its own instance type (the reward model shares the policy's shape)."""
+    from rlhf_assets.presets import PROJECT_ROOT, get_preset
+
+    preset = get_preset(preset_name)
+    compute = preset.compute
+    precision = Precision.from_accelerate_config(
+        PROJECT_ROOT / compute.accelerate_config if compute.accelerate_config else None)
+    gpu = (INSTANCE_GPUS[compute.instance_type][1], f"{compute.instance_type}, "
+           f"{INSTANCE_GPUS[compute.instance_type][1]:.0f} GiB") if compute.instance_type in INSTANCE_GPUS \
+        else (None, compute.instance_type)
+    shape = ModelShape.from_config(model_config)
+    ranks = compute.num_processes * compute.instance_count
+    sft = finetune_plan("sft_model", shape, precision, ranks, batch_size=preset.sft.batch_size,
+                        max_length=preset.sft.max_length, sequences_per_row=1, language_model_head=True, gpu=gpu)
+    ppo = ppo_plan(shape, preset.ppo.config, precision, (compute.num_processes - compute.reward_model_gpus)
+                   * compute.instance_count, ModelShape.from_config(model_config, classifier=True),
+                   reward_batch_size=preset.ppo.reward_batch_size, reward_on_own_gpu=compute.reward_model_gpus > 0,
+                   gpu=gpu)
+    return [sft, ppo]
+
+
+def main() -> None:
+    """Print a preset's memory plans: `python -m rlhf_assets.compute.memory_plan gptj_6b [--model-type gptj]`."""
+    import argparse
+
+    from transformers import AutoConfig
+
+    from rlhf_assets.presets import get_preset
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("preset")
+    parser.add_argument("--model-type", help="Use this architecture's default config (gptj: GPT-J-6B) instead of "
+                        "downloading the preset's base model config")
+    args = parser.parse_args()
+    config = AutoConfig.for_model(args.model_type) if args.model_type \
+        else AutoConfig.from_pretrained(get_preset(args.preset).base_model.hub_id)
+    config.num_labels = 1
+    for plan in preset_plans(args.preset, config):
+        print("\n".join(plan.lines()), end="\n\n")
+
+
+if __name__ == "__main__":
+    main()
