@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from rlhf_assets.ppo.config import PPOConfig
 from rlhf_assets.ppo.reward_scorer import DeltaReward, RewardModelScorer
 from rlhf_assets.ppo.trainer import PPOTrainer
-from rlhf_assets.ppo.value_head import CausalLMWithValueHead
+from rlhf_assets.ppo.value_head import CausalLMWithValueHead, freeze_bottom_layers
 
 
 def main() -> None:
@@ -32,7 +32,8 @@ def main() -> None:
     config = PPOConfig(
         seq_length=spec["prompt_tokens"] + spec["response_length"], max_new_tokens=spec["response_length"],
         batch_size=batch // minibatches, num_rollouts=batch, chunk_size=batch, ppo_epochs=spec["ppo_epochs"],
-        total_steps=updates * spec["ppo_epochs"] * minibatches, num_layers_unfrozen=-1,
+        total_steps=updates * spec["ppo_epochs"] * minibatches, num_layers_unfrozen=spec.get("num_layers_unfrozen", -1),
+        hydra_reference=spec.get("hydra_reference", True),
         learning_rate=spec["learning_rate"], lr_min=spec["learning_rate"] / 10, init_kl_coef=spec["kl_coef"],
         target=None, delta_reward=False, stop_sequences=(), checkpoint_interval=10**9, seed=spec["seed"],
     )
@@ -41,11 +42,12 @@ def main() -> None:
                                append_eos=True, max_length=config.seq_length, max_response_tokens=config.max_new_tokens)
     texts = tokenizer.batch_decode(ids)
     with tempfile.TemporaryDirectory() as out:
-        trainer = PPOTrainer(
-            config, CausalLMWithValueHead(AutoModelForCausalLM.from_pretrained(spec["sft_dir"])),
-            AutoModelForCausalLM.from_pretrained(spec["sft_dir"]), tokenizer, ids, DeltaReward(scorer, texts, None),
-            Path(out), log=lambda _: None,
-        )
+        policy = AutoModelForCausalLM.from_pretrained(spec["sft_dir"])
+        freeze_bottom_layers(policy, config.num_layers_unfrozen)
+        reference = AutoModelForCausalLM.from_pretrained(spec["sft_dir"]) \
+            if config.reference_kind == "full_copy" else None
+        trainer = PPOTrainer(config, CausalLMWithValueHead(policy), reference, tokenizer, ids,
+                             DeltaReward(scorer, texts, None), Path(out), log=lambda _: None)
         started = time.perf_counter()
         history = trainer.train().steps
         seconds = time.perf_counter() - started

@@ -4,7 +4,8 @@ Both start from the tiny preset's SFT model and reward model (run the main job f
 with the same batch size, response length, PPO epochs, minibatches, learning rate, KL coefficient and number
 of episodes. TRL 1.12 runs in its own virtual environment (created on first use under var/bench-venvs/,
 from the package registry), since it conflicts with our pins. Prints samples/s, reward gain per 1,000 samples
-(mean RM score of the last two rollout batches minus the first two) and peak RSS of each, and the ratios.
+(mean RM score of the last two rollout batches minus the first two) and peak RSS of each, and the ratios; then
+ours again with only the top block training, with the hydra reference and with a full frozen copy.
 
     .venv/bin/python -m bench.ppo_vs_trl [--episodes 512]
 """
@@ -83,6 +84,13 @@ def main() -> None:
     ratio = (ours["episodes"] / ours["seconds"]) / (theirs["episodes"] / theirs["seconds"])
     print(f"  samples/s ratio ours / TRL: {ratio:.2f} (target >= 1.5)")
     print(f"  reward gain ours - TRL per 1k samples: {gain_per_1000(ours) - gain_per_1000(theirs):+.3f}")
+    print("ours with only the top block training (num_layers_unfrozen=1), by reference kind:")
+    for hydra in (True, False):
+        report = run_worker(sys.executable, "ours_ppo_worker.py",
+                            {**spec, "num_layers_unfrozen": 1, "hydra_reference": hydra})
+        name = "hydra branch" if hydra else "full frozen copy"
+        print(f"  {name:<22} {report['episodes'] / report['seconds']:6.2f} samples/s  "
+              f"reward gain/1k samples {gain_per_1000(report):+.3f}  peak RSS {report['peak_rss_mb']:.0f} MB")
 
 
 if __name__ == "__main__":
