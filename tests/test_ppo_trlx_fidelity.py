@@ -8,9 +8,12 @@ import pytest
 import torch
 from torch import nn
 
+from rlhf_assets.ppo.advantages import whiten
 from rlhf_assets.ppo.config import PPOConfig
+from rlhf_assets.ppo.distributed import global_masked_moments
 from rlhf_assets.ppo.reward_scorer import DeltaReward, RewardModelScorer
 from rlhf_assets.ppo.rewards import RewardScaler
+from rlhf_assets.ppo.rollout import Experience
 from rlhf_assets.ppo.sampling import finish_response
 from rlhf_assets.ppo.trainer import PPOTrainer
 from rlhf_assets.ppo.value_head import CausalLMWithValueHead
@@ -121,3 +124,27 @@ def test_delta_baseline_scores_the_whole_chosen_response() -> None:
     # Sample: 3 prompt + 5 response + EOS = 9 tokens. Baselines: 3 + 30 + EOS = 34 tokens (the old code cut the
     # chosen response to 6 tokens: 10); a 60-token chosen response fills the RM's 48-token context.
     assert scores == [9 - 34, 9 - 48]
+
+
+def test_minibatch_whitening_counts_the_minibatchs_own_padding() -> None:
+    """trlx `PPOConfig.get_advantages_and_returns(use_whitening=True)` whitens inside `loss()` with
+    `trlx.utils.modeling.whiten` (`torch.var_mean`: every element, unbiased variance) over the minibatch as
+    `ppo_collate_fn` pads it (to its own longest response), so padded positions (advantage 0) count."""
+    ids = torch.tensor([[5, 6, 0, 0], [7, 0, 0, 0]])
+    mask = (ids != 0).long()
+    advantages = torch.tensor([[1.0, 2.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.0]])
+    zeros = torch.zeros(2, 4)
+    batch = Experience(torch.tensor([[2], [3]]), torch.ones(2, 1), ids, mask, zeros, zeros, zeros, zeros,
+                       torch.zeros(2)).trimmed()
+    assert batch.response_ids.tolist() == [[5, 6], [7, 0]], "cut to the minibatch's longest response"
+    kept = advantages[:, : batch.response_ids.shape[1]]
+    whitened = whiten(kept, torch.ones_like(kept), moments=global_masked_moments(_SingleProcess(), kept,
+                                                                                   torch.ones_like(kept)))
+    # Elements [1, 2, 3, 0]: mean 1.5, unbiased variance (0.25 + 0.25 + 2.25 + 2.25) / 3 = 5/3.
+    expected = [[(x - 1.5) / math.sqrt(5 / 3) for x in row] for row in [[1.0, 2.0], [3.0, 0.0]]]
+    assert whitened.tolist() == [pytest.approx(row, rel=1e-6) for row in expected]
+    assert PPOConfig().advantage_whitening == "minibatch", "trlx's whitening is the default"
+
+
+class _SingleProcess:
+    num_processes = 1

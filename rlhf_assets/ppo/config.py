@@ -38,6 +38,9 @@ class PPOConfig(BaseModel):
     init_kl_coef: float = Field(0.05, ge=0, description="Initial β of the KL penalty")
     target: float | None = Field(6.0, gt=0, description="KL target of the adaptive controller; None: fixed β")
     horizon: int = Field(10000, ge=1)
+    advantage_whitening: Literal["minibatch", "phase"] = Field(
+        "minibatch", description="minibatch: trlx's (per minibatch, every position of its padded response tensor, "
+        "statistics over all ranks); phase: once per rollout phase over response tokens only")
     gamma: float = Field(1.0, ge=0, le=1)
     lam: float = Field(0.95, ge=0, le=1)
     cliprange: float = Field(0.2, gt=0)

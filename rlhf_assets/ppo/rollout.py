@@ -6,6 +6,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
+RESPONSE_FIELDS = ("response_ids", "response_mask", "logprobs", "ref_logprobs", "values", "rewards")
+
 
 @dataclass
 class Experience:
@@ -27,6 +29,13 @@ class Experience:
     def select(self, index: torch.Tensor) -> Experience:
         """Rows `index` of every field (a minibatch)."""
         return Experience(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    def trimmed(self) -> Experience:
+        """The same rows with response columns cut to the longest response among them (a minibatch as trlx's
+        collate pads it, rather than to the whole phase's longest response)."""
+        width = max(1, int(self.response_mask.sum(1).max()))
+        return Experience(**{f.name: getattr(self, f.name)[:, :width] if f.name in RESPONSE_FIELDS
+                             else getattr(self, f.name) for f in fields(self)})
 
     @staticmethod
     def concatenate(parts: list[Experience], pad_id: int) -> Experience:

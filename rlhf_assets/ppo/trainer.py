@@ -269,7 +269,20 @@ class PPOTrainer:
 
     # ---- updates -----------------------------------------------------------------------------------------
     def _update(self, batch: Experience, advantages: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
+        """One optimizer step on a minibatch, its response columns cut to its own longest response.
+
+        With `advantage_whitening: minibatch` the advantages are whitened here, as trlx's `loss()` does: over
+        every position of the minibatch's padded response tensor (padding counts, its advantage being 0), with
+        statistics over all ranks.
+        """
         cfg, device = self.config, self.accelerator.device
+        batch = batch.trimmed()
+        width = batch.response_ids.shape[1]
+        advantages, returns = advantages[:, :width], returns[:, :width]
+        if cfg.advantage_whitening == "minibatch":
+            everywhere = torch.ones_like(advantages)
+            advantages = whiten(advantages, everywhere,
+                                moments=global_masked_moments(self.accelerator, advantages, everywhere))
         ids, mask, positions = (t.to(device) for t in join_query_response(
             batch.query_ids, batch.query_mask, batch.response_ids, batch.response_mask))
         r_width = batch.response_ids.shape[1]
@@ -300,7 +313,9 @@ class PPOTrainer:
             store, rollout = self.collect_rollouts()
             mask = store.response_mask.float()
             advantages, returns = gae(store.values, store.rewards, mask, cfg.gamma, cfg.lam)
-            advantages = whiten(advantages, mask, moments=global_masked_moments(self.accelerator, advantages, mask))
+            if cfg.advantage_whitening == "phase":
+                advantages = whiten(advantages, mask, moments=global_masked_moments(self.accelerator, advantages,
+                                                                                    mask))
             self.policy.train()
             started = time.perf_counter()
             for _ in range(cfg.ppo_epochs):
