@@ -110,18 +110,17 @@ def main() -> None:
         seconds = time.perf_counter() - started
         overall = max(peaks.values(), default=0.0)
         held_after = torch.cuda.memory_allocated() / GIB if cuda else 0.0
-    phases = {phase: sum(t.bytes for t in plan.terms if t.phase == phase) / GIB
-              for phase in {t.phase for t in plan.terms}}
-    held_plan = phases.pop("held")
+    held_plan = sum(t.bytes for t in plan.terms if t.phase == "held") / GIB
+    phases = {phase: gib for phase, gib in plan.phase_gib().items() if phase in peaks}
     report = {
         "reference": args.reference, "device": torch.cuda.get_device_name(0) if cuda else "cpu",
         "precision": plan.setup,
         "parameters": sum(p.numel() for p in trainer.policy.parameters()),
-        "plan_rank_gib": plan.rank_gib, "measured_peak_gib": overall,
-        "ratio_measured_to_plan": overall / plan.rank_gib,
+        "plan_rank_gib": max(phases.values(), default=plan.rank_gib), "measured_peak_gib": overall,
+        "ratio_measured_to_plan": overall / max(phases.values(), default=plan.rank_gib),
         "held_plan_gib": held_plan, "held_measured_after_prepare_gib": held_before,
         "held_measured_after_training_gib": held_after,
-        "phases": {p: {"plan_gib": held_plan + phases[p], "measured_peak_gib": peaks.get(p)} for p in phases},
+        "phases": {p: {"plan_gib": phases[p], "measured_peak_gib": peaks.get(p)} for p in phases},
         "samples_per_second": config.num_rollouts * accelerator.num_processes / seconds, "seconds": seconds,
         "steps": len(history), "plan": plan.lines(),
     }

@@ -59,6 +59,21 @@ def test_branch_holds_only_the_top_blocks_norm_and_head() -> None:
         FrozenBranch(model, 4)
 
 
+def test_tied_head_stays_frozen_and_hydra_refuses_a_training_trunk(tmp_path: Path) -> None:
+    """trlx `freeze_bottom_causal_layers` freezes a tied LM head (it is the input embedding); a hydra branch is
+    only the reference when nothing below it trains, so the trainer refuses otherwise."""
+    tied = tiny_neox()
+    tied.config.tie_word_embeddings = True
+    tied.tie_weights()
+    freeze_bottom_layers(tied, 1)
+    assert not tied.get_input_embeddings().weight.requires_grad
+    config = PPOConfig(seq_length=16, max_new_tokens=4, batch_size=2, num_rollouts=4, chunk_size=4,
+                       num_layers_unfrozen=1, stop_sequences=())
+    with pytest.raises(ValueError, match="hydra reference needs everything below the top 1 blocks frozen"):
+        PPOTrainer(config, CausalLMWithValueHead(tiny_gptj()), None, CharTokenizer(), [[5, 6]], lambda i, t: None,
+                   tmp_path)
+
+
 def test_trainer_uses_the_hydra_branch_and_starts_at_zero_kl(tmp_path: Path) -> None:
     config = PPOConfig(seq_length=16, max_new_tokens=4, batch_size=2, num_rollouts=4, chunk_size=4, ppo_epochs=1,
                        total_steps=4, num_layers_unfrozen=1, stop_sequences=(), learning_rate=1e-2, lr_min=1e-3,

@@ -124,6 +124,9 @@ def test_delta_baseline_scores_the_whole_chosen_response() -> None:
     # Sample: 3 prompt + 5 response + EOS = 9 tokens. Baselines: 3 + 30 + EOS = 34 tokens (the old code cut the
     # chosen response to 6 tokens: 10); a 60-token chosen response fills the RM's 48-token context.
     assert scores == [9 - 34, 9 - 48]
+    trained_on_40 = RewardModelScorer(LengthRewardModel(context=48), SizedCharTokenizer(), append_eos=True,
+                                      max_length=16, max_response_tokens=6, trained_length=40)
+    assert trained_on_40.score(["DEF"], [chosen_60], whole_response=True).tolist() == [40]
 
 
 def test_minibatch_whitening_counts_the_minibatchs_own_padding() -> None:

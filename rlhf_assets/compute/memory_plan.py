@@ -13,6 +13,7 @@ after Korthikanti et al. 2022 (34·s·b·h bytes per transformer layer in 16-bit
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,25 +28,26 @@ GIB = 1024**3
 CUDA_CONTEXT_GIB = 1.0
 """CUDA context, cuBLAS workspaces and NCCL buffers: real GPU memory that PyTorch's allocator does not count."""
 
+A100_40, A100_80, H100, H200, V100_16, V100_32, A10G, L4 = 39.4, 79.1, 79.1, 139.8, 15.8, 31.7, 22.1, 22.0
 INSTANCE_GPUS: dict[str, tuple[int, float]] = {
-    "ml.p4d.24xlarge": (8, 40.0),
-    "ml.p4de.24xlarge": (8, 80.0),
-    "ml.p5.48xlarge": (8, 80.0),
-    "ml.p5e.48xlarge": (8, 141.0),
-    "ml.p5en.48xlarge": (8, 141.0),
-    "ml.p3.2xlarge": (1, 16.0),
-    "ml.p3.8xlarge": (4, 16.0),
-    "ml.p3.16xlarge": (8, 16.0),
-    "ml.p3dn.24xlarge": (8, 32.0),
-    "ml.g5.xlarge": (1, 24.0),
-    "ml.g5.2xlarge": (1, 24.0),
-    "ml.g5.12xlarge": (4, 24.0),
-    "ml.g5.48xlarge": (8, 24.0),
-    "ml.g6.xlarge": (1, 24.0),
-    "ml.g6.12xlarge": (4, 24.0),
-    "ml.g6.48xlarge": (8, 24.0),
+    "ml.p4d.24xlarge": (8, A100_40),
+    "ml.p4de.24xlarge": (8, A100_80),
+    "ml.p5.48xlarge": (8, H100),
+    "ml.p5e.48xlarge": (8, H200),
+    "ml.p5en.48xlarge": (8, H200),
+    "ml.p3.2xlarge": (1, V100_16),
+    "ml.p3.8xlarge": (4, V100_16),
+    "ml.p3.16xlarge": (8, V100_16),
+    "ml.p3dn.24xlarge": (8, V100_32),
+    "ml.g5.xlarge": (1, A10G),
+    "ml.g5.2xlarge": (1, A10G),
+    "ml.g5.12xlarge": (4, A10G),
+    "ml.g5.48xlarge": (8, A10G),
+    "ml.g6.xlarge": (1, L4),
+    "ml.g6.12xlarge": (4, L4),
+    "ml.g6.48xlarge": (8, L4),
 }
-"""SageMaker instance type → (GPUs, GiB per GPU), from the AWS instance pages."""
+"""SageMaker instance type → (GPUs, GiB per GPU as the driver reports it: an "A100 40GB" shows 39.4 GiB)."""
 
 ACTIVATION_UNITS_PER_LAYER = 17
 """Saved tensors per trained layer in units of batch·seq·hidden elements (34 bytes at 2 bytes each)."""
@@ -68,9 +70,15 @@ class Precision:
         if path is None:
             return cls(None, "no")
         data = yaml.safe_load(path.read_text())
-        stage = data.get("deepspeed_config", {}).get("zero_stage") if data.get("distributed_type") == "DEEPSPEED" \
-            else None
-        return cls(stage, data.get("mixed_precision", "no"))
+        if data.get("distributed_type") != "DEEPSPEED":
+            return cls(None, data.get("mixed_precision", "no"))
+        deepspeed = data.get("deepspeed_config", {})
+        if "deepspeed_config_file" in deepspeed:  # a DeepSpeed JSON config names the stage and precision itself
+            ds = json.loads((path.parent / deepspeed["deepspeed_config_file"]).read_text())
+            precision = "bf16" if ds.get("bf16", {}).get("enabled") else "fp16" if ds.get("fp16", {}).get(
+                "enabled") else "no"
+            return cls(int(ds.get("zero_optimization", {}).get("stage", 0)), precision)
+        return cls(deepspeed.get("zero_stage"), data.get("mixed_precision", "no"))
 
     @classmethod
     def from_environment(cls) -> Precision:
@@ -118,6 +126,7 @@ class ModelShape:
         heads = getattr(config, "num_attention_heads", None) or config.n_head
         kv_heads = getattr(config, "num_key_value_heads", None) or heads
         hidden = config.hidden_size
+        head_dim = getattr(config, "head_dim", None) or hidden // heads
         return cls(
             parameters=sum(p.numel() for p in model.parameters()),
             layers=len(layers),
@@ -125,7 +134,7 @@ class ModelShape:
             head_parameters=sum(p.numel() for m in (final_norm(model), head) for p in m.parameters()),
             hidden=hidden,
             vocab=config.vocab_size,
-            kv_width=hidden // heads * kv_heads,
+            kv_width=head_dim * kv_heads,
         )
 
 
@@ -135,6 +144,7 @@ class MemoryTerm(BaseModel):
     name: str
     phase: str  # "held" for the whole run, else the working set it belongs to
     bytes: float
+    training_only: bool = False  # held during training, released before the final evaluation
 
 
 class MemoryPlan(BaseModel):
@@ -150,15 +160,23 @@ class MemoryPlan(BaseModel):
     gpu_source: str = "no GPU"
 
     @staticmethod
-    def _peak(terms: list[MemoryTerm]) -> float:
-        held = sum(t.bytes for t in terms if t.phase == "held")
-        phases = {t.phase for t in terms if t.phase != "held"}
-        return held + max((sum(t.bytes for t in terms if t.phase == p) for p in phases), default=0.0)
+    def _phase_totals(terms: list[MemoryTerm]) -> dict[str, float]:
+        """Bytes in use during each working phase: what is held then, plus the phase's own terms."""
+        phases = {t.phase for t in terms if t.phase != "held"} or {"held"}
+        return {phase: sum(t.bytes for t in terms if t.phase == phase or (
+            t.phase == "held" and not (phase == "evaluation" and t.training_only))) for phase in phases}
+
+    def _peak(self, terms: list[MemoryTerm]) -> float:
+        return max(self._phase_totals(terms).values(), default=0.0)
 
     @property
     def peak_phase(self) -> str:
-        phases = {t.phase for t in self.terms if t.phase != "held"}
-        return max(phases, key=lambda p: sum(t.bytes for t in self.terms if t.phase == p), default="held")
+        totals = self._phase_totals(self.terms)
+        return max(totals, key=totals.__getitem__)
+
+    def phase_gib(self) -> dict[str, float]:
+        """Planned GiB in use during each phase of a training rank."""
+        return {phase: total / GIB for phase, total in self._phase_totals(self.terms).items()}
 
     @property
     def rank_gib(self) -> float:
@@ -203,12 +221,15 @@ class MemoryPlan(BaseModel):
         for where, gib, terms in (("each training rank", self.rank_gib, self.terms),
                                   ("the reward-model GPU", self.reward_gpu_gib, self.reward_gpu_terms)):
             if terms and gib + CUDA_CONTEXT_GIB > self.gpu_gib:
-                largest = sorted(terms, key=lambda t: -t.bytes)[:3]
-                named = ", ".join(f"{t.name} {t.bytes / GIB:.1f} GiB" for t in largest)
-                problems.append(f"{where} needs {gib:.1f} GiB + {CUDA_CONTEXT_GIB:.1f} GiB CUDA context, over the "
-                                f"{self.gpu_gib:.0f} GiB of a GPU ({self.gpu_source}); largest terms: {named}")
+                phase = max(self._phase_totals(terms), key=self._phase_totals(terms).__getitem__)
+                in_use = [t for t in terms if t.phase == phase or (
+                    t.phase == "held" and not (phase == "evaluation" and t.training_only))]
+                named = ", ".join(f"{t.name} {t.bytes / GIB:.1f} GiB"
+                                  for t in sorted(in_use, key=lambda t: -t.bytes)[:3])
+                problems.append(f"{where} needs {gib:.1f} GiB ({phase}) + {CUDA_CONTEXT_GIB:.1f} GiB CUDA context, "
+                                f"over the {self.gpu_gib:.1f} GiB of a GPU ({self.gpu_source}); largest terms: {named}")
         if not problems:
-            log(f"memory plan fits: {self.rank_gib + CUDA_CONTEXT_GIB:.1f} of {self.gpu_gib:.0f} GiB per rank")
+            log(f"memory plan fits: {self.rank_gib + CUDA_CONTEXT_GIB:.1f} of {self.gpu_gib:.1f} GiB per rank")
             return
         message = "; ".join(problems) + (". Lower the batch, chunk or sequence sizes, train fewer layers, use more "
                                          "ranks or a larger instance — or set force_memory_plan: true to run anyway")
@@ -220,12 +241,12 @@ class MemoryPlan(BaseModel):
 def gpu_capacity(instance_type: str | None) -> tuple[float | None, str]:
     """(GiB per GPU, where that figure came from): the SageMaker instance table, else this machine's GPU."""
     if instance_type in INSTANCE_GPUS:
-        return INSTANCE_GPUS[instance_type][1], f"{instance_type}, {INSTANCE_GPUS[instance_type][1]:.0f} GiB"
+        return INSTANCE_GPUS[instance_type][1], f"{instance_type}, {INSTANCE_GPUS[instance_type][1]:.1f} GiB"
     import torch
 
     if torch.cuda.is_available():
         total = torch.cuda.get_device_properties(0).total_memory / GIB
-        return total, f"{torch.cuda.get_device_name(0)}, {total:.0f} GiB"
+        return total, f"{torch.cuda.get_device_name(0)}, {total:.1f} GiB"
     return None, "no GPU"
 
 
@@ -242,8 +263,9 @@ def _state_terms(shape: ModelShape, trainable: float, precision: Precision, rank
     if precision.zero_stage is None:
         return [
             MemoryTerm(name="weights (fp32)", phase="held", bytes=4 * shape.parameters),
-            MemoryTerm(name="gradients of trainable parameters (fp32)", phase="held", bytes=4 * trainable),
-            MemoryTerm(name="Adam moments (fp32)", phase="held", bytes=8 * trainable),
+            MemoryTerm(name="gradients of trainable parameters (fp32)", phase="held", bytes=4 * trainable,
+                       training_only=True),
+            MemoryTerm(name="Adam moments (fp32)", phase="held", bytes=8 * trainable, training_only=True),
         ]
     stage = precision.zero_stage
     split = ranks if stage >= 1 else 1
@@ -251,9 +273,9 @@ def _state_terms(shape: ModelShape, trainable: float, precision: Precision, rank
         MemoryTerm(name=f"weights (16-bit{', sharded' if stage >= 3 else ''})", phase="held",
                    bytes=2 * shape.parameters / (ranks if stage >= 3 else 1)),
         MemoryTerm(name=f"gradients (16-bit{', sharded' if stage >= 2 else ''} + fp32 partition)", phase="held",
-                   bytes=2 * trainable / (ranks if stage >= 2 else 1) + 4 * trainable / split),
+                   bytes=2 * trainable / (ranks if stage >= 2 else 1) + 4 * trainable / split, training_only=True),
         MemoryTerm(name=f"fp32 master weights + Adam moments (/{split} ranks)", phase="held",
-                   bytes=12 * trainable / split),
+                   bytes=12 * trainable / split, training_only=True),
     ]
 
 
@@ -278,7 +300,7 @@ def ppo_plan(
     if kind == "hydra":
         branch = c.num_layers_unfrozen * shape.layer_parameters + shape.head_parameters
         terms.append(MemoryTerm(name=f"reference: hydra branch ({c.num_layers_unfrozen} blocks + norm + head)",
-                                phase="held", bytes=wbytes * branch))
+                                phase="held", bytes=wbytes * branch, training_only=True))
     elif kind == "full_copy":
         terms.append(MemoryTerm(name="reference: full frozen copy", phase="held", bytes=wbytes * shape.parameters))
     trained_layers = shape.layers if c.num_layers_unfrozen < 0 or c.lora_rank else c.num_layers_unfrozen
@@ -289,7 +311,8 @@ def ppo_plan(
                    bytes=2 * shape.layers * c.chunk_size * c.seq_length * shape.kv_width * wbytes),
         MemoryTerm(name="prefill MLP activations", phase="generation", bytes=2 * 4 * csh * wbytes),
         MemoryTerm(name=f"logits, log-probs, entropy ({c.chunk_size} × {c.max_new_tokens + 1} × vocab)",
-                   phase="rollout forward", bytes=c.chunk_size * (c.max_new_tokens + 1) * shape.vocab * (wbytes + 12)),
+                   phase="rollout forward",
+                   bytes=c.chunk_size * (c.max_new_tokens + 1) * shape.vocab * (2 * wbytes + 16)),
         MemoryTerm(name="one block's working set", phase="rollout forward", bytes=2 * 4 * csh * wbytes),
         MemoryTerm(name=f"activations of {trained_layers} trained blocks ({c.batch_size} × {c.seq_length})",
                    phase="training", bytes=ACTIVATION_UNITS_PER_LAYER * trained_layers * bsh * wbytes),
@@ -297,6 +320,12 @@ def ppo_plan(
                    bytes=c.batch_size * (c.max_new_tokens + 1) * shape.vocab * (wbytes + 8)),
         MemoryTerm(name="frozen blocks' working set", phase="training", bytes=2 * 4 * bsh * wbytes),
     ]
+    if kind != "full_copy":  # the SFT-vs-PPO comparison at the end loads the whole SFT model on the main rank
+        terms.append(MemoryTerm(name="SFT model for the final comparison (main rank)", phase="evaluation",
+                                bytes=wbytes * shape.parameters))
+    terms.append(MemoryTerm(name=f"evaluation KV cache ({c.chunk_size} × {c.seq_length} tokens)",
+                            phase="evaluation",
+                            bytes=2 * shape.layers * c.chunk_size * c.seq_length * shape.kv_width * wbytes))
     reward_terms: list[MemoryTerm] = []
     if reward is not None:
         scored = [
@@ -348,8 +377,7 @@ def preset_plans(preset_name: str, model_config: object) -> list[MemoryPlan]:
     compute = preset.compute
     precision = Precision.from_accelerate_config(
         PROJECT_ROOT / compute.accelerate_config if compute.accelerate_config else None)
-    gpu = (INSTANCE_GPUS[compute.instance_type][1], f"{compute.instance_type}, "
-           f"{INSTANCE_GPUS[compute.instance_type][1]:.0f} GiB") if compute.instance_type in INSTANCE_GPUS \
+    gpu = gpu_capacity(compute.instance_type) if compute.instance_type in INSTANCE_GPUS \
         else (None, compute.instance_type)
     shape = ModelShape.from_config(model_config)
     ranks = compute.num_processes * compute.instance_count

@@ -27,34 +27,40 @@ class RewardModelScorer:
         max_length: int,
         max_response_tokens: int,
         batch_size: int = 32,
+        trained_length: int | None = None,
     ) -> None:
         self.model, self.tokenizer = model.eval().requires_grad_(False), tokenizer
         self.append_eos, self.max_length, self.max_response_tokens = append_eos, max_length, max_response_tokens
-        self.batch_size = batch_size
+        self.batch_size, self.trained_length = batch_size, trained_length
 
     @property
     def context_length(self) -> int:
-        """The longest input the reward model reads: its position limit, or its tokenizer's if smaller."""
+        """The longest input the reward model should read: the length it was trained on (the recipe's
+        gptj-rm-static: 1,024, as trlx's reward tokenizer cuts), within its position and tokenizer limits."""
         config = self.model.config
         positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-        limits = [n for n in (positions, self.tokenizer.model_max_length) if n and n < 1_000_000]
+        limits = [n for n in (self.trained_length, positions, self.tokenizer.model_max_length) if n and n < 10**6]
         return min(limits, default=self.max_length)
 
     def score(self, prompts: Sequence[str], responses: Sequence[str], *, whole_response: bool = False) -> torch.Tensor:
         """(B,) rewards for each prompt + response.
 
         Policy samples are read within the PPO budget (`max_length`, `max_response_tokens`). `whole_response`
-        reads a reference response whole, up to the reward model's own context, with the prompt cut from the
-        left: trlx scores the chosen baseline that way, and cutting it to the sample length would compare a
+        reads a reference response whole, prompt + response cut from the left to the reward model's context:
+        trlx scores the chosen baseline that way, and cutting it to the sample length would compare a
         full answer's sample against half an answer.
         """
-        max_length = self.context_length if whole_response else self.max_length
-        max_response = max_length - 1 if whole_response else self.max_response_tokens
-        sequences = [
-            encode_prompt_response(self.tokenizer, p, r, max_length=max_length, max_response_tokens=max_response,
-                                   add_eos=self.append_eos).input_ids
-            for p, r in zip(prompts, responses, strict=True)
-        ]
+        if whole_response:  # trlx: tokenizer(prompt + response + eos, truncation_side="left")
+            eos = [self.tokenizer.eos_token_id] if self.append_eos else []
+            sequences = [(self.tokenizer(p, add_special_tokens=False)["input_ids"]
+                          + self.tokenizer(r, add_special_tokens=False)["input_ids"] + eos)[-self.context_length:]
+                         for p, r in zip(prompts, responses, strict=True)]
+        else:
+            sequences = [
+                encode_prompt_response(self.tokenizer, p, r, max_length=self.max_length,
+                                       max_response_tokens=self.max_response_tokens, add_eos=self.append_eos).input_ids
+                for p, r in zip(prompts, responses, strict=True)
+            ]
         return reward_scores(self.model, sequences, self.tokenizer.pad_token_id, self.batch_size)
 
 

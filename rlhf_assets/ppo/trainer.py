@@ -50,7 +50,7 @@ from rlhf_assets.ppo.sampling import (
     right_pad,
     sample_responses,
 )
-from rlhf_assets.ppo.value_head import CausalLMWithValueHead
+from rlhf_assets.ppo.value_head import CausalLMWithValueHead, transformer_layers
 
 RewardFn = Callable[[list[int], list[str]], torch.Tensor]
 """(prompt indices, response texts) -> (B,) scores. Called in the main process only, on every rank's samples."""
@@ -107,6 +107,8 @@ class PPOTrainer:
         if (reference is None) != (kind != "full_copy"):
             raise ValueError(f"reference kind {kind!r} {'needs' if reference is None else 'takes no'} reference model")
         self.branch = FrozenBranch(policy.base, config.num_layers_unfrozen) if kind == "hydra" else None
+        if self.branch is not None:
+            self._check_hydra(policy)
         trainable = [p for p in policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, betas=config.betas, eps=config.eps,
                                       weight_decay=config.weight_decay)
@@ -126,6 +128,21 @@ class PPOTrainer:
         self.prompt_cursor = 0
         self.prompt_epoch = 0
         self.history = TrainingHistory()
+
+    def _check_hydra(self, policy: CausalLMWithValueHead) -> None:
+        """The hydra branch is only the reference if nothing below the branch point trains (and every rank
+        holds whole weights to copy it from)."""
+        below = [name for index, block in enumerate(transformer_layers(policy.base))
+                 if index < self.branch.branch_index for name, p in block.named_parameters() if p.requires_grad]
+        below += [name for name, p in policy.base.get_input_embeddings().named_parameters() if p.requires_grad]
+        if below:
+            raise ValueError(f"hydra reference needs everything below the top {self.config.num_layers_unfrozen} "
+                             f"blocks frozen, but {below[0]} trains (call freeze_bottom_layers, or set "
+                             "hydra_reference: false)")
+        deepspeed = self.accelerator.state.deepspeed_plugin
+        if deepspeed is not None and deepspeed.zero_stage == 3:
+            raise ValueError("hydra reference under ZeRO-3 would copy partitioned weights: use ZeRO-2 or "
+                             "hydra_reference: false")
 
     # ---- state -------------------------------------------------------------------------------------------
     def _save(self) -> None:
@@ -156,7 +173,8 @@ class PPOTrainer:
         self.accelerator.load_state(str(found))
         state = read_state(found)
         self.kl_controller.load_state_dict(state["kl_controller"])
-        self.reward_scaler.load_state_dict(state["reward_scaler"])
+        self.reward_scaler.load_state_dict(  # checkpoints written before the scaler kept only the moments
+            state.get("reward_scaler") or {"moments": state["moments"], "ref_std": self.config.ref_std})
         self.prompt_order, self.prompt_cursor = state["prompt_order"], state["prompt_cursor"]
         self.prompt_epoch = state["prompt_epoch"]
         self.step = state["step"]
@@ -199,10 +217,12 @@ class PPOTrainer:
         if self.branch is not None:  # one trunk forward: the branch starts from the policy's hidden state
             with self.branch.capture(self.accelerator.unwrap_model(self.policy).base) as branch_input:
                 logits, values = self.policy(ids, mask, positions, r_width)
-            ref_logits = self.branch(branch_input, r_width)
+            with self.accelerator.autocast():  # the same precision as the policy's own top blocks
+                ref_logits = self.branch(branch_input, r_width)
         else:
             logits, values = self.policy(ids, mask, positions, r_width)
-            ref_logits = self._reference_logits(ids, mask, positions, r_width)
+            with self.accelerator.autocast():
+                ref_logits = self._reference_logits(ids, mask, positions, r_width)
         logprobs = response_logprobs(logits, ids, r_width)
         step_logits = logits.float()
         entropy = -(step_logits.softmax(-1) * step_logits.log_softmax(-1)).sum(-1)

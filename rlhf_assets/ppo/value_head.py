@@ -44,7 +44,7 @@ class CausalLMWithValueHead(nn.Module):
 
 def transformer_layers(model: PreTrainedModel) -> nn.ModuleList:
     """The stack of transformer blocks, whatever the architecture calls it (GPT-NeoX, GPT-J, GPT-2, Llama)."""
-    trunk = getattr(model, model.base_model_prefix)
+    trunk = _trunk(model)
     for name in ("layers", "h", "blocks"):
         layers = getattr(trunk, name, None)
         if isinstance(layers, nn.ModuleList):
@@ -52,9 +52,15 @@ def transformer_layers(model: PreTrainedModel) -> nn.ModuleList:
     raise ValueError(f"cannot find the transformer layers of {type(model).__name__}")
 
 
+def _trunk(model: PreTrainedModel) -> nn.Module:
+    """The decoder under the LM head, through a PEFT wrapper if there is one."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(inner, inner.base_model_prefix)
+
+
 def final_norm(model: PreTrainedModel) -> nn.Module:
     """The norm after the last block (GPT-NeoX `final_layer_norm`, GPT-J/GPT-2 `ln_f`, Llama `norm`)."""
-    trunk = getattr(model, model.base_model_prefix)
+    trunk = _trunk(model)
     for name in ("final_layer_norm", "ln_f", "norm"):
         module = getattr(trunk, name, None)
         if isinstance(module, nn.Module):
@@ -65,8 +71,9 @@ def final_norm(model: PreTrainedModel) -> nn.Module:
 def freeze_bottom_layers(model: PreTrainedModel, num_layers_unfrozen: int) -> int:
     """Train only the top `num_layers_unfrozen` blocks (+ final norm and LM head); -1 trains everything.
 
-    Returns the number of trainable parameters. Embeddings and lower blocks are frozen, as trlx does, which
-    is what lets the recipe fit GPT-J's PPO on 7 GPUs.
+    Returns the number of trainable parameters. Embeddings and lower blocks are frozen, as trlx's
+    `freeze_bottom_causal_layers` does (the LM head too when it is tied to the input embedding), which is what
+    lets the recipe fit GPT-J's PPO on 7 GPUs.
     """
     if num_layers_unfrozen < 0:
         return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -77,7 +84,8 @@ def freeze_bottom_layers(model: PreTrainedModel, num_layers_unfrozen: int) -> in
     for layer in list(layers)[len(layers) - num_layers_unfrozen:]:
         layer.requires_grad_(True)
     final_norm(model).requires_grad_(True)
-    model.get_output_embeddings().requires_grad_(True)
+    if not getattr(model.config, "tie_word_embeddings", False):  # a tied head is the input embedding: frozen
+        model.get_output_embeddings().requires_grad_(True)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 

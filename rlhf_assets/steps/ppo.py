@@ -87,9 +87,9 @@ def evaluate(
     for name, model in (("sft", reference), ("ppo", policy)):
         torch.manual_seed(cfg.seed)
         responses[name] = []
-        for start in range(0, len(prompts), 32):
+        for start in range(0, len(prompts), cfg.chunk_size):  # batches as large as the rollout chunks
             responses[name] += sample_responses(
-                model, tokenizer, prompts[start: start + 32], max_new_tokens=spec.eval_max_new_tokens,
+                model, tokenizer, prompts[start: start + cfg.chunk_size], max_new_tokens=spec.eval_max_new_tokens,
                 top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature, stop_sequences=cfg.stop_sequences)
     texts = {k: tokenizer.batch_decode(v, skip_special_tokens=True) for k, v in responses.items()}
     scores = {k: scorer.score(list(eval_frame["prompt"]), v).tolist() for k, v in texts.items()}
@@ -111,9 +111,17 @@ def evaluate(
     }
 
 
-def load_frozen(weights: str) -> PreTrainedModel:
+def load_frozen(weights: str, dtype: torch.dtype | None = None) -> PreTrainedModel:
     """The SFT model as a frozen reference (training with full weights; always for the final comparison)."""
-    return AutoModelForCausalLM.from_pretrained(weights).eval().requires_grad_(False)
+    return AutoModelForCausalLM.from_pretrained(weights, dtype=dtype).eval().requires_grad_(False)
+
+
+def release_training_state(trainer: PPOTrainer) -> None:
+    """Drop optimizer states, gradients, the hydra branch and the engine before the final comparison loads a
+    whole SFT copy on this GPU (the memory plan's `evaluation` phase)."""
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.optimizer = trainer.scheduler = trainer.branch = trainer.reference = trainer.policy = None
+    trainer.accelerator.free_memory()
 
 
 def warnings_for(history: list[dict[str, float]], config: PPOConfig, kl_bound: float) -> list[str]:
@@ -190,6 +198,7 @@ def main(runtime: StepRuntime) -> None:
         value_head = policy.v_head
         extra = {"final_kl_coef": trainer.kl_controller.value,
                  "resumed_from_step": -1 if trainer.history.resumed_from is None else trainer.history.resumed_from}
+        release_training_state(trainer)
     else:
         runtime.log(f"{spec.algorithm.upper()} (TRL) on {len(prompts)} prompts, {cfg.total_steps} steps")
         texts = tokenizer.batch_decode(prompts)
@@ -199,7 +208,8 @@ def main(runtime: StepRuntime) -> None:
         trained, value_head, extra = trained.eval(), None, {"final_kl_coef": cfg.init_kl_coef}
 
     if reference is None:
-        reference = load_frozen(sft.weights).to(next(trained.parameters()).device)
+        weights = next(trained.parameters())
+        reference = load_frozen(sft.weights, weights.dtype).to(weights.device)
     results = evaluate(runtime, spec, tokenizer, trained, reference, scorer, eval_frame)
     trained.save_pretrained(runtime.model_dir, safe_serialization=True)
     tokenizer.save_pretrained(runtime.model_dir)

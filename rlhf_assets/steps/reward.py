@@ -119,7 +119,8 @@ def main(runtime: StepRuntime) -> None:
         metadata = train_reward_model(runtime, spec, held_out)
     else:
         metadata = load_pretrained_reward_model(runtime, spec, held_out)
-    info = {"mode": spec.mode, "append_eos": metadata["append_eos"], "score": "last non-pad token"}
+    info = {"mode": spec.mode, "append_eos": metadata["append_eos"], "score": "last non-pad token",
+            "max_length": spec.max_length}
     (runtime.model_dir / REWARD_INFO_FILE).write_text(json.dumps(info, indent=2))
     runtime.log(f"reward model ready: held-out pairwise accuracy {metadata['eval_accuracy']:.3f} "
                 f"on {len(held_out)} pairs")

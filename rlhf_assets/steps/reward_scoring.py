@@ -48,4 +48,5 @@ def load_reward_scorer(
         directory, dtype=torch.float16 if device.type == "cuda" else torch.float32
     ).to(device)
     return RewardModelScorer(model, tokenizer, append_eos=info["append_eos"], max_length=max_length,
-                             max_response_tokens=max_response_tokens, batch_size=batch_size)
+                             max_response_tokens=max_response_tokens, batch_size=batch_size,
+                             trained_length=info.get("max_length"))
