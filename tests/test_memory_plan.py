@@ -62,8 +62,9 @@ def test_a_plan_over_the_gpu_is_refused_naming_its_largest_terms_unless_forced()
     config = GPTJ_6B.ppo.config.model_copy(update={"chunk_size": 64})
     plan = ppo_plan(shape, config, Precision(2, "bf16"), 7, None, reward_batch_size=8, reward_on_own_gpu=True,
                     gpu=(39.4, "ml.p4d.24xlarge, 39.4 GiB"))
-    with pytest.raises(MemoryPlanError, match=r"each training rank needs 50\.5 GiB \(evaluation\) .* over the 39\.4 GiB .*largest terms: "
-                                              r"evaluation KV cache \(64 × 1024 tokens\) 28\.0 GiB, weights \(16-bit\) 11\.3 GiB, SFT model"):
+    refused = (r"each training rank needs 50\.5 GiB \(evaluation\) .* over the 39\.4 GiB .*largest terms: "
+               r"evaluation KV cache \(64 × 1024 tokens\) 28\.0 GiB, weights \(16-bit\) 11\.3 GiB, SFT model")
+    with pytest.raises(MemoryPlanError, match=refused):
         plan.check(force=False, log=print)
     logged: list[str] = []
     plan.check(force=True, log=logged.append)
