@@ -126,6 +126,7 @@ class ArtifactStore:
             if self.is_complete(str(final)):
                 return str(final), description.content_hash, description.files
             if self.remote:
+                self._clear_incomplete_remote(str(final), description)
                 self._transfer_to_remote(source, str(final), description)
                 (final / COMPLETE_MARKER).write_text(marker)
             elif is_remote(source):
@@ -140,6 +141,23 @@ class ArtifactStore:
                 f"could not publish {name!r} to artifact root {self.root}: {error.strerror or error} "
                 f"({type(error).__name__}); earlier artifacts are untouched") from error
         return str(final), description.content_hash, description.files
+
+    def _clear_incomplete_remote(self, final: str, description: OutputDescription) -> None:
+        """Delete what an interrupted publish left under `final` that this one will not overwrite.
+
+        Without a `_COMPLETE` marker nothing there is an artifact; files this publish writes are overwritten
+        anyway, and stray ones (a different file list) must not end up inside the completed artifact.
+        """
+        fs = self.root.fs
+        prefix = final.rstrip("/") + "/"
+        try:
+            present = fs.find(prefix)
+        except FileNotFoundError:
+            return
+        keep = {f"{prefix}{rel}".split("://", 1)[-1] for rel in description.files}
+        stray = [path for path in present if path.split("://", 1)[-1] not in keep]
+        if stray:
+            fs.rm(stray)
 
     def _transfer_to_remote(self, source: str, final: str, description: OutputDescription) -> None:
         """Copy every described file to `final`: streamed multipart uploads from disk, or S3 server-side copies."""
@@ -161,9 +179,12 @@ class ArtifactStore:
     def _publish_local(local_dir: Path, final: Path, marker: str) -> None:
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+        stale = final.parent / f".stale-{final.name}-{uuid.uuid4().hex[:8]}"
         try:
             shutil.copytree(local_dir, staging)
             (staging / COMPLETE_MARKER).write_text(marker)
+            if final.exists() and not (final / COMPLETE_MARKER).exists():
+                os.rename(final, stale)  # an interrupted or damaged publish: set aside, never merged into
             try:
                 os.rename(staging, final)
             except OSError:
@@ -171,6 +192,7 @@ class ArtifactStore:
                     raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(stale, ignore_errors=True)
 
     def remember(self, key: str, record: str) -> None:
         """Keep `record` (a serialized step result) under `key` so identical work can be skipped later."""

@@ -49,6 +49,27 @@ def test_publish_and_download_round_trip(s3_bucket: str, tmp_path: Path) -> None
     assert (local / "sub" / "tokenizer.json").read_text() == "{}"
 
 
+def test_an_incomplete_s3_artifact_is_overwritten_and_completed(s3_bucket: str, tmp_path: Path) -> None:
+    """Issue 15 (4): a prefix left without `_COMPLETE` is completed by the next publish, stray files removed."""
+    source = tmp_path / "model"
+    source.mkdir()
+    (source / "model.safetensors").write_bytes(b"weights")
+    store = ArtifactStore(f"s3://{s3_bucket}/repair")
+    uri, _, _ = store.publish_directory(source, "sft_model")
+    key = uri.split(f"s3://{s3_bucket}/", 1)[1]
+    s3 = boto3.client("s3")
+    s3.delete_object(Bucket=s3_bucket, Key=f"{key}/_COMPLETE")
+    s3.put_object(Bucket=s3_bucket, Key=f"{key}/model.safetensors", Body=b"half")
+    s3.put_object(Bucket=s3_bucket, Key=f"{key}/stray.bin", Body=b"left by a crash")
+    s3fs.S3FileSystem.clear_instance_cache()
+    store = ArtifactStore(f"s3://{s3_bucket}/repair")
+    assert not store.is_complete(uri)
+    assert store.publish_directory(source, "sft_model")[0] == uri and store.is_complete(uri)
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix=key)["Contents"])
+    assert keys == [f"{key}/_COMPLETE", f"{key}/model.safetensors"]
+    assert s3.get_object(Bucket=s3_bucket, Key=f"{key}/model.safetensors")["Body"].read() == b"weights"
+
+
 def test_an_s3_output_is_adopted_by_server_side_copy_only_when_every_size_matches(s3_bucket: str,
                                                                                  tmp_path: Path) -> None:
     s3 = boto3.client("s3")

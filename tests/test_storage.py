@@ -62,3 +62,18 @@ def test_empty_directory_is_refused(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="is empty"):
         ArtifactStore(str(tmp_path / "store")).publish_directory(tmp_path / "empty", "m")
+
+
+def test_an_incomplete_directory_at_the_target_is_replaced_not_blocking(tmp_path: Path) -> None:
+    """Issue 15 (4): with `_COMPLETE` removed, publishing the same content again used to fail with
+    "Directory not empty" forever; it now replaces the incomplete directory whole."""
+    store = ArtifactStore(str(tmp_path / "store"))
+    uri, _, _ = store.publish_directory(_model_dir(tmp_path / "a", b"w"), "m")
+    (Path(uri) / COMPLETE_MARKER).unlink()
+    (Path(uri) / "model.safetensors").write_bytes(b"tampered")
+    (Path(uri) / "leftover.bin").write_bytes(b"from the interrupted publish")
+    again, _, files = store.publish_directory(_model_dir(tmp_path / "b", b"w"), "m")
+    assert again == uri and store.is_complete(uri)
+    assert (Path(uri) / "model.safetensors").read_bytes() == b"w"
+    assert not (Path(uri) / "leftover.bin").exists() and files == ["model.safetensors", "sub/tokenizer.json"]
+    assert sorted(p.name for p in (tmp_path / "store" / "m").iterdir()) == [Path(uri).name], "nothing set aside"
