@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -19,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from upath import UPath
 
 RESULTS_DIR = "_results"
@@ -52,6 +53,15 @@ class Manifest(BaseModel):
     counts: dict[str, int] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
     files: list[str] = Field(default_factory=list)
+
+    @field_validator("metrics")
+    @classmethod
+    def _finite(cls, metrics: dict[str, float]) -> dict[str, float]:
+        """NaN/Inf would be written as JSON null and break the next asset far from the cause: refuse it here."""
+        bad = {name: value for name, value in metrics.items() if not math.isfinite(value)}
+        if bad:
+            raise ValueError("metrics must be finite numbers: " + ", ".join(f"{k}={v}" for k, v in bad.items()))
+        return metrics
 
 
 def hash_file(path: Path) -> str:

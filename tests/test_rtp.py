@@ -48,7 +48,8 @@ def test_a_null_score_is_kept_as_missing(tmp_path: Path) -> None:
     [
         ({**rtp_record("x"), "prompt": {"toxicity": 0.2}}, "prompt.text", "missing"),
         (rtp_record("   "), "prompt.text", "empty"),
-        (rtp_record("fine", toxicity="high"), "prompt.toxicity", "expected a number or null, got 'high'"),
+        (rtp_record("fine", toxicity="high"), "prompt.toxicity",
+         "expected a Perspective probability in [0, 1] or null, got 'high'"),
         ({**rtp_record("x"), "prompt": "just text"}, "prompt", "expected an object"),
     ],
 )

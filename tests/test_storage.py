@@ -77,3 +77,14 @@ def test_an_incomplete_directory_at_the_target_is_replaced_not_blocking(tmp_path
     assert (Path(uri) / "model.safetensors").read_bytes() == b"w"
     assert not (Path(uri) / "leftover.bin").exists() and files == ["model.safetensors", "sub/tokenizer.json"]
     assert sorted(p.name for p in (tmp_path / "store" / "m").iterdir()) == [Path(uri).name], "nothing set aside"
+
+
+def test_a_manifest_refuses_non_finite_metrics_naming_them() -> None:
+    """Issue 15 (8): NaN/Inf metrics used to be written as JSON null and break the next asset far away."""
+    from pydantic import ValidationError
+
+    from rlhf_assets.storage import Manifest
+
+    with pytest.raises(ValidationError, match=r"metrics must be finite numbers: eval_loss=nan, gain=inf"):
+        Manifest(asset="a", uri="", content_hash="0", preset="tiny",
+                 metrics={"eval_loss": float("nan"), "gain": float("inf"), "ok": 1.0})

@@ -3,7 +3,8 @@
 Each source record is `{"challenging", "prompt": {"text", "toxicity", ...}, "continuation": {...}}` with
 Perspective API probabilities (a few are null). Sources: the hub dataset `allenai/real-toxicity-prompts`,
 a local dataset directory, a `.jsonl(.gz)` file, or a directory of such files (the shared test data). A record
-with no prompt text or a score that is not a number fails with the file, line and field named.
+with no prompt text or a score that is not a probability in [0, 1] (NaN, Infinity, 7.5, −3) fails with the
+file, line and field named.
 """
 
 from __future__ import annotations
@@ -71,8 +72,10 @@ def _scores(source: str, record: RawRecord, part: str, require_text: bool) -> di
     scores: dict[str, Any] = {"text": text}
     for attribute in PERSPECTIVE_ATTRIBUTES:
         score = value.get(attribute)
-        if score is not None and (isinstance(score, bool) or not isinstance(score, int | float) or math.isnan(score)):
-            raise DataError(source, record.line, f"{part}.{attribute}", f"expected a number or null, got {score!r}")
+        if score is not None and (isinstance(score, bool) or not isinstance(score, int | float)
+                                  or not math.isfinite(score) or not 0.0 <= score <= 1.0):
+            raise DataError(source, record.line, f"{part}.{attribute}",
+                            f"expected a Perspective probability in [0, 1] or null, got {score!r}")
         scores[attribute] = None if score is None else float(score)
     return scores
 
