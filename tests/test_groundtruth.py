@@ -105,6 +105,14 @@ def test_lambdas_and_output_parser_round_trip(aws) -> None:
      r":2: field rlhf-preference.annotationsFromAllWorkers\[0\]: expected exactly one .* got 2"),
     (lambda r: json.dumps({**r, ATTRIBUTE: {"annotationsFromAllWorkers": [{"workerId": "w9"}]}}),
      r":2: field rlhf-preference.annotationsFromAllWorkers\[0\]: 'annotationData'"),
+    (lambda r: json.dumps({**r, "source": json.dumps({"task_id": ["a", "b"]})}),
+     r":2: field 'source.task_id' must be a string, got list"),
+    (lambda r: json.dumps({**r, ATTRIBUTE: {"annotationsFromAllWorkers": [
+        {"workerId": None, "annotationData": {"content": json.dumps(crowd_answer("A"))}}]}}),
+     r":2: field rlhf-preference.annotationsFromAllWorkers\[0\]: workerId must be a non-empty string, got None"),
+    (lambda r: json.dumps({**r, ATTRIBUTE: {"annotationsFromAllWorkers": [
+        {"workerId": "w9", "annotationData": {"content": ["A"]}}]}}),
+     r":2: field rlhf-preference.annotationsFromAllWorkers\[0\]: the JSON object must be str"),
 ])
 def test_malformed_output_lines_name_the_file_line_and_field(aws, mutate, message: str) -> None:
     tasks = build_tasks(responses_table(2), seed=0)

@@ -127,3 +127,12 @@ def test_reregistering_a_batch_keeps_its_labels_and_switches_the_active_batch(st
     store.register_batch(old, old_batch, 1, source="test")
     assert store.active_batch() == old_batch
     assert len(store.labels(old_batch)) == 1
+
+
+def test_database_and_its_new_directory_are_owner_only(tmp_path: Path) -> None:
+    """Issue 15 (10): labels.sqlite holds the un-blinding key and comments; it was 0644 in a 0755 directory."""
+    import stat
+
+    store = LabelStore(tmp_path / "labeling" / "labels.sqlite")
+    assert stat.S_IMODE((tmp_path / "labeling").stat().st_mode) == 0o700
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600

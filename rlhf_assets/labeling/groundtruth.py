@@ -141,6 +141,8 @@ def parse_output_manifest(
             task_id = json.loads(record["source"])["task_id"]
         except (json.JSONDecodeError, KeyError, TypeError) as error:
             raise OutputManifestError(f"{where}: field 'source' does not hold a task ({error})") from None
+        if not isinstance(task_id, str):
+            raise OutputManifestError(f"{where}: field 'source.task_id' must be a string, got {type(task_id).__name__}")
         if task_id not in tasks:
             raise OutputManifestError(f"{where}: unknown task {task_id!r} (not in this human_eval_tasks batch)")
         answers = record.get(label_attribute)
@@ -149,7 +151,10 @@ def parse_output_manifest(
         for index, answer in enumerate(answers["annotationsFromAllWorkers"]):
             field = f"{label_attribute}.annotationsFromAllWorkers[{index}]"
             try:
-                worker = str(answer["workerId"])
+                worker = answer["workerId"]
+                if not isinstance(worker, str) or not worker.strip():
+                    raise ValueError(f"workerId must be a non-empty string, got {worker!r}: answers without a worker "
+                                     "cannot be told apart")
                 choice, comment = parse_answer(json.loads(answer["annotationData"]["content"]))
             except (KeyError, TypeError, ValueError) as error:
                 raise OutputManifestError(f"{where}: field {field}: {error}") from None

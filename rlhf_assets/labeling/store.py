@@ -9,6 +9,7 @@ Annotator tokens are stored as SHA-256 digests; the token itself is shown once, 
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import sqlite3
 import time
@@ -102,7 +103,11 @@ class LabelStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # It holds the un-blinding key and annotators' comments: a new directory and database are owner-only
+        # (SQLite gives its -wal/-shm files the database's mode).
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         with self._connect() as connection:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.executescript(_SCHEMA)
