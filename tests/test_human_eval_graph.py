@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
+import time
 from pathlib import Path
 
 import boto3
@@ -94,6 +96,24 @@ def test_labels_through_the_app_trigger_the_sensor_and_the_results(graph) -> Non
     table = metadata["per_prompt"].value.records
     assert len(table) == 100 and {r.data["prompt_id"]: r.data["outcome"] for r in table} == expected
     assert "| RLHF preferred | 30 / 100 | 30 / 100 |" in metadata["comparison"].value
+
+    # Over-filling is refused at the door (issue 15, item 6); should a label get past it (a database written
+    # before that check), only the earliest `overlap` labels of a task count, and the excess is reported.
+    second = store.add_annotator("second")
+    won = next(t for t in key.values() if expected[t.prompt_id] == "win")
+    flipped = "B" if won.rlhf_shown_as == "A" else "A"
+    with labeling_server(store.path) as url:
+        refused = requests.post(url + "/api/labels", json={"task_id": won.task_id, "choice": flipped},
+                                headers={"Authorization": f"Bearer {second}"}, timeout=10)
+    assert refused.status_code == 409 and "1 of 1 label(s)" in refused.json()["error"]
+    with sqlite3.connect(store.path) as db:
+        db.execute("INSERT INTO labels (task_id, annotator, choice, comment, rlhf_shown_as, created_at) "
+                   "VALUES (?, 'second', ?, '', ?, ?)", (won.task_id, flipped, won.rlhf_shown_as, time.time()))
+    assert materialize(all_assets, selection=[AssetKey("human_eval_results")], resources=resources,
+                       instance=instance).success
+    metadata = instance.get_latest_materialization_event(AssetKey("human_eval_results")).asset_materialization.metadata
+    assert (metadata["wins"].value, metadata["ties"].value, metadata["losses"].value) == (30, 54, 16)
+    assert metadata["excess_labels"].value == 1
 
     tick = _tick(instance, root)
     assert isinstance(tick, SkipReason) and "already has results" in tick.skip_message

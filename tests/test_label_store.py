@@ -136,3 +136,26 @@ def test_database_and_its_new_directory_are_owner_only(tmp_path: Path) -> None:
     store = LabelStore(tmp_path / "labeling" / "labels.sqlite")
     assert stat.S_IMODE((tmp_path / "labeling").stat().st_mode) == 0o700
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+
+
+def test_labels_only_where_leased_or_still_open_in_the_active_batch(store: LabelStore) -> None:
+    """Issue 15 (6): a task leased to someone else, one that already has its `overlap` labels, and one of an
+    inactive batch were all accepted; each is now a 409 naming the reason."""
+    tasks = queue_tasks(store, 2)
+    batch = store.active_batch()
+    for name in ("a", "b"):
+        store.add_annotator(name)
+    assert store.next_task("a", batch) == tasks[0]
+    with pytest.raises(LabelError, match=r"not open to b: it has 0 of 1 label\(s\) and 1 live lease") as leased:
+        store.submit("b", tasks[0].task_id, "A")
+    assert leased.value.status == 409
+    store.submit("a", tasks[0].task_id, "A")
+    with pytest.raises(LabelError, match=r"not open to b: it has 1 of 1 label\(s\)"):
+        store.submit("b", tasks[0].task_id, "B")
+    store.submit("b", tasks[1].task_id, "tie")  # never offered, but open: no labels, no other lease
+    newer = build_tasks(responses_table(3), seed=5)
+    store.register_batch(newer, batch_id(newer), 1, source="test")
+    with pytest.raises(LabelError, match="no longer the active batch") as inactive:
+        store.submit("a", tasks[1].task_id, "A")
+    assert inactive.value.status == 409
+    assert [label.task_id for label in store.labels(batch)] == [tasks[0].task_id, tasks[1].task_id]

@@ -159,6 +159,11 @@ def human_eval_results(
     tasks = {task.task_id: task for task in read_tasks(store.local_path(human_eval_tasks.uri) / TASKS_FILE)}
     labels = collect_labels(human_eval_tasks, tasks, labeling)
     overlap = int(human_eval_tasks.config["overlap"])
+    counted = labels.groupby("task_id", sort=False).cumcount() < overlap  # the earliest `overlap` per task
+    excess = int((~counted).sum())
+    if excess:
+        context.log.warning(f"{excess} label(s) beyond the overlap of {overlap} are not counted (earliest first)")
+    labels = labels[counted].reset_index(drop=True)
     per_task = labels.groupby("task_id").size()
     complete = int((per_task >= overlap).sum())
     if complete < len(tasks) and not config.allow_partial:
@@ -200,7 +205,8 @@ def human_eval_results(
             config={"batch_id": human_eval_tasks.config["batch_id"], "channel": human_eval_tasks.config["channel"],
                     "allow_partial": config.allow_partial},
             counts={"wins": prompts.wins, "ties": prompts.ties, "losses": prompts.losses, "prompts": prompts.total,
-                    "labels": len(labels), "annotators": result.annotators, "complete_tasks": complete,
+                    "labels": len(labels), "excess_labels": excess, "annotators": result.annotators,
+                    "complete_tasks": complete,
                     "label_wins": result.labels.wins, "label_ties": result.labels.ties,
                     "label_losses": result.labels.losses},
             metrics=metrics,

@@ -254,6 +254,7 @@ class LabelStore:
                     return label, False
                 raise LabelError(f"{annotator} already labelled task {task_id} as {label.choice.value!r}; "
                                  "the first label is kept", 409)
+            self._require_open(db, task, annotator)
             cursor = db.execute(
                 "INSERT INTO labels (task_id, annotator, choice, comment, rlhf_shown_as, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -263,6 +264,25 @@ class LabelStore:
             db.execute("DELETE FROM skips WHERE task_id = ? AND annotator = ?", (task_id, annotator))
             row = db.execute("SELECT * FROM labels WHERE label_id = ?", (cursor.lastrowid,)).fetchone()
         return _label(row), True
+
+    @staticmethod
+    def _require_open(db: sqlite3.Connection, task: sqlite3.Row, annotator: str) -> None:
+        """A new label is taken only for a task of the active batch that the annotator holds a live lease on, or
+        that still lacks labels (fewer than the batch's overlap) — never to over-fill a task or label one
+        leased to someone else."""
+        batch = db.execute("SELECT active, overlap FROM batches WHERE batch_id = ?", (task["batch_id"],)).fetchone()
+        if not batch["active"]:
+            raise LabelError(f"task {task['task_id']} belongs to batch {task['batch_id']}, which is no longer the "
+                             "active batch", 409)
+        now = time.time()
+        leased = db.execute("SELECT annotator FROM assignments WHERE task_id = ? AND expires_at > ?",
+                            (task["task_id"], now)).fetchall()
+        if any(row["annotator"] == annotator for row in leased):
+            return
+        labelled = db.execute("SELECT COUNT(*) FROM labels WHERE task_id = ?", (task["task_id"],)).fetchone()[0]
+        if labelled + len(leased) >= batch["overlap"]:
+            raise LabelError(f"task {task['task_id']} is not open to {annotator}: it has {labelled} of "
+                             f"{batch['overlap']} label(s) and {len(leased)} live lease(s) held by others", 409)
 
     @staticmethod
     def _require_task(db: sqlite3.Connection, task_id: str) -> sqlite3.Row:
