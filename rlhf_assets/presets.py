@@ -75,7 +75,6 @@ class RewardSpec(TrainSpec):
 class HumanEvalSpec(_Frozen):
     """Blinded pairwise human evaluation: how tasks are ordered, how many annotators judge each, and where."""
 
-    seed: int = Field(0, description="Draws which response is shown as A for each prompt")
     overlap: int = Field(1, ge=1, le=9, description="Annotators per prompt (the recipe: 1); >1 enables kappa")
     channel: str = Field("app", pattern="^(app|ground_truth)$",
                          description="app: the local labeling web app; ground_truth: a SageMaker Ground Truth job")

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
+import numpy as np
 import pandas as pd
 
 from rlhf_assets.labeling.groundtruth import GroundTruthJobSpec, input_manifest, job_request
@@ -37,9 +38,14 @@ def responses_table(count: int, *, hostile_first: bool = False) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def fixed_order(count: int, seed: int = 0) -> list[bool]:
+    """A reproducible shown order for tests (the product draws it from `secrets`)."""
+    return [bool(x) for x in np.random.default_rng(seed).random(count) < 0.5]
+
+
 def queue_tasks(store: LabelStore, count: int, overlap: int = 1, **kwargs: bool) -> list[PairwiseTask]:
     """Build tasks like `human_eval_tasks` does and register them as the active batch."""
-    tasks = build_tasks(responses_table(count, **kwargs), seed=0)
+    tasks = build_tasks(responses_table(count, **kwargs), rlhf_first=fixed_order(count))
     store.register_batch(tasks, batch_id(tasks), overlap, source="test")
     return tasks
 

@@ -24,7 +24,14 @@ from rlhf_assets.labeling.groundtruth import (
 )
 from rlhf_assets.labeling.groundtruth_lambdas import pre_annotation
 from rlhf_assets.labeling.tasks import Choice, build_tasks
-from tests.labeling_helpers import ATTRIBUTE, crowd_answer, described_job, ground_truth_output, responses_table
+from tests.labeling_helpers import (
+    ATTRIBUTE,
+    crowd_answer,
+    described_job,
+    fixed_order,
+    ground_truth_output,
+    responses_table,
+)
 from tests.moto_aws import BUCKET
 
 SPEC = GroundTruthJobSpec(
@@ -37,7 +44,7 @@ SPEC = GroundTruthJobSpec(
 
 
 def test_worker_template_escapes_hostile_text() -> None:
-    task = build_tasks(responses_table(1, hostile_first=True), seed=0)[0]
+    task = build_tasks(responses_table(1, hostile_first=True), rlhf_first=fixed_order(1, 0))[0]
     for autoescape in (True, False):  # Ground Truth autoescapes; the template's explicit `escape` holds without it
         page = Environment(autoescape=autoescape).from_string(worker_template()).render(
             task={"input": pre_annotation({"dataObject": json.loads(input_manifest([task]))})["taskInput"]})
@@ -48,7 +55,7 @@ def test_worker_template_escapes_hostile_text() -> None:
 
 
 def test_input_manifest_is_blinded_json_lines() -> None:
-    tasks = build_tasks(responses_table(3), seed=0)
+    tasks = build_tasks(responses_table(3), rlhf_first=fixed_order(3, 0))
     lines = input_manifest(tasks).splitlines()
     assert len(lines) == 3
     for line, task in zip(lines, tasks, strict=True):
@@ -57,7 +64,7 @@ def test_input_manifest_is_blinded_json_lines() -> None:
 
 
 def test_start_labeling_job_uploads_to_s3_and_sends_a_valid_request(aws) -> None:
-    tasks = build_tasks(responses_table(4), seed=0)
+    tasks = build_tasks(responses_table(4), rlhf_first=fixed_order(4, 0))
     sagemaker = boto3.client("sagemaker")
     arn = "arn:aws:sagemaker:us-east-1:123456789012:labeling-job/rlhf-eval-test"
     expected = job_request(SPEC, f"s3://{BUCKET}/human-eval/input.manifest",
@@ -82,7 +89,7 @@ def test_start_labeling_job_uploads_to_s3_and_sends_a_valid_request(aws) -> None
 
 
 def test_lambdas_and_output_parser_round_trip(aws) -> None:
-    tasks = build_tasks(responses_table(3), seed=0)
+    tasks = build_tasks(responses_table(3), rlhf_first=fixed_order(3, 0))
     answers = [{"w1": ("A", "A is kinder"), "w2": ("tie",)}, {"w1": ("B",), "w2": ("B",)}, {"w1": ("tie",)}]
     text = ground_truth_output(tasks, answers)
     labels = parse_output_manifest(text.splitlines(), label_attribute=ATTRIBUTE,
@@ -115,7 +122,7 @@ def test_lambdas_and_output_parser_round_trip(aws) -> None:
      r":2: field rlhf-preference.annotationsFromAllWorkers\[0\]: the JSON object must be str"),
 ])
 def test_malformed_output_lines_name_the_file_line_and_field(aws, mutate, message: str) -> None:
-    tasks = build_tasks(responses_table(2), seed=0)
+    tasks = build_tasks(responses_table(2), rlhf_first=fixed_order(2, 0))
     lines = ground_truth_output(tasks, [{"w1": ("A",)}, {"w1": ("B",)}]).splitlines()
     lines[1] = mutate(json.loads(lines[1]))
     with pytest.raises(OutputManifestError, match=message):

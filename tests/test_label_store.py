@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import pytest
 
 from rlhf_assets.labeling.store import LabelError, LabelStore
 from rlhf_assets.labeling.tasks import Choice, TaskFileError, batch_id, build_tasks, read_tasks, write_tasks
-from tests.labeling_helpers import queue_tasks, responses_table
+from rlhf_assets.presets import HumanEvalSpec
+from tests.labeling_helpers import fixed_order, queue_tasks, responses_table
 
 
 @pytest.fixture
@@ -31,22 +33,50 @@ def test_database_is_in_wal_mode_and_tokens_are_stored_as_digests(store: LabelSt
     assert store.annotator_for_token(token) is None and store.annotator_for_token(new) == "alice"
 
 
-def test_blinding_is_seeded_recorded_and_unblinds() -> None:
-    frame = responses_table(40)
-    first, again = build_tasks(frame, seed=3), build_tasks(frame, seed=3)
-    assert first == again
-    assert {t.rlhf_shown_as for t in first} == {"A", "B"}
+def test_blinding_comes_from_a_secret_and_task_ids_reveal_nothing() -> None:
+    """Issue 15 (5): the order was drawn from `human_eval.seed = 0`, so `default_rng(0)` predicted which side is
+    RLHF for 100 of 100 tasks, and ids were `<batch>-<prompt_id>`. Now two builds from the same data differ."""
+    frame = responses_table(100)
+    first, again = build_tasks(frame), build_tasks(frame)
+    shown = [t.rlhf_shown_as == "A" for t in first]
+    assert shown != [t.rlhf_shown_as == "A" for t in again], "the order is not reproducible from the data"
+    assert shown != fixed_order(100, 0), "nor from the old seed"
+    assert 25 < sum(shown) < 75
+    assert batch_id(first) == batch_id(again), "the batch is the responses' hash"
+    assert {t.task_id for t in first}.isdisjoint(t.task_id for t in again)
+    assert all(re.fullmatch(r"[0-9a-f]{12}-[0-9a-f]{16}", t.task_id) for t in first), "no prompt id in task ids"
+    assert "seed" not in HumanEvalSpec.model_fields
     for task in first:
         rlhf = task.response_a if task.rlhf_shown_as == "A" else task.response_b
         assert rlhf.startswith("rlhf answer")
         assert task.outcome(Choice(task.rlhf_shown_as)) == "win"
         assert task.outcome(Choice.tie) == "tie"
         assert "rlhf" not in str(task.blinded().keys()) and "sft" not in str(task.blinded().keys())
-    assert build_tasks(frame, seed=4) != first
+    fixed = build_tasks(frame, rlhf_first=fixed_order(100, 3))
+    assert [t.rlhf_shown_as == "A" for t in fixed] == fixed_order(100, 3)
+
+
+def test_registering_the_same_responses_again_keeps_the_first_order_and_its_labels(store: LabelStore) -> None:
+    frame = responses_table(6)
+    first = build_tasks(frame)
+    stored = store.register_batch(first, batch_id(first), 1, source="test")
+    assert stored == first
+    store.add_annotator("a")
+    store.submit("a", first[0].task_id, "A")
+    redrawn = build_tasks(frame)
+    assert store.register_batch(redrawn, batch_id(redrawn), 1, source="test") == first
+    assert store.progress(batch_id(first)).tasks == 6 and len(store.labels(batch_id(first))) == 1
+
+
+def test_the_task_file_is_owner_only(tmp_path: Path) -> None:
+    import stat
+
+    write_tasks(build_tasks(responses_table(2)), tmp_path / "tasks.jsonl")
+    assert stat.S_IMODE((tmp_path / "tasks.jsonl").stat().st_mode) == 0o600
 
 
 def test_task_file_round_trip_and_errors(tmp_path: Path) -> None:
-    tasks = build_tasks(responses_table(3), seed=0)
+    tasks = build_tasks(responses_table(3), rlhf_first=fixed_order(3, 0))
     path = tmp_path / "tasks.jsonl"
     write_tasks(tasks, path)
     assert read_tasks(path) == tasks
@@ -121,7 +151,7 @@ def test_reregistering_a_batch_keeps_its_labels_and_switches_the_active_batch(st
     store.add_annotator("a")
     store.submit("a", old[0].task_id, "A")
     old_batch = store.active_batch()
-    new = build_tasks(responses_table(5), seed=0)
+    new = build_tasks(responses_table(5), rlhf_first=fixed_order(5, 0))
     store.register_batch(new, batch_id(new), 1, source="test")
     assert store.active_batch() == batch_id(new) != old_batch
     store.register_batch(old, old_batch, 1, source="test")
@@ -153,7 +183,7 @@ def test_labels_only_where_leased_or_still_open_in_the_active_batch(store: Label
     with pytest.raises(LabelError, match=r"not open to b: it has 1 of 1 label\(s\)"):
         store.submit("b", tasks[0].task_id, "B")
     store.submit("b", tasks[1].task_id, "tie")  # never offered, but open: no labels, no other lease
-    newer = build_tasks(responses_table(3), seed=5)
+    newer = build_tasks(responses_table(3), rlhf_first=fixed_order(3, 5))
     store.register_batch(newer, batch_id(newer), 1, source="test")
     with pytest.raises(LabelError, match="no longer the active batch") as inactive:
         store.submit("a", tasks[1].task_id, "A")

@@ -41,13 +41,12 @@ class LabelingChannel(Enum):
 class HumanEvalTasksConfig(PresetConfig):
     """How the pairs are blinded and where they are labelled (defaults: the preset's `human_eval`)."""
 
-    seed: int | None = Field(default=None, description="Override the seed that draws which response is shown as A")
     overlap: int | None = Field(default=None, ge=1, le=9, description="Override annotators per prompt")
     channel: LabelingChannel | None = Field(default=None, description="app (local web app) or ground_truth")
 
     def spec(self) -> HumanEvalSpec:
         preset = self.resolved_preset().human_eval
-        updates = {"seed": self.seed, "overlap": self.overlap, "channel": self.channel and self.channel.value}
+        updates = {"overlap": self.overlap, "channel": self.channel and self.channel.value}
         return HumanEvalSpec.model_validate(
             {**preset.model_dump(), **{k: v for k, v in updates.items() if v is not None}})
 
@@ -67,7 +66,7 @@ def human_eval_tasks(
     labeling: LabelingResource,
     eval_responses: Manifest,
 ) -> Output[Manifest]:
-    """One blinded SFT-vs-RLHF pair per eval prompt, in seeded random order, queued for annotators.
+    """One blinded SFT-vs-RLHF pair per eval prompt, in cryptographically random order, queued for annotators.
 
     The artifact holds the order key (`tasks.jsonl`) and the Ground Truth input manifest and worker template;
     the app's database or the Ground Truth job gets only the blinded text.
@@ -75,11 +74,11 @@ def human_eval_tasks(
     spec = config.spec()
     store = artifacts.store()
     responses = pd.read_parquet(store.local_path(eval_responses.uri) / RESPONSES_FILE)
-    tasks = build_tasks(responses, spec.seed)
+    tasks = build_tasks(responses)
     batch = batch_id(tasks)
     extra: dict[str, MetadataValue] = {}
     if spec.channel == LabelingChannel.app.value:
-        labeling.store().register_batch(tasks, batch, spec.overlap, source=eval_responses.uri)
+        tasks = labeling.store().register_batch(tasks, batch, spec.overlap, source=eval_responses.uri)
         context.log.info(f"queued {len(tasks)} tasks (batch {batch}, overlap {spec.overlap}) in {labeling.db_path}")
         extra["how_to_label"] = MetadataValue.md(
             f"Tasks are queued in `{labeling.db_path}`. Start the app with `rlhf-assets label --port 8080`, add "

@@ -141,18 +141,28 @@ class LabelStore:
         finally:
             connection.close()
 
-    def register_batch(self, tasks: Sequence[PairwiseTask], batch_id: str, overlap: int, source: str) -> None:
-        """Queue a batch for the app and make it the active one; registering it again changes nothing else."""
+    def register_batch(
+        self, tasks: Sequence[PairwiseTask], batch_id: str, overlap: int, source: str
+    ) -> list[PairwiseTask]:
+        """Queue a batch for the app and make it the active one; returns the batch's tasks as stored.
+
+        Registering a batch again (the same responses) keeps the tasks, their random order and their labels
+        from the first time: a fresh draw would otherwise orphan every label already given.
+        """
         with self._write() as db:
-            db.execute("INSERT OR IGNORE INTO batches VALUES (?, ?, ?, ?, 0)",
-                       (batch_id, overlap, source, time.time()))
+            known = db.execute("SELECT 1 FROM batches WHERE batch_id = ?", (batch_id,)).fetchone() is not None
+            if not known:
+                db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, 0)", (batch_id, overlap, source, time.time()))
+                db.executemany(
+                    "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(t.task_id, batch_id, i, t.prompt_id, t.prompt, t.response_a, t.response_b, t.rlhf_shown_as)
+                     for i, t in enumerate(tasks)],
+                )
             db.execute("UPDATE batches SET overlap = ? WHERE batch_id = ?", (overlap, batch_id))
-            db.executemany(
-                "INSERT OR IGNORE INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(t.task_id, batch_id, i, t.prompt_id, t.prompt, t.response_a, t.response_b, t.rlhf_shown_as)
-                 for i, t in enumerate(tasks)],
-            )
             db.execute("UPDATE batches SET active = (batch_id = ?)", (batch_id,))
+            rows = db.execute("SELECT * FROM tasks WHERE batch_id = ? ORDER BY position", (batch_id,)).fetchall()
+        return [PairwiseTask(r["task_id"], r["prompt_id"], r["prompt"], r["response_a"], r["response_b"],
+                             r["rlhf_shown_as"]) for r in rows]
 
     def active_batch(self) -> str | None:
         """The batch the app serves: the one registered (or re-registered) last."""

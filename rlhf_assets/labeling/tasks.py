@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+import os
+import secrets
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 
@@ -52,28 +53,31 @@ class PairwiseTask:
                 "response_b": self.response_b}
 
 
-def build_tasks(responses: pd.DataFrame, seed: int) -> list[PairwiseTask]:
-    """One task per eval prompt with the shown order drawn from `seed`; ids carry a hash of the whole batch.
+def build_tasks(responses: pd.DataFrame, rlhf_first: Sequence[bool] | None = None) -> list[PairwiseTask]:
+    """One task per eval prompt, its shown order drawn from the OS's cryptographic random source.
 
-    The batch hash makes task ids differ whenever the responses or the order differ, so labels for an old
-    policy can never be counted for a new one.
+    Nothing in the config or the data predicts which side is RLHF (a seeded draw did: `default_rng(0)` named it
+    for 100 of 100 tasks); the order exists only in the tasks, i.e. in the `human_eval_tasks` artifact and the
+    owner-only labeling database. Task ids are `<batch>-<random hex>`: the batch hashes the responses, so labels
+    for an old policy never count for a new one, and the rest is random, so ids reveal neither the prompt nor
+    the order and cannot be enumerated. `rlhf_first` fixes the order (tests).
     """
     missing = {"prompt_id", "prompt", "sft_response", "rlhf_response"} - set(responses.columns)
     if missing:
         raise ValueError(f"eval responses lack column(s) {sorted(missing)}")
-    rlhf_first = np.random.default_rng(seed).random(len(responses)) < 0.5
-    rows = [
-        (int(row.prompt_id), str(row.prompt), str(row.sft_response), str(row.rlhf_response), bool(first))
-        for row, first in zip(responses.itertuples(index=False), rlhf_first, strict=True)
-    ]
+    order = list(rlhf_first) if rlhf_first is not None else [secrets.randbelow(2) == 1 for _ in range(len(responses))]
+    if len(order) != len(responses):
+        raise ValueError(f"rlhf_first has {len(order)} entries for {len(responses)} responses")
+    rows = [(int(row.prompt_id), str(row.prompt), str(row.sft_response), str(row.rlhf_response))
+            for row in responses.itertuples(index=False)]
     batch = hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:12]
     return [
         PairwiseTask(
-            task_id=f"{batch}-{prompt_id}", prompt_id=prompt_id, prompt=prompt,
+            task_id=f"{batch}-{secrets.token_hex(8)}", prompt_id=prompt_id, prompt=prompt,
             response_a=rlhf if first else sft, response_b=sft if first else rlhf,
             rlhf_shown_as="A" if first else "B",
         )
-        for prompt_id, prompt, sft, rlhf, first in rows
+        for (prompt_id, prompt, sft, rlhf), first in zip(rows, order, strict=True)
     ]
 
 
@@ -87,7 +91,8 @@ def batch_id(tasks: Iterable[PairwiseTask]) -> str:
 
 def write_tasks(tasks: Iterable[PairwiseTask], path: Path) -> None:
     """JSON Lines with the order key: the file the app loads and `human_eval_results` un-blinds with."""
-    with path.open("w", encoding="utf-8") as handle:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the un-blinding key
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
         for task in tasks:
             handle.write(json.dumps(asdict(task), ensure_ascii=False) + "\n")
 
