@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from rlhf_assets.labeling.app import serve
+from rlhf_assets.labeling.app import MAX_BODY_BYTES, serve
 from rlhf_assets.labeling.store import LabelError, LabelStore
 from rlhf_assets.resources import default_labeling_db
 
@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     label = commands.add_parser("label", help="serve the labeling web app")
     label.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for a team network)")
     label.add_argument("--port", type=int, default=8080)
+    label.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES,
+                       help="largest JSON body the API accepts (413 above it)")
     annotators = commands.add_parser("annotators", help="manage annotators and their tokens")
     actions = annotators.add_subparsers(dest="action", required=True)
     for action in ("add", "reset-token"):
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             batch = store.active_batch()
             print(f"labeling database {store.path}; active batch: {batch or 'none (materialize human_eval_tasks)'}")
             print(f"annotators sign in at http://{args.host}:{args.port}/login#token=<their token>")
-            serve(store, args.host, args.port)
+            serve(store, args.host, args.port, args.max_body_bytes)
         elif args.command == "annotators" and args.action == "list":
             print("\n".join(store.annotators()) or "no annotators yet")
         elif args.command == "annotators":

@@ -103,3 +103,31 @@ def test_eight_concurrent_annotators_submit_1000_labels_without_loss_or_duplicat
     assert {(task, who) for task, who, _ in rows} == expected
     progress = store.progress(store.active_batch())
     assert progress.complete and progress.labels == 1000
+
+
+def test_hostile_bodies_and_cross_origin_posts_get_clear_refusals(store: LabelStore) -> None:
+    """Issue 15 (9, 10): deep JSON, lone surrogates and huge bodies gave 500s or ate memory; a same-site page
+    (the Dagster UI on another port) could post with the annotator's cookie."""
+    tasks = queue_tasks(store, 2)
+    token = store.add_annotator("alice")
+    bearer = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    with labeling_server(store.path) as url:
+        deep = requests.post(url + "/api/labels", data="[" * 100_000 + "]" * 100_000, headers=bearer, timeout=30)
+        assert deep.status_code == 400 and "nested too deeply" in deep.json()["error"]
+        surrogate = requests.post(url + "/api/labels", headers=bearer, timeout=10,
+                                  data='{"task_id": "' + tasks[0].task_id + '", "choice": "A", "comment": "\\ud800"}')
+        assert surrogate.status_code == 400 and "'comment' is not valid Unicode" in surrogate.json()["error"]
+        huge = requests.post(url + "/api/labels", data=b"{" + b" " * 2_000_000 + b"}", headers=bearer, timeout=30)
+        assert huge.status_code == 413 and "1,000,000-byte limit" in huge.json()["error"]
+        session = requests.Session()
+        assert session.post(url + "/login", data={"token": token}, timeout=10).status_code == 200
+        for headers in ({"Origin": "http://127.0.0.1:3000"}, {"Sec-Fetch-Site": "same-site"},
+                        {"Sec-Fetch-Site": "cross-site"}):
+            forged = session.post(url + "/labels", data={"task_id": tasks[0].task_id, "choice": "A"},
+                                  headers=headers, allow_redirects=False, timeout=10)
+            assert forged.status_code == 403 and "cross-origin request refused" in forged.text, headers
+        own = session.post(url + "/labels", data={"task_id": tasks[0].task_id, "choice": "A"},
+                           headers={"Origin": url, "Sec-Fetch-Site": "same-origin"}, allow_redirects=False,
+                           timeout=10)
+        assert own.status_code == 303
+    assert [label.task_id for label in store.labels(store.active_batch())] == [tasks[0].task_id]

@@ -9,6 +9,7 @@ Content-Security-Policy allows only our own script, so markup in a response is s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from rlhf_assets.labeling.store import LabelError, LabelStore
 
 COOKIE = "rlhf_label_token"
+MAX_BODY_BYTES = 1_000_000
 HERE = Path(__file__).parent
 SECURITY_HEADERS = {
     "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -52,12 +54,37 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class _SameOrigin:
+    """Refuses state-changing requests a browser sent from another origin or site.
+
+    SameSite=Strict keeps the cookie off cross-site requests, but not off same-site ones (the Dagster UI on
+    another port of the same host is same-site). Browsers say where a request comes from (`Origin`,
+    `Sec-Fetch-Site`); scripts send neither and authenticate with a bearer token, so they are unaffected.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            site = headers.get("sec-fetch-site")
+            origin = headers.get("origin")
+            own = f"{scope.get('scheme', 'http')}://{headers.get('host', '')}"
+            if (site is not None and site not in ("same-origin", "none")) or (origin is not None and origin != own):
+                response = PlainTextResponse(f"cross-origin request refused (Origin {origin!r}, Sec-Fetch-Site "
+                                             f"{site!r})", status_code=403)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class _Unauthorized(Exception):
     def __init__(self, status: int) -> None:
         self.status = status
 
 
-def create_app(store: LabelStore) -> Starlette:
+def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
     """The ASGI app over one label store; it serves whichever batch `human_eval_tasks` registered last."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
 
@@ -135,7 +162,7 @@ def create_app(store: LabelStore) -> Starlette:
     async def api_label(request: Request) -> Response:
         who = annotator(request, api=True)
         try:
-            body = await _json_object(request)
+            body = await _json_object(request, max_body_bytes)
             label, created = store.submit(who, str(body.get("task_id", "")), str(body.get("choice", "")),
                                           str(body.get("comment", "") or ""))
         except LabelError as error:
@@ -146,7 +173,7 @@ def create_app(store: LabelStore) -> Starlette:
     async def api_skip(request: Request) -> Response:
         who = annotator(request, api=True)
         try:
-            body = await _json_object(request)
+            body = await _json_object(request, max_body_bytes)
             store.skip(who, str(body.get("task_id", "")))
         except LabelError as error:
             return JSONResponse({"error": str(error)}, status_code=error.status)
@@ -185,22 +212,36 @@ def create_app(store: LabelStore) -> Starlette:
             Route("/api/skip", api_skip, methods=["POST"]), Route("/api/progress", api_progress),
             Route("/healthz", healthz), Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
         ],
-        middleware=[Middleware(_SecurityHeaders)],
+        middleware=[Middleware(_SecurityHeaders), Middleware(_SameOrigin)],
         exception_handlers={_Unauthorized: unauthorized},
     )
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 LabelError saying what is wrong with it."""
+async def _json_object(request: Request, max_body_bytes: int) -> dict[str, Any]:
+    """The request body as a JSON object, or a LabelError saying what is wrong with it: 413 past the size limit
+    (read in chunks, so a 100 MB body is never held), 400 for anything that is not a flat, valid JSON object."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_body_bytes:
+            raise LabelError(f"body is over the {max_body_bytes:,}-byte limit", 413)
+        chunks.append(chunk)
     try:
-        body = await request.json()
+        body = json.loads(b"".join(chunks))
+    except RecursionError:
+        raise LabelError("body is nested too deeply", 400) from None
     except ValueError:
         raise LabelError("body must be JSON", 400) from None
     if not isinstance(body, dict):
         raise LabelError("body must be a JSON object", 400)
+    for key, value in body.items():
+        try:
+            f"{key}{value}".encode()
+        except UnicodeEncodeError:
+            raise LabelError(f"field {key!r} is not valid Unicode (a lone surrogate?)", 400) from None
     return body
 
 
-def serve(store: LabelStore, host: str, port: int) -> None:
+def serve(store: LabelStore, host: str, port: int, max_body_bytes: int = MAX_BODY_BYTES) -> None:
     """Run the app until interrupted (uvicorn, one process: SQLite serialises the writes anyway)."""
-    uvicorn.run(create_app(store), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(store, max_body_bytes), host=host, port=port, log_level="info")
