@@ -122,7 +122,7 @@ def test_hostile_bodies_and_cross_origin_posts_get_clear_refusals(store: LabelSt
         session = requests.Session()
         assert session.post(url + "/login", data={"token": token}, timeout=10).status_code == 200
         for headers in ({"Origin": "http://127.0.0.1:3000"}, {"Sec-Fetch-Site": "same-site"},
-                        {"Sec-Fetch-Site": "cross-site"}):
+                        {"Sec-Fetch-Site": "cross-site"}, {"Origin": "null"}):
             forged = session.post(url + "/labels", data={"task_id": tasks[0].task_id, "choice": "A"},
                                   headers=headers, allow_redirects=False, timeout=10)
             assert forged.status_code == 403 and "cross-origin request refused" in forged.text, headers

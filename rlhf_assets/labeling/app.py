@@ -71,7 +71,11 @@ class _SameOrigin:
             site = headers.get("sec-fetch-site")
             origin = headers.get("origin")
             own = f"{scope.get('scheme', 'http')}://{headers.get('host', '')}"
-            if (site is not None and site not in ("same-origin", "none")) or (origin is not None and origin != own):
+            # Our Referrer-Policy (no-referrer) makes browsers send `Origin: null` on form posts; then
+            # Sec-Fetch-Site decides, and a null Origin without it is refused.
+            cross_site = site is not None and site not in ("same-origin", "none")
+            foreign = origin is not None and origin != own and (origin != "null" or site is None)
+            if cross_site or foreign:
                 response = PlainTextResponse(f"cross-origin request refused (Origin {origin!r}, Sec-Fetch-Site "
                                              f"{site!r})", status_code=403)
                 await response(scope, receive, send)
