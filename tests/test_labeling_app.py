@@ -37,7 +37,11 @@ def test_missing_or_wrong_token_is_refused_and_sees_no_task(store: LabelStore) -
         login = requests.post(url + "/login", data={"token": "forged"}, allow_redirects=False, timeout=10)
         assert login.status_code == 403 and "set-cookie" not in login.headers
         session = requests.Session()
-        assert session.post(url + "/login", data={"token": token}, timeout=10).status_code == 200
+        unconfirmed = session.post(url + "/login", data={"token": token}, timeout=10)
+        assert unconfirmed.status_code == 200 and "Sign in as alice?" in unconfirmed.text.replace(
+            '<span id="account">', "").replace("</span>", "")
+        assert "set-cookie" not in unconfirmed.headers and not session.cookies, "a link alone signs nobody in"
+        assert session.post(url + "/login", data={"token": token, "confirm": "yes"}, timeout=10).status_code == 200
         assert "question 0" in session.get(url + "/", timeout=10).text
         assert "content-security-policy" in page.headers
     assert store.labels(store.active_batch()) == []
@@ -120,7 +124,7 @@ def test_hostile_bodies_and_cross_origin_posts_get_clear_refusals(store: LabelSt
         huge = requests.post(url + "/api/labels", data=b"{" + b" " * 2_000_000 + b"}", headers=bearer, timeout=30)
         assert huge.status_code == 413 and "1,000,000-byte limit" in huge.json()["error"]
         session = requests.Session()
-        assert session.post(url + "/login", data={"token": token}, timeout=10).status_code == 200
+        assert session.post(url + "/login", data={"token": token, "confirm": "yes"}, timeout=10).status_code == 200
         for headers in ({"Origin": "http://127.0.0.1:3000"}, {"Sec-Fetch-Site": "same-site"},
                         {"Sec-Fetch-Site": "cross-site"}, {"Origin": "null"}):
             forged = session.post(url + "/labels", data={"task_id": tasks[0].task_id, "choice": "A"},

@@ -25,6 +25,14 @@ def _wait_for_task(driver, previous: str | None = None) -> str:
     return WebDriverWait(driver, 15).until(loaded)
 
 
+def _sign_in(driver, url: str, token: str, name: str) -> None:
+    """Open the coordinator's link and confirm the account it names (a link alone signs nobody in)."""
+    driver.get(f"{url}/login#token={token}")
+    button = WebDriverWait(driver, 15).until(expected_conditions.element_to_be_clickable((By.ID, "confirm")))
+    assert driver.find_element(By.ID, "account").text == name
+    button.click()
+
+
 def _press(driver, key: str) -> None:
     driver.find_element(By.TAG_NAME, "body").send_keys(key)
 
@@ -39,7 +47,7 @@ def test_keyboard_labeling_skip_and_resume(store: LabelStore, tmp_path: Path) ->
     token = store.add_annotator("carol")
     with labeling_server(store.path) as url:
         with chromium() as driver:
-            driver.get(f"{url}/login#token={token}")
+            _sign_in(driver, url, token, "carol")
             first = _wait_for_task(driver)
             assert "#token" not in driver.current_url  # the token is dropped from the address bar
             assert driver.find_element(By.ID, "annotator").text == "carol"
@@ -56,7 +64,7 @@ def test_keyboard_labeling_skip_and_resume(store: LabelStore, tmp_path: Path) ->
             assert "You have labelled 2" in driver.find_element(By.ID, "mine").text
             driver.save_screenshot(str(tmp_path / "labeling.png"))
         with chromium() as driver:  # the browser was closed: a new one resumes where carol was
-            driver.get(f"{url}/login#token={token}")
+            _sign_in(driver, url, token, "carol")
             assert _wait_for_task(driver) == fourth
             _press(driver, "t")  # tie
             fifth = _wait_for_task(driver, fourth)
@@ -74,7 +82,7 @@ def test_hostile_markup_in_responses_renders_as_text_and_runs_nothing(store: Lab
     queue_tasks(store, 1, hostile_first=True)
     token = store.add_annotator("dave")
     with labeling_server(store.path) as url, chromium() as driver:
-        driver.get(f"{url}/login#token={token}")
+        _sign_in(driver, url, token, "dave")
         _wait_for_task(driver)
         WebDriverWait(driver, 5).until(expected_conditions.presence_of_element_located((By.ID, "response-a")))
         shown = driver.find_element(By.ID, "response-a").text + driver.find_element(By.ID, "response-b").text

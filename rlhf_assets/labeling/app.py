@@ -1,8 +1,9 @@
 """The labeling web app (Starlette + Jinja2, served by uvicorn): one blinded pair at a time, keyboard-first.
 
 Access: each annotator has a token (`rlhf-assets annotators add NAME`). Browsers sign in at `/login`, which
-reads the token from the link's #fragment (never sent in a URL, so it stays out of access logs) and sets an
-HttpOnly, SameSite=Strict cookie; scripts send `Authorization: Bearer <token>` to `/api/...`. No token: 401;
+reads the token from the link's #fragment (never sent in a URL, so it stays out of access logs), shows the
+account it belongs to and, once the annotator confirms, sets an HttpOnly, SameSite=Strict cookie;
+scripts send `Authorization: Bearer <token>` to `/api/...`. No token: 401;
 an unknown token: 403. Model and prompt text is red-team dialogue: templates autoescape it and the
 Content-Security-Policy allows only our own script, so markup in a response is shown, never run.
 """
@@ -126,11 +127,17 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
         return page(request, "login.html", {"message": None})
 
     async def login(request: Request) -> Response:
-        token = str((await request.form()).get("token", "")).strip()
+        """Two steps, so a link cannot sign anyone in unawares (login CSRF): a token first gets a page naming
+        its account, and only the press of its button (`confirm=yes`) sets the cookie."""
+        form = await request.form()
+        token = str(form.get("token", "")).strip()
         if not token:
             return page(request, "login.html", {"message": "Enter your access token."}, 401)
-        if store.annotator_for_token(token) is None:
+        name = store.annotator_for_token(token)
+        if name is None:
             return page(request, "login.html", {"message": "That token is not valid."}, 403)
+        if form.get("confirm") != "yes":
+            return page(request, "login_confirm.html", {"name": name, "token": token})
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=30 * 24 * 3600,
                             secure=request.url.scheme == "https")
