@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     label.add_argument("--port", type=int, default=8080)
     label.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES,
                        help="largest JSON body the API accepts (413 above it)")
+    label.add_argument("--tls-cert", type=Path, help="PEM certificate: serve HTTPS (needs --tls-key)")
+    label.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
     annotators = commands.add_parser("annotators", help="manage annotators and their tokens")
     actions = annotators.add_subparsers(dest="action", required=True)
     for action in ("add", "reset-token"):
@@ -45,10 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     store = LabelStore(Path(args.db or default_labeling_db()))
     try:
         if args.command == "label":
+            if (args.tls_cert is None) != (args.tls_key is None):
+                print("error: --tls-cert and --tls-key go together", file=sys.stderr)
+                return 2
+            tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
             batch = store.active_batch()
             print(f"labeling database {store.path}; active batch: {batch or 'none (materialize human_eval_tasks)'}")
-            print(f"annotators sign in at http://{args.host}:{args.port}/login#token=<their token>")
-            serve(store, args.host, args.port, args.max_body_bytes)
+            scheme = "https" if tls else "http"
+            print(f"annotators sign in at {scheme}://{args.host}:{args.port}/login#token=<their token>")
+            serve(store, args.host, args.port, args.max_body_bytes, tls)
         elif args.command == "annotators" and args.action == "list":
             print("\n".join(store.annotators()) or "no annotators yet")
         elif args.command == "annotators":

@@ -51,22 +51,27 @@ def queue_tasks(store: LabelStore, count: int, overlap: int = 1, **kwargs: bool)
 
 
 @contextmanager
-def labeling_server(db: Path) -> Iterator[str]:
-    """`rlhf-assets label` as users start it, on a free 127.0.0.1 port; yields its base URL."""
+def labeling_server(db: Path, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
+    """`rlhf-assets label` as users start it, on a free 127.0.0.1 port (HTTPS with `tls`); yields its base URL."""
     port = free_port()
     log_path = db.parent / f"server-{port}.log"
     log = log_path.open("w")
+    extra = ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "rlhf_assets.cli", "--db", str(db), "label", "--port", str(port)],
+        [sys.executable, "-m", "rlhf_assets.cli", "--db", str(db), "label", "--port", str(port), *extra],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     try:
-        wait_until_serving(f"{url}/healthz", process, log_path, timeout=30)
+        wait_until_serving(f"{url}/healthz", process, log_path, timeout=30, verify=str(tls[0]) if tls else True)
         yield url
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # uvicorn waits for open keep-alive (TLS) connections to close
+            process.kill()
+            process.wait(timeout=10)
         log.close()
 
 

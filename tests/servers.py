@@ -16,12 +16,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_serving(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
+def wait_until_serving(
+    url: str, process: subprocess.Popen, log: Path, timeout: float, verify: bool | str = True
+) -> None:
     """Poll `url` until it answers 2xx; fail with the server's log tail if it exits or takes too long."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if requests.get(url, timeout=2).ok:
+            if requests.get(url, timeout=2, verify=verify).ok:
                 return
         except requests.ConnectionError:
             pass

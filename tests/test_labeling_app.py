@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -135,3 +137,48 @@ def test_hostile_bodies_and_cross_origin_posts_get_clear_refusals(store: LabelSt
                            timeout=10)
         assert own.status_code == 303
     assert [label.task_id for label in store.labels(store.active_batch())] == [tasks[0].task_id]
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as an operator would bring."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_tls_serves_https_with_a_secure_cookie(store: LabelStore, tmp_path: Path) -> None:
+    """Issue 15 (10): `--tls-cert/--tls-key` serve HTTPS and the sign-in cookie is `Secure`."""
+    queue_tasks(store, 1)
+    token = store.add_annotator("erin")
+    cert, key = _self_signed(tmp_path)
+    with labeling_server(store.path, tls=(cert, key)) as url:
+        assert url.startswith("https://")
+        signed_in = requests.post(url + "/login", data={"token": token, "confirm": "yes"}, verify=str(cert),
+                                  allow_redirects=False, timeout=10)
+        assert signed_in.status_code == 303
+        cookie = signed_in.headers["set-cookie"]
+        assert "rlhf_label_token=" in cookie and "Secure" in cookie and "HttpOnly" in cookie
+    half = subprocess.run([sys.executable, "-m", "rlhf_assets.cli", "--db", str(store.path), "label",
+                           "--tls-cert", str(cert)], capture_output=True, text=True, timeout=60)
+    assert half.returncode == 2 and "--tls-cert and --tls-key go together" in half.stderr

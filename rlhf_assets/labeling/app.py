@@ -11,6 +11,7 @@ Content-Security-Policy allows only our own script, so markup in a response is s
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +254,18 @@ async def _json_object(request: Request, max_body_bytes: int) -> dict[str, Any]:
     return body
 
 
-def serve(store: LabelStore, host: str, port: int, max_body_bytes: int = MAX_BODY_BYTES) -> None:
-    """Run the app until interrupted (uvicorn, one process: SQLite serialises the writes anyway)."""
-    uvicorn.run(create_app(store, max_body_bytes), host=host, port=port, log_level="info")
+def serve(
+    store: LabelStore, host: str, port: int, max_body_bytes: int = MAX_BODY_BYTES,
+    tls: tuple[Path, Path] | None = None,
+) -> None:
+    """Run the app until interrupted (uvicorn, one process: SQLite serialises the writes anyway).
+
+    With `tls` (certificate, key) it serves HTTPS and its cookie is `Secure`; beyond localhost without TLS,
+    tokens and labels would cross the network in clear, which it says loudly.
+    """
+    if tls is None and host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"WARNING: serving on {host} without TLS: tokens and labels cross the network in clear; "
+              "pass --tls-cert and --tls-key", file=sys.stderr, flush=True)
+    certificate, key = tls or (None, None)
+    uvicorn.run(create_app(store, max_body_bytes), host=host, port=port, log_level="info",
+                ssl_certfile=certificate and str(certificate), ssl_keyfile=key and str(key))
