@@ -64,11 +64,14 @@ def hh_raw(context: AssetExecutionContext, config: HHRawConfig, artifacts: Artif
     source = config.source or preset.data.source
     split = config.hub_split or preset.data.hub_split
     context.log.info(f"reading {source} ({describe_source(source)})")
-    rows = []
+    rows, first_seen = [], {}
     for record in iter_source_records(source, split):
-        for required in ("chosen", "rejected"):
-            text_field(record, required, source)
-        rows.append({"source_line": record.line, **{k: record.fields[k] for k in sorted(record.fields)}})
+        for name, value in record.fields.items():  # a column must keep one kind, or the Parquet write fails
+            kind = type(value).__name__ if value is not None else None
+            seen = first_seen.setdefault(name, (kind, record.line)) if kind else None
+            if seen and seen[0] != kind:
+                raise DataError(source, record.line, name, f"is {kind} here but {seen[0]} on line {seen[1]}")
+        rows.append({"source_line": record.line, **stored_text_fields(record, source)})
     frame = pd.DataFrame(rows)
     with tempfile.TemporaryDirectory() as tmp:
         frame.to_parquet(Path(tmp) / RAW_FILE, index=False)
@@ -78,6 +81,30 @@ def hh_raw(context: AssetExecutionContext, config: HHRawConfig, artifacts: Artif
             metadata={"source": MetadataValue.text(source), "source_kind": MetadataValue.text(describe_source(source)),
                       "columns": MetadataValue.text(", ".join(frame.columns))},
         )
+
+
+def stored_text_fields(record: RawRecord, source: str) -> dict[str, str]:
+    """The text fields `hh_raw` keeps of one row, checked so that writing the table cannot fail far from here.
+
+    `chosen` and `rejected` must be strings; other fields are kept when they are text; every kept string must
+    be encodable (a lone surrogate such as \\ud800 is valid JSON but not Unicode text); `source_line` is ours.
+    """
+    for required in ("chosen", "rejected"):
+        text_field(record, required, source)
+    if "source_line" in record.fields:
+        raise DataError(source, record.line, "source_line", "is a reserved name (hh_raw stores each row's source "
+                        "line under it)")
+    texts = {}
+    for name in sorted(record.fields):
+        value = record.fields[name]
+        if isinstance(value, str):
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise DataError(source, record.line, name, "not valid Unicode text (a lone surrogate such as "
+                                "\\ud800)") from None
+            texts[name] = value
+    return texts
 
 
 def _read_raw(manifest: Manifest, artifacts: ArtifactStoreResource) -> list[RawRecord]:

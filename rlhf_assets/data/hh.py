@@ -102,6 +102,8 @@ def read_jsonl(path: Path) -> Iterator[RawRecord]:
                     raise DataError(str(path), line_no, None, f"not valid UTF-8 ({exc.reason})") from None
                 except json.JSONDecodeError as exc:
                     raise DataError(str(path), line_no, None, f"malformed JSON ({exc.msg})") from None
+                except RecursionError:
+                    raise DataError(str(path), line_no, None, "JSON nested too deeply") from None
                 if not isinstance(obj, dict):
                     raise DataError(str(path), line_no, None, f"expected a JSON object, got {type(obj).__name__}")
                 yield RawRecord(line_no, obj)
