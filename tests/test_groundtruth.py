@@ -22,7 +22,7 @@ from rlhf_assets.labeling.groundtruth import (
     start_labeling_job,
     worker_template,
 )
-from rlhf_assets.labeling.groundtruth_lambdas import pre_annotation
+from rlhf_assets.labeling.groundtruth_lambdas import LambdaEventError, consolidate, pre_annotation
 from rlhf_assets.labeling.tasks import Choice, build_tasks
 from tests.labeling_helpers import (
     ATTRIBUTE,
@@ -128,6 +128,35 @@ def test_malformed_output_lines_name_the_file_line_and_field(aws, mutate, messag
     with pytest.raises(OutputManifestError, match=message):
         parse_output_manifest(lines, label_attribute=ATTRIBUTE, tasks={t.task_id: t for t in tasks},
                               source="s3://b/out.manifest")
+
+
+@pytest.mark.parametrize(("event", "message"), [
+    ({}, r"event field 'dataObject.source' is missing"),
+    ({"dataObject": {"source": ["a"]}}, r"'dataObject.source' must be str, got list"),
+    ({"dataObject": {"source": "{not json"}}, r"'dataObject.source' is not JSON"),
+    ({"dataObject": {"source": "[" * 100_000 + "]" * 100_000}}, r"'dataObject.source' is not JSON"),
+    ({"dataObject": {"source": json.dumps({"task_id": "t"})}}, r"must be a task with string fields"),
+])
+def test_pre_annotation_names_what_is_wrong_with_an_event(event: dict, message: str) -> None:
+    with pytest.raises(LambdaEventError, match=message):
+        pre_annotation(event)
+
+
+def test_consolidation_names_what_is_wrong_with_an_event_or_payload(aws) -> None:
+    s3 = boto3.client("s3")
+    with pytest.raises(LambdaEventError, match=r"event field 'payload.s3Uri' is missing"):
+        consolidate({"labelAttributeName": ATTRIBUTE}, s3=s3)
+    with pytest.raises(LambdaEventError, match=r"'payload.s3Uri' must be s3://bucket/key"):
+        consolidate({"payload": {"s3Uri": "https://x"}, "labelAttributeName": ATTRIBUTE}, s3=s3)
+    event = {"payload": {"s3Uri": f"s3://{BUCKET}/gt-bad/request.json"}, "labelAttributeName": ATTRIBUTE}
+    for body, message in ((b"{}", r"must be a list of data objects, got dict"),
+                          (b"[{}]", r"\[0\]: needs 'datasetObjectId' and a list of 'annotations'"),
+                          (json.dumps([{"datasetObjectId": "0", "annotations": [
+                              {"workerId": None, "annotationData": {"content": "{}"}}]}]).encode(),
+                           r"\[0\].annotations\[0\]: needs a non-empty 'workerId' string")):
+        s3.put_object(Bucket=BUCKET, Key="gt-bad/request.json", Body=body)
+        with pytest.raises(LambdaEventError, match=message):
+            consolidate(event, s3=s3)
 
 
 def test_job_spec_is_validated() -> None:

@@ -1,7 +1,9 @@
 """The two AWS Lambda handlers a custom Ground Truth workflow needs (deploy this file; it needs only boto3).
 
 `pre_annotation` turns a manifest line into the template's `task.input`; `consolidate` keeps every worker's
-answer unmerged (preference statistics and inter-annotator agreement need each one).
+answer unmerged (preference statistics and inter-annotator agreement need each one). A malformed event or
+payload fails with `LambdaEventError` naming the field, which Ground Truth records as the object's failure
+reason, rather than a bare `KeyError` or `TypeError`.
 """
 
 from __future__ import annotations
@@ -9,26 +11,69 @@ from __future__ import annotations
 import json
 from typing import Any
 
+TASK_FIELDS = ("task_id", "prompt", "response_a", "response_b")
+
+
+class LambdaEventError(ValueError):
+    """An event or payload our Ground Truth job could not have sent; the message names the field."""
+
+
+def _field(container: Any, path: str, kind: type) -> Any:
+    """`container[a][b]...` for a dotted `path`, of type `kind`, or a LambdaEventError naming the path."""
+    value = container
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise LambdaEventError(f"event field {path!r} is missing")
+        value = value[part]
+    if not isinstance(value, kind):
+        raise LambdaEventError(f"event field {path!r} must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
 
 def pre_annotation(event: dict[str, Any], context: object = None) -> dict[str, Any]:
     """Ground Truth calls this per data object: the blinded task from `source` becomes `task.input`."""
-    task = json.loads(event["dataObject"]["source"])
+    try:
+        task = json.loads(_field(event, "dataObject.source", str))
+    except (ValueError, RecursionError) as error:
+        if isinstance(error, LambdaEventError):
+            raise
+        raise LambdaEventError(f"event field 'dataObject.source' is not JSON ({error})") from None
+    if not isinstance(task, dict) or not all(isinstance(task.get(name), str) for name in TASK_FIELDS):
+        raise LambdaEventError(f"event field 'dataObject.source' must be a task with string fields {TASK_FIELDS}")
     return {"taskInput": task, "isHumanAnnotationRequired": "true"}
 
 
 def consolidate(event: dict[str, Any], context: object = None, s3: Any = None) -> list[dict[str, Any]]:
     """Ground Truth calls this with an S3 payload of all answers; we return them per object, unmerged."""
+    uri = _field(event, "payload.s3Uri", str)
+    attribute = _field(event, "labelAttributeName", str)
+    if not uri.startswith("s3://") or "/" not in uri.removeprefix("s3://"):
+        raise LambdaEventError(f"event field 'payload.s3Uri' must be s3://bucket/key, got {uri!r}")
     if s3 is None:
         import boto3
 
         s3 = boto3.client("s3")
-    bucket, _, key = event["payload"]["s3Uri"].removeprefix("s3://").partition("/")
-    objects = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    attribute = event["labelAttributeName"]
-    return [
-        {"datasetObjectId": item["datasetObjectId"],
-         "consolidatedAnnotation": {"content": {attribute: {"annotationsFromAllWorkers": [
-             {"workerId": answer["workerId"], "annotationData": answer["annotationData"]}
-             for answer in item["annotations"]]}}}}
-        for item in objects
-    ]
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    try:
+        objects = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except (ValueError, RecursionError) as error:
+        raise LambdaEventError(f"payload {uri} is not JSON ({error})") from None
+    if not isinstance(objects, list):
+        raise LambdaEventError(f"payload {uri} must be a list of data objects, got {type(objects).__name__}")
+    consolidated = []
+    for index, item in enumerate(objects):
+        where = f"payload {uri} [{index}]"
+        if not isinstance(item, dict) or not isinstance(item.get("annotations"), list) \
+                or "datasetObjectId" not in item:
+            raise LambdaEventError(f"{where}: needs 'datasetObjectId' and a list of 'annotations'")
+        answers = []
+        for number, answer in enumerate(item["annotations"]):
+            worker = answer.get("workerId") if isinstance(answer, dict) else None
+            if not isinstance(worker, str) or not worker.strip() or not isinstance(answer.get("annotationData"), dict):
+                raise LambdaEventError(f"{where}.annotations[{number}]: needs a non-empty 'workerId' string and an "
+                                       "'annotationData' object")
+            answers.append({"workerId": worker, "annotationData": answer["annotationData"]})
+        consolidated.append({"datasetObjectId": item["datasetObjectId"],
+                             "consolidatedAnnotation": {"content": {attribute: {
+                                 "annotationsFromAllWorkers": answers}}}})
+    return consolidated
