@@ -36,6 +36,8 @@ class OutputDescription(BaseModel):
 
     content_hash: str = Field(description="SHA-256 over the directory's relative names and file hashes.")
     sizes: dict[str, int] = Field(description="Every file's relative name and size in bytes.")
+    hashes: dict[str, str] = Field(default_factory=dict, description="Every file's SHA-256, kept in the marker so "
+                                   "a damaged artifact names the file on read.")
 
     @property
     def files(self) -> list[str]:
@@ -73,20 +75,55 @@ def hash_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def file_hashes(directory: Path, *, skip: str | None = None) -> dict[str, str]:
+    """SHA-256 of every file under `directory` by relative name (`skip`: a top-level file left out)."""
+    names = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
+    return {name: hash_file(directory / name) for name in names if name != skip}
+
+
+def combined_hash(hashes: Mapping[str, str]) -> str:
+    """The content hash of a directory from its files' hashes (names and bytes; not mtimes or order)."""
+    digest = hashlib.sha256()
+    for name in sorted(hashes):
+        digest.update(name.encode("utf-8") + b"\0" + hashes[name].encode("ascii") + b"\n")
+    return digest.hexdigest()
+
+
 def hash_directory(directory: Path) -> tuple[str, list[str]]:
     """Content hash of a directory tree (relative names and bytes), independent of mtimes and order."""
-    digest = hashlib.sha256()
-    files = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
-    for name in files:
-        digest.update(name.encode("utf-8") + b"\0" + hash_file(directory / name).encode("ascii") + b"\n")
-    return digest.hexdigest(), files
+    hashes = file_hashes(directory)
+    return combined_hash(hashes), sorted(hashes)
+
+
+def verify_directory(directory: Path, uri: str) -> None:
+    """Check a published artifact's files against its `_COMPLETE` marker and its content-addressed name.
+
+    An edited, added or removed file fails here, naming the file and both hashes, instead of quietly feeding
+    every downstream asset while the lineage still shows the original hash.
+    """
+    marker = json.loads((directory / COMPLETE_MARKER).read_text())
+    actual = file_hashes(directory, skip=COMPLETE_MARKER)
+    recorded: dict[str, str] = marker.get("hashes", {})
+    repair = "; re-materialize the asset that produced it to repair it"
+    for name in sorted(set(actual) | set(marker["files"])):
+        if name not in actual:
+            raise ArtifactIntegrityError(f"artifact {uri}: {name} is missing (it was published){repair}")
+        if name not in marker["files"]:
+            raise ArtifactIntegrityError(f"artifact {uri}: {name} was not part of the published artifact{repair}")
+        if name in recorded and recorded[name] != actual[name]:
+            raise ArtifactIntegrityError(f"artifact {uri}: {name} hashes to {actual[name]}, published as "
+                                         f"{recorded[name]}{repair}")
+    content = combined_hash(actual)
+    if content != marker["content_hash"] or not content.startswith(uri.rstrip("/").rsplit("/", 1)[-1]):
+        raise ArtifactIntegrityError(f"artifact {uri}: content hashes to {content}, published as "
+                                     f"{marker['content_hash']}{repair}")
 
 
 def describe_directory(directory: Path) -> OutputDescription:
     """Content hash and file sizes of a finished output directory (what a step reports to the orchestrator)."""
-    content_hash, files = hash_directory(directory)
-    return OutputDescription(content_hash=content_hash, sizes={name: (directory / name).stat().st_size
-                                                               for name in files})
+    hashes = file_hashes(directory)
+    return OutputDescription(content_hash=combined_hash(hashes), hashes=hashes,
+                             sizes={name: (directory / name).stat().st_size for name in hashes})
 
 
 def hash_json(value: Mapping[str, Any]) -> str:
@@ -101,6 +138,10 @@ def is_remote(uri: str) -> bool:
 
 class ArtifactStoreError(OSError):
     """The artifact root cannot take a new artifact (unwritable, full, not a directory); nothing was replaced."""
+
+
+class ArtifactIntegrityError(ValueError):
+    """A stored artifact's files no longer match what was published (edited, added or removed)."""
 
 
 class ArtifactStore:
@@ -131,11 +172,14 @@ class ArtifactStore:
         if not description.sizes:
             raise ValueError(f"artifact directory {source} is empty: nothing to publish for {name!r}")
         final = self.root / name / description.content_hash[:16]
-        marker = json.dumps({"content_hash": description.content_hash, "files": description.files})
+        marker = json.dumps({"content_hash": description.content_hash, "files": description.files,
+                             "hashes": description.hashes})
         try:
-            if self.is_complete(str(final)):
+            if self.is_complete(str(final)) and self.problem(str(final), description) is None:
                 return str(final), description.content_hash, description.files
             if self.remote:
+                if self.is_complete(str(final)):  # damaged: not an artifact until this publish completes it
+                    self.root.fs.rm(f"{final}/{COMPLETE_MARKER}")
                 self._clear_incomplete_remote(str(final), description)
                 self._transfer_to_remote(source, str(final), description)
                 (final / COMPLETE_MARKER).write_text(marker)
@@ -193,8 +237,8 @@ class ArtifactStore:
         try:
             shutil.copytree(local_dir, staging)
             (staging / COMPLETE_MARKER).write_text(marker)
-            if final.exists() and not (final / COMPLETE_MARKER).exists():
-                os.rename(final, stale)  # an interrupted or damaged publish: set aside, never merged into
+            if final.exists():  # interrupted (no marker) or damaged (publish_output checked): set aside
+                os.rename(final, stale)
             try:
                 os.rename(staging, final)
             except OSError:
@@ -225,11 +269,39 @@ class ArtifactStore:
         """Whether an artifact directory was fully published (its marker exists)."""
         return (UPath(uri) / COMPLETE_MARKER).exists()
 
+    def problem(self, uri: str, description: OutputDescription | None = None) -> str | None:
+        """Why a stored artifact cannot be used as it is (None when it can): checked before a stored result is
+        reused and before an identical publish is skipped.
+
+        Locally every file is re-hashed. On S3 a full check would mean a download, so the cheap one is made
+        (each file's size against the publishing step's description, when given); downloads are re-hashed on
+        read by `local_path`.
+        """
+        if not self.is_complete(uri):
+            return f"artifact {uri} is missing or incomplete (no {COMPLETE_MARKER} marker)"
+        if not is_remote(uri):
+            try:
+                verify_directory(Path(str(UPath(uri))), uri)
+            except ArtifactIntegrityError as error:
+                return str(error)
+            return None
+        if description is not None:
+            fs = self.root.fs
+            for rel, size in description.sizes.items():
+                try:
+                    stored = fs.info(f"{uri.rstrip('/')}/{rel}")["size"]
+                except FileNotFoundError:
+                    return f"artifact {uri}: {rel} is missing"
+                if stored != size:
+                    return f"artifact {uri}: {rel} holds {stored} bytes, published with {size}"
+        return None
+
     def local_path(self, uri: str, cache_dir: Path | None = None) -> Path:
         """A local directory holding the artifact: the path itself, or a download of an S3 artifact."""
         if not self.is_complete(uri):
             raise FileNotFoundError(f"artifact {uri} is missing or incomplete (no {COMPLETE_MARKER} marker)")
         if not is_remote(uri):
+            verify_directory(Path(str(UPath(uri))), uri)
             return Path(str(UPath(uri)))
         cache = cache_dir or Path(tempfile.gettempdir()) / "rlhf-assets-cache"
         target = cache / hash_json({"uri": uri})[:16]
@@ -242,4 +314,5 @@ class ArtifactStore:
                 os.rename(staging, target)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
+        verify_directory(target, uri)
         return target

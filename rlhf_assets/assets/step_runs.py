@@ -92,7 +92,10 @@ def run_step_and_publish(
         if kept is not None:
             record = deserialize_value(kept, dict)
             manifest = Manifest.model_validate_json(record["manifest"])
-            if store.is_complete(manifest.uri):
+            problem = store.problem(manifest.uri)
+            if problem is not None:
+                context.log.warning(f"not reusing the stored result: {problem}")
+            else:
                 context.log.info(f"inputs, config and code unchanged: reusing the result of run {record['run_id']}")
                 return Output(manifest, data_version=DataVersion(manifest.content_hash),
                               metadata={**record["metadata"], "reused_from_run": MetadataValue.text(record["run_id"])})

@@ -1,0 +1,55 @@
+"""Verify on read (issue 15, item 1): a stored artifact edited after publishing is refused by the next reader,
+naming the file and both hashes, and re-materializing its asset repairs it."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from dagster import AssetKey, instance_for_test, materialize
+
+from rlhf_assets.definitions import all_assets
+from rlhf_assets.storage import COMPLETE_MARKER, ArtifactIntegrityError, ArtifactStore, file_hashes
+from tests.conftest import graph_resources, manifest_of
+
+
+def test_a_tampered_file_is_refused_by_readers_and_named(tmp_path: Path) -> None:
+    source = tmp_path / "model"
+    source.mkdir()
+    (source / "weights.bin").write_bytes(b"weights")
+    (source / "config.json").write_text("{}")
+    store = ArtifactStore(str(tmp_path / "store"))
+    uri, _, _ = store.publish_directory(source, "sft_model")
+    original = file_hashes(Path(uri), skip=COMPLETE_MARKER)["weights.bin"]
+    (Path(uri) / "weights.bin").write_bytes(b"WEIGHTS")  # same size, other bytes
+    with pytest.raises(ArtifactIntegrityError, match=rf"weights\.bin hashes to [0-9a-f]{{64}}, published as "
+                                                     rf"{original}; re-materialize"):
+        store.local_path(uri)
+    assert "weights.bin hashes to" in store.problem(uri)
+    (Path(uri) / "weights.bin").write_bytes(b"weights")
+    (Path(uri) / "extra.py").write_text("import os")
+    with pytest.raises(ArtifactIntegrityError, match=r"extra\.py was not part of the published artifact"):
+        store.local_path(uri)
+    assert store.publish_directory(source, "sft_model")[0] == uri, "publishing the same content repairs it"
+    assert store.problem(uri) is None and not (Path(uri) / "extra.py").exists()
+
+
+def test_poisoned_hh_raw_stops_preference_dataset_and_rematerializing_repairs_it(shared_hh_path: Path,
+                                                                                  tmp_path: Path) -> None:
+    """The reproduction: edit `raw.parquet` inside a published `hh_raw`; the next `preference_dataset` used to
+    read the poison under the original lineage, and re-materializing `hh_raw` was a no-op."""
+    resources = graph_resources(tmp_path)
+    selection = [AssetKey("hh_raw"), AssetKey("preference_dataset")]
+    with instance_for_test() as instance:
+        assert materialize(all_assets, selection=selection, resources=resources, instance=instance).success
+        raw = Path(manifest_of(tmp_path, "hh_raw").uri) / "raw.parquet"
+        frame = pd.read_parquet(raw)
+        frame["chosen"] = frame["chosen"] + " POISON"
+        frame.to_parquet(raw, index=False)
+        poisoned = materialize(all_assets, selection=[AssetKey("preference_dataset")], resources=resources,
+                               instance=instance, raise_on_error=False)
+        assert not poisoned.success
+        error = next(e for e in poisoned.all_events if e.event_type_value == "STEP_FAILURE")
+        assert "raw.parquet hashes to" in error.step_failure_data.error.to_string()
+        assert materialize(all_assets, selection=selection, resources=resources, instance=instance).success
+        repaired = pd.read_parquet(Path(manifest_of(tmp_path, "preference_dataset").uri) / "train.parquet")
+        assert not repaired["chosen"].str.contains("POISON").any()
