@@ -221,7 +221,8 @@ class MemoryPlan(BaseModel):
         for where, gib, terms in (("each training rank", self.rank_gib, self.terms),
                                   ("the reward-model GPU", self.reward_gpu_gib, self.reward_gpu_terms)):
             if terms and gib + CUDA_CONTEXT_GIB > self.gpu_gib:
-                phase = max(self._phase_totals(terms), key=self._phase_totals(terms).__getitem__)
+                totals = self._phase_totals(terms)
+                phase = max(totals, key=totals.__getitem__)
                 in_use = [t for t in terms if t.phase == phase or (
                     t.phase == "held" and not (phase == "evaluation" and t.training_only))]
                 named = ", ".join(f"{t.name} {t.bytes / GIB:.1f} GiB"

@@ -195,8 +195,8 @@ class PPOTrainer:
             self.prompt_cursor += 1
         return chosen[rank * count: (rank + 1) * count]
 
-    def _score(self, indices: list[int], texts: list[str]) -> torch.Tensor:
-        """RM scores of this rank's samples, computed in the main process over every rank's samples."""
+    def _score(self, indices: list[int], texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(this rank's scores, every rank's scores): the RM runs in the main process over every rank's samples."""
         accelerator = self.accelerator
         all_indices, all_texts = gather_lists(accelerator, indices), gather_lists(accelerator, texts)
         scores = None
@@ -205,7 +205,7 @@ class PPOTrainer:
             scores = self.reward_fn(all_indices, all_texts).float().tolist()
         scores = broadcast_from_main(accelerator, scores)
         start = accelerator.process_index * len(indices)
-        return torch.tensor(scores[start: start + len(indices)])
+        return torch.tensor(scores[start: start + len(indices)]), torch.tensor(scores)
 
     @torch.no_grad()
     def _forward_old(self, batch: Experience) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -257,8 +257,7 @@ class PPOTrainer:
                 top_p=cfg.top_p, temperature=cfg.temperature, stop_sequences=cfg.stop_sequences)
             generated += sum(len(r) for r in responses)
             texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
-            scores = self._score(indices, texts)
-            everyone = torch.tensor(gather_lists(self.accelerator, scores.tolist()))
+            scores, everyone = self._score(indices, texts)
             all_scores.append(everyone)
             scaled.append(self.reward_scaler(scores, everyone))
             query_ids, query_mask = left_pad(queries, self.tokenizer.pad_token_id)

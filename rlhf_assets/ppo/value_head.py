@@ -42,30 +42,25 @@ class CausalLMWithValueHead(nn.Module):
         return logits, values
 
 
+def _trunk_part(model: PreTrainedModel, names: tuple[str, ...], kind: type[nn.Module], what: str) -> nn.Module:
+    """The first of `names` on the decoder under the LM head (through a PEFT wrapper if there is one)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    trunk = getattr(inner, inner.base_model_prefix)
+    for name in names:
+        part = getattr(trunk, name, None)
+        if isinstance(part, kind):
+            return part
+    raise ValueError(f"cannot find the {what} of {type(model).__name__}")
+
+
 def transformer_layers(model: PreTrainedModel) -> nn.ModuleList:
     """The stack of transformer blocks, whatever the architecture calls it (GPT-NeoX, GPT-J, GPT-2, Llama)."""
-    trunk = _trunk(model)
-    for name in ("layers", "h", "blocks"):
-        layers = getattr(trunk, name, None)
-        if isinstance(layers, nn.ModuleList):
-            return layers
-    raise ValueError(f"cannot find the transformer layers of {type(model).__name__}")
-
-
-def _trunk(model: PreTrainedModel) -> nn.Module:
-    """The decoder under the LM head, through a PEFT wrapper if there is one."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return getattr(inner, inner.base_model_prefix)
+    return _trunk_part(model, ("layers", "h", "blocks"), nn.ModuleList, "transformer layers")  # type: ignore[return-value]
 
 
 def final_norm(model: PreTrainedModel) -> nn.Module:
     """The norm after the last block (GPT-NeoX `final_layer_norm`, GPT-J/GPT-2 `ln_f`, Llama `norm`)."""
-    trunk = _trunk(model)
-    for name in ("final_layer_norm", "ln_f", "norm"):
-        module = getattr(trunk, name, None)
-        if isinstance(module, nn.Module):
-            return module
-    raise ValueError(f"cannot find the final norm of {type(model).__name__}")
+    return _trunk_part(model, ("final_layer_norm", "ln_f", "norm"), nn.Module, "final norm")
 
 
 def freeze_bottom_layers(model: PreTrainedModel, num_layers_unfrozen: int) -> int:
