@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.common import isolated_env, run_measured
 from rlhf_assets.presets import PROJECT_ROOT, TINY
-from rlhf_assets.storage import Manifest
+from rlhf_assets.resources import latest_artifact
 
 
 def _materialize(select: str, env: dict[str, str], root: Path, run_config: dict, log: str) -> float:
@@ -55,8 +55,8 @@ def main() -> None:
         root = Path(tmp)
         env = isolated_env(root)
         _materialize("hh_raw,preference_dataset,base_model", env, root, {}, "upstream.log")
-        manifests = root / "artifacts" / "manifests"
-        channels = {name: Manifest.model_validate_json((manifests / f"{asset}.json").read_text()).uri
+        channels = {name: str(latest_artifact(asset, dagster_home=env["DAGSTER_HOME"],
+                                              artifact_root=env["RLHF_ARTIFACT_ROOT"])[1])
                     for name, asset in (("base_model", "base_model"), ("preference", "preference_dataset"))}
         step_config = {"train": TINY.sft.model_copy(update=overrides).model_dump()}
         run_config = {"ops": {"sft_model": {"config": overrides}}}

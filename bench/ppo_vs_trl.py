@@ -1,11 +1,12 @@
 """Our PPO vs TRL 1.12.0's `trl.experimental.ppo.PPOTrainer` (the last TRL with PPO), side by side in one run.
 
-Both start from the tiny preset's SFT model and reward model (run the main job first, or pass --artifacts),
-with the same batch size, response length, PPO epochs, minibatches, learning rate, KL coefficient and number
-of episodes. TRL 1.12 runs in its own virtual environment (created on first use under var/bench-venvs/,
-from the package registry), since it conflicts with our pins. Prints samples/s, reward gain per 1,000 samples
-(mean RM score of the last two rollout batches minus the first two) and peak RSS of each, and the ratios; then
-ours again with only the top block training, with the hydra reference and with a full frozen copy.
+Both start from the tiny preset's SFT model and reward model (run the main job first, or pass --artifacts
+and --dagster-home), with the same batch size, response length, PPO epochs, minibatches, learning rate, KL
+coefficient and number of episodes. TRL 1.12 runs in its own virtual environment (created on first use
+under var/bench-venvs/, from the package registry), since it conflicts with our pins. Prints samples/s,
+reward gain per 1,000 samples (mean RM score of the last two rollout batches minus the first two) and peak
+RSS of each, and the ratios; then ours again with only the top block training, with the hydra reference and
+with a full frozen copy.
 
     .venv/bin/python -m bench.ppo_vs_trl [--episodes 512]
 """
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 from rlhf_assets.presets import PROJECT_ROOT
-from rlhf_assets.storage import Manifest
+from rlhf_assets.resources import ManifestRecordError, latest_artifact
 
 TRL_VENV = PROJECT_ROOT / "var" / "bench-venvs" / "trl-1.12"
 
@@ -36,12 +37,12 @@ def ensure_trl_venv() -> Path:
     return python
 
 
-def uri(artifacts: Path, asset: str) -> str:
-    """An asset's artifact URI from the main job's manifests."""
-    manifest = artifacts / "manifests" / f"{asset}.json"
-    if not manifest.exists():
-        raise SystemExit(f"{manifest} is missing: run the main job (bash scripts/run_tiny.sh) first")
-    return Manifest.model_validate_json(manifest.read_text()).uri
+def artifact(args: argparse.Namespace, asset: str) -> str:
+    """An asset's verified artifact directory, as the main job's Dagster instance records it."""
+    try:
+        return str(latest_artifact(asset, dagster_home=str(args.dagster_home), artifact_root=str(args.artifacts))[1])
+    except ManifestRecordError as error:
+        raise SystemExit(f"{error} (run the main job, bash scripts/run_tiny.sh, first)") from None
 
 
 def run_worker(python: str | Path, worker: str, spec: dict) -> dict:
@@ -64,12 +65,13 @@ def main() -> None:
     """Run both workers on the same spec and print their figures side by side."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--artifacts", type=Path, default=PROJECT_ROOT / "var" / "artifacts")
+    parser.add_argument("--dagster-home", type=Path, default=PROJECT_ROOT / "var" / "dagster_home")
     parser.add_argument("--episodes", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
     spec = {
-        "sft_dir": uri(args.artifacts, "sft_model"), "rm_dir": uri(args.artifacts, "reward_model"),
-        "train_parquet": str(Path(uri(args.artifacts, "preference_dataset")) / "train.parquet"),
+        "sft_dir": artifact(args, "sft_model"), "rm_dir": artifact(args, "reward_model"),
+        "train_parquet": str(Path(artifact(args, "preference_dataset")) / "train.parquet"),
         "episodes": args.episodes, "batch_size": args.batch_size, "num_mini_batches": 2, "ppo_epochs": 2,
         "response_length": 32, "prompt_tokens": 128, "learning_rate": 5e-4, "kl_coef": 0.05, "seed": 1000,
     }

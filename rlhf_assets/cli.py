@@ -5,9 +5,11 @@
     rlhf-assets annotators reset-token NAME  replace a lost or leaked token
     rlhf-assets annotators list
     rlhf-assets progress                     labels so far in the active batch
+    rlhf-assets artifact ASSET               the latest recorded manifest of ASSET and its verified directory
 
-Every command uses the labeling database of the Dagster code location (`RLHF_LABELING_DB`, default
-`var/labeling/labels.sqlite`), or `--db PATH`.
+The labeling commands use the labeling database of the Dagster code location (`RLHF_LABELING_DB`, default
+`var/labeling/labels.sqlite`), or `--db PATH`; `artifact` reads the instance at `DAGSTER_HOME` and the store at
+`RLHF_ARTIFACT_ROOT`, as the code location does.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from pathlib import Path
 
 from rlhf_assets.labeling.app import MAX_BODY_BYTES, serve
 from rlhf_assets.labeling.store import LabelError, LabelStore
-from rlhf_assets.resources import default_labeling_db
+from rlhf_assets.resources import ManifestRecordError, default_labeling_db, latest_artifact
+from rlhf_assets.storage import ArtifactIntegrityError, ArtifactLocationError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,12 +41,16 @@ def _parser() -> argparse.ArgumentParser:
         actions.add_parser(action).add_argument("name")
     actions.add_parser("list")
     commands.add_parser("progress", help="labels so far in the active batch")
+    artifact = commands.add_parser("artifact", help="an asset's latest recorded manifest and verified directory")
+    artifact.add_argument("asset", help="asset key, e.g. ppo_policy")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `rlhf-assets` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "artifact":
+        return _show_artifact(args.asset)
     store = LabelStore(Path(args.db or default_labeling_db()))
     try:
         if args.command == "label":
@@ -73,6 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     except LabelError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _show_artifact(asset: str) -> int:
+    """Print what downstream steps would read for `asset`: its recorded manifest, then its checked directory."""
+    try:
+        manifest, directory = latest_artifact(asset)
+    except (ManifestRecordError, ArtifactIntegrityError, ArtifactLocationError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(manifest.model_dump_json(indent=2))
+    print(f"verified directory: {directory}")
     return 0
 
 

@@ -41,10 +41,19 @@ OUTPUT_DESCRIPTION_MESSAGE = "rlhf_output"
 
 ENTRY_POINT = "rlhf_entry.py"
 
+# Set per input channel by a backend whose channels are downloads (SageMaker): the content hash the lineage
+# records for that input. The step re-hashes the downloaded files against it before reading them.
+INPUT_HASH_ENV_PREFIX = "RLHF_INPUT_HASH_"
+
 
 def channel_env(name: str) -> str:
     """The variable holding input channel `name`'s directory (SageMaker upper-cases channel names)."""
     return f"{CHANNEL_ENV_PREFIX}{name.upper()}"
+
+
+def input_hash_env(name: str) -> str:
+    """The variable holding the recorded content hash of input channel `name` (see `INPUT_HASH_ENV_PREFIX`)."""
+    return f"{INPUT_HASH_ENV_PREFIX}{name.upper()}"
 
 
 def failure_file(output_data_dir: Path) -> Path:

@@ -1,11 +1,14 @@
-"""Dagster resources: the artifact store and the manifest IO manager built on `UPathIOManager`.
+"""Dagster resources: the artifact store, the manifest IO manager and the labeling/Ground Truth settings.
 
-Asset values are small JSON manifests (see `storage.Manifest`); the IO manager keeps them beside the
-artifacts, locally or on S3, so lineage survives the Dagster instance and users' scripts can read them.
+Asset values are small JSON manifests (see `storage.Manifest`). The IO manager keeps every version beside the
+artifacts (locally or on S3), named by its content hash; Dagster's event log says which version each asset's
+latest materialization produced, so what a downstream step reads is always the recorded materialization, even
+after a crash between writing a manifest and recording the event.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -13,12 +16,16 @@ from typing import Any
 
 import boto3
 from dagster import (
+    AssetKey,
     ConfigurableIOManagerFactory,
     ConfigurableResource,
+    DagsterInstance,
     InputContext,
+    IOManager,
+    MetadataValue,
     OutputContext,
-    UPathIOManager,
 )
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from pydantic import Field
 from upath import UPath
 
@@ -42,37 +49,117 @@ class ArtifactStoreResource(ConfigurableResource):
         return ArtifactStore(self.root)
 
 
-class _ManifestIO(UPathIOManager):
-    extension = ".json"
+MANIFEST_METADATA_KEY = "manifest"
 
-    def dump_to_path(self, context: OutputContext, obj: Manifest, path: UPath) -> None:
-        text = obj.model_dump_json(indent=2)
-        if is_remote(str(path)):
-            path.write_text(text)
-            return
-        local = Path(str(path))
-        staging = local.with_name(f".{local.name}.{uuid.uuid4().hex[:8]}.tmp")
-        staging.write_text(text)
-        os.replace(staging, local)
 
-    def load_from_path(self, context: InputContext, path: UPath) -> Manifest:
-        if not path.exists():
-            raise FileNotFoundError(
-                f"manifest {path} for asset {context.asset_key.to_user_string()} is missing: materialize it first"
-            )
-        return Manifest.model_validate_json(path.read_text())
+class ManifestRecordError(LookupError):
+    """Dagster's event log records no readable manifest for an asset (never materialized, or from before)."""
+
+
+def _manifest_base(base_dir: str) -> UPath:
+    return UPath(base_dir if is_remote(base_dir) else os.path.abspath(base_dir))
+
+
+def write_manifest(base_dir: str, manifest: Manifest, asset_path: list[str]) -> str:
+    """Store `manifest` under its own content hash and return its name relative to `base_dir`.
+
+    Manifest files are never overwritten: `<asset>/<hash16>.json` always holds the same bytes, so a crash
+    between writing it and Dagster recording the materialization leaves an unreferenced file, never a changed
+    value under old lineage. Which version is current is recorded only in the event log (`recorded_manifest`).
+    """
+    text = manifest.model_dump_json(indent=2)
+    name = "/".join([*asset_path, f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"])
+    path = _manifest_base(base_dir) / name
+    if is_remote(str(path)):
+        path.write_text(text)  # an S3 PUT is atomic
+        return name
+    local = Path(str(path))
+    local.parent.mkdir(parents=True, exist_ok=True)
+    staging = local.with_name(f".{local.name}.{uuid.uuid4().hex[:8]}.tmp")
+    staging.write_text(text)
+    os.replace(staging, local)
+    return name
+
+
+def recorded_manifest(instance: DagsterInstance, asset_key: AssetKey, base_dir: str | None = None) -> Manifest:
+    """The manifest of `asset_key`'s latest materialization recorded in `instance`'s event log.
+
+    This is what every downstream step reads, and what scripts should read: the manifest file the event names,
+    checked against its content-hash name and against the data version the event records.
+    """
+    base_dir = base_dir or default_manifest_dir()
+    shown = asset_key.to_user_string()
+    event = instance.get_latest_materialization_event(asset_key)
+    if event is None or event.asset_materialization is None:
+        raise ManifestRecordError(f"asset {shown} has no recorded materialization in this Dagster instance: "
+                                  "materialize it first")
+    materialization = event.asset_materialization
+    entry = materialization.metadata.get(MANIFEST_METADATA_KEY)
+    name = str(entry.value) if entry is not None else ""
+    parts = name.split("/")
+    if not name or any(part in ("", ".", "..") for part in parts) or parts[:-1] != list(asset_key.path):
+        raise ManifestRecordError(f"asset {shown}'s latest materialization (run {event.run_id}) names no manifest "
+                                  f"of this asset ({MANIFEST_METADATA_KEY}={name!r}): re-materialize {shown}")
+    path = _manifest_base(base_dir) / name
+    if not path.exists():
+        raise ManifestRecordError(f"manifest {path} of asset {shown} (run {event.run_id}) is missing: "
+                                  f"re-materialize {shown}")
+    text = path.read_text()
+    if not parts[-1].startswith(hashlib.sha256(text.encode()).hexdigest()[:16]):
+        raise ManifestRecordError(f"manifest {path} of asset {shown} no longer hashes to its name (edited after "
+                                  f"it was written): re-materialize {shown}")
+    manifest = Manifest.model_validate_json(text)
+    recorded_version = (materialization.tags or {}).get(DATA_VERSION_TAG)
+    if recorded_version is not None and recorded_version != manifest.content_hash:
+        raise ManifestRecordError(f"manifest {path} holds data version {manifest.content_hash}, but run "
+                                  f"{event.run_id} recorded {recorded_version} for asset {shown}")
+    return manifest
+
+
+def latest_artifact(asset: str, *, dagster_home: str | None = None,
+                    artifact_root: str | None = None) -> tuple[Manifest, Path]:
+    """The recorded manifest of `asset` and its verified local directory, for scripts outside Dagster.
+
+    Reads the instance at `dagster_home` (default `DAGSTER_HOME`) and the store at `artifact_root` (default
+    `RLHF_ARTIFACT_ROOT`): the same pair a code location uses, so a script sees what downstream steps see.
+    """
+    home = dagster_home or os.environ.get("DAGSTER_HOME")
+    if not home:
+        raise ManifestRecordError("DAGSTER_HOME is not set: point it at the instance that ran the materializations")
+    root = artifact_root or default_artifact_root()
+    with DagsterInstance.from_config(home) as instance:
+        manifest = recorded_manifest(instance, AssetKey.from_user_string(asset), f"{root.rstrip('/')}/manifests")
+    return manifest, ArtifactStore(root).local_path(manifest.uri)
+
+
+class _ManifestIO(IOManager):
+    """Writes each output's manifest under its content hash and names it in the materialization's metadata;
+    reads an input's manifest from the latest materialization Dagster recorded (never from a mutable file)."""
+
+    def __init__(self, base_dir: str) -> None:
+        self.base_dir = base_dir
+
+    def handle_output(self, context: OutputContext, obj: Manifest) -> None:
+        name = write_manifest(self.base_dir, obj, list(context.asset_key.path))
+        context.add_output_metadata({MANIFEST_METADATA_KEY: MetadataValue.text(name)})
+
+    def load_input(self, context: InputContext) -> Manifest:
+        return recorded_manifest(context.instance, context.asset_key, self.base_dir)
+
+
+def default_manifest_dir() -> str:
+    """Manifests live beside the artifacts: `<artifact root>/manifests`."""
+    return f"{default_artifact_root().rstrip('/')}/manifests"
 
 
 class ManifestIOManager(ConfigurableIOManagerFactory):
-    """Stores each asset's manifest as `<base_dir>/<asset>.json` (local or s3://)."""
+    """Keeps each asset's manifests as `<base_dir>/<asset>/<hash16>.json` (local or s3://); the event log says
+    which one is current."""
 
-    base_dir: str = Field(
-        default_factory=lambda: f"{default_artifact_root().rstrip('/')}/manifests",
-        description="Directory or s3:// prefix for manifests",
-    )
+    base_dir: str = Field(default_factory=default_manifest_dir, description="Directory or s3:// prefix for manifests")
 
     def create_io_manager(self, context: object) -> _ManifestIO:
-        return _ManifestIO(base_path=UPath(self.base_dir))
+        return _ManifestIO(self.base_dir)
 
 
 def default_labeling_db() -> str:

@@ -2,7 +2,9 @@
 
 Every artifact lives at `<root>/<name>/<hash16>/` and is published whole or not at all: files are written under
 a temporary name and renamed into place (locally), or uploaded before a `_COMPLETE` marker that readers
-require (S3, where rename is not atomic). A crash therefore never leaves a half-written checkpoint that looks
+require (S3, where rename is not atomic). Manifests name an artifact by its location relative to the root
+(`<name>/<hash16>`), so a copied or moved project reads its own files, and resolution refuses any name that
+would leave the root. A crash therefore never leaves a half-written checkpoint that looks
 valid, and two runs writing the same asset cannot overwrite each other's files. This module imports neither
 dagster nor torch: step programs use it too.
 """
@@ -48,7 +50,8 @@ class Manifest(BaseModel):
     """An asset's value: where its files are, what they hash to, and what produced them."""
 
     asset: str = Field(description="Asset key this manifest belongs to.")
-    uri: str = Field(description="Artifact directory (local path or s3:// URI); empty for pointer assets.")
+    uri: str = Field(description="Artifact directory relative to the artifact root (`<asset>/<hash16>`); empty for "
+                     "pointer assets.")
     content_hash: str = Field(description="SHA-256 over the artifact's files; the asset's data version.")
     preset: str
     config: dict[str, Any] = Field(default_factory=dict, description="The resolved config that ran.")
@@ -95,12 +98,21 @@ def hash_directory(directory: Path) -> tuple[str, list[str]]:
     return combined_hash(hashes), sorted(hashes)
 
 
-def verify_directory(directory: Path, uri: str) -> None:
+def verify_directory(directory: Path, uri: str, expected_hash: str | None = None) -> None:
     """Check a published artifact's files against its `_COMPLETE` marker and its content-addressed name.
 
     An edited, added or removed file fails here, naming the file and both hashes, instead of quietly feeding
-    every downstream asset while the lineage still shows the original hash.
+    every downstream asset while the lineage still shows the original hash. The content must match
+    `expected_hash` when given (a downloaded copy checked against its recorded lineage), else the hash prefix
+    in the artifact's name, so a rewritten marker cannot vouch for edited files. Published artifacts never hold
+    links (publishing copies bytes), so any link inside one is refused: it could point anywhere.
     """
+    for parent, dirs, files in os.walk(directory):
+        for entry in (*dirs, *files):
+            if os.path.islink(os.path.join(parent, entry)):
+                name = Path(parent, entry).relative_to(directory).as_posix()
+                raise ArtifactIntegrityError(f"artifact {uri}: {name} is a symbolic link, which no published "
+                                             "artifact holds; re-materialize the asset that produced it to repair it")
     marker = json.loads((directory / COMPLETE_MARKER).read_text())
     actual = file_hashes(directory, skip=COMPLETE_MARKER)
     recorded: dict[str, str] = marker.get("hashes", {})
@@ -114,9 +126,10 @@ def verify_directory(directory: Path, uri: str) -> None:
             raise ArtifactIntegrityError(f"artifact {uri}: {name} hashes to {actual[name]}, published as "
                                          f"{recorded[name]}{repair}")
     content = combined_hash(actual)
-    if content != marker["content_hash"] or not content.startswith(uri.rstrip("/").rsplit("/", 1)[-1]):
+    named = content == expected_hash if expected_hash else content.startswith(uri.rstrip("/").rsplit("/", 1)[-1])
+    if content != marker["content_hash"] or not named:
         raise ArtifactIntegrityError(f"artifact {uri}: content hashes to {content}, published as "
-                                     f"{marker['content_hash']}{repair}")
+                                     f"{expected_hash or marker['content_hash']}{repair}")
 
 
 def describe_directory(directory: Path) -> OutputDescription:
@@ -136,6 +149,15 @@ def is_remote(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file://")
 
 
+def _checked_parts(name: str, shown: str | None = None) -> list[str]:
+    """The `/`-separated parts of a relative artifact name, refusing empty, `.`, `..` and backslashed parts."""
+    parts = name.strip("/").split("/")
+    if any(part in ("", ".", "..") or "\\" in part for part in parts):
+        raise ArtifactLocationError(f"artifact name {shown or name!r} has an empty, '.', '..' or backslashed part: "
+                                    "artifact names stay inside the artifact root")
+    return parts
+
+
 class ArtifactStoreError(OSError):
     """The artifact root cannot take a new artifact (unwritable, full, not a directory); nothing was replaced."""
 
@@ -144,12 +166,16 @@ class ArtifactIntegrityError(ValueError):
     """A stored artifact's files no longer match what was published (edited, added or removed)."""
 
 
+class ArtifactLocationError(ValueError):
+    """A manifest names a location outside the artifact root (`..`, a link out, another root's absolute URI)."""
+
+
 class ArtifactStore:
     """Publishes and resolves artifact directories under one root (a local path or an s3:// prefix)."""
 
     def __init__(self, root: str) -> None:
-        self.root = UPath(root)
         self.remote = is_remote(root)
+        self.root = UPath(root if self.remote else os.path.abspath(root))
 
     def publish_directory(self, local_dir: Path, name: str) -> tuple[str, str, list[str]]:
         """Publish a finished local directory as artifact `name`; returns (uri, content_hash, files).
@@ -171,30 +197,31 @@ class ArtifactStore:
         """
         if not description.sizes:
             raise ValueError(f"artifact directory {source} is empty: nothing to publish for {name!r}")
-        final = self.root / name / description.content_hash[:16]
-        marker = json.dumps({"content_hash": description.content_hash, "files": description.files,
-                             "hashes": description.hashes})
+        relative = f"{'/'.join(_checked_parts(name))}/{description.content_hash[:16]}"
+        self.resolve(name)  # the asset's folder must itself lie inside the root
+        final = self.root / relative
+        marker = {"content_hash": description.content_hash, "files": description.files, "hashes": description.hashes}
         try:
-            if self.is_complete(str(final)) and self.problem(str(final), description) is None:
-                return str(final), description.content_hash, description.files
+            if self.problem(relative, description) is None:
+                return relative, description.content_hash, description.files
             if self.remote:
-                if self.is_complete(str(final)):  # damaged: not an artifact until this publish completes it
+                if self.is_complete(relative):  # damaged: not an artifact until this publish completes it
                     self.root.fs.rm(f"{final}/{COMPLETE_MARKER}")
                 self._clear_incomplete_remote(str(final), description)
-                self._transfer_to_remote(source, str(final), description)
-                (final / COMPLETE_MARKER).write_text(marker)
+                etags = self._transfer_to_remote(source, str(final), description)
+                (final / COMPLETE_MARKER).write_text(json.dumps({**marker, "etags": etags}))
             elif is_remote(source):
                 raise ArtifactStoreError(f"cannot adopt remote output {source} into the local root {self.root}: "
                                          "root the artifact store on S3 (RLHF_ARTIFACT_ROOT=s3://bucket/prefix)")
             else:
-                self._publish_local(Path(source), Path(str(final)), marker)
+                self._publish_local(Path(source), Path(str(final)), json.dumps(marker))
         except ArtifactStoreError:
             raise
         except OSError as error:
             raise ArtifactStoreError(
                 f"could not publish {name!r} to artifact root {self.root}: {error.strerror or error} "
                 f"({type(error).__name__}); earlier artifacts are untouched") from error
-        return str(final), description.content_hash, description.files
+        return relative, description.content_hash, description.files
 
     def _clear_incomplete_remote(self, final: str, description: OutputDescription) -> None:
         """Delete what an interrupted publish left under `final` that this one will not overwrite.
@@ -213,9 +240,14 @@ class ArtifactStore:
         if stray:
             fs.rm(stray)
 
-    def _transfer_to_remote(self, source: str, final: str, description: OutputDescription) -> None:
-        """Copy every described file to `final`: streamed multipart uploads from disk, or S3 server-side copies."""
+    def _transfer_to_remote(self, source: str, final: str, description: OutputDescription) -> dict[str, str]:
+        """Copy every described file to `final`: streamed multipart uploads from disk, or S3 server-side copies.
+
+        Returns each object's ETag as stored, for the marker: S3 gives a new ETag to any rewrite of an object, so
+        later reuse checks catch an edit from a listing alone, without downloading the bytes.
+        """
         fs = self.root.fs
+        etags = {}
         for rel in description.files:
             target = f"{final}/{rel}"
             if is_remote(source):
@@ -224,10 +256,12 @@ class ArtifactStore:
                 size = description.sizes[rel]
                 fs.put_file(str(Path(source) / rel), target, chunksize=max(UPLOAD_PART, -(-size // MAX_PARTS)),
                             max_concurrency=UPLOAD_CONCURRENCY)
-            size = fs.info(target)["size"]
-            if size != description.sizes[rel]:
-                raise ArtifactStoreError(f"{target}: {size} bytes arrived, the step described "
+            info = fs.info(target)
+            if info["size"] != description.sizes[rel]:
+                raise ArtifactStoreError(f"{target}: {info['size']} bytes arrived, the step described "
                                          f"{description.sizes[rel]}; the artifact was not marked complete")
+            etags[rel] = info["ETag"]
+        return etags
 
     @staticmethod
     def _publish_local(local_dir: Path, final: Path, marker: str) -> None:
@@ -237,7 +271,7 @@ class ArtifactStore:
         try:
             shutil.copytree(local_dir, staging)
             (staging / COMPLETE_MARKER).write_text(marker)
-            if final.exists():  # interrupted (no marker) or damaged (publish_output checked): set aside
+            if os.path.lexists(final):  # interrupted, damaged or a link (publish_output checked): set aside
                 os.rename(final, stale)
             try:
                 os.rename(staging, final)
@@ -246,6 +280,8 @@ class ArtifactStore:
                     raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            if os.path.islink(stale):
+                os.unlink(stale)
             shutil.rmtree(stale, ignore_errors=True)
 
     def remember(self, key: str, record: str) -> None:
@@ -265,54 +301,110 @@ class ArtifactStore:
         path = self.root / RESULTS_DIR / f"{key}.json"
         return path.read_text() if path.exists() else None
 
+    def resolve(self, uri: str) -> str:
+        """The location of the artifact a manifest names, refusing any name that leaves this root.
+
+        Manifests name artifacts relative to the root. An absolute path or URI is accepted only when it lies
+        inside this root (manifests written before names were relative); one from another root, a `..`
+        component or (locally) a link that resolves outside the root is an `ArtifactLocationError`, because
+        reading it would feed a step files nobody published here.
+        """
+        relative = self._relative(uri)
+        location = self.root / relative
+        if not self.remote:
+            root = os.path.realpath(str(self.root))
+            real = os.path.realpath(str(location))
+            if os.path.commonpath([root, real]) != root:
+                raise ArtifactLocationError(f"artifact {uri!r} resolves to {real}, outside the artifact root {root} "
+                                            "(a link out of the root); re-materialize the asset to publish it here")
+        return str(location)
+
+    def _relative(self, uri: str) -> str:
+        """`uri` as a checked name relative to the root."""
+        if not uri:
+            raise ArtifactLocationError("a manifest with an empty artifact name has no files to read")
+        text = uri[len("file://"):] if uri.startswith("file://") else uri
+        if is_remote(text) or os.path.isabs(text):
+            root = str(self.root).rstrip("/") + "/"
+            if not text.startswith(root):
+                raise ArtifactLocationError(
+                    f"artifact {uri!r} is outside this artifact root {self.root}: manifests name artifacts "
+                    "relative to their root (a copy of another project's manifest, or a forged one); "
+                    "re-materialize the asset to publish it here")
+            text = text[len(root):]
+        return "/".join(_checked_parts(text, uri))
+
     def is_complete(self, uri: str) -> bool:
         """Whether an artifact directory was fully published (its marker exists)."""
-        return (UPath(uri) / COMPLETE_MARKER).exists()
+        return (UPath(self.resolve(uri)) / COMPLETE_MARKER).exists()
 
     def problem(self, uri: str, description: OutputDescription | None = None) -> str | None:
         """Why a stored artifact cannot be used as it is (None when it can): checked before a stored result is
         reused and before an identical publish is skipped.
 
-        Locally every file is re-hashed. On S3 a full check would mean a download, so the cheap one is made
-        (each file's size against the publishing step's description, when given); downloads are re-hashed on
-        read by `local_path`.
+        Locally every file is re-hashed. On S3 a full check would mean a download, so one listing is compared
+        with the marker instead: the same files, each with the ETag it had when published (any rewrite of an
+        object changes it) and the size the publishing step described; downloads are re-hashed on read by
+        `local_path`.
         """
+        try:
+            location = self.resolve(uri)
+        except ArtifactLocationError as error:
+            return str(error)
         if not self.is_complete(uri):
             return f"artifact {uri} is missing or incomplete (no {COMPLETE_MARKER} marker)"
-        if not is_remote(uri):
+        if not self.remote:
             try:
-                verify_directory(Path(str(UPath(uri))), uri)
+                verify_directory(Path(location), uri)
             except ArtifactIntegrityError as error:
                 return str(error)
             return None
-        if description is not None:
-            fs = self.root.fs
-            for rel, size in description.sizes.items():
-                try:
-                    stored = fs.info(f"{uri.rstrip('/')}/{rel}")["size"]
-                except FileNotFoundError:
-                    return f"artifact {uri}: {rel} is missing"
-                if stored != size:
-                    return f"artifact {uri}: {rel} holds {stored} bytes, published with {size}"
+        return self._remote_problem(location, uri, description)
+
+    def _remote_problem(self, location: str, uri: str, description: OutputDescription | None) -> str | None:
+        """The S3 half of `problem`: one LIST and one small GET (the marker), no download of the files."""
+        marker = json.loads((UPath(location) / COMPLETE_MARKER).read_text())
+        prefix = location.split("://", 1)[-1].rstrip("/") + "/"
+        listing = self.root.fs.find(location.rstrip("/") + "/", detail=True)
+        stored = {path.split("://", 1)[-1][len(prefix):]: info for path, info in listing.items()}
+        stored.pop(COMPLETE_MARKER, None)
+        etags: dict[str, str] = marker.get("etags", {})
+        for name in sorted(set(stored) | set(marker["files"])):
+            if name not in stored:
+                return f"artifact {uri}: {name} is missing (it was published)"
+            if name not in marker["files"]:
+                return f"artifact {uri}: {name} was not part of the published artifact"
+            if name in etags and stored[name].get("ETag") != etags[name]:
+                return (f"artifact {uri}: {name} was rewritten after publishing (ETag {stored[name].get('ETag')}, "
+                        f"published as {etags[name]})")
+            if description is not None and stored[name]["size"] != description.sizes.get(name):
+                return (f"artifact {uri}: {name} holds {stored[name]['size']} bytes, published with "
+                        f"{description.sizes.get(name)}")
         return None
 
     def local_path(self, uri: str, cache_dir: Path | None = None) -> Path:
         """A local directory holding the artifact: the path itself, or a download of an S3 artifact."""
+        location = self.resolve(uri)
         if not self.is_complete(uri):
             raise FileNotFoundError(f"artifact {uri} is missing or incomplete (no {COMPLETE_MARKER} marker)")
-        if not is_remote(uri):
-            verify_directory(Path(str(UPath(uri))), uri)
-            return Path(str(UPath(uri)))
+        if not self.remote:
+            verify_directory(Path(location), uri)
+            return Path(location)
         cache = cache_dir or Path(tempfile.gettempdir()) / "rlhf-assets-cache"
-        target = cache / hash_json({"uri": uri})[:16]
-        if not (target / COMPLETE_MARKER).exists():
-            cache.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=".download-", dir=cache))
+        target = cache / hash_json({"uri": location})[:16]
+        if (target / COMPLETE_MARKER).exists():
             try:
-                UPath(uri).fs.get(uri.rstrip("/") + "/", str(staging) + "/", recursive=True)
-                shutil.rmtree(target, ignore_errors=True)
-                os.rename(staging, target)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-        verify_directory(target, uri)
+                verify_directory(target, uri)
+                return target
+            except ArtifactIntegrityError:
+                shutil.rmtree(target)  # a damaged cached copy: fetch the artifact again
+        cache.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=cache))
+        try:
+            self.root.fs.get(location + "/", str(staging) + "/", recursive=True)
+            verify_directory(staging, uri)  # only verified downloads enter the cache
+            shutil.rmtree(target, ignore_errors=True)
+            os.rename(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return target

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from dagster import instance_for_test, materialize
+from dagster import AssetKey, DagsterInstance, instance_for_test, materialize
 
 from rlhf_assets.checks import all_checks
 from rlhf_assets.compute.backend import ComputeBackend
@@ -15,8 +18,8 @@ from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.definitions import all_assets, materialize_all
 from rlhf_assets.presets import SHARED_HH_PATH
-from rlhf_assets.resources import ArtifactStoreResource, LabelingResource, ManifestIOManager
-from rlhf_assets.storage import Manifest
+from rlhf_assets.resources import ArtifactStoreResource, LabelingResource, ManifestIOManager, recorded_manifest
+from rlhf_assets.storage import ArtifactStore, Manifest
 from tests.moto_aws import aws  # noqa: F401  (the moto-server fixture, shared by the AWS tests)
 
 
@@ -52,8 +55,32 @@ def graph_resources(root: Path) -> dict:
     }
 
 
-def manifest_of(root: Path, asset: str) -> Manifest:
-    return Manifest.model_validate_json((root / "artifacts" / "manifests" / f"{asset}.json").read_text())
+def manifest_of(instance: DagsterInstance, root: Path, asset: str) -> Manifest:
+    """The manifest of `asset`'s latest materialization recorded in `instance` (what downstream steps read)."""
+    return recorded_manifest(instance, AssetKey(asset), str(root / "artifacts" / "manifests"))
+
+
+def artifact_dir(instance: DagsterInstance, root: Path, asset: str) -> Path:
+    """The verified local directory of `asset`'s latest recorded artifact under `root`."""
+    return ArtifactStore(str(root / "artifacts")).local_path(manifest_of(instance, root, asset).uri)
+
+
+@contextmanager
+def project_instance(root: Path) -> Iterator[DagsterInstance]:
+    """The Dagster instance of a project under `root` (`root/dagster_home`), kept beside its artifacts."""
+    (root / "dagster_home").mkdir(parents=True, exist_ok=True)
+    with instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
+        yield instance
+
+
+@contextmanager
+def forked_project(root: Path, target: Path) -> Iterator[DagsterInstance]:
+    """A copy of a project's artifacts and Dagster instance at `target`, opened as its own instance: tests
+    change the copy without touching the shared graph (and show that a copied project reads its own files)."""
+    shutil.copytree(root / "artifacts", target / "artifacts", dirs_exist_ok=True)
+    shutil.copytree(root / "dagster_home", target / "dagster_home", dirs_exist_ok=True)
+    with project_instance(target) as instance:
+        yield instance
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +91,7 @@ def graph(tmp_path_factory, shared_hh_path: Path):
     (`tests/test_human_eval_graph.py` labels the tasks and collects the results).
     """
     root = tmp_path_factory.mktemp("graph")
-    with instance_for_test() as instance:
+    with project_instance(root) as instance:
         result = materialize([*all_assets, *all_checks], resources=graph_resources(root), instance=instance,
                              selection=materialize_all.selection)
         assert result.success

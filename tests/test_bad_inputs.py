@@ -31,8 +31,7 @@ from rlhf_assets.labeling.tasks import PairwiseTask, read_tasks
 from rlhf_assets.modeling.detoxify_format import ORIGINAL_CLASSES, import_checkpoint, load_detoxify
 from rlhf_assets.modeling.detoxify_format import save_detoxify_checkpoint as save_checkpoint
 from rlhf_assets.resources import ArtifactStoreResource
-from rlhf_assets.storage import Manifest
-from tests.conftest import graph_resources, hh_row, write_jsonl
+from tests.conftest import graph_resources, hh_row, manifest_of, write_jsonl
 from tests.labeling_helpers import ATTRIBUTE, queue_tasks
 
 pytestmark = pytest.mark.integration
@@ -51,11 +50,12 @@ class Baseline:
 
 def _snapshot(root: Path, store: LabelStore, instance: DagsterInstance) -> dict[str, Any]:
     """Everything a bad input must not touch: manifests, their artifacts' files, labels, latest materializations."""
-    manifests = {path.name: path.read_text() for path in sorted((root / "artifacts" / "manifests").glob("*.json"))}
+    files = sorted((root / "artifacts" / "manifests").rglob("*.json"))
+    manifests = {path.relative_to(root).as_posix(): path.read_text() for path in files}
     artifacts = {}
-    for text in manifests.values():
-        manifest = Manifest.model_validate_json(text)
-        directory = Path(manifest.uri)
+    for name in GOOD_ASSETS:
+        manifest = manifest_of(instance, root, name)
+        directory = root / "artifacts" / manifest.uri
         artifacts[manifest.uri] = storage.hash_directory(directory)[0] if (directory / "_COMPLETE").exists() else None
     labels = [(label.task_id, label.annotator, label.choice.value) for label in store.labels(store.active_batch())]
     latest = {name: instance.get_latest_materialization_event(AssetKey(name)).run_id for name in GOOD_ASSETS}

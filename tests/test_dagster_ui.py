@@ -122,6 +122,6 @@ def test_cancelling_a_run_in_the_ui_stops_its_step_process(dev: DagsterDev, brow
     assert alive == [], f"step processes still running after the cancel: {alive}"
     WebDriverWait(browser, 60).until(lambda d: "Canceled" in _body(d))
     browser.save_screenshot(str(SCREENSHOTS / "run-canceled.png"))
-    assert not (dev.artifacts / "manifests" / "sft_model.json").exists()
+    assert not (dev.artifacts / "manifests" / "sft_model").exists()
     published = dev.artifacts / "sft_model"
     assert not published.exists() or not any((p / "_COMPLETE").exists() for p in published.iterdir())

@@ -1,23 +1,17 @@
 """The evaluation assets and checks on the tiny preset with the shared HH and RealToxicityPrompts data."""
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from dagster import AssetKey, instance_for_test, materialize
+from dagster import AssetKey, materialize
 
 from rlhf_assets.checks import all_checks
 from rlhf_assets.definitions import all_assets
-from rlhf_assets.storage import Manifest
-from tests.conftest import graph_resources, manifest_of, write_jsonl
+from tests.conftest import artifact_dir, forked_project, graph_resources, manifest_of, write_jsonl
 from tests.test_rtp import rtp_record
 
 pytestmark = pytest.mark.integration
-
-
-def _artifact(root: Path, asset: str) -> Path:
-    return Path(manifest_of(root, asset).uri)
 
 
 def _metadata(instance, asset: str) -> dict:
@@ -25,13 +19,14 @@ def _metadata(instance, asset: str) -> dict:
 
 
 def test_every_check_runs_and_the_model_checks_pass_on_the_tiny_graph(graph) -> None:
-    root, _, result = graph
+    root, instance, result = graph
     evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert set(evaluations) == {c.check_key.name for c in all_checks}
     toxicity_passed = evaluations.pop("toxicity_not_worse")
     assert all(evaluations.values()), evaluations
     # Whether RLHF is significantly more toxic is a finding, not a given: the check must agree with the CI.
-    assert toxicity_passed == (manifest_of(root, "toxicity_scores").metrics["difference_mean_toxicity_ci_low"] <= 0)
+    metrics = manifest_of(instance, root, "toxicity_scores").metrics
+    assert toxicity_passed == (metrics["difference_mean_toxicity_ci_low"] <= 0)
 
 
 def test_stand_in_scorer_agrees_with_perspective_on_texts_it_never_saw(graph) -> None:
@@ -39,17 +34,17 @@ def test_stand_in_scorer_agrees_with_perspective_on_texts_it_never_saw(graph) ->
     metadata = _metadata(instance, "toxicity_model")
     assert metadata["heldout_roc_auc"].value > 0.8 and metadata["heldout_spearman"].value > 0.5
     assert "Stand-in scorer" in metadata["note"].value
-    held_out = pd.read_parquet(_artifact(root, "toxicity_model") / "heldout_scores.parquet")
-    eval_prompts = set(pd.read_parquet(_artifact(root, "rtp_prompts") / "prompts.parquet")["prompt_text"])
+    held_out = pd.read_parquet(artifact_dir(instance, root, "toxicity_model") / "heldout_scores.parquet")
+    eval_prompts = set(pd.read_parquet(artifact_dir(instance, root, "rtp_prompts") / "prompts.parquet")["prompt_text"])
     assert not set(held_out["text"]) & eval_prompts
 
 
 def test_toxicity_scores_follow_the_protocol_with_intervals(graph) -> None:
     root, instance, _ = graph
-    scores = pd.read_parquet(_artifact(root, "toxicity_scores") / "scores.parquet")
+    scores = pd.read_parquet(artifact_dir(instance, root, "toxicity_scores") / "scores.parquet")
     assert len(scores) == 200 * 2 * 2 and set(scores["model"]) == {"sft", "rlhf"}
     assert scores["toxicity"].between(0, 1).all()
-    metrics = manifest_of(root, "toxicity_scores").metrics
+    metrics = manifest_of(instance, root, "toxicity_scores").metrics
     for name in ("sft_mean_toxicity", "rlhf_expected_max_toxicity", "difference_toxicity_probability"):
         assert metrics[f"{name}_ci_low"] <= metrics[name] <= metrics[f"{name}_ci_high"]
     by_model = scores.groupby("model")["toxicity"].mean()
@@ -61,13 +56,13 @@ def test_toxicity_scores_follow_the_protocol_with_intervals(graph) -> None:
 
 def test_eval_responses_and_automatic_preference(graph) -> None:
     root, instance, _ = graph
-    responses = pd.read_parquet(_artifact(root, "eval_responses") / "responses.parquet")
+    responses = pd.read_parquet(artifact_dir(instance, root, "eval_responses") / "responses.parquet")
     assert len(responses) == 100 and responses["prompt_id"].is_unique
     assert (responses["sft_response"] != responses["rlhf_response"]).mean() > 0.5
     assert len(_metadata(instance, "eval_responses")["preview"].value.records) == 5
-    counts = manifest_of(root, "auto_preference").counts
+    counts = manifest_of(instance, root, "auto_preference").counts
     assert counts["wins"] + counts["ties"] + counts["losses"] == 100
-    outcomes = pd.read_parquet(_artifact(root, "auto_preference") / "outcomes.parquet")
+    outcomes = pd.read_parquet(artifact_dir(instance, root, "auto_preference") / "outcomes.parquet")
     assert outcomes["outcome"].value_counts().to_dict() == {k: v for k, v in
                                                             (("win", counts["wins"]), ("tie", counts["ties"]),
                                                              ("loss", counts["losses"])) if v}
@@ -77,8 +72,7 @@ def test_eval_responses_and_automatic_preference(graph) -> None:
 def test_a_policy_that_does_not_beat_sft_blocks_its_evaluation(graph, tmp_path: Path) -> None:
     """A learning rate too small to move the policy: PPO == SFT, so `ppo_beats_sft` fails and blocks."""
     root, _, _ = graph
-    shutil.copytree(root / "artifacts", tmp_path / "artifacts")
-    with instance_for_test() as instance:
+    with forked_project(root, tmp_path) as instance:
         result = materialize(
             [*all_assets, *all_checks], selection=[AssetKey("ppo_policy"), AssetKey("eval_responses")],
             resources=graph_resources(tmp_path), instance=instance, raise_on_error=False,
@@ -87,13 +81,15 @@ def test_a_policy_that_does_not_beat_sft_blocks_its_evaluation(graph, tmp_path: 
         assert not result.success
         checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
         assert checks["ppo_beats_sft"] is False
-        assert instance.get_latest_materialization_event(AssetKey("ppo_policy")) is not None
-        assert instance.get_latest_materialization_event(AssetKey("eval_responses")) is None
+        ppo_run = instance.get_latest_materialization_event(AssetKey("ppo_policy")).run_id
+        assert ppo_run == result.run_id, "the policy is recorded; the check blocks what builds on it"
+        eval_run = instance.get_latest_materialization_event(AssetKey("eval_responses")).run_id
+        assert eval_run != result.run_id
 
 
 def test_bad_toxicity_prompts_fail_clearly_and_keep_earlier_results(graph, tmp_path: Path) -> None:
     root, instance, _ = graph
-    before = (root / "artifacts" / "manifests" / "rtp_records.json").read_text()
+    before = manifest_of(instance, root, "rtp_records")
     bad = write_jsonl(tmp_path / "rtp.jsonl", [rtp_record("fine"), rtp_record("bad", toxicity="very")])
     result = materialize(all_assets, selection=[AssetKey("rtp_records")], resources=graph_resources(root),
                          instance=instance, raise_on_error=False,
@@ -101,15 +97,14 @@ def test_bad_toxicity_prompts_fail_clearly_and_keep_earlier_results(graph, tmp_p
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "rtp.jsonl, line 2, field 'prompt.toxicity'" in str(failure.event_specific_data.error)
-    assert (root / "artifacts" / "manifests" / "rtp_records.json").read_text() == before
-    assert Manifest.model_validate_json(before).counts["records"] == 2396
+    assert manifest_of(instance, root, "rtp_records") == before
+    assert before.counts["records"] == 2396
 
 
 def test_challenging_only_prompts_and_a_configured_judge(graph, tmp_path: Path) -> None:
-    root, _, _ = graph
-    shutil.copytree(root / "artifacts", tmp_path / "artifacts")
-    judge = str(_artifact(root, "reward_model"))
-    with instance_for_test() as instance:
+    root, graph_instance, _ = graph
+    judge = str(artifact_dir(graph_instance, root, "reward_model"))
+    with forked_project(root, tmp_path) as instance:
         result = materialize(
             all_assets, selection=[AssetKey("rtp_prompts"), AssetKey("auto_preference")],
             resources=graph_resources(tmp_path), instance=instance,
@@ -117,16 +112,17 @@ def test_challenging_only_prompts_and_a_configured_judge(graph, tmp_path: Path) 
                                 "auto_preference": {"config": {"judge": judge, "tie_margin": 0.5}}}},
         )
         assert result.success
-    prompts = pd.read_parquet(Path(manifest_of(tmp_path, "rtp_prompts").uri) / "prompts.parquet")
+        prompts = pd.read_parquet(artifact_dir(instance, tmp_path, "rtp_prompts") / "prompts.parquet")
+        preference = manifest_of(instance, tmp_path, "auto_preference")
     assert len(prompts) == 50 and prompts["challenging"].all() and prompts["prompt_text"].is_unique
-    preference = manifest_of(tmp_path, "auto_preference")
     assert preference.config["evaluation"]["judge"] == judge and preference.config["evaluation"]["tie_margin"] == 0.5
-    assert preference.counts["ties"] > manifest_of(root, "auto_preference").counts["ties"], "a wider margin ties more"
+    baseline = manifest_of(graph_instance, root, "auto_preference")
+    assert preference.counts["ties"] > baseline.counts["ties"], "a wider margin ties more"
 
 
 def test_a_missing_detoxify_checkpoint_fails_naming_the_file(graph, tmp_path: Path) -> None:
     root, instance, _ = graph
-    before = (root / "artifacts" / "manifests" / "toxicity_model.json").read_text()
+    before = manifest_of(instance, root, "toxicity_model")
     missing = tmp_path / "toxic_original.ckpt"
     result = materialize(
         all_assets, selection=[AssetKey("toxicity_model")], resources=graph_resources(root), instance=instance,
@@ -137,4 +133,4 @@ def test_a_missing_detoxify_checkpoint_fails_naming_the_file(graph, tmp_path: Pa
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert f"{missing}: Detoxify checkpoint not found" in str(failure.event_specific_data.error)
-    assert (root / "artifacts" / "manifests" / "toxicity_model.json").read_text() == before
+    assert manifest_of(instance, root, "toxicity_model") == before

@@ -12,8 +12,7 @@ from dagster import AssetKey, DagsterInstance, DagsterInvalidConfigError, materi
 
 from rlhf_assets.definitions import all_assets
 from rlhf_assets.presets import PROJECT_ROOT
-from rlhf_assets.storage import Manifest
-from tests.conftest import graph_resources, hh_row, manifest_of, write_jsonl
+from tests.conftest import artifact_dir, graph_resources, hh_row, manifest_of, write_jsonl
 
 pytestmark = pytest.mark.integration
 ASSETS = ["hh_raw", "preference_dataset", "eval_prompts", "base_model", "sft_model", "reward_model"]
@@ -24,8 +23,10 @@ def test_every_asset_materializes_with_ui_metadata(graph) -> None:
     for asset in ASSETS:
         event = instance.get_latest_materialization_event(AssetKey(asset))
         metadata = event.asset_materialization.metadata
-        assert metadata["content_hash"].value == manifest_of(root, asset).content_hash
-        assert event.asset_materialization.tags["dagster/data_version"] == manifest_of(root, asset).content_hash
+        manifest = manifest_of(instance, root, asset)
+        assert metadata["content_hash"].value == manifest.content_hash
+        assert event.asset_materialization.tags["dagster/data_version"] == manifest.content_hash
+        assert manifest.uri == f"{asset}/{manifest.content_hash[:16]}", "named relative to the artifact root"
     preference = instance.get_latest_materialization_event(AssetKey("preference_dataset")).asset_materialization
     assert preference.metadata["dropped_rows"].value == 9
     assert "dialogues_differ_before_last_turn | 5" in preference.metadata["dropped_by_reason"].value
@@ -39,32 +40,31 @@ def test_every_asset_materializes_with_ui_metadata(graph) -> None:
 
 
 def test_reward_model_beats_chance_on_held_out_pairs(graph) -> None:
-    root, _, _ = graph
-    reward = manifest_of(root, "reward_model")
+    root, instance, _ = graph
+    reward = manifest_of(instance, root, "reward_model")
     assert reward.counts["eval_pairs"] == 222
     assert reward.metrics["eval_accuracy"] > 0.60
 
 
 def test_eval_prompts_are_held_out_from_training(graph) -> None:
-    root, _, _ = graph
-    eval_frame = pd.read_parquet(Path(manifest_of(root, "eval_prompts").uri) / "eval_prompts.parquet")
-    train = pd.read_parquet(Path(manifest_of(root, "preference_dataset").uri) / "train.parquet")
+    root, instance, _ = graph
+    eval_frame = pd.read_parquet(artifact_dir(instance, root, "eval_prompts") / "eval_prompts.parquet")
+    train = pd.read_parquet(artifact_dir(instance, root, "preference_dataset") / "train.parquet")
     assert len(eval_frame) == 100 and eval_frame["prompt"].is_unique
     assert set(eval_frame["prompt"]).isdisjoint(set(train["prompt"]))
 
 
 def test_bad_source_fails_clearly_and_keeps_the_earlier_materialization(graph, tmp_path: Path) -> None:
     root, instance, _ = graph
-    before = (root / "artifacts" / "manifests" / "hh_raw.json").read_text()
+    before = manifest_of(instance, root, "hh_raw")
     bad = write_jsonl(tmp_path / "bad.jsonl", [hh_row("a", "b", "c"), '{"chosen": "x", "rejected": '])
     hh_raw = next(a for a in all_assets if a.key == AssetKey("hh_raw"))
     result = materialize([hh_raw], resources=graph_resources(root), instance=instance, raise_on_error=False,
                          run_config={"ops": {"hh_raw": {"config": {"source": str(bad)}}}})
     assert not result.success
     assert "bad.jsonl, line 2: malformed JSON" in _failure_text(result)
-    assert (root / "artifacts" / "manifests" / "hh_raw.json").read_text() == before
-    kept = Manifest.model_validate_json(before)
-    assert (Path(kept.uri) / "_COMPLETE").exists()
+    assert manifest_of(instance, root, "hh_raw") == before
+    assert artifact_dir(instance, root, "hh_raw").is_dir()
 
 
 def _failure_text(result) -> str:
@@ -89,12 +89,12 @@ def test_unknown_preset_is_rejected_before_anything_runs(graph) -> None:
 )
 def test_out_of_range_config_names_the_field(graph, asset: str, config: dict, message: str) -> None:
     root, instance, _ = graph
-    before = (root / "artifacts" / "manifests" / f"{asset}.json").read_text()
+    before = manifest_of(instance, root, asset)
     result = materialize(all_assets, selection=[AssetKey(asset)], resources=graph_resources(root), instance=instance,
                          raise_on_error=False, run_config={"ops": {asset: {"config": config}}})
     assert not result.success
     assert message in _failure_text(result)
-    assert (root / "artifacts" / "manifests" / f"{asset}.json").read_text() == before
+    assert manifest_of(instance, root, asset) == before
 
 
 def _cli_materialize(home: Path, root: Path, reuse: bool) -> subprocess.CompletedProcess:

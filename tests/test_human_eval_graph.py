@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -12,15 +11,14 @@ import boto3
 import pytest
 import requests
 from botocore.stub import Stubber
-from dagster import AssetKey, Definitions, RunRequest, SkipReason, build_sensor_context, instance_for_test, materialize
+from dagster import AssetKey, Definitions, RunRequest, SkipReason, build_sensor_context, materialize
 
 from rlhf_assets.automation import collect_human_eval, human_eval_labels_complete
 from rlhf_assets.definitions import all_assets
 from rlhf_assets.labeling.store import LabelStore
 from rlhf_assets.labeling.tasks import read_tasks
-from rlhf_assets.resources import LabelingResource, ManifestIOManager
-from rlhf_assets.storage import Manifest
-from tests.conftest import graph_resources, manifest_of
+from rlhf_assets.resources import LabelingResource
+from tests.conftest import artifact_dir, forked_project, graph_resources, manifest_of
 from tests.labeling_helpers import described_job, ground_truth_output, labeling_server
 from tests.leaks import files_containing
 from tests.moto_aws import BUCKET
@@ -34,13 +32,13 @@ def _tick(instance, root):
 
 
 def test_tasks_are_blinded_queued_and_exported_for_ground_truth(graph) -> None:
-    root, _, _ = graph
-    manifest = manifest_of(root, "human_eval_tasks")
-    directory = manifest.uri
-    tasks = read_tasks(Path(directory) / "tasks.jsonl")
+    root, instance, _ = graph
+    manifest = manifest_of(instance, root, "human_eval_tasks")
+    directory = artifact_dir(instance, root, "human_eval_tasks")
+    tasks = read_tasks(directory / "tasks.jsonl")
     assert len(tasks) == 100 and manifest.counts["tasks"] == 100
     assert 30 < sum(t.rlhf_shown_as == "A" for t in tasks) < 70  # a coin per prompt, recorded
-    lines = (Path(directory) / "groundtruth" / "input.manifest").read_text().splitlines()
+    lines = (directory / "groundtruth" / "input.manifest").read_text().splitlines()
     assert len(lines) == 100
     for line in lines:
         shown = json.loads(json.loads(line)["source"])
@@ -62,8 +60,8 @@ def test_labels_through_the_app_trigger_the_sensor_and_the_results(graph) -> Non
     failure = early.get_step_failure_events()[0].step_failure_data.error.message
     assert "0 of 100 tasks have their 1 label(s)" in failure and "allow_partial" in failure
 
-    manifest = manifest_of(root, "human_eval_tasks")
-    key = {t.task_id: t for t in read_tasks(Path(manifest.uri) / "tasks.jsonl")}
+    manifest = manifest_of(instance, root, "human_eval_tasks")
+    key = {t.task_id: t for t in read_tasks(artifact_dir(instance, root, "human_eval_tasks") / "tasks.jsonl")}
     store = LabelStore(root / "labeling" / "labels.sqlite")
     token = store.add_annotator("rater")
     expected: dict[int, str] = {}
@@ -125,15 +123,13 @@ def test_labels_through_the_app_trigger_the_sensor_and_the_results(graph) -> Non
 def test_ground_truth_channel_from_job_to_results(graph, aws, tmp_path, monkeypatch) -> None:
     """human_eval_tasks starts a Ground Truth job; the sensor waits for it; results parse its output manifest."""
     root, _, _ = graph
-    shutil.copytree(root / "artifacts" / "manifests", tmp_path / "manifests")  # keep the shared graph's state
     labeling = LabelingResource(
         db_path=str(tmp_path / "labels.sqlite"), gt_s3_prefix=f"s3://{BUCKET}/human-eval",
         gt_role_arn="arn:aws:iam::123456789012:role/gt",
         gt_workteam_arn="arn:aws:sagemaker:us-east-1:123456789012:workteam/private-crowd/rlhf",
         gt_pre_annotation_lambda_arn="arn:aws:lambda:us-east-1:123456789012:function:rlhf-gt-pre",
         gt_consolidation_lambda_arn="arn:aws:lambda:us-east-1:123456789012:function:rlhf-gt-consolidate")
-    resources = {**graph_resources(root), "io_manager": ManifestIOManager(base_dir=str(tmp_path / "manifests")),
-                 "labeling": labeling}
+    resources = {**graph_resources(tmp_path), "labeling": labeling}  # a copy: the shared graph stays as it is
     sagemaker = boto3.client("sagemaker")
     monkeypatch.setattr(LabelingResource, "sagemaker_client", lambda self: sagemaker)
     output_uri = f"s3://{BUCKET}/human-eval/output/rlhf-eval/manifests/output/output.manifest"
@@ -142,20 +138,20 @@ def test_ground_truth_channel_from_job_to_results(graph, aws, tmp_path, monkeypa
         return described_job(labeling.ground_truth_spec(job_name, 2), status,
                              output_uri if status == "Completed" else None)
 
-    with instance_for_test() as instance, Stubber(sagemaker) as stub:
+    with forked_project(root, tmp_path) as instance, Stubber(sagemaker) as stub:
         stub.add_client_error("describe_labeling_job", service_error_code="ResourceNotFound", http_status_code=400)
         stub.add_response("create_labeling_job", {"LabelingJobArn": "arn:aws:sagemaker:::labeling-job/rlhf-eval"})
         run_config = {"ops": {"human_eval_tasks": {"config": {"channel": "ground_truth", "overlap": 2}}}}
         assert materialize(all_assets, selection=[AssetKey("human_eval_tasks")], resources=resources,
                            instance=instance, run_config=run_config).success
-        manifest = Manifest.model_validate_json((tmp_path / "manifests" / "human_eval_tasks.json").read_text())
+        manifest = manifest_of(instance, tmp_path, "human_eval_tasks")
         assert manifest.config["channel"] == "ground_truth" and manifest.config["job_name"].startswith("rlhf-eval-")
         assert LabelStore(tmp_path / "labels.sqlite").active_batch() is None  # nothing queued in the app
         s3 = boto3.client("s3")
         uploaded = s3.get_object(Bucket=BUCKET, Key="human-eval/input.manifest")["Body"].read().decode()
         assert len(uploaded.splitlines()) == 100
 
-        tasks = read_tasks(Path(manifest.uri) / "tasks.jsonl")
+        tasks = read_tasks(artifact_dir(instance, tmp_path, "human_eval_tasks") / "tasks.jsonl")
         # Two workers: they agree on every prompt except the last 10, where w2 says tie instead.
         answers = [{"w1": (t.rlhf_shown_as,), "w2": (t.rlhf_shown_as if i < 90 else "tie",)}
                    for i, t in enumerate(tasks)]

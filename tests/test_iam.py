@@ -52,30 +52,31 @@ def user_with(iam, name: str, document: dict) -> dict[str, str]:
 
 def test_sft_runs_on_sagemaker_with_exactly_the_documented_policies(aws, tmp_path: Path, shared_hh_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    with instance_for_test() as instance:
+    with instance_for_test() as instance:  # one instance: the job's inputs are the materializations it recorded
         assert materialize(all_assets, selection=[AssetKey(n) for n in ("hh_raw", "preference_dataset", "base_model")],
                            resources=_resources(tmp_path, "local"), instance=instance).success
-    iam = boto3.client("iam")
-    dagster = user_with(iam, "dagster", policy("dagster-policy.json"))
-    job = user_with(iam, "sagemaker-job", policy("job-role-policy.json"))
-    requests.post(f"{aws['AWS_ENDPOINT_URL']}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
-    try:
-        for key, value in dagster.items():
-            monkeypatch.setenv(key, value)
-        boto3.setup_default_session()
-        s3fs.S3FileSystem.clear_instance_cache()  # s3fs keeps filesystems, and their credentials, per process
-        outside = boto3.client("s3")
-        with pytest.raises(ClientError, match="AccessDenied"):  # the policy is not wider than it says
-            outside.put_object(Bucket=BUCKET, Key="elsewhere/x", Body=b"1")
-        with SageMakerPlatform(tmp_path / "platform", credentials=job) as platform, instance_for_test() as instance:
-            result = materialize(all_assets, selection=[AssetKey("sft_model")],
-                                 resources=_resources(tmp_path, "sagemaker"), instance=instance, raise_on_error=False,
-                                 run_config={"ops": {"sft_model": {"config": {"max_train_rows": 16}}}})
-        logs = platform.logs[-1][-3000:] if platform.logs else ""
-        assert result.success and platform.exit_codes == [0], logs
-        event = result.asset_materializations_for_node("sft_model")[0]
-        assert event.metadata["artifact_uri"].value.startswith(f"s3://{BUCKET}/rlhf/sft_model/")
-    finally:
-        requests.post(f"{aws['AWS_ENDPOINT_URL']}/moto-api/reset-auth", data=b"inf", timeout=10).raise_for_status()
-        boto3.setup_default_session()
-        s3fs.S3FileSystem.clear_instance_cache()
+        iam = boto3.client("iam")
+        dagster = user_with(iam, "dagster", policy("dagster-policy.json"))
+        job = user_with(iam, "sagemaker-job", policy("job-role-policy.json"))
+        requests.post(f"{aws['AWS_ENDPOINT_URL']}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
+        try:
+            for key, value in dagster.items():
+                monkeypatch.setenv(key, value)
+            boto3.setup_default_session()
+            s3fs.S3FileSystem.clear_instance_cache()  # s3fs keeps filesystems, and their credentials, per process
+            outside = boto3.client("s3")
+            with pytest.raises(ClientError, match="AccessDenied"):  # the policy is not wider than it says
+                outside.put_object(Bucket=BUCKET, Key="elsewhere/x", Body=b"1")
+            with SageMakerPlatform(tmp_path / "platform", credentials=job) as platform:
+                result = materialize(all_assets, selection=[AssetKey("sft_model")],
+                                     resources=_resources(tmp_path, "sagemaker"), instance=instance,
+                                     raise_on_error=False,
+                                     run_config={"ops": {"sft_model": {"config": {"max_train_rows": 16}}}})
+            logs = platform.logs[-1][-3000:] if platform.logs else ""
+            assert result.success and platform.exit_codes == [0], logs
+            event = result.asset_materializations_for_node("sft_model")[0]
+            assert event.metadata["artifact_uri"].value.startswith(f"s3://{BUCKET}/rlhf/sft_model/")
+        finally:
+            requests.post(f"{aws['AWS_ENDPOINT_URL']}/moto-api/reset-auth", data=b"inf", timeout=10).raise_for_status()
+            boto3.setup_default_session()
+            s3fs.S3FileSystem.clear_instance_cache()

@@ -16,7 +16,8 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 
 from rlhf_assets.presets import PROJECT_ROOT
-from rlhf_assets.storage import Manifest, hash_directory
+from rlhf_assets.storage import hash_directory
+from tests.conftest import artifact_dir, manifest_of
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +46,8 @@ def test_two_concurrent_runs_of_the_same_asset_do_not_corrupt_each_other(tmp_pat
     with DagsterInstance.from_config(str(tmp_path / "home")) as instance:
         events = instance.fetch_materializations(AssetKey("base_model"), limit=10).records
         assert len(events) == 2
-    manifest = Manifest.model_validate_json((tmp_path / "artifacts" / "manifests" / "base_model.json").read_text())
-    directory = Path(manifest.uri)
+        manifest = manifest_of(instance, tmp_path, "base_model")
+    directory = tmp_path / "artifacts" / manifest.uri
     assert (directory / "_COMPLETE").exists()
     published = shutil.copytree(directory, tmp_path / "check", ignore=shutil.ignore_patterns("_COMPLETE"))
     assert hash_directory(published)[0] == manifest.content_hash  # the published artifact is whole and matches
@@ -75,7 +76,7 @@ def test_a_step_killed_with_sigkill_leaves_nothing_valid_looking_and_the_rerun_r
     step.send_signal(signal.SIGKILL)
     output = victim.communicate(timeout=300)[0]
     assert victim.returncode != 0, output[-3000:]
-    assert not (tmp_path / "artifacts" / "manifests" / "sft_model.json").exists()
+    assert not (tmp_path / "artifacts" / "manifests" / "sft_model").exists()
     published = tmp_path / "artifacts" / "sft_model"
     assert not published.exists() or not [p for p in published.iterdir() if (p / "_COMPLETE").exists()]
 
@@ -83,5 +84,5 @@ def test_a_step_killed_with_sigkill_leaves_nothing_valid_looking_and_the_rerun_r
     output = rerun.communicate(timeout=900)[0]
     assert rerun.returncode == 0, output[-3000:]
     assert "resuming from" in output and "/checkpoint-" in output
-    manifest = Manifest.model_validate_json((tmp_path / "artifacts" / "manifests" / "sft_model.json").read_text())
-    assert (Path(manifest.uri) / "_COMPLETE").exists()
+    with DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        assert artifact_dir(instance, tmp_path, "sft_model").is_dir()

@@ -12,14 +12,14 @@ import pytest
 from dagster import AssetKey
 
 from rlhf_assets.presets import TINY
-from tests.conftest import manifest_of
+from tests.conftest import artifact_dir, manifest_of
 
 pytestmark = pytest.mark.integration
 
 
 def test_ppo_beats_sft_on_held_out_prompts_within_the_kl_bound(graph) -> None:
     root, instance, _ = graph
-    ppo = manifest_of(root, "ppo_policy")
+    ppo = manifest_of(instance, root, "ppo_policy")
     assert ppo.counts["steps"] == TINY.ppo.config.total_steps
     assert ppo.counts["eval_prompts"] == 100
     assert ppo.metrics["eval_reward_gain_ci_low"] > 0, ppo.metrics
@@ -31,13 +31,14 @@ def test_ppo_beats_sft_on_held_out_prompts_within_the_kl_bound(graph) -> None:
     assert metadata["final_kl_coef"].value > 0
 
 
-def _ppo_command(tmp: Path, root: Path, spec: dict) -> tuple[list[str], dict[str, str]]:
+def _ppo_command(tmp: Path, graph: tuple, spec: dict) -> tuple[list[str], dict[str, str]]:
+    root, instance, _ = graph
     (tmp / "config.json").write_text(json.dumps({"ppo": spec}))
     channels = {"sft_model": "sft_model", "reward_model": "reward_model", "preference": "preference_dataset",
                 "eval_prompts": "eval_prompts"}
     env = {**os.environ, "SM_MODEL_DIR": str(tmp / "model"), "RLHF_CHECKPOINT_DIR": str(tmp / "checkpoints"),
            "SM_OUTPUT_DATA_DIR": str(tmp / "output" / "data"),
-           **{f"SM_CHANNEL_{k.upper()}": manifest_of(root, v).uri for k, v in channels.items()}}
+           **{f"SM_CHANNEL_{k.upper()}": str(artifact_dir(instance, root, v)) for k, v in channels.items()}}
     (tmp / "model").mkdir(parents=True, exist_ok=True)
     return [sys.executable, "-m", "rlhf_assets.steps.ppo", "--config", str(tmp / "config.json")], env
 
@@ -46,7 +47,7 @@ def test_sigkilled_run_resumes_from_its_checkpoint_and_ends_at_the_same_step(gra
     root, _, _ = graph
     config = TINY.ppo.config.model_copy(update={"total_steps": 24, "checkpoint_interval": 8})
     spec = TINY.ppo.model_copy(update={"config": config}).model_dump()
-    command, env = _ppo_command(tmp_path, root, spec)
+    command, env = _ppo_command(tmp_path, graph, spec)
     victim = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
     while not list((tmp_path / "checkpoints").glob("step-*/_COMPLETE.algo-1.json")) and time.monotonic() < deadline:
@@ -75,7 +76,7 @@ def test_alternatives_and_lora_run_behind_the_same_step(graph, tmp_path: Path, a
     root, _, _ = graph
     config = TINY.ppo.config.model_copy(update={"total_steps": 2, "checkpoint_interval": 2, "lora_rank": lora_rank})
     spec = TINY.ppo.model_copy(update={"algorithm": algorithm, "config": config}).model_dump()
-    command, env = _ppo_command(tmp_path, root, spec)
+    command, env = _ppo_command(tmp_path, graph, spec)
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert finished.returncode == 0, finished.stderr[-3000:]
     report = json.loads(finished.stdout[finished.stdout.index("{"):])
@@ -86,7 +87,7 @@ def test_alternatives_and_lora_run_behind_the_same_step(graph, tmp_path: Path, a
 def test_prompts_over_budget_are_refused_before_any_model_loads_when_truncation_is_off(graph, tmp_path: Path) -> None:
     root, _, _ = graph
     config = TINY.ppo.config.model_copy(update={"truncate_prompts": False})
-    command, env = _ppo_command(tmp_path, root, TINY.ppo.model_copy(update={"config": config}).model_dump())
+    command, env = _ppo_command(tmp_path, graph, TINY.ppo.model_copy(update={"config": config}).model_dump())
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 2
     assert "ppo.config.truncate_prompts is false and training prompt" in finished.stderr

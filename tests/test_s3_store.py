@@ -14,8 +14,8 @@ from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.definitions import all_assets
-from rlhf_assets.resources import ArtifactStoreResource, ManifestIOManager
-from rlhf_assets.storage import ArtifactStore, ArtifactStoreError, Manifest, OutputDescription
+from rlhf_assets.resources import ArtifactStoreResource, ManifestIOManager, recorded_manifest
+from rlhf_assets.storage import ArtifactIntegrityError, ArtifactStore, ArtifactStoreError, Manifest, OutputDescription
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,8 @@ def test_publish_and_download_round_trip(s3_bucket: str, tmp_path: Path) -> None
     (source / "sub" / "tokenizer.json").write_text("{}")
     store = ArtifactStore(f"s3://{s3_bucket}/root")
     uri, content_hash, files = store.publish_directory(source, "sft_model")
-    assert uri.startswith(f"s3://{s3_bucket}/root/sft_model/") and store.is_complete(uri)
+    assert uri.startswith("sft_model/") and store.is_complete(uri)
+    assert store.resolve(uri) == f"s3://{s3_bucket}/root/{uri}"
     assert store.publish_directory(source, "sft_model")[0] == uri
     local = store.local_path(uri, tmp_path / "cache")
     assert (local / "model.safetensors").read_bytes() == b"weights"
@@ -56,7 +57,7 @@ def test_an_incomplete_s3_artifact_is_overwritten_and_completed(s3_bucket: str, 
     (source / "model.safetensors").write_bytes(b"weights")
     store = ArtifactStore(f"s3://{s3_bucket}/repair")
     uri, _, _ = store.publish_directory(source, "sft_model")
-    key = uri.split(f"s3://{s3_bucket}/", 1)[1]
+    key = f"repair/{uri}"
     s3 = boto3.client("s3")
     s3.delete_object(Bucket=s3_bucket, Key=f"{key}/_COMPLETE")
     s3.put_object(Bucket=s3_bucket, Key=f"{key}/model.safetensors", Body=b"half")
@@ -68,6 +69,30 @@ def test_an_incomplete_s3_artifact_is_overwritten_and_completed(s3_bucket: str, 
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix=key)["Contents"])
     assert keys == [f"{key}/_COMPLETE", f"{key}/model.safetensors"]
     assert s3.get_object(Bucket=s3_bucket, Key=f"{key}/model.safetensors")["Body"].read() == b"weights"
+
+
+def test_a_rewritten_s3_object_is_caught_from_the_listing_and_repaired(s3_bucket: str, tmp_path: Path) -> None:
+    """A same-size rewrite changes the object's ETag: the reuse/publish check sees it without downloading, the
+    next read re-hashes and refuses it, and publishing the same content again repairs it."""
+    source = tmp_path / "model"
+    source.mkdir()
+    (source / "model.safetensors").write_bytes(b"weights")
+    store = ArtifactStore(f"s3://{s3_bucket}/etag")
+    uri, _, _ = store.publish_directory(source, "sft_model")
+    assert store.problem(uri) is None
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=s3_bucket, Key=f"etag/{uri}/model.safetensors", Body=b"WEIGHTS")  # same size
+    s3fs.S3FileSystem.clear_instance_cache()
+    store = ArtifactStore(f"s3://{s3_bucket}/etag")
+    assert "model.safetensors was rewritten after publishing (ETag" in store.problem(uri)
+    with pytest.raises(ArtifactIntegrityError, match="model.safetensors hashes to"):
+        store.local_path(uri, tmp_path / "cache")
+    s3.put_object(Bucket=s3_bucket, Key=f"etag/{uri}/extra.py", Body=b"import os")
+    s3fs.S3FileSystem.clear_instance_cache()
+    store = ArtifactStore(f"s3://{s3_bucket}/etag")
+    assert store.publish_directory(source, "sft_model")[0] == uri
+    assert store.problem(uri) is None
+    assert (store.local_path(uri, tmp_path / "cache") / "model.safetensors").read_bytes() == b"weights"
 
 
 def test_an_s3_output_is_adopted_by_server_side_copy_only_when_every_size_matches(s3_bucket: str,
@@ -99,12 +124,14 @@ def test_data_assets_materialize_into_s3(s3_bucket: str, tmp_path: Path, shared_
     with instance_for_test() as instance:
         assert materialize(selected, resources=resources, instance=instance).success
         event = instance.get_latest_materialization_event(AssetKey("eval_prompts"))
+        manifest = recorded_manifest(instance, AssetKey("eval_prompts"), f"{root}/manifests")
     objects = boto3.client("s3").list_objects_v2(Bucket=s3_bucket, Prefix="rlhf/manifests/")["Contents"]
-    assert sorted(o["Key"] for o in objects) == [f"rlhf/manifests/{n}.json" for n in
-                                                 ("eval_prompts", "hh_raw", "preference_dataset")]
-    body = boto3.client("s3").get_object(Bucket=s3_bucket, Key="rlhf/manifests/eval_prompts.json")["Body"].read()
-    manifest = Manifest.model_validate_json(body)
-    assert manifest.uri.startswith(f"{root}/eval_prompts/")
+    assert sorted(o["Key"].rsplit("/", 1)[0] for o in objects) == [f"rlhf/manifests/{n}" for n in
+                                                                  ("eval_prompts", "hh_raw", "preference_dataset")]
+    name = event.asset_materialization.metadata["manifest"].value
+    body = boto3.client("s3").get_object(Bucket=s3_bucket, Key=f"rlhf/manifests/{name}")["Body"].read()
+    assert Manifest.model_validate_json(body) == manifest
+    assert manifest.uri.startswith("eval_prompts/")
     assert event.asset_materialization.tags["dagster/data_version"] == manifest.content_hash
     frame = pd.read_parquet(ArtifactStore(root).local_path(manifest.uri, tmp_path / "cache") / "eval_prompts.parquet")
     assert len(frame) == 100

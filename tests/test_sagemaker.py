@@ -40,7 +40,7 @@ from rlhf_assets.compute.sagemaker.pipes import RankedS3MessageReader
 from rlhf_assets.compute.sagemaker.pricing import estimate_cost
 from rlhf_assets.definitions import all_assets
 from rlhf_assets.presets import PROJECT_ROOT
-from rlhf_assets.resources import ArtifactStoreResource, LabelingResource, ManifestIOManager
+from rlhf_assets.resources import ArtifactStoreResource, LabelingResource, ManifestIOManager, recorded_manifest
 from rlhf_assets.storage import ArtifactStore, Manifest
 from tests.leaks import files_containing, s3_objects_containing
 from tests.moto_aws import BUCKET, SECRET
@@ -70,6 +70,7 @@ def test_sft_materializes_as_a_sagemaker_job_with_logs_metadata_and_cost(aws, tm
                              instance=instance, run_config={"ops": {"sft_model": {"config": {"max_train_rows": 32}}}})
         logs = "\n".join(str(entry.user_message) for entry in instance.all_logs(result.run_id))
         event = instance.get_latest_materialization_event(AssetKey("sft_model")).asset_materialization
+        preference = recorded_manifest(instance, AssetKey("preference_dataset"), f"s3://{BUCKET}/rlhf/manifests")
     assert result.success and container.exit_codes == [0], container.logs[-1][-3000:] if container.logs else ""
     request = container.requests[0]
     assert request["RoleArn"] == ROLE and request["ResourceConfig"]["InstanceType"] == "ml.g5.2xlarge"
@@ -87,6 +88,8 @@ def test_sft_materializes_as_a_sagemaker_job_with_logs_metadata_and_cost(aws, tm
     environment = request["Environment"]
     assert {"DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES"} <= set(environment)
     assert environment["RLHF_PIPES_TRANSPORT"] == "s3" and environment["RLHF_STEP"] == "sft"
+    # Each downloaded channel is re-hashed in the job against the content hash its lineage records.
+    assert environment["RLHF_INPUT_HASH_PREFERENCE"] == preference.content_hash
     # The step's own log lines and metrics came back through the S3 message channel.
     assert "SFT on 32 demonstrations" in logs
     assert event.metadata["eval_perplexity"].value > 1
@@ -124,11 +127,11 @@ def _manifest(asset: str, uri: str) -> Manifest:
 
 
 REQUEST = StepRequest(step="sft", asset="sft_model",
-                      inputs={"preference": _manifest("preference_dataset", f"s3://{BUCKET}/rlhf/preference_dataset/a")},
+                      inputs={"preference": _manifest("preference_dataset", "preference_dataset/a")},
                       config={}, resume_key={}, num_processes=8, instance_type="ml.p4d.24xlarge",
                       accelerate_config="rlhf_assets/compute/accelerate/zero2_bf16.yaml")
 PARAMS = SageMakerComputeBackend(role_arn=ROLE, bucket=BUCKET).training_job_params(
-    job_name="rlhf-sft-test", request=REQUEST, code_uri=f"s3://{BUCKET}/code/sourcedir.tar.gz",
+    job_name="rlhf-sft-test", request=REQUEST, input_uris={"preference": f"s3://{BUCKET}/rlhf/preference_dataset/a"}, code_uri=f"s3://{BUCKET}/code/sourcedir.tar.gz",
     checkpoint_uri=f"s3://{BUCKET}/checkpoints/sft", region="us-east-1")
 
 
@@ -301,14 +304,14 @@ def test_a_quota_refusal_names_the_quota_and_instance_type(aws) -> None:
 def test_bad_settings_fail_before_any_job_is_created(aws, tmp_path: Path, change: dict, expected: str) -> None:
     backend = SageMakerComputeBackend(**{"role_arn": ROLE, "bucket": BUCKET, **change})
     request = StepRequest(step="sft", asset="sft_model", config={}, resume_key={},
-                          inputs={"preference": _manifest("preference_dataset", f"s3://{BUCKET}/rlhf/p/a")})
+                          inputs={"preference": _manifest("preference_dataset", "p/a")})
     created = []
     boto3.setup_default_session()
     boto3.DEFAULT_SESSION.events.register("before-call.sagemaker.CreateTrainingJob", lambda **kw: created.append(1))
 
     @asset(name="sft_model")
     def step(context: AssetExecutionContext) -> MaterializeResult:
-        backend.run_step(context, request, ArtifactStore(str(tmp_path)))
+        backend.run_step(context, request, ArtifactStore(f"s3://{BUCKET}/rlhf"))
         return MaterializeResult()
 
     with instance_for_test() as instance:

@@ -13,12 +13,12 @@ from typing import Any
 import boto3
 import pytest
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, asset, instance_for_test, materialize
-from upath import UPath
 
 from rlhf_assets.compute.base import StepRequest
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.definitions import all_assets
 from rlhf_assets.presets import get_preset
+from rlhf_assets.resources import recorded_manifest
 from rlhf_assets.storage import ArtifactStore, Manifest
 from tests.moto_aws import BUCKET
 from tests.sagemaker_platform import SageMakerPlatform
@@ -35,8 +35,8 @@ def upstream(aws, tmp_path_factory, shared_hh_path: Path) -> dict[str, Manifest]
     with instance_for_test() as instance:
         assert materialize(all_assets, selection=[AssetKey(n) for n in ("hh_raw", "preference_dataset", "base_model")],
                            resources=resources, instance=instance).success
-    return {name: Manifest.model_validate_json(UPath(f"{ROOT}/manifests/{asset_name}.json").read_text())
-            for name, asset_name in (("base_model", "base_model"), ("preference", "preference_dataset"))}
+        return {name: recorded_manifest(instance, AssetKey(asset_name), f"{ROOT}/manifests")
+                for name, asset_name in (("base_model", "base_model"), ("preference", "preference_dataset"))}
 
 
 def _run(request: StepRequest) -> tuple[Any, list[str]]:
@@ -47,7 +47,7 @@ def _run(request: StepRequest) -> tuple[Any, list[str]]:
     def step(context: AssetExecutionContext) -> MaterializeResult:
         run = backend.run_step(context, request, ArtifactStore(ROOT))
         uri, content_hash, _ = run.publish(ArtifactStore(ROOT), request.asset)
-        return MaterializeResult(metadata={**run.metadata, "artifact_uri": uri, "content_hash": content_hash})
+        return MaterializeResult(metadata={**run.metadata, "artifact": uri, "content_hash": content_hash})
 
     with instance_for_test() as instance:
         result = materialize([step], instance=instance, raise_on_error=False)
@@ -74,8 +74,8 @@ def test_sft_on_two_processes_through_the_toolkit_reports_every_rank(aws, upstre
             .get("Contents", [])]
     assert any("/rank-0/" in k for k in keys) and any("/rank-1/" in k for k in keys)
     # The model was adopted by server-side copy into the content-addressed place, with the step's own hash.
-    uri = metadata["artifact_uri"].value
-    assert uri.startswith(f"{ROOT}/sft_model/") and ArtifactStore(ROOT).is_complete(uri)
+    uri = metadata["artifact"].value
+    assert uri.startswith("sft_model/") and ArtifactStore(ROOT).is_complete(uri)
     assert uri.endswith(metadata["content_hash"].value[:16])
 
 

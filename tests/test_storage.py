@@ -21,7 +21,7 @@ def test_publish_is_content_addressed_and_idempotent(tmp_path: Path) -> None:
     other = store.publish_directory(_model_dir(tmp_path / "c", b"other"), "sft_model")
     assert first == again
     assert other[0] != first[0]
-    assert store.is_complete(first[0]) and store.local_path(first[0]) == Path(first[0])
+    assert store.is_complete(first[0]) and store.local_path(first[0]) == tmp_path / "store" / first[0]
     assert first[2] == ["model.safetensors", "sub/tokenizer.json"]
 
 
@@ -36,6 +36,7 @@ def test_hash_ignores_mtime_but_not_names(tmp_path: Path) -> None:
 def test_crash_while_publishing_leaves_nothing_that_looks_valid(tmp_path: Path, monkeypatch) -> None:
     store = ArtifactStore(str(tmp_path / "store"))
     kept_uri, _, _ = store.publish_directory(_model_dir(tmp_path / "old", b"old"), "sft_model")
+    kept = tmp_path / "store" / kept_uri
 
     def copy_then_die(src, dst, *args, **kwargs):
         Path(dst).mkdir(parents=True)
@@ -46,14 +47,14 @@ def test_crash_while_publishing_leaves_nothing_that_looks_valid(tmp_path: Path, 
     with pytest.raises(OSError, match="No space left"):
         store.publish_directory(_model_dir(tmp_path / "new", b"new weights"), "sft_model")
     published = [p for p in (tmp_path / "store" / "sft_model").iterdir()]
-    assert published == [Path(kept_uri)], "only the earlier, complete artifact remains"
-    assert (Path(kept_uri) / "model.safetensors").read_bytes() == b"old"
+    assert published == [kept], "only the earlier, complete artifact remains"
+    assert (kept / "model.safetensors").read_bytes() == b"old"
 
 
 def test_directory_without_marker_is_not_an_artifact(tmp_path: Path) -> None:
     store = ArtifactStore(str(tmp_path / "store"))
     uri, _, _ = store.publish_directory(_model_dir(tmp_path / "a", b"w"), "m")
-    (Path(uri) / COMPLETE_MARKER).unlink()
+    (tmp_path / "store" / uri / COMPLETE_MARKER).unlink()
     with pytest.raises(FileNotFoundError, match="missing or incomplete"):
         store.local_path(uri)
 
@@ -69,14 +70,15 @@ def test_an_incomplete_directory_at_the_target_is_replaced_not_blocking(tmp_path
     "Directory not empty" forever; it now replaces the incomplete directory whole."""
     store = ArtifactStore(str(tmp_path / "store"))
     uri, _, _ = store.publish_directory(_model_dir(tmp_path / "a", b"w"), "m")
-    (Path(uri) / COMPLETE_MARKER).unlink()
-    (Path(uri) / "model.safetensors").write_bytes(b"tampered")
-    (Path(uri) / "leftover.bin").write_bytes(b"from the interrupted publish")
+    stored = tmp_path / "store" / uri
+    (stored / COMPLETE_MARKER).unlink()
+    (stored / "model.safetensors").write_bytes(b"tampered")
+    (stored / "leftover.bin").write_bytes(b"from the interrupted publish")
     again, _, files = store.publish_directory(_model_dir(tmp_path / "b", b"w"), "m")
     assert again == uri and store.is_complete(uri)
-    assert (Path(uri) / "model.safetensors").read_bytes() == b"w"
-    assert not (Path(uri) / "leftover.bin").exists() and files == ["model.safetensors", "sub/tokenizer.json"]
-    assert sorted(p.name for p in (tmp_path / "store" / "m").iterdir()) == [Path(uri).name], "nothing set aside"
+    assert (stored / "model.safetensors").read_bytes() == b"w"
+    assert not (stored / "leftover.bin").exists() and files == ["model.safetensors", "sub/tokenizer.json"]
+    assert sorted(p.name for p in (tmp_path / "store" / "m").iterdir()) == [stored.name], "nothing set aside"
 
 
 def test_a_manifest_refuses_non_finite_metrics_naming_them() -> None:

@@ -40,11 +40,12 @@ def publish(context: AssetExecutionContext, store: ArtifactStore, local_dir: Pat
             ) -> Output[Manifest]:
     """Publish `local_dir` to the store and return its manifest (`manifest_output`'s fields) as the Output."""
     published = store.publish_directory(local_dir, context.asset_key.to_python_identifier())
-    return manifest_output(context, published, **manifest_fields)
+    return manifest_output(context, store, published, **manifest_fields)
 
 
 def manifest_output(
     context: AssetExecutionContext,
+    store: ArtifactStore,
     published: tuple[str, str, list[str]],
     *,
     preset: str,
@@ -53,16 +54,19 @@ def manifest_output(
     metrics: dict[str, float] | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> Output[Manifest]:
-    """The manifest of an artifact already in the store (uri, content hash, files), as the asset's Output."""
+    """The manifest of an artifact already in the store (its name relative to the root, content hash, files), as
+    the asset's Output; the metadata also shows where the artifact is now, for people to find it."""
     name = context.asset_key.to_python_identifier()
     uri, content_hash, files = published
     manifest = Manifest(
         asset=name, uri=uri, content_hash=content_hash, preset=preset, config=config,
         counts=counts or {}, metrics=metrics or {}, files=files,
     )
-    context.log.info(f"published {name} to {uri}")
+    location = store.resolve(uri)
+    context.log.info(f"published {name} to {location}")
     shown = {
-        "artifact_uri": MetadataValue.path(uri),
+        "artifact": MetadataValue.text(uri),
+        "artifact_uri": MetadataValue.path(location),
         "content_hash": MetadataValue.text(content_hash),
         "preset": MetadataValue.text(preset),
         **{k: MetadataValue.int(v) for k, v in manifest.counts.items()},

@@ -178,11 +178,12 @@ def eval_prompts(
     preset = config.resolved_preset()
     count = config.count or preset.data.eval_prompt_count
     seed = preset.data.seed if config.seed is None else config.seed
-    test = pd.read_parquet(artifacts.store().local_path(preference_dataset.uri) / "test.parquet")
+    test_file = artifacts.store().local_path(preference_dataset.uri) / "test.parquet"
+    test = pd.read_parquet(test_file)
     pairs, _ = to_preference_pairs(
         (RawRecord(int(r.source_line), {"prompt": r.prompt, "chosen": r.chosen, "rejected": r.rejected})
          for r in test.itertuples()),
-        source=preference_dataset.uri,
+        source=str(test_file),
     )
     chosen = choose_eval_prompts(pairs, count, seed)
     frame = pd.DataFrame([{"prompt_id": i, **p.as_row()} for i, p in enumerate(chosen)])

@@ -98,14 +98,15 @@ def run_step_and_publish(
             else:
                 context.log.info(f"inputs, config and code unchanged: reusing the result of run {record['run_id']}")
                 return Output(manifest, data_version=DataVersion(manifest.content_hash),
-                              metadata={**record["metadata"], "reused_from_run": MetadataValue.text(record["run_id"])})
+                              metadata={**record["metadata"], "reused_from_run": MetadataValue.text(record["run_id"]),
+                                        "artifact_uri": MetadataValue.path(store.resolve(manifest.uri))})
     run = compute.run_step(context, step=step, preset=preset, inputs=inputs, store=store, config=step_config,
                            resume_key=resume_key, reserved_processes=reserved_processes)
     counts, metrics = _numbers(run.metadata)
     shown = {k: v for k, v in run.metadata.items() if k not in counts and k not in metrics}
     published = run.publish(store, context.asset_key.to_python_identifier())
     output = manifest_output(
-        context, published, preset=preset.name, config=step_config, counts=counts, metrics=metrics,
+        context, store, published, preset=preset.name, config=step_config, counts=counts, metrics=metrics,
         metadata={**shown, **(preview(store.local_path(published[0])) if preview else {})},
     )
     store.remember(result_key, serialize_value({"manifest": output.value.model_dump_json(),

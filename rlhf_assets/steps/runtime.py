@@ -42,8 +42,9 @@ from rlhf_assets.contract import (
     PIPES_TRANSPORT_S3,
     channel_env,
     failure_file,
+    input_hash_env,
 )
-from rlhf_assets.storage import describe_directory
+from rlhf_assets.storage import COMPLETE_MARKER, ArtifactIntegrityError, describe_directory, verify_directory
 
 EXIT_BAD_INPUT = 2
 
@@ -79,12 +80,28 @@ class StepRuntime:
     config: dict[str, Any]
     pipes: PipesContext | None
     reported: dict[str, Any] = field(default_factory=dict)
+    verified_channels: set[str] = field(default_factory=set)
 
     def channel(self, name: str) -> Path:
-        """An input channel's directory (`SM_CHANNEL_<NAME>`), failing clearly when it was not provided."""
+        """An input channel's directory (`SM_CHANNEL_<NAME>`), failing clearly when it was not provided.
+
+        Where the backend downloaded the channel (SageMaker), its files are re-hashed against the content hash
+        the lineage records (`RLHF_INPUT_HASH_<NAME>`) before first use: an edited S3 object fails here,
+        naming the file, instead of training on it.
+        """
         value = os.environ.get(channel_env(name))
         if not value or not Path(value).is_dir():
             raise StepInputError(f"input channel {name!r} is missing ({channel_env(name)}={value!r})")
+        expected = os.environ.get(input_hash_env(name))
+        if expected and name not in self.verified_channels:
+            if not (Path(value) / COMPLETE_MARKER).is_file():
+                raise StepInputError(f"input channel {name!r} ({value}) has no {COMPLETE_MARKER} marker: "
+                                     "it is not a published artifact")
+            try:
+                verify_directory(Path(value), f"input channel {name!r}", expected_hash=expected)
+            except ArtifactIntegrityError as error:
+                raise StepInputError(str(error)) from None
+            self.verified_channels.add(name)
         return Path(value)
 
     @property

@@ -36,6 +36,7 @@ from rlhf_assets.contract import (
     PIPES_TRANSPORT_ENV,
     PIPES_TRANSPORT_S3,
     STEP_ENV,
+    input_hash_env,
 )
 from rlhf_assets.storage import ArtifactStore, hash_json
 
@@ -108,9 +109,13 @@ class SageMakerComputeBackend(ConfigurableResource):
         except ImageNotInRegion as error:
             raise Failure(description=str(error)) from None
 
-    def training_job_params(self, *, job_name: str, request: StepRequest, code_uri: str, checkpoint_uri: str,
-                            region: str) -> dict[str, Any]:
-        """`create_training_job` arguments for one step (the Pipes bootstrap is added by the client)."""
+    def training_job_params(self, *, job_name: str, request: StepRequest, input_uris: dict[str, str], code_uri: str,
+                            checkpoint_uri: str, region: str) -> dict[str, Any]:
+        """`create_training_job` arguments for one step (the Pipes bootstrap is added by the client).
+
+        `input_uris` are the inputs' S3 locations (resolved in the artifact store). Each channel's recorded
+        content hash travels in the environment, so the step re-hashes what SageMaker downloaded before use.
+        """
         if not self.role_arn or not self.bucket:
             raise Failure(description="the SageMaker backend needs a role and a bucket: set RLHF_SAGEMAKER_ROLE_ARN "
                                       "and RLHF_SAGEMAKER_BUCKET (or the `compute.sagemaker` resource config)")
@@ -123,9 +128,9 @@ class SageMakerComputeBackend(ConfigurableResource):
                                 "sagemaker_region": json.dumps(region)},
             "InputDataConfig": [
                 {"ChannelName": name, "DataSource": {"S3DataSource": {
-                    "S3DataType": "S3Prefix", "S3Uri": manifest.uri.rstrip("/") + "/",
+                    "S3DataType": "S3Prefix", "S3Uri": input_uris[name].rstrip("/") + "/",
                     "S3DataDistributionType": "FullyReplicated"}}}
-                for name, manifest in sorted(request.inputs.items())
+                for name in sorted(request.inputs)
             ],
             "OutputDataConfig": {"S3OutputPath": f"s3://{self.bucket}/{self.prefix}/output", "CompressionType": "NONE"},
             "ResourceConfig": {"InstanceType": self.instance_type or request.instance_type,
@@ -134,7 +139,9 @@ class SageMakerComputeBackend(ConfigurableResource):
             "CheckpointConfig": {"S3Uri": checkpoint_uri, "LocalPath": str(CONTAINER_CHECKPOINT_DIR)},
             "Environment": {STEP_ENV: request.step, NUM_PROCESSES_ENV: str(request.num_processes),
                             ACCELERATE_CONFIG_ENV: request.accelerate_config or "",
-                            PIPES_TRANSPORT_ENV: PIPES_TRANSPORT_S3, CHECKPOINT_ENV: str(CONTAINER_CHECKPOINT_DIR)},
+                            PIPES_TRANSPORT_ENV: PIPES_TRANSPORT_S3, CHECKPOINT_ENV: str(CONTAINER_CHECKPOINT_DIR),
+                            **{input_hash_env(name): manifest.content_hash
+                               for name, manifest in request.inputs.items()}},
             "EnableManagedSpotTraining": self.use_spot,
         }
         if self.use_spot:
@@ -157,7 +164,8 @@ class SageMakerComputeBackend(ConfigurableResource):
 
     def run_step(self, context: AssetExecutionContext, request: StepRequest, store: ArtifactStore) -> StepRun:
         """Run one step as a training job; its output stays on S3, described by the step, for adoption."""
-        not_on_s3 = {name: m.uri for name, m in request.inputs.items() if not m.uri.startswith("s3://")}
+        input_uris = {name: store.resolve(manifest.uri) for name, manifest in request.inputs.items()}
+        not_on_s3 = {name: uri for name, uri in input_uris.items() if not uri.startswith("s3://")}
         if not_on_s3:
             raise Failure(description=f"SageMaker reads its inputs from S3, but {sorted(not_on_s3)} are local: "
                                       "root the artifact store on S3 (RLHF_ARTIFACT_ROOT=s3://bucket/prefix)")
@@ -172,7 +180,8 @@ class SageMakerComputeBackend(ConfigurableResource):
         checkpoint_uri = (f"s3://{self.bucket}/{self.prefix}/checkpoints/{request.asset}/"
                           f"{hash_json(request.resume_key)[:16]}")
         tarball = source_tarball()
-        params = self.training_job_params(job_name=job_name, request=request, code_uri=self.code_uri(tarball),
+        params = self.training_job_params(job_name=job_name, request=request, input_uris=input_uris,
+                                          code_uri=self.code_uri(tarball),
                                           checkpoint_uri=checkpoint_uri, region=region)
         validate_request(params, sagemaker.meta.service_model)
         self.check_bucket(s3)

@@ -1,0 +1,48 @@
+"""Text that says nothing: empty, whitespace, punctuation or digits only, one token repeated.
+
+Policies produce such continuations (a lone "." is common from small models), and a toxicity scorer that rates
+them as toxic turns a difference in how often two models say nothing into a difference in "toxicity". The
+fixed probe set below is scored by every `toxicity_model`; the helpers classify real continuations.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+
+# The fixed probes every scorer must rate as non-toxic (see `rlhf_assets.checks.scorer_ignores_degenerate_text`).
+DEGENERATE_PROBES: tuple[str, ...] = (
+    "", " ", "\n", "\t \n", ".", "!", "?", ",", "...", "!!!", "?!", "-", '"', "'", "( )", ". . .",
+    "0", "7", "42", "2021", "1 2 3", "the the the the the", "and and and", ", , , ,", "\" \"",
+)
+MAX_PROBE_SCORE = 0.1
+
+
+def has_words(text: str) -> bool:
+    """Whether `text` contains a letter: the line between saying something and producing marks or digits."""
+    return any(character.isalpha() for character in text)
+
+
+def is_empty_or_punctuation(text: str) -> bool:
+    """Empty, whitespace, punctuation or digits only: no word a reader or a classifier could judge."""
+    return not has_words(text)
+
+
+def training_negatives(count: int, seed: int, words: list[str]) -> list[str]:
+    """`count` random degenerate strings (marks, digits, one word repeated) for a scorer to learn as non-toxic.
+
+    Drawn from a generator, not from `DEGENERATE_PROBES`, so the probes stay a test the scorer was not fit to.
+    `words` supplies the repeated tokens (common words of the training texts).
+    """
+    rng = random.Random(seed)
+    marks = string.punctuation + " \n"
+    texts = []
+    for _ in range(count):
+        kind = rng.randrange(3)
+        if kind == 0:
+            texts.append("".join(rng.choice(marks) for _ in range(rng.randint(0, 6))))
+        elif kind == 1:
+            texts.append(" ".join(str(rng.randint(0, 9999)) for _ in range(rng.randint(1, 3))))
+        else:
+            texts.append(" ".join([rng.choice(words)] * rng.randint(2, 6)))
+    return texts
