@@ -1,9 +1,11 @@
 """Asset checks: the regressions an RLHF run must not hide, visible in the UI beside each asset.
 
-PPO must beat SFT on the reward model and stay within the preset's KL bound; eval responses must not be
-empty or degenerate; RLHF must not be significantly more toxic than SFT; datasets must have no empty or
-duplicate rows. Checks on assets with downstream work are blocking unless `RLHF_BLOCKING_CHECKS=0`: a failed
-check then stops the run before the downstream assets (e.g. no evaluation of a policy that lost to SFT).
+PPO must beat SFT on the reward model (the whole CI of the gain above zero) and stay within the preset's KL
+bound; eval responses must not be wordless, repeated or too short; RLHF must be shown no more toxic than SFT
+within a margin (non-inferiority); the automatic judge must not prefer SFT significantly; datasets must have
+no empty or duplicate rows. The rules live in `eval/gates.py`. Checks on assets with downstream work are
+blocking unless `RLHF_BLOCKING_CHECKS=0`: a failed check then stops the run before the downstream assets (e.g.
+no evaluation of a policy whose gain over SFT is not shown).
 """
 
 import os
@@ -19,28 +21,36 @@ from dagster import (
 )
 
 from rlhf_assets.assets.data import eval_prompts, preference_dataset
-from rlhf_assets.assets.evaluation import PROMPTS_FILE, auto_preference, eval_responses, rtp_prompts, toxicity_scores
+from rlhf_assets.assets.evaluation import (
+    PROMPTS_FILE,
+    auto_preference,
+    eval_responses,
+    rtp_prompts,
+    toxicity_model,
+    toxicity_scores,
+)
 from rlhf_assets.assets.training import ppo_policy
-from rlhf_assets.presets import EvalSpec
+from rlhf_assets.eval.degenerate_text import DEGENERATE_PROBES, MAX_PROBE_SCORE
+from rlhf_assets.eval.gates import GateResult, non_inferiority, not_dispreferred, superiority
+from rlhf_assets.eval.toxicity import METRICS
+from rlhf_assets.presets import EvalSpec, ToxicitySpec
 from rlhf_assets.resources import ArtifactStoreResource
 from rlhf_assets.storage import Manifest
 
 BLOCKING = os.environ.get("RLHF_BLOCKING_CHECKS", "1") != "0"
 
 
-@asset_check(asset=ppo_policy, blocking=BLOCKING, description="RM score of PPO responses > SFT's on the eval prompts")
+def _result(gate: GateResult) -> AssetCheckResult:
+    return AssetCheckResult(passed=gate.passed, description=gate.description, metadata=gate.metadata)
+
+
+@asset_check(asset=ppo_policy, blocking=BLOCKING,
+             description="PPO's RM-score gain over SFT on the eval prompts: whole 95% CI above 0")
 def ppo_beats_sft(ppo_policy: Manifest) -> AssetCheckResult:
-    """The whole point of PPO; a policy that lost to its starting point should not be promoted or evaluated."""
+    """The whole point of PPO; a policy whose gain is not demonstrated should not be promoted or evaluated."""
     m = ppo_policy.metrics
-    passed = m["eval_ppo_reward_mean"] > m["eval_sft_reward_mean"]
-    return AssetCheckResult(
-        passed=passed,
-        description=f"PPO {m['eval_ppo_reward_mean']:+.3f} vs SFT {m['eval_sft_reward_mean']:+.3f}; gain "
-                    f"{m['eval_reward_gain']:+.3f} [{m['eval_reward_gain_ci_low']:+.3f}, "
-                    f"{m['eval_reward_gain_ci_high']:+.3f}]",
-        metadata={"gain": m["eval_reward_gain"], "gain_ci_low": m["eval_reward_gain_ci_low"],
-                  "gain_ci_high": m["eval_reward_gain_ci_high"]},
-    )
+    return _result(superiority("reward gain", m["eval_reward_gain"], m["eval_reward_gain_ci_low"],
+                               m["eval_reward_gain_ci_high"], ppo_policy.counts["eval_prompts"]))
 
 
 @asset_check(asset=ppo_policy, blocking=BLOCKING, description="KL(PPO ‖ SFT) on the eval prompts under the bound")
@@ -48,44 +58,67 @@ def kl_within_bound(ppo_policy: Manifest) -> AssetCheckResult:
     """A KL far above the bound means the policy drifted from SFT: reward hacking rather than alignment."""
     kl, bound = ppo_policy.metrics["eval_kl_to_sft"], ppo_policy.metrics["eval_kl_bound"]
     return AssetCheckResult(passed=kl < bound, description=f"KL {kl:.2f} vs bound {bound}",
-                            metadata={"kl": kl, "bound": bound})
+                            metadata={"kl": round(kl, 3), "bound": bound})
 
 
-@asset_check(asset=eval_responses, blocking=BLOCKING, description="Responses not empty, repeated or too short")
+@asset_check(asset=eval_responses, blocking=BLOCKING,
+             description="Responses not wordless, repeated or too short (per-preset bounds)")
 def responses_not_degenerate(eval_responses: Manifest) -> AssetCheckResult:
-    """A collapsed policy (empty or identical answers) makes every downstream comparison meaningless."""
+    """A collapsed policy (empty, punctuation, identical or one-word answers) makes every comparison meaningless."""
     spec = EvalSpec.model_validate(eval_responses.config["evaluation"])
     m, problems = eval_responses.metrics, []
+    bounds = (("empty_share", "without words", spec.max_empty_share),
+              ("duplicate_share", "duplicates", spec.max_duplicate_share),
+              ("short_share", "≤ 2 words", spec.max_short_share))
     for model in ("sft", "rlhf"):
-        if m[f"{model}_empty_share"] > spec.max_empty_share:
-            problems.append(f"{model}: {m[f'{model}_empty_share']:.0%} empty (max {spec.max_empty_share:.0%})")
-        if m[f"{model}_duplicate_share"] > spec.max_duplicate_share:
-            problems.append(f"{model}: {m[f'{model}_duplicate_share']:.0%} duplicates "
-                            f"(max {spec.max_duplicate_share:.0%})")
+        for key, label, bound in bounds:
+            if m[f"{model}_{key}"] > bound:
+                problems.append(f"{model}: {m[f'{model}_{key}']:.0%} {label} (max {bound:.0%})")
         if m[f"{model}_mean_words"] < spec.min_mean_words:
             problems.append(f"{model}: mean {m[f'{model}_mean_words']:.1f} words (min {spec.min_mean_words})")
-    return AssetCheckResult(passed=not problems, description="; ".join(problems) or "responses look healthy",
-                            metadata={k: v for k, v in m.items() if k.endswith(("_share", "_words"))})
+    metadata = {k: round(v, 3) for k, v in m.items() if k.endswith(("_share", "_words"))}
+    metadata |= {f"max_{key}": bound for key, _, bound in bounds} | {"min_mean_words": spec.min_mean_words}
+    return AssetCheckResult(passed=not problems, description="; ".join(problems) or "responses within every bound",
+                            metadata=metadata)
 
 
-@asset_check(asset=toxicity_scores, description="RLHF not significantly more toxic than SFT (paired 95% CI)")
+@asset_check(asset=toxicity_scores,
+             description="RLHF not more toxic than SFT by a margin: non-inferiority on three Gehman metrics")
 def toxicity_not_worse(toxicity_scores: Manifest) -> AssetCheckResult:
-    """RLHF should not make the model more toxic; the check fails only when the CI says so, not on noise."""
-    m = toxicity_scores.metrics
-    low, high = m["difference_mean_toxicity_ci_low"], m["difference_mean_toxicity_ci_high"]
+    """RLHF should not make the model more toxic. "Not significantly worse" passes by default with few prompts;
+    non-inferiority asks the data to show the difference is below a margin, on each metric."""
+    m, margins = toxicity_scores.metrics, ToxicitySpec.model_validate(toxicity_scores.config["toxicity"]).margins
+    gates = {metric: non_inferiority(metric.replace("_", " "), m[f"difference_{metric}"],
+                                     m[f"difference_{metric}_ci_low"], m[f"difference_{metric}_ci_high"],
+                                     getattr(margins, metric), toxicity_scores.counts["prompts"])
+             for metric in METRICS}
+    metadata: dict[str, object] = {f"{metric}_{k}": v for metric, gate in gates.items()
+                                   for k, v in gate.metadata.items() if k not in ("rule", "n")}
+    metadata |= {"n": toxicity_scores.counts["prompts"], "rule": next(iter(gates.values())).metadata["rule"]}
+    return AssetCheckResult(passed=all(g.passed for g in gates.values()), severity=AssetCheckSeverity.ERROR,
+                            description="RLHF − SFT: " + "; ".join(g.description for g in gates.values()),
+                            metadata=metadata)
+
+
+@asset_check(asset=toxicity_model, blocking=BLOCKING,
+             description=f"The scorer rates text without words (\".\", \"\", digits) at most {MAX_PROBE_SCORE}")
+def scorer_ignores_degenerate_text(toxicity_model: Manifest) -> AssetCheckResult:
+    """A scorer that calls a lone "." toxic measures how often a model says nothing, not its toxicity."""
+    worst = toxicity_model.metrics["degenerate_probe_max"]
     return AssetCheckResult(
-        passed=low <= 0, severity=AssetCheckSeverity.ERROR,
-        description=f"mean toxicity RLHF − SFT {m['difference_mean_toxicity']:+.4f} [{low:+.4f}, {high:+.4f}]",
-        metadata={"difference": m["difference_mean_toxicity"], "ci_low": low, "ci_high": high},
-    )
+        passed=worst <= MAX_PROBE_SCORE,
+        description=f"highest score on {len(DEGENERATE_PROBES)} degenerate probes: {worst:.3f} "
+                    f"(max {MAX_PROBE_SCORE}); see the asset's degenerate_probes table",
+        metadata={"probe_max": round(worst, 3), "probe_mean": round(toxicity_model.metrics["degenerate_probe_mean"], 3),
+                  "max_allowed": MAX_PROBE_SCORE, "probes": len(DEGENERATE_PROBES)})
 
 
-@asset_check(asset=auto_preference, description="The automatic judge does not prefer SFT over RLHF more often")
+@asset_check(asset=auto_preference,
+             description="The independent judge does not prefer SFT significantly (sign test)")
 def rlhf_not_dispreferred(auto_preference: Manifest) -> AssetCheckResult:
-    """Losses outnumbering wins is the automatic judge's regression signal between human evaluations."""
-    wins, losses = auto_preference.counts["wins"], auto_preference.counts["losses"]
-    return AssetCheckResult(passed=wins >= losses, description=f"{wins} wins, {losses} losses",
-                            metadata={"wins": wins, "losses": losses})
+    """Losses significantly outnumbering wins is the automatic judge's regression signal between human evaluations."""
+    c, judge = auto_preference.counts, auto_preference.config["evaluation"]["judge"] or "judge_model"
+    return _result(not_dispreferred(c["wins"], c["ties"], c["losses"], judge))
 
 
 def _clean_rows_check(
@@ -98,22 +131,24 @@ def _clean_rows_check(
                  description=f"No empty {', '.join(columns)} and no duplicate rows")
     def check(dataset: Manifest, artifacts: ArtifactStoreResource) -> AssetCheckResult:
         directory = artifacts.store().local_path(dataset.uri)
-        frame = pd.concat([pd.read_parquet(directory / file) for file in files], ignore_index=True)
+        present = [file for file in files if file in dataset.files]  # the judge split exists when configured
+        frame = pd.concat([pd.read_parquet(directory / file) for file in present], ignore_index=True)
         empty = int(frame[list(columns)].apply(lambda c: c.astype(str).str.strip() == "").any(axis=1).sum())
         duplicates = int(frame.duplicated(list(columns)).sum())
         return AssetCheckResult(passed=empty == 0 and duplicates == 0,
                                 description=f"{empty} rows with an empty field, {duplicates} duplicate rows "
                                             f"of {len(frame)}",
                                 metadata={"rows": len(frame), "empty_rows": empty, "duplicate_rows": duplicates,
-                                          "files": MetadataValue.text(", ".join(files))})
+                                          "files": MetadataValue.text(", ".join(present))})
 
     return check
 
 
-preference_rows_clean = _clean_rows_check(preference_dataset, ("train.parquet", "test.parquet"),
+preference_rows_clean = _clean_rows_check(preference_dataset, ("train.parquet", "test.parquet", "judge_train.parquet"),
                                           ("prompt", "chosen", "rejected"))
 eval_prompts_rows_clean = _clean_rows_check(eval_prompts, ("eval_prompts.parquet",), ("prompt",))
 rtp_prompts_rows_clean = _clean_rows_check(rtp_prompts, (PROMPTS_FILE,), ("prompt_text",))
 
-all_checks = [ppo_beats_sft, kl_within_bound, responses_not_degenerate, toxicity_not_worse, rlhf_not_dispreferred,
+all_checks = [ppo_beats_sft, kl_within_bound, responses_not_degenerate, scorer_ignores_degenerate_text,
+              toxicity_not_worse, rlhf_not_dispreferred,
               preference_rows_clean, eval_prompts_rows_clean, rtp_prompts_rows_clean]

@@ -18,7 +18,7 @@ import pandas as pd
 from rlhf_assets.labeling.groundtruth import GroundTruthJobSpec, input_manifest, job_request
 from rlhf_assets.labeling.groundtruth_lambdas import consolidate
 from rlhf_assets.labeling.store import LabelStore
-from rlhf_assets.labeling.tasks import PairwiseTask, batch_id, build_tasks
+from rlhf_assets.labeling.tasks import PairwiseTask, batch_id, build_tasks, read_guidelines
 from tests.moto_aws import BUCKET
 from tests.servers import free_port, wait_until_serving
 
@@ -45,8 +45,9 @@ def fixed_order(count: int, seed: int = 0) -> list[bool]:
 
 def queue_tasks(store: LabelStore, count: int, overlap: int = 1, **kwargs: bool) -> list[PairwiseTask]:
     """Build tasks like `human_eval_tasks` does and register them as the active batch."""
-    tasks = build_tasks(responses_table(count, **kwargs), rlhf_first=fixed_order(count))
-    store.register_batch(tasks, batch_id(tasks), overlap, source="test")
+    guidelines = read_guidelines(None)
+    tasks = build_tasks(responses_table(count, **kwargs), rlhf_first=fixed_order(count), guidelines=guidelines)
+    store.register_batch(tasks, batch_id(tasks), overlap, source="test", guidelines=guidelines)
     return tasks
 
 

@@ -8,6 +8,9 @@ from dagster import AssetKey, materialize
 
 from rlhf_assets.checks import all_checks
 from rlhf_assets.definitions import all_assets
+from rlhf_assets.eval.degenerate_text import DEGENERATE_PROBES
+from rlhf_assets.eval.toxicity import METRICS
+from rlhf_assets.presets import TINY
 from tests.conftest import artifact_dir, forked_project, graph_resources, manifest_of, write_jsonl
 from tests.test_rtp import rtp_record
 
@@ -24,9 +27,10 @@ def test_every_check_runs_and_the_model_checks_pass_on_the_tiny_graph(graph) -> 
     assert set(evaluations) == {c.check_key.name for c in all_checks}
     toxicity_passed = evaluations.pop("toxicity_not_worse")
     assert all(evaluations.values()), evaluations
-    # Whether RLHF is significantly more toxic is a finding, not a given: the check must agree with the CI.
+    # Whether RLHF is shown no more toxic is a finding, not a given: the verdict must agree with the CIs.
     metrics = manifest_of(instance, root, "toxicity_scores").metrics
-    assert toxicity_passed == (metrics["difference_mean_toxicity_ci_low"] <= 0)
+    margins = TINY.toxicity.margins
+    assert toxicity_passed == all(metrics[f"difference_{m}_ci_high"] < getattr(margins, m) for m in METRICS)
 
 
 def test_stand_in_scorer_agrees_with_perspective_on_texts_it_never_saw(graph) -> None:
@@ -52,6 +56,18 @@ def test_toxicity_scores_follow_the_protocol_with_intervals(graph) -> None:
     table = _metadata(instance, "toxicity_scores")["toxicity_table"].value
     assert "| mean toxicity |" in table and "0.134" in table and "0.129" in table and "Stand-in" not in table
     assert "stand-in scorer" in table
+    wordless = _metadata(instance, "toxicity_scores")["wordless_continuations"].value
+    assert "| sft |" in wordless and "| rlhf |" in wordless
+    assert 0 <= metrics["rlhf_wordless_share"] <= 1
+
+
+def test_the_stand_in_scorer_rates_text_without_words_as_non_toxic(graph) -> None:
+    """Issue 16 (1): the old stand-in scored "." at 0.57; trained with wordless negatives it stays under 0.1."""
+    root, instance, _ = graph
+    probes = pd.read_parquet(artifact_dir(instance, root, "toxicity_model") / "degenerate_probes.parquet")
+    assert set(probes["text"]) == set(DEGENERATE_PROBES)
+    assert probes["detoxify_toxicity"].max() <= 0.1
+    assert manifest_of(instance, root, "toxicity_model").metrics["heldout_roc_auc"] > 0.8
 
 
 def test_eval_responses_and_automatic_preference(graph) -> None:
@@ -66,7 +82,27 @@ def test_eval_responses_and_automatic_preference(graph) -> None:
     assert outcomes["outcome"].value_counts().to_dict() == {k: v for k, v in
                                                             (("win", counts["wins"]), ("tie", counts["ties"]),
                                                              ("loss", counts["losses"])) if v}
-    assert "recipe (human raters)" in _metadata(instance, "auto_preference")["outcomes"].value
+    outcomes_table = _metadata(instance, "auto_preference")["outcomes"].value
+    assert "recipe (human raters)" in outcomes_table and "reward model (optimised against)" in outcomes_table
+    assert _metadata(instance, "auto_preference")["judge"].value == "judge_model"
+
+
+def test_the_judge_is_a_second_reward_model_trained_on_pairs_no_other_model_saw(graph) -> None:
+    """Issue 16 (2): `auto_preference` used to judge with the reward model PPO maximised."""
+    root, instance, _ = graph
+    split = artifact_dir(instance, root, "preference_dataset")
+    judge_pairs = pd.read_parquet(split / "judge_train.parquet")
+    train, test = (pd.read_parquet(split / f"{name}.parquet") for name in ("train", "test"))
+    assert len(judge_pairs) > 200
+    assert not set(judge_pairs["prompt"]) & (set(train["prompt"]) | set(test["prompt"]))
+    judge = manifest_of(instance, root, "judge_model")
+    assert judge.config["train_split"] == "judge_train" and judge.counts["eval_pairs"] == 222
+    assert judge.metrics["eval_accuracy"] > 0.5
+    preference = manifest_of(instance, root, "auto_preference")
+    spread = pd.read_parquet(artifact_dir(instance, root, "auto_preference") / "outcomes.parquet")
+    scores = pd.concat([spread["sft_score"], spread["rlhf_score"]])
+    assert preference.metrics["tie_margin_score"] == pytest.approx(0.25 * scores.std(ddof=0), rel=1e-6)
+    assert 0 <= preference.metrics["sign_test_p"] <= 1
 
 
 def test_a_policy_that_does_not_beat_sft_blocks_its_evaluation(graph, tmp_path: Path) -> None:
@@ -117,7 +153,8 @@ def test_challenging_only_prompts_and_a_configured_judge(graph, tmp_path: Path) 
     assert len(prompts) == 50 and prompts["challenging"].all() and prompts["prompt_text"].is_unique
     assert preference.config["evaluation"]["judge"] == judge and preference.config["evaluation"]["tie_margin"] == 0.5
     baseline = manifest_of(graph_instance, root, "auto_preference")
-    assert preference.counts["ties"] > baseline.counts["ties"], "a wider margin ties more"
+    # The optimised-against reward model scores the same responses in both runs: 0.5 SD ties more than 0.25 SD.
+    assert preference.counts["rm_ties"] > baseline.counts["rm_ties"], "a wider margin ties more"
 
 
 def test_a_missing_detoxify_checkpoint_fails_naming_the_file(graph, tmp_path: Path) -> None:
@@ -134,3 +171,14 @@ def test_a_missing_detoxify_checkpoint_fails_naming_the_file(graph, tmp_path: Pa
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert f"{missing}: Detoxify checkpoint not found" in str(failure.event_specific_data.error)
     assert manifest_of(instance, root, "toxicity_model") == before
+
+
+def test_every_evaluation_asset_opens_with_a_readable_summary(graph) -> None:
+    """Issue 16 (5): a short markdown summary first (estimate [CI], n, seed, the recipe beside ours)."""
+    _, instance, _ = graph
+    for asset in ("ppo_policy", "eval_responses", "toxicity_model", "toxicity_scores", "auto_preference"):
+        metadata = _metadata(instance, asset)
+        assert next(iter(metadata)) == "summary", asset
+        assert "0.0000" not in metadata["summary"].value, f"{asset}: digits the interval does not support"
+    assert "Recipe: SFT 0.134, RLHF 0.129" in _metadata(instance, "toxicity_scores")["summary"].value
+    assert "Recipe (human raters): 30 / 54 / 16" in _metadata(instance, "auto_preference")["summary"].value

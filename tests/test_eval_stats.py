@@ -1,11 +1,15 @@
 """Evaluation statistics against hand-computed values: toxicity metrics, Wilson intervals, judge, AUC."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from rlhf_assets.eval.bootstrap import bootstrap_mean
 from rlhf_assets.eval.classifier_quality import correlations, roc_auc
 from rlhf_assets.eval.degeneracy import response_stats
+from rlhf_assets.eval.degenerate_text import wordless_as_non_toxic
 from rlhf_assets.eval.preference import judge_by_margin, summarize_outcomes, wilson_interval
+from rlhf_assets.eval.reporting import interval_text
 from rlhf_assets.eval.toxicity import per_prompt, summarize
 
 
@@ -67,3 +71,39 @@ def test_response_stats_flag_empty_and_repeated_answers() -> None:
     stats = response_stats(["hello there", "", "hello there", "a b c d"])
     assert stats.empty_share == 0.25 and stats.duplicate_share == 0.25
     assert stats.mean_words == pytest.approx((2 + 0 + 2 + 4) / 4)
+    assert stats.short_share == 0.75
+
+
+def test_punctuation_and_digits_count_as_empty() -> None:
+    """Issue 16 (4): "." used to count as a non-empty answer of one word."""
+    stats = response_stats([".", "!!", "42", "  ", "I can help with that today."])
+    assert stats.empty_share == 0.8 and stats.short_share == 0.8
+    assert stats.mean_words == pytest.approx(6 / 5)
+
+
+def test_the_bootstrap_resamples_prompts_so_clustered_samples_widen_the_interval() -> None:
+    """k continuations of one prompt are not k independent observations: with prompt-level clusters (samples of a
+    prompt alike, prompts different) the interval over prompts is about sqrt(k) wider than a naive interval that
+    treats every continuation as independent."""
+    rng = np.random.default_rng(0)
+    prompt_level = rng.uniform(0, 1, size=100)
+    rows = [{"prompt_id": p, "model": model, "sample": k, "toxicity": float(prompt_level[p]) + shift}
+            for p in range(100) for model, shift in (("sft", 0.0), ("rlhf", 0.01)) for k in range(4)]
+    summary = summarize(pd.DataFrame(rows))
+    clustered = summary.per_model["sft"]["mean_toxicity"]
+    naive = bootstrap_mean(np.repeat(prompt_level, 4))
+    assert (clustered.high - clustered.low) / (naive.high - naive.low) == pytest.approx(2.0, rel=0.15)
+    difference = summary.difference["mean_toxicity"]
+    assert difference.low == pytest.approx(0.01) and difference.high == pytest.approx(0.01), "paired by prompt"
+
+
+def test_intervals_are_printed_to_the_precision_they_support() -> None:
+    assert interval_text(0.1291847362, 0.1188, 0.1402) == "0.129 [0.119, 0.140]"
+    assert interval_text(0.27, 0.2, 0.34, signed=True) == "+0.27 [+0.20, +0.34]"
+    assert interval_text(0.84, 0.755, 0.905, percent=True) == "84% [76%, 90%]"
+    assert interval_text(0.0021, -0.0102, 0.0144, signed=True) == "+0.002 [-0.010, +0.014]"
+
+
+def test_the_stand_in_rule_zeroes_only_text_without_a_letter() -> None:
+    texts = ["", "!!!", "42", "you idiot", "a"]
+    assert wordless_as_non_toxic(texts, [0.3, 0.26, 0.2, 0.9, 0.1]) == [0.0, 0.0, 0.0, 0.9, 0.1]

@@ -11,6 +11,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance, DagsterInvalidConfigError, materialize
 
 from rlhf_assets.definitions import all_assets
+from rlhf_assets.eval.preference import wilson_interval
 from rlhf_assets.presets import PROJECT_ROOT
 from tests.conftest import artifact_dir, graph_resources, hh_row, manifest_of, write_jsonl
 
@@ -41,9 +42,12 @@ def test_every_asset_materializes_with_ui_metadata(graph) -> None:
 
 def test_reward_model_beats_chance_on_held_out_pairs(graph) -> None:
     root, instance, _ = graph
-    reward = manifest_of(instance, root, "reward_model")
-    assert reward.counts["eval_pairs"] == 222
-    assert reward.metrics["eval_accuracy"] > 0.60
+    """Beats chance by its 95% interval, not by a hand-picked accuracy: 222 held-out pairs resolve about ±0.065."""
+    for asset in ("reward_model", "judge_model"):
+        reward = manifest_of(instance, root, asset)
+        assert reward.counts["eval_pairs"] == 222
+        correct = round(reward.metrics["eval_accuracy"] * 222)
+        assert wilson_interval(correct, 222).low > 0.5, f"{asset}: {correct} of 222 pairs"
 
 
 def test_eval_prompts_are_held_out_from_training(graph) -> None:

@@ -23,7 +23,7 @@ from rlhf_assets.labeling.groundtruth import (
     worker_template,
 )
 from rlhf_assets.labeling.groundtruth_lambdas import LambdaEventError, consolidate, pre_annotation
-from rlhf_assets.labeling.tasks import Choice, build_tasks
+from rlhf_assets.labeling.tasks import Choice, build_tasks, read_guidelines
 from tests.labeling_helpers import (
     ATTRIBUTE,
     crowd_answer,
@@ -34,6 +34,7 @@ from tests.labeling_helpers import (
 )
 from tests.moto_aws import BUCKET
 
+GUIDELINES = read_guidelines(None)
 SPEC = GroundTruthJobSpec(
     job_name="rlhf-eval-test", s3_prefix=f"s3://{BUCKET}/human-eval/", workers_per_task=2,
     role_arn="arn:aws:iam::123456789012:role/gt",
@@ -46,12 +47,23 @@ SPEC = GroundTruthJobSpec(
 def test_worker_template_escapes_hostile_text() -> None:
     task = build_tasks(responses_table(1, hostile_first=True), rlhf_first=fixed_order(1, 0))[0]
     for autoescape in (True, False):  # Ground Truth autoescapes; the template's explicit `escape` holds without it
-        page = Environment(autoescape=autoescape).from_string(worker_template()).render(
+        page = Environment(autoescape=autoescape).from_string(worker_template(GUIDELINES)).render(
             task={"input": pre_annotation({"dataObject": json.loads(input_manifest([task]))})["taskInput"]})
         assert "<script>window" not in page and "<img src=x" not in page and "<b>bold" not in page
         assert "&lt;script&gt;window.__pwned" in page and "&amp;lt;" not in page
     for name in ("prefer_a", "prefer_b", "tie", "comment"):
-        assert f'name="{name}"' in worker_template()
+        assert f'name="{name}"' in worker_template(GUIDELINES)
+
+
+def test_the_worker_template_shows_the_batch_guidelines_escaped() -> None:
+    """Issue 16 (8): workers read the content warning and the guidelines; markup or Liquid in them stays text."""
+    page = worker_template(GUIDELINES)
+    assert "Content warning: some conversations come from red-teaming" in page
+    assert "Worked examples:" in page and "<!-- GUIDELINES -->" not in page
+    hostile = worker_template("Warning <script>x()</script>\n\n{{ task.input.prompt }} and {% raw %}")
+    assert "<script>x()" not in hostile and "&lt;script&gt;" in hostile
+    assert "{{" not in hostile.split("full-instructions")[1] and "{%" not in hostile.split("full-instructions")[1]
+    assert "<p>Warning &lt;script&gt;x()&lt;/script&gt;</p>" in hostile
 
 
 def test_input_manifest_is_blinded_json_lines() -> None:
@@ -73,19 +85,19 @@ def test_start_labeling_job_uploads_to_s3_and_sends_a_valid_request(aws) -> None
         stub.add_client_error("describe_labeling_job", service_error_code="ResourceNotFound",
                               http_status_code=400, expected_params={"LabelingJobName": SPEC.job_name})
         stub.add_response("create_labeling_job", {"LabelingJobArn": arn}, expected)
-        assert start_labeling_job(sagemaker, boto3.client("s3"), SPEC, tasks) == arn
+        assert start_labeling_job(sagemaker, boto3.client("s3"), SPEC, tasks, GUIDELINES) == arn
         stub.assert_no_pending_responses()
     with Stubber(sagemaker) as stub:  # the same batch again: the existing job is returned, nothing is created
         existing = described_job(SPEC, "InProgress")
         stub.add_response("describe_labeling_job", existing, {"LabelingJobName": SPEC.job_name})
-        assert start_labeling_job(sagemaker, boto3.client("s3"), SPEC, tasks) == existing["LabelingJobArn"]
+        assert start_labeling_job(sagemaker, boto3.client("s3"), SPEC, tasks, GUIDELINES) == existing["LabelingJobArn"]
         stub.assert_no_pending_responses()
     assert expected["HumanTaskConfig"]["NumberOfHumanWorkersPerDataObject"] == 2
     s3 = boto3.client("s3")
     manifest = s3.get_object(Bucket=BUCKET, Key="human-eval/input.manifest")["Body"].read().decode()
     assert manifest == input_manifest(tasks)
     assert s3.get_object(Bucket=BUCKET, Key="human-eval/template.liquid.html")["Body"].read().decode() \
-        == worker_template()
+        == worker_template(GUIDELINES)
 
 
 def test_lambdas_and_output_parser_round_trip(aws) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -38,6 +39,10 @@ def test_tasks_are_blinded_queued_and_exported_for_ground_truth(graph) -> None:
     tasks = read_tasks(directory / "tasks.jsonl")
     assert len(tasks) == 100 and manifest.counts["tasks"] == 100
     assert 30 < sum(t.rlhf_shown_as == "A" for t in tasks) < 70  # a coin per prompt, recorded
+    guidelines = (directory / "guidelines.md").read_text()
+    assert guidelines.startswith("Content warning") and "About the same" in guidelines
+    assert manifest.config["guidelines_sha256"] == hashlib.sha256(guidelines.strip().encode()).hexdigest()
+    assert "Content warning" in (directory / "groundtruth" / "template.liquid.html").read_text()
     lines = (directory / "groundtruth" / "input.manifest").read_text().splitlines()
     assert len(lines) == 100
     for line in lines:
@@ -94,6 +99,9 @@ def test_labels_through_the_app_trigger_the_sensor_and_the_results(graph) -> Non
     table = metadata["per_prompt"].value.records
     assert len(table) == 100 and {r.data["prompt_id"]: r.data["outcome"] for r in table} == expected
     assert "| RLHF preferred | 30 / 100 | 30 / 100 |" in metadata["comparison"].value
+    tasks_config = manifest_of(instance, root, "human_eval_tasks").config
+    assert tasks_config["guidelines_sha256"] in metadata["guidelines"].value, "which guidelines produced the labels"
+    assert next(iter(metadata)) == "summary" and "Recipe: 30 / 54 / 16" in metadata["summary"].value
 
     # Over-filling is refused at the door (issue 15, item 6); should a label get past it (a database written
     # before that check), only the earliest `overlap` labels of a task count, and the excess is reported.

@@ -59,12 +59,12 @@ def test_blinding_comes_from_a_secret_and_task_ids_reveal_nothing() -> None:
 def test_registering_the_same_responses_again_keeps_the_first_order_and_its_labels(store: LabelStore) -> None:
     frame = responses_table(6)
     first = build_tasks(frame)
-    stored = store.register_batch(first, batch_id(first), 1, source="test")
+    stored = store.register_batch(first, batch_id(first), 1, source="test", guidelines="test guidelines")
     assert stored == first
     store.add_annotator("a")
     store.submit("a", first[0].task_id, "A")
     redrawn = build_tasks(frame)
-    assert store.register_batch(redrawn, batch_id(redrawn), 1, source="test") == first
+    assert store.register_batch(redrawn, batch_id(redrawn), 1, source="test", guidelines="test guidelines") == first
     assert store.progress(batch_id(first)).tasks == 6 and len(store.labels(batch_id(first))) == 1
 
 
@@ -152,9 +152,9 @@ def test_reregistering_a_batch_keeps_its_labels_and_switches_the_active_batch(st
     store.submit("a", old[0].task_id, "A")
     old_batch = store.active_batch()
     new = build_tasks(responses_table(5), rlhf_first=fixed_order(5, 0))
-    store.register_batch(new, batch_id(new), 1, source="test")
+    store.register_batch(new, batch_id(new), 1, source="test", guidelines="test guidelines")
     assert store.active_batch() == batch_id(new) != old_batch
-    store.register_batch(old, old_batch, 1, source="test")
+    store.register_batch(old, old_batch, 1, source="test", guidelines="test guidelines")
     assert store.active_batch() == old_batch
     assert len(store.labels(old_batch)) == 1
 
@@ -184,8 +184,32 @@ def test_labels_only_where_leased_or_still_open_in_the_active_batch(store: Label
         store.submit("b", tasks[0].task_id, "B")
     store.submit("b", tasks[1].task_id, "tie")  # never offered, but open: no labels, no other lease
     newer = build_tasks(responses_table(3), rlhf_first=fixed_order(3, 5))
-    store.register_batch(newer, batch_id(newer), 1, source="test")
+    store.register_batch(newer, batch_id(newer), 1, source="test", guidelines="test guidelines")
     with pytest.raises(LabelError, match="no longer the active batch") as inactive:
         store.submit("a", tasks[1].task_id, "A")
     assert inactive.value.status == 409
     assert [label.task_id for label in store.labels(batch)] == [tasks[0].task_id, tasks[1].task_id]
+
+
+def test_guidelines_are_recorded_with_the_batch_and_acknowledged_once(store: LabelStore) -> None:
+    """Issue 16 (8): the text annotators read is kept with the batch; other guidelines make another batch."""
+    frame = responses_table(3)
+    tasks = build_tasks(frame, guidelines="Judge helpfulness.")
+    store.register_batch(tasks, batch_id(tasks), 1, source="test", guidelines="Judge helpfulness.")
+    assert store.guidelines(batch_id(tasks)) == "Judge helpfulness."
+    assert batch_id(build_tasks(frame, guidelines="Judge harmlessness.")) != batch_id(tasks)
+    assert batch_id(build_tasks(frame, guidelines="Judge helpfulness.")) == batch_id(tasks)
+    store.add_annotator("a")
+    assert not store.has_acknowledged("a", batch_id(tasks))
+    store.acknowledge("a", batch_id(tasks))
+    store.acknowledge("a", batch_id(tasks))
+    assert store.has_acknowledged("a", batch_id(tasks))
+
+
+def test_a_database_from_before_guidelines_gains_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE batches (batch_id TEXT PRIMARY KEY, overlap INTEGER NOT NULL, source TEXT NOT NULL, "
+                   "registered_at REAL NOT NULL, active INTEGER NOT NULL DEFAULT 0)")
+        db.execute("INSERT INTO batches VALUES ('b1', 1, 'x', 0, 1)")
+    assert LabelStore(path).guidelines("b1") == ""

@@ -43,8 +43,14 @@ def test_missing_or_wrong_token_is_refused_and_sees_no_task(store: LabelStore) -
         assert unconfirmed.status_code == 200 and "Sign in as alice?" in unconfirmed.text.replace(
             '<span id="account">', "").replace("</span>", "")
         assert "set-cookie" not in unconfirmed.headers and not session.cookies, "a link alone signs nobody in"
-        assert session.post(url + "/login", data={"token": token, "confirm": "yes"}, timeout=10).status_code == 200
-        assert "question 0" in session.get(url + "/", timeout=10).text
+        first_page = session.post(url + "/login", data={"token": token, "confirm": "yes"}, timeout=10)
+        assert first_page.status_code == 200 and "question 0" not in first_page.text
+        assert "Content warning" in first_page.text and "Worked examples" in first_page.text, "guidelines first"
+        assert "question 0" in session.post(url + "/guidelines", timeout=10).text
+        assert "question 0" in session.get(url + "/", timeout=10).text, "acknowledged once per batch"
+        assert "Back to labelling" in session.get(url + "/guidelines", timeout=10).text
+        guidelines = requests.get(url + "/api/guidelines", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert guidelines.json()["guidelines"] == store.guidelines(store.active_batch())
         assert "content-security-policy" in page.headers
     assert store.labels(store.active_batch()) == []
 

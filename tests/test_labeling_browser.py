@@ -26,11 +26,18 @@ def _wait_for_task(driver, previous: str | None = None) -> str:
 
 
 def _sign_in(driver, url: str, token: str, name: str) -> None:
-    """Open the coordinator's link and confirm the account it names (a link alone signs nobody in)."""
+    """Open the coordinator's link and confirm the account it names (a link alone signs nobody in); on the first
+    visit to a batch, read the content warning and guidelines and start."""
     driver.get(f"{url}/login#token={token}")
     button = WebDriverWait(driver, 15).until(expected_conditions.element_to_be_clickable((By.ID, "confirm")))
     assert driver.find_element(By.ID, "account").text == name
     button.click()
+    shown = WebDriverWait(driver, 15).until(
+        lambda d: d.find_elements(By.ID, "start") or d.find_elements(By.ID, "label-form") or d.find_elements(
+            By.ID, "done"))
+    if shown[0].get_attribute("id") == "start":
+        assert driver.find_element(By.ID, "content-warning").text.startswith("Content warning")
+        shown[0].click()
 
 
 def _press(driver, key: str) -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from rlhf_assets.data.hh import read_jsonl, to_preference_pairs
-from rlhf_assets.data.split import choose_eval_prompts, is_test_prompt, split_pairs
+from rlhf_assets.data.split import choose_eval_prompts, is_judge_prompt, is_test_prompt, split_pairs
 
 
 @pytest.fixture(scope="module")
@@ -45,3 +45,16 @@ def test_too_few_held_out_prompts_is_a_clear_error(pairs) -> None:
     _, test = split_pairs(pairs, 0.01)
     with pytest.raises(ValueError, match="distinct held-out prompts, 100 eval prompts requested"):
         choose_eval_prompts(test, 100, 0)
+
+
+def test_the_judge_split_is_disjoint_from_train_and_test_and_stable(pairs) -> None:
+    """Issue 16 (2): the independent judge trains on prompts that neither the RM/SFT/PPO side nor the test side
+    holds; the buckets sit just above the test buckets, so the test side is the same with or without a judge."""
+    train, test = split_pairs(pairs, 0.1)
+    judge = [p for p in train if is_judge_prompt(p.prompt, 0.1, 0.2)]
+    rest = [p for p in train if not is_judge_prompt(p.prompt, 0.1, 0.2)]
+    prompts = [{p.prompt for p in side} for side in (rest, test, judge)]
+    assert all(a.isdisjoint(b) for i, a in enumerate(prompts) for b in prompts[i + 1:])
+    assert 0.15 < len(judge) / len(pairs) < 0.25
+    assert not any(is_judge_prompt(p.prompt, 0.1, 0.2) for p in test)
+    assert not any(is_judge_prompt(p.prompt, 0.1, 0.0) for p in pairs), "judge_fraction 0: no judge split"

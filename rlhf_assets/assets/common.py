@@ -64,14 +64,16 @@ def manifest_output(
     )
     location = store.resolve(uri)
     context.log.info(f"published {name} to {location}")
+    extra = dict(metadata or {})
     shown = {
+        **({"summary": extra.pop("summary")} if "summary" in extra else {}),  # a reader's first line in the UI
         "artifact": MetadataValue.text(uri),
         "artifact_uri": MetadataValue.path(location),
         "content_hash": MetadataValue.text(content_hash),
         "preset": MetadataValue.text(preset),
         **{k: MetadataValue.int(v) for k, v in manifest.counts.items()},
         **{k: MetadataValue.float(v) for k, v in manifest.metrics.items()},
-        **(metadata or {}),
+        **extra,
     }
     return Output(manifest, data_version=DataVersion(content_hash), metadata=shown)
 

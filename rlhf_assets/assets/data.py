@@ -21,7 +21,7 @@ from rlhf_assets.data.hh import (
     to_preference_pairs,
 )
 from rlhf_assets.data.sources import describe_source, iter_source_records
-from rlhf_assets.data.split import choose_eval_prompts, split_pairs
+from rlhf_assets.data.split import choose_eval_prompts, is_judge_prompt, split_pairs
 from rlhf_assets.resources import ArtifactStoreResource
 from rlhf_assets.storage import Manifest
 
@@ -39,10 +39,13 @@ class HHRawConfig(PresetConfig):
 
 
 class PreferenceConfig(PresetConfig):
-    """How `preference_dataset` splits prompts into train and test."""
+    """How `preference_dataset` splits prompts into train, test and the independent judge's share."""
 
     test_fraction: float | None = Field(
         default=None, gt=0.0, lt=1.0, description="Override the preset's held-out share of prompts"
+    )
+    judge_fraction: float | None = Field(
+        default=None, ge=0.0, lt=0.5, description="Override the preset's share of prompts kept for the judge"
     )
 
 
@@ -133,6 +136,10 @@ def _drop_table(report: MappingReport) -> MetadataValue:
     return MetadataValue.md("\n".join(lines))
 
 
+# The independent judge's training pairs (`judge_model`), disjoint from train and test by prompt.
+JUDGE_SPLIT = "judge_train"
+
+
 @asset(code_version=CODE_VERSION, group_name="data", kinds={"pandas", "parquet"})
 def preference_dataset(
     context: AssetExecutionContext, config: PreferenceConfig, artifacts: ArtifactStoreResource, hh_raw: Manifest
@@ -144,21 +151,27 @@ def preference_dataset(
     """
     preset = config.resolved_preset()
     test_fraction = config.test_fraction or preset.data.test_fraction
+    judge_fraction = preset.data.judge_fraction if config.judge_fraction is None else config.judge_fraction
     pairs, report = to_preference_pairs(_read_raw(hh_raw, artifacts), source=hh_raw.config["source"])
     if not pairs:
         raise DataError(hh_raw.config["source"], None, None, "no usable preference pairs after dropping irregular rows")
     train, test = split_pairs(pairs, test_fraction)
-    frames = {name: pd.DataFrame([p.as_row() for p in side]) for name, side in (("train", train), ("test", test))}
-    if frames["test"].empty or frames["train"].empty:
-        raise ValueError(f"test_fraction {test_fraction} leaves an empty split ({len(train)} train, {len(test)} test)")
+    judge = [pair for pair in train if is_judge_prompt(pair.prompt, test_fraction, judge_fraction)]
+    train = [pair for pair in train if not is_judge_prompt(pair.prompt, test_fraction, judge_fraction)]
+    sides = (("train", train), ("test", test), *(((JUDGE_SPLIT, judge),) if judge_fraction > 0 else ()))
+    frames = {name: pd.DataFrame([p.as_row() for p in side]) for name, side in sides}
+    if any(frame.empty for frame in frames.values()):
+        raise ValueError(f"test_fraction {test_fraction} and judge_fraction {judge_fraction} leave an empty split "
+                         f"({len(train)} train, {len(test)} test, {len(judge)} judge)")
     with tempfile.TemporaryDirectory() as tmp:
         for name, frame in frames.items():
             frame.to_parquet(Path(tmp) / f"{name}.parquet", index=False)
         return publish(
             context, artifacts.store(), Path(tmp), preset=preset.name,
-            config={"test_fraction": test_fraction, "columns": list(RM_STATIC_COLUMNS)},
-            counts={"train_rows": len(train), "test_rows": len(test), "kept_rows": report.kept,
-                    "dropped_rows": sum(report.dropped.values())},
+            config={"test_fraction": test_fraction, "judge_fraction": judge_fraction,
+                    "columns": list(RM_STATIC_COLUMNS)},
+            counts={"train_rows": len(train), "test_rows": len(test), "judge_rows": len(judge),
+                    "kept_rows": report.kept, "dropped_rows": sum(report.dropped.values())},
             metadata={
                 "dropped_by_reason": _drop_table(report),
                 "length_stats": _length_stats(pd.concat(frames.values())),

@@ -86,8 +86,9 @@ class ToxicityScoresConfig(StepConfig):
 class AutoPreferenceConfig(StepConfig):
     """The automatic judge's settings."""
 
-    tie_margin: float | None = Field(default=None, ge=0.0, description="Override the score margin counted as a tie")
-    judge: str | None = Field(default=None, description="Judge model (hub id or directory); default: the RM")
+    tie_margin: float | None = Field(default=None, ge=0.0, description="Override the tie margin, in standard "
+                                     "deviations of the judge's scores on the eval responses")
+    judge: str | None = Field(default=None, description="Judge model (hub id or directory); default: judge_model")
 
 
 @asset(code_version=CODE_VERSION, group_name="evaluation", kinds={"pandas", "parquet"})
@@ -228,15 +229,19 @@ def auto_preference(
     artifacts: ArtifactStoreResource,
     eval_responses: Manifest,
     reward_model: Manifest,
+    judge_model: Manifest,
 ) -> Output[Manifest]:
-    """Automatic pairwise judgement of RLHF vs SFT on the eval prompts: win / tie / loss with Wilson CIs."""
+    """Automatic pairwise judgement of RLHF vs SFT on the eval prompts by an independent judge (`judge_model`, or
+    a configured one): win / tie / loss with Wilson CIs and a sign test. The reward model PPO was optimised
+    against is shown beside it, labelled as such, never as the verdict."""
     preset = config.resolved_preset()
     updates = {"tie_margin": config.tie_margin, "judge": config.judge}
     evaluation = EvalSpec.model_validate(
         {**preset.evaluation.model_dump(), **{k: v for k, v in updates.items() if v is not None}})
     return run_step_and_publish(
         context, step="auto_preference", preset=preset, config=config,
-        step_config={"evaluation": evaluation.model_dump(), "reward": preset.reward.model_dump()},
-        inputs={"eval_responses": eval_responses, "reward_model": reward_model},
+        step_config={"evaluation": evaluation.model_dump(), "reward": preset.reward.model_dump(),
+                     "judge": preset.judge.model_dump()},
+        inputs={"eval_responses": eval_responses, "reward_model": reward_model, "judge_model": judge_model},
         compute=compute, artifacts=artifacts,
     )

@@ -5,6 +5,7 @@ Truth job); the `human_eval_labels_complete` sensor requests `human_eval_results
 labels. Both are light work in the Dagster process: no step program, no GPU.
 """
 
+import hashlib
 import json
 import tempfile
 from enum import Enum
@@ -17,8 +18,17 @@ from pydantic import Field
 from rlhf_assets.assets.common import CODE_VERSION, PresetConfig, preview_table, publish
 from rlhf_assets.eval.human_preference import JudgedLabel, summarize_human_preference
 from rlhf_assets.eval.preference import RECIPE_REFERENCE, PreferenceSummary
+from rlhf_assets.eval.reporting import interval_text
 from rlhf_assets.labeling.groundtruth import input_manifest, parse_output_manifest, start_labeling_job, worker_template
-from rlhf_assets.labeling.tasks import Choice, PairwiseTask, batch_id, build_tasks, read_tasks, write_tasks
+from rlhf_assets.labeling.tasks import (
+    Choice,
+    PairwiseTask,
+    batch_id,
+    build_tasks,
+    read_guidelines,
+    read_tasks,
+    write_tasks,
+)
 from rlhf_assets.presets import HumanEvalSpec
 from rlhf_assets.resources import ArtifactStoreResource, LabelingResource
 from rlhf_assets.storage import Manifest
@@ -27,6 +37,7 @@ RESPONSES_FILE = "responses.parquet"  # eval_responses' table (steps/eval_respon
 TASKS_FILE = "tasks.jsonl"
 GT_MANIFEST_FILE = "groundtruth/input.manifest"
 GT_TEMPLATE_FILE = "groundtruth/template.liquid.html"
+GUIDELINES_FILE = "guidelines.md"
 LABELS_FILE = "labels.parquet"
 PER_PROMPT_FILE = "per_prompt.parquet"
 
@@ -43,10 +54,13 @@ class HumanEvalTasksConfig(PresetConfig):
 
     overlap: int | None = Field(default=None, ge=1, le=9, description="Override annotators per prompt")
     channel: LabelingChannel | None = Field(default=None, description="app (local web app) or ground_truth")
+    guidelines_file: str | None = Field(default=None, description="Override the annotator guidelines file "
+                                        "(plain text, content warning first); recorded with the batch")
 
     def spec(self) -> HumanEvalSpec:
         preset = self.resolved_preset().human_eval
-        updates = {"overlap": self.overlap, "channel": self.channel and self.channel.value}
+        updates = {"overlap": self.overlap, "channel": self.channel and self.channel.value,
+                   "guidelines_file": self.guidelines_file}
         return HumanEvalSpec.model_validate(
             {**preset.model_dump(), **{k: v for k, v in updates.items() if v is not None}})
 
@@ -74,11 +88,14 @@ def human_eval_tasks(
     spec = config.spec()
     store = artifacts.store()
     responses = pd.read_parquet(store.local_path(eval_responses.uri) / RESPONSES_FILE)
-    tasks = build_tasks(responses)
+    guidelines = read_guidelines(spec.guidelines_file)
+    guidelines_sha256 = hashlib.sha256(guidelines.encode()).hexdigest()
+    tasks = build_tasks(responses, guidelines=guidelines)
     batch = batch_id(tasks)
     extra: dict[str, MetadataValue] = {}
     if spec.channel == LabelingChannel.app.value:
-        tasks = labeling.store().register_batch(tasks, batch, spec.overlap, source=eval_responses.uri)
+        tasks = labeling.store().register_batch(tasks, batch, spec.overlap, source=eval_responses.uri,
+                                                guidelines=guidelines)
         context.log.info(f"queued {len(tasks)} tasks (batch {batch}, overlap {spec.overlap}) in {labeling.db_path}")
         extra["how_to_label"] = MetadataValue.md(
             f"Tasks are queued in `{labeling.db_path}`. Start the app with `rlhf-assets label --port 8080`, add "
@@ -88,7 +105,7 @@ def human_eval_tasks(
     else:
         job_name = f"rlhf-eval-{batch}"
         gt_spec = labeling.ground_truth_spec(job_name, spec.overlap)
-        arn = start_labeling_job(labeling.sagemaker_client(), labeling.s3_client(), gt_spec, tasks)
+        arn = start_labeling_job(labeling.sagemaker_client(), labeling.s3_client(), gt_spec, tasks, guidelines)
         context.log.info(f"started Ground Truth labeling job {job_name} ({arn})")
         job = {"job_name": job_name, "job_arn": arn, "label_attribute": gt_spec.label_attribute}
         extra["labeling_job_arn"] = MetadataValue.text(arn)
@@ -98,11 +115,12 @@ def human_eval_tasks(
         write_tasks(tasks, directory / TASKS_FILE)
         (directory / "groundtruth").mkdir()
         (directory / GT_MANIFEST_FILE).write_text(input_manifest(tasks), encoding="utf-8")
-        (directory / GT_TEMPLATE_FILE).write_text(worker_template(), encoding="utf-8")
+        (directory / GT_TEMPLATE_FILE).write_text(worker_template(guidelines), encoding="utf-8")
+        (directory / GUIDELINES_FILE).write_text(guidelines + "\n", encoding="utf-8")
         blinded = pd.DataFrame([task.blinded() for task in tasks])
         return publish(
             context, store, directory, preset=config.resolved_preset().name,
-            config={**spec.model_dump(), "batch_id": batch, **job},
+            config={**spec.model_dump(), "batch_id": batch, "guidelines_sha256": guidelines_sha256, **job},
             counts={"tasks": len(tasks), "required_labels": len(tasks) * spec.overlap,
                     "rlhf_shown_as_a": sum(task.rlhf_shown_as == "A" for task in tasks)},
             metadata={"batch_id": MetadataValue.text(batch), "channel": MetadataValue.text(spec.channel),
@@ -202,6 +220,7 @@ def human_eval_results(
         return publish(
             context, store, directory, preset=human_eval_tasks.preset,
             config={"batch_id": human_eval_tasks.config["batch_id"], "channel": human_eval_tasks.config["channel"],
+                    "guidelines_sha256": human_eval_tasks.config["guidelines_sha256"],
                     "allow_partial": config.allow_partial},
             counts={"wins": prompts.wins, "ties": prompts.ties, "losses": prompts.losses, "prompts": prompts.total,
                     "labels": len(labels), "excess_labels": excess, "annotators": result.annotators,
@@ -209,10 +228,24 @@ def human_eval_results(
                     "label_wins": result.labels.wins, "label_ties": result.labels.ties,
                     "label_losses": result.labels.losses},
             metrics=metrics,
-            metadata={"batch_id": MetadataValue.text(human_eval_tasks.config["batch_id"]),
+            metadata={"summary": MetadataValue.md(
+                          f"**Human raters**, {prompts.total} prompts, {result.annotators} annotator(s): RLHF "
+                          f"{prompts.wins} wins / {prompts.ties} ties / {prompts.losses} losses; preferred or tied "
+                          f"{interval_text(win_or_tie.estimate, win_or_tie.low, win_or_tie.high, percent=True)}; "
+                          f"sign test p = {result.sign_test_p:.2g}. Recipe: {reference['wins']} / "
+                          f"{reference['ties']} / {reference['losses']}, 84% preferred or tied."),
+                      "batch_id": MetadataValue.text(human_eval_tasks.config["batch_id"]),
+                      "guidelines": MetadataValue.md(_guidelines_note(human_eval_tasks)),
                       "comparison": MetadataValue.md(comparison),
                       "per_prompt": _per_prompt_table(per_prompt)},
         )
+
+
+def _guidelines_note(tasks: Manifest) -> str:
+    """Which guidelines the labels were given under: their hash and where the text is kept."""
+    source = tasks.config["guidelines_file"] or "the default rlhf_assets/labeling/guidelines.md"
+    return (f"Labels given under the guidelines with SHA-256 `{tasks.config['guidelines_sha256']}` "
+            f"(from {source}; the text is `{GUIDELINES_FILE}` in the `human_eval_tasks` artifact).")
 
 
 def _per_prompt_table(frame: pd.DataFrame) -> MetadataValue:

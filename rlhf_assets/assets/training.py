@@ -1,16 +1,18 @@
 """Model assets: the base model, the SFT checkpoint and the reward model, each computed by a step program."""
 
 
+from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
-from dagster import AssetExecutionContext, Output, asset
+from dagster import AssetExecutionContext, AssetsDefinition, Output, asset
 from pydantic import Field
 
 from rlhf_assets.assets.common import CODE_VERSION
+from rlhf_assets.assets.data import JUDGE_SPLIT
 from rlhf_assets.assets.step_runs import StepConfig, run_step_and_publish
 from rlhf_assets.compute.backend import ComputeBackend
-from rlhf_assets.presets import PPOSpec, RewardSpec, TrainSpec
+from rlhf_assets.presets import PPOSpec, Preset, RewardSpec, TrainSpec
 from rlhf_assets.resources import ArtifactStoreResource
 from rlhf_assets.storage import Manifest
 
@@ -87,22 +89,38 @@ def sft_model(
                             compute=compute, artifacts=artifacts)
 
 
-@asset(code_version=CODE_VERSION, group_name="models", kinds={"pytorch", "trl"}, pool=GPU_POOL)
-def reward_model(
-    context: AssetExecutionContext,
-    config: RewardModelConfig,
-    compute: ComputeBackend,
-    artifacts: ArtifactStoreResource,
-    sft_model: Manifest,
-    preference_dataset: Manifest,
-) -> Output[Manifest]:
-    """The reward model: trained from the SFT checkpoint on chosen/rejected pairs (TRL RewardTrainer), or a
-    published trlx reward model such as `Dahoas/gptj-rm-static`; scored by held-out pairwise accuracy."""
-    preset = config.resolved_preset()
-    step_config = {"reward": config.apply(preset.reward), "force_memory_plan": config.force_memory_plan}
-    return run_step_and_publish(context, config=config, step="reward", preset=preset, step_config=step_config,
-                            inputs={"sft_model": sft_model, "preference": preference_dataset},
-                            compute=compute, artifacts=artifacts)
+def _reward_asset(name: str, train_split: str, spec_of: Callable[[Preset], RewardSpec], doc: str) -> AssetsDefinition:
+    """A reward-model asset: the reward step from the SFT checkpoint on one split of the preference data."""
+
+    @asset(name=name, code_version=CODE_VERSION, group_name="models", kinds={"pytorch", "trl"}, pool=GPU_POOL,
+           description=doc)
+    def reward_asset(
+        context: AssetExecutionContext,
+        config: RewardModelConfig,
+        compute: ComputeBackend,
+        artifacts: ArtifactStoreResource,
+        sft_model: Manifest,
+        preference_dataset: Manifest,
+    ) -> Output[Manifest]:
+        preset = config.resolved_preset()
+        step_config = {"reward": config.apply(spec_of(preset)), "train_split": train_split,
+                       "force_memory_plan": config.force_memory_plan}
+        return run_step_and_publish(context, config=config, step="reward", preset=preset, step_config=step_config,
+                                    inputs={"sft_model": sft_model, "preference": preference_dataset},
+                                    compute=compute, artifacts=artifacts)
+
+    return reward_asset
+
+
+reward_model = _reward_asset(
+    "reward_model", "train", lambda preset: preset.reward,
+    "The reward model: trained from the SFT checkpoint on chosen/rejected pairs (TRL RewardTrainer), or a "
+    "published trlx reward model such as `Dahoas/gptj-rm-static`; scored by held-out pairwise accuracy.")
+judge_model = _reward_asset(
+    "judge_model", JUDGE_SPLIT, lambda preset: preset.judge,
+    "The independent judge of `auto_preference`: a second reward model, trained like `reward_model` but on the "
+    "judge split of the preference data, which no other model sees. PPO is optimised against `reward_model`, so "
+    "that model's verdict on the policy is biased; this one's is not. Scored on the same held-out pairs.")
 
 
 class PolicyOptimizer(Enum):

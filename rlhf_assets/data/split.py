@@ -26,6 +26,13 @@ def is_test_prompt(prompt: str, test_fraction: float) -> bool:
     return prompt_bucket(prompt) < round(test_fraction * _BUCKETS)
 
 
+def is_judge_prompt(prompt: str, test_fraction: float, judge_fraction: float) -> bool:
+    """Whether a training-side prompt is set aside for the independent judge: the buckets just above the test
+    buckets, so the three sides are disjoint and stable as rows are added."""
+    bucket = prompt_bucket(prompt)
+    return round(test_fraction * _BUCKETS) <= bucket < round((test_fraction + judge_fraction) * _BUCKETS)
+
+
 def split_pairs(
     pairs: Sequence[PreferencePair], test_fraction: float
 ) -> tuple[list[PreferencePair], list[PreferencePair]]:

@@ -46,3 +46,14 @@ def training_negatives(count: int, seed: int, words: list[str]) -> list[str]:
         else:
             texts.append(" ".join([rng.choice(words)] * rng.randint(2, 6)))
     return texts
+
+
+def wordless_as_non_toxic(texts: list[str], scores: list[float]) -> list[float]:
+    """The stand-in scorer's explicit rule: text without a letter scores 0.
+
+    Perspective never labelled such text (RealToxicityPrompts has none), so a classifier trained on its labels
+    has no evidence about it and guessed: "!!!" got 0.26 from one training run and 0.07 from another. Text
+    with no word has no toxicity to measure; the rule says so instead of letting the guess decide a check.
+    Published Detoxify models are not changed (they were trained on text like this).
+    """
+    return [0.0 if is_empty_or_punctuation(text) else score for text, score in zip(texts, scores, strict=True)]

@@ -110,10 +110,17 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
     def page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
         return templates.TemplateResponse(request, name, context, status_code=status)
 
+    def guidelines_page(request: Request, who: str, batch: str) -> Response:
+        paragraphs = [block.strip() for block in store.guidelines(batch).split("\n\n") if block.strip()]
+        return page(request, "guidelines.html", {"annotator": who, "paragraphs": paragraphs,
+                                                  "acknowledged": store.has_acknowledged(who, batch)})
+
     def label_page(request: Request, who: str, message: str | None = None, status: int = 200) -> Response:
         batch = store.active_batch()
         if batch is None:
             return page(request, "empty.html", {"annotator": who}, status)
+        if not store.has_acknowledged(who, batch):  # the content warning and guidelines come before any pair
+            return guidelines_page(request, who, batch)
         task = store.next_task(who, batch)
         progress = store.progress(batch)
         return page(request, "label.html", {
@@ -123,6 +130,20 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
 
     async def index(request: Request) -> Response:
         return label_page(request, annotator(request, api=False))
+
+    async def guidelines(request: Request) -> Response:
+        who = annotator(request, api=False)
+        batch = store.active_batch()
+        if batch is None:
+            return page(request, "empty.html", {"annotator": who})
+        return guidelines_page(request, who, batch)
+
+    async def acknowledge(request: Request) -> Response:
+        who = annotator(request, api=False)
+        batch = store.active_batch()
+        if batch is not None:
+            store.acknowledge(who, batch)
+        return RedirectResponse("/", status_code=303)
 
     async def login_form(request: Request) -> Response:
         return page(request, "login.html", {"message": None})
@@ -191,6 +212,11 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
             return JSONResponse({"error": str(error)}, status_code=error.status)
         return Response(status_code=204)
 
+    async def api_guidelines(request: Request) -> Response:
+        annotator(request, api=True)
+        batch = store.active_batch()
+        return JSONResponse({"batch": batch, "guidelines": None if batch is None else store.guidelines(batch)})
+
     async def api_progress(request: Request) -> Response:
         who = annotator(request, api=True)
         batch = store.active_batch()
@@ -218,10 +244,12 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
     return Starlette(
         routes=[
             Route("/", index), Route("/labels", submit_form, methods=["POST"]),
+            Route("/guidelines", guidelines), Route("/guidelines", acknowledge, methods=["POST"]),
             Route("/login", login_form), Route("/login", login, methods=["POST"]),
             Route("/logout", logout, methods=["POST"]),
             Route("/api/next", api_next), Route("/api/labels", api_label, methods=["POST"]),
             Route("/api/skip", api_skip, methods=["POST"]), Route("/api/progress", api_progress),
+            Route("/api/guidelines", api_guidelines),
             Route("/healthz", healthz), Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
         ],
         middleware=[Middleware(_SecurityHeaders), Middleware(_SameOrigin)],

@@ -9,6 +9,7 @@ where the content is what the `crowd-form` submitted: `{"prefer_a": {"A": true},
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -60,9 +61,19 @@ def input_manifest(tasks: Iterable[PairwiseTask]) -> str:
                    for task in tasks)
 
 
-def worker_template() -> str:
-    """The Liquid/crowd-HTML template workers see; Ground Truth autoescapes and we escape explicitly too."""
-    return TEMPLATE_PATH.read_text(encoding="utf-8")
+GUIDELINES_MARKER = "<!-- GUIDELINES -->"
+
+
+def worker_template(guidelines: str) -> str:
+    """The Liquid/crowd-HTML template workers see, with the batch's guidelines as its full instructions.
+
+    Task text is escaped by Liquid (`| escape`) at labeling time; the guidelines are escaped here, one paragraph
+    per blank-line-separated block, and Liquid braces in them are escaped too so they cannot become template code.
+    """
+    paragraphs = [html.escape(block.strip()).replace("{", "&#123;").replace("}", "&#125;")
+                  for block in guidelines.split("\n\n") if block.strip()]
+    body = "\n".join(f"<p>{paragraph}</p>".replace("\n", "<br>") for paragraph in paragraphs)
+    return TEMPLATE_PATH.read_text(encoding="utf-8").replace(GUIDELINES_MARKER, body)
 
 
 def job_request(spec: GroundTruthJobSpec, manifest_uri: str, template_uri: str) -> dict[str, Any]:
@@ -93,7 +104,8 @@ def job_request(spec: GroundTruthJobSpec, manifest_uri: str, template_uri: str) 
     }
 
 
-def start_labeling_job(sagemaker: Any, s3: Any, spec: GroundTruthJobSpec, tasks: Sequence[PairwiseTask]) -> str:
+def start_labeling_job(sagemaker: Any, s3: Any, spec: GroundTruthJobSpec, tasks: Sequence[PairwiseTask],
+                       guidelines: str) -> str:
     """Upload the manifest and template under `spec.s3_prefix` and create the job; returns its ARN.
 
     Job names are unique per account and the name carries the batch hash, so a job that already exists is this
@@ -108,7 +120,7 @@ def start_labeling_job(sagemaker: Any, s3: Any, spec: GroundTruthJobSpec, tasks:
     prefix = prefix.strip("/")
     keys = {name: f"{prefix}/{name}" if prefix else name for name in ("input.manifest", "template.liquid.html")}
     s3.put_object(Bucket=bucket, Key=keys["input.manifest"], Body=input_manifest(tasks).encode())
-    s3.put_object(Bucket=bucket, Key=keys["template.liquid.html"], Body=worker_template().encode())
+    s3.put_object(Bucket=bucket, Key=keys["template.liquid.html"], Body=worker_template(guidelines).encode())
     request = job_request(spec, f"s3://{bucket}/{keys['input.manifest']}", f"s3://{bucket}/{keys['template.liquid.html']}")
     return sagemaker.create_labeling_job(**request)["LabelingJobArn"]
 

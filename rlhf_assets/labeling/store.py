@@ -49,6 +49,10 @@ CREATE TABLE IF NOT EXISTS assignments (
     task_id TEXT NOT NULL, annotator TEXT NOT NULL, expires_at REAL NOT NULL, PRIMARY KEY (task_id, annotator)
 );
 CREATE INDEX IF NOT EXISTS tasks_by_batch ON tasks (batch_id, position);
+CREATE TABLE IF NOT EXISTS acknowledgements (
+    batch_id TEXT NOT NULL REFERENCES batches(batch_id), annotator TEXT NOT NULL REFERENCES annotators(name),
+    acknowledged_at REAL NOT NULL, PRIMARY KEY (batch_id, annotator)
+);
 """
 
 
@@ -111,6 +115,9 @@ class LabelStore:
         with self._connect() as connection:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.executescript(_SCHEMA)
+            columns = {row["name"] for row in connection.execute("PRAGMA table_info(batches)")}
+            if "guidelines" not in columns:  # a database from before guidelines were recorded with the batch
+                connection.execute("ALTER TABLE batches ADD COLUMN guidelines TEXT NOT NULL DEFAULT ''")
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -142,17 +149,19 @@ class LabelStore:
             connection.close()
 
     def register_batch(
-        self, tasks: Sequence[PairwiseTask], batch_id: str, overlap: int, source: str
+        self, tasks: Sequence[PairwiseTask], batch_id: str, overlap: int, source: str, guidelines: str
     ) -> list[PairwiseTask]:
         """Queue a batch for the app and make it the active one; returns the batch's tasks as stored.
 
-        Registering a batch again (the same responses) keeps the tasks, their random order and their labels
-        from the first time: a fresh draw would otherwise orphan every label already given.
+        Registering a batch again (the same responses and guidelines: both go into the batch id) keeps the
+        tasks, their random order and their labels from the first time: a fresh draw would otherwise orphan
+        every label already given. The guidelines annotators are shown are stored with the batch.
         """
         with self._write() as db:
             known = db.execute("SELECT 1 FROM batches WHERE batch_id = ?", (batch_id,)).fetchone() is not None
             if not known:
-                db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, 0)", (batch_id, overlap, source, time.time()))
+                db.execute("INSERT INTO batches (batch_id, overlap, source, registered_at, active, guidelines) "
+                           "VALUES (?, ?, ?, ?, 0, ?)", (batch_id, overlap, source, time.time(), guidelines))
                 db.executemany(
                     "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [(t.task_id, batch_id, i, t.prompt_id, t.prompt, t.response_a, t.response_b, t.rlhf_shown_as)
@@ -163,6 +172,25 @@ class LabelStore:
             rows = db.execute("SELECT * FROM tasks WHERE batch_id = ? ORDER BY position", (batch_id,)).fetchall()
         return [PairwiseTask(r["task_id"], r["prompt_id"], r["prompt"], r["response_a"], r["response_b"],
                              r["rlhf_shown_as"]) for r in rows]
+
+    def guidelines(self, batch_id: str) -> str:
+        """The annotator guidelines (and content warning) recorded with a batch."""
+        with self._read() as db:
+            row = db.execute("SELECT guidelines FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
+        if row is None:
+            raise LabelError(f"unknown batch {batch_id!r}", 404)
+        return row["guidelines"]
+
+    def acknowledge(self, annotator: str, batch_id: str) -> None:
+        """Record that `annotator` was shown the batch's guidelines and content warning and chose to go on."""
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO acknowledgements VALUES (?, ?, ?)", (batch_id, annotator, time.time()))
+
+    def has_acknowledged(self, annotator: str, batch_id: str) -> bool:
+        """Whether `annotator` has seen this batch's guidelines (the app shows them before the first pair)."""
+        with self._read() as db:
+            return db.execute("SELECT 1 FROM acknowledgements WHERE batch_id = ? AND annotator = ?",
+                              (batch_id, annotator)).fetchone() is not None
 
     def active_batch(self) -> str | None:
         """The batch the app serves: the one registered (or re-registered) last."""

@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
+# What annotators read before their first pair: a content warning, the task, worked examples, when to tie.
+DEFAULT_GUIDELINES_FILE = Path(__file__).parent / "guidelines.md"
+
 
 class Choice(Enum):
     """What an annotator can answer about a pair, in shown (blinded) terms."""
@@ -53,13 +56,27 @@ class PairwiseTask:
                 "response_b": self.response_b}
 
 
-def build_tasks(responses: pd.DataFrame, rlhf_first: Sequence[bool] | None = None) -> list[PairwiseTask]:
+def read_guidelines(path: str | None) -> str:
+    """The annotator guidelines (content warning first) from `path`, or the project's default ones."""
+    source = Path(path) if path else DEFAULT_GUIDELINES_FILE
+    try:
+        text = source.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{source}: cannot read the annotator guidelines ({error})") from None
+    if not text:
+        raise ValueError(f"{source}: the annotator guidelines are empty")
+    return text
+
+
+def build_tasks(responses: pd.DataFrame, rlhf_first: Sequence[bool] | None = None,
+                guidelines: str = "") -> list[PairwiseTask]:
     """One task per eval prompt, its shown order drawn from the OS's cryptographic random source.
 
     Nothing in the config or the data predicts which side is RLHF (a seeded draw did: `default_rng(0)` named it
     for 100 of 100 tasks); the order exists only in the tasks, i.e. in the `human_eval_tasks` artifact and the
-    owner-only labeling database. Task ids are `<batch>-<random hex>`: the batch hashes the responses, so labels
-    for an old policy never count for a new one, and the rest is random, so ids reveal neither the prompt nor
+    owner-only labeling database. Task ids are `<batch>-<random hex>`: the batch hashes the responses and the
+    guidelines, so labels for an old policy (or given under other guidelines) never count for a new batch, and the
+    rest is random, so ids reveal neither the prompt nor
     the order and cannot be enumerated. `rlhf_first` fixes the order (tests).
     """
     missing = {"prompt_id", "prompt", "sft_response", "rlhf_response"} - set(responses.columns)
@@ -70,7 +87,7 @@ def build_tasks(responses: pd.DataFrame, rlhf_first: Sequence[bool] | None = Non
         raise ValueError(f"rlhf_first has {len(order)} entries for {len(responses)} responses")
     rows = [(int(row.prompt_id), str(row.prompt), str(row.sft_response), str(row.rlhf_response))
             for row in responses.itertuples(index=False)]
-    batch = hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:12]
+    batch = hashlib.sha256(json.dumps([rows, guidelines]).encode()).hexdigest()[:12]
     return [
         PairwiseTask(
             task_id=f"{batch}-{secrets.token_hex(8)}", prompt_id=prompt_id, prompt=prompt,

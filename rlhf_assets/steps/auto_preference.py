@@ -1,20 +1,27 @@
 """Step: an automatic pairwise judge of RLHF vs SFT responses on the eval prompts (win / tie / loss).
 
-Inputs: channels `eval_responses` and `reward_model`. The judge is the reward model (the recipe's own
-yardstick) or, when `evaluation.judge` names one, another sequence-classification model. A difference within
-`tie_margin` is a tie. Output: `outcomes.parquet` (one row per prompt) and Wilson CIs in metadata.
+Inputs: channels `eval_responses`, `judge_model` and `reward_model`. The verdict comes from an independent judge:
+the `judge_model` artifact (a reward model trained on the judge split, which PPO never saw) or, when
+`evaluation.judge` names one, another sequence-classification model. The reward model PPO was optimised against
+also scores both responses, shown beside the verdict as "optimised against" (its preference for the policy is
+expected, not evidence). A tie is a difference within `tie_margin` standard deviations of the judge's scores on
+these responses, so the margin means the same for any judge's scale. Output: `outcomes.parquet` (one row per
+prompt), Wilson CIs and an exact sign test in metadata.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from rlhf_assets.eval.agreement import sign_test
 from rlhf_assets.eval.bootstrap import Interval
-from rlhf_assets.eval.preference import RECIPE_REFERENCE, judge_by_margin, summarize_outcomes
+from rlhf_assets.eval.preference import RECIPE_REFERENCE, PreferenceSummary, judge_by_margin, summarize_outcomes
+from rlhf_assets.eval.reporting import interval_text
 from rlhf_assets.ppo.reward_scorer import RewardModelScorer
 from rlhf_assets.presets import EvalSpec, RewardSpec
 from rlhf_assets.steps.eval_responses import RESPONSES_FILE
@@ -24,13 +31,13 @@ from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run
 OUTCOMES_FILE = "outcomes.parquet"
 
 
-def load_judge(runtime: StepRuntime, spec: EvalSpec, reward: RewardSpec) -> tuple[RewardModelScorer, str]:
-    """(scorer, its name): the configured judge model, or the reward_model artifact."""
+def load_judge(runtime: StepRuntime, spec: EvalSpec, judge: RewardSpec) -> tuple[RewardModelScorer, str]:
+    """(scorer, its name): the configured judge model, or the judge_model artifact."""
     if spec.judge is None:
-        scorer = load_reward_scorer(runtime.channel("reward_model"), max_length=reward.max_length,
-                                    max_response_tokens=reward.max_response_tokens,
+        scorer = load_reward_scorer(runtime.channel("judge_model"), max_length=judge.max_length,
+                                    max_response_tokens=judge.max_response_tokens,
                                     batch_size=spec.judge_batch_size)
-        return scorer, "reward_model"
+        return scorer, "judge_model"
     device = reward_device()
     model = AutoModelForSequenceClassification.from_pretrained(spec.judge).to(device)
     tokenizer = AutoTokenizer.from_pretrained(spec.judge)
@@ -38,14 +45,26 @@ def load_judge(runtime: StepRuntime, spec: EvalSpec, reward: RewardSpec) -> tupl
         tokenizer.pad_token = tokenizer.eos_token
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    return RewardModelScorer(model, tokenizer, append_eos=False, max_length=reward.max_length,
-                             max_response_tokens=reward.max_response_tokens,
+    return RewardModelScorer(model, tokenizer, append_eos=False, max_length=judge.max_length,
+                             max_response_tokens=judge.max_response_tokens,
                              batch_size=spec.judge_batch_size), spec.judge
 
 
-def outcome_table(wins: int, ties: int, losses: int) -> str:
-    """Markdown: our counts and rates with Wilson CIs beside the recipe's human-eval figures."""
-    summary = summarize_outcomes(["win"] * wins + ["tie"] * ties + ["loss"] * losses)
+def score_pairs(scorer: RewardModelScorer, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(SFT scores, RLHF scores) of every prompt's two responses."""
+    with torch.no_grad():
+        return tuple(scorer.score(frame["prompt"].tolist(), frame[f"{name}_response"].tolist()).cpu().numpy()
+                     for name in ("sft", "rlhf"))
+
+
+def absolute_margin(sft: np.ndarray, rlhf: np.ndarray, margin_sd: float) -> float:
+    """`margin_sd` standard deviations of all the judge's scores on these responses (both models pooled)."""
+    return float(margin_sd * np.concatenate([sft, rlhf]).std())
+
+
+def outcome_table(verdict: PreferenceSummary, judge: str, optimised: PreferenceSummary) -> str:
+    """Markdown: the independent judge's counts and rates with Wilson CIs, the optimised-against reward model's
+    counts, and the recipe's human-eval figures."""
     ref = RECIPE_REFERENCE
     ref_total = sum(ref.values())
 
@@ -53,42 +72,67 @@ def outcome_table(wins: int, ties: int, losses: int) -> str:
         return f"{interval.estimate:.0%} [{interval.low:.0%}, {interval.high:.0%}]"
 
     return "\n".join([
-        "| | ours (automatic judge) | recipe (human raters) |", "|---|---|---|",
-        f"| RLHF wins | {wins} — {rate(summary.win_rate)} | {ref['wins']} / {ref_total} |",
-        f"| ties | {ties} | {ref['ties']} / {ref_total} |",
-        f"| RLHF loses | {losses} — {rate(summary.loss_rate)} | {ref['losses']} / {ref_total} |",
-        f"| preferred or tied | {wins + ties} — {rate(summary.win_or_tie_rate)} | "
-        f"{ref['wins'] + ref['ties']} / {ref_total} |",
-        "", "Rates with 95% Wilson intervals.",
+        f"| | independent judge ({judge}) | reward model (optimised against) | recipe (human raters) |",
+        "|---|---|---|---|",
+        f"| RLHF wins | {verdict.wins} — {rate(verdict.win_rate)} | {optimised.wins} | {ref['wins']} / {ref_total} |",
+        f"| ties | {verdict.ties} | {optimised.ties} | {ref['ties']} / {ref_total} |",
+        f"| RLHF loses | {verdict.losses} — {rate(verdict.loss_rate)} | {optimised.losses} | "
+        f"{ref['losses']} / {ref_total} |",
+        f"| preferred or tied | {verdict.wins + verdict.ties} — {rate(verdict.win_or_tie_rate)} | "
+        f"{optimised.wins + optimised.ties} | {ref['wins'] + ref['ties']} / {ref_total} |",
+        f"| sign test (wins vs losses) | p = {sign_test(verdict.wins, verdict.losses):.3g} | "
+        f"p = {sign_test(optimised.wins, optimised.losses):.3g} | p = {sign_test(ref['wins'], ref['losses']):.3g} |",
+        "", "Rates with 95% Wilson intervals; two-sided exact sign test, ties dropped. The reward model column is "
+        "the model PPO maximised: it is expected to favour the policy and is not evidence that people would.",
     ])
 
 
 def main(runtime: StepRuntime) -> None:
-    """Score both responses to every prompt with the judge and count outcomes."""
+    """Score both responses to every prompt with the independent judge and the optimised-against RM; count."""
     spec = EvalSpec.model_validate(runtime.config["evaluation"])
     reward = RewardSpec.model_validate(runtime.config["reward"])
+    judge_spec = RewardSpec.model_validate(runtime.config["judge"])
     path: Path = runtime.channel("eval_responses") / RESPONSES_FILE
     if not path.exists():
         raise StepInputError(f"{path} is missing: the channel is not an eval_responses artifact")
     frame = pd.read_parquet(path)
-    scorer, judge_name = load_judge(runtime, spec, reward)
-    with torch.no_grad():
-        for name in ("sft", "rlhf"):
-            frame[f"{name}_score"] = scorer.score(frame["prompt"].tolist(), frame[f"{name}_response"].tolist()).tolist()
+    judge, judge_name = load_judge(runtime, spec, judge_spec)
+    frame["sft_score"], frame["rlhf_score"] = score_pairs(judge, frame)
+    del judge
+    optimised = load_reward_scorer(runtime.channel("reward_model"), max_length=reward.max_length,
+                                   max_response_tokens=reward.max_response_tokens, batch_size=spec.judge_batch_size)
+    frame["sft_rm_score"], frame["rlhf_rm_score"] = score_pairs(optimised, frame)
+    margin = absolute_margin(frame["sft_score"].to_numpy(), frame["rlhf_score"].to_numpy(), spec.tie_margin)
+    rm_margin = absolute_margin(frame["sft_rm_score"].to_numpy(), frame["rlhf_rm_score"].to_numpy(), spec.tie_margin)
     frame["difference"] = frame["rlhf_score"] - frame["sft_score"]
-    frame["outcome"] = judge_by_margin(frame["sft_score"].tolist(), frame["rlhf_score"].tolist(), spec.tie_margin)
+    frame["outcome"] = judge_by_margin(frame["sft_score"].tolist(), frame["rlhf_score"].tolist(), margin)
+    frame["rm_outcome"] = judge_by_margin(frame["sft_rm_score"].tolist(), frame["rlhf_rm_score"].tolist(), rm_margin)
     frame.to_parquet(runtime.model_dir / OUTCOMES_FILE, index=False)
     summary = summarize_outcomes(frame["outcome"].tolist())
+    rm_summary = summarize_outcomes(frame["rm_outcome"].tolist())
+    p_value = sign_test(summary.wins, summary.losses)
     runtime.log(f"judge {judge_name}: RLHF wins {summary.wins}, ties {summary.ties}, loses {summary.losses} "
-                f"(margin {spec.tie_margin}); preferred or tied {summary.win_or_tie_rate.estimate:.0%} "
-                f"[{summary.win_or_tie_rate.low:.0%}, {summary.win_or_tie_rate.high:.0%}]")
+                f"(tie margin {spec.tie_margin} SD = {margin:.3f}); sign test p = {p_value:.3g}; reward model "
+                f"(optimised against): {rm_summary.wins} / {rm_summary.ties} / {rm_summary.losses}")
     report: dict[str, object] = {"wins": summary.wins, "ties": summary.ties, "losses": summary.losses,
-                                 "judge": judge_name, "tie_margin": spec.tie_margin,
-                                 "mean_score_difference": float(frame["difference"].mean())}
+                                 "judge": judge_name, "tie_margin_sd": spec.tie_margin, "tie_margin_score": margin,
+                                 "sign_test_p": p_value, "mean_score_difference": float(frame["difference"].mean()),
+                                 "rm_wins": rm_summary.wins, "rm_ties": rm_summary.ties,
+                                 "rm_losses": rm_summary.losses}
     for label, interval in (("win_rate", summary.win_rate), ("win_or_tie_rate", summary.win_or_tie_rate),
                             ("loss_rate", summary.loss_rate)):
         report |= {label: interval.estimate, f"{label}_ci_low": interval.low, f"{label}_ci_high": interval.high}
-    report["outcomes"] = markdown(outcome_table(summary.wins, summary.ties, summary.losses))
+    ref = RECIPE_REFERENCE
+    rate = summary.win_or_tie_rate
+    shown_rate = interval_text(rate.estimate, rate.low, rate.high, percent=True)
+    verdict = f"RLHF {summary.wins} wins / {summary.ties} ties / {summary.losses} losses"
+    recipe = f"{ref['wins']} / {ref['ties']} / {ref['losses']}, {ref['wins'] + ref['ties']}% preferred or tied"
+    optimised_counts = f"{rm_summary.wins} / {rm_summary.ties} / {rm_summary.losses}"
+    report["summary"] = markdown(
+        f"**{judge_name}** (independent judge) on {summary.total} prompts: {verdict}; preferred or tied "
+        f"{shown_rate}; sign test p = {p_value:.2g} (tie: within {spec.tie_margin} SD of the judge's scores). "
+        f"Recipe (human raters): {recipe}. The optimised-against reward model: {optimised_counts}.")
+    report["outcomes"] = markdown(outcome_table(summary, judge_name, rm_summary))
     runtime.report(report)
 
 

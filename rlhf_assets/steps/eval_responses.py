@@ -11,7 +11,7 @@ import pandas as pd
 from rlhf_assets.eval.degeneracy import response_stats
 from rlhf_assets.presets import EvalSpec
 from rlhf_assets.steps.generation import generate_texts, load_policy
-from rlhf_assets.steps.runtime import StepInputError, StepRuntime, run_step
+from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run_step
 
 RESPONSES_FILE = "responses.parquet"
 MODELS = {"sft": "sft_model", "rlhf": "ppo_policy"}
@@ -34,11 +34,19 @@ def main(runtime: StepRuntime) -> None:
         out[f"{name}_response"] = [t[0] for t in texts]
         stats = response_stats(out[f"{name}_response"].tolist())
         runtime.log(f"{name}: {tokens_per_second:.0f} tokens/s, mean {stats.mean_words:.1f} words, "
-                    f"{stats.empty_share:.0%} empty, {stats.duplicate_share:.0%} duplicates")
+                    f"{stats.empty_share:.0%} without words, {stats.short_share:.0%} ≤ 2 words, "
+                    f"{stats.duplicate_share:.0%} duplicates")
         report |= {f"{name}_mean_words": stats.mean_words, f"{name}_empty_share": stats.empty_share,
-                   f"{name}_duplicate_share": stats.duplicate_share, f"{name}_tokens_per_second": tokens_per_second}
+                   f"{name}_short_share": stats.short_share, f"{name}_duplicate_share": stats.duplicate_share,
+                   f"{name}_tokens_per_second": tokens_per_second}
         del model
     out.to_parquet(runtime.model_dir / RESPONSES_FILE, index=False)
+    report["summary"] = markdown(
+        f"**{len(out)} held-out prompts**, one response per model (seed {spec.generation.seed}). "
+        + "; ".join(f"{name.upper()}: mean {report[f'{name}_mean_words']:.1f} words, "
+                    f"{report[f'{name}_empty_share']:.0%} without words, "
+                    f"{report[f'{name}_short_share']:.0%} ≤ 2 words, "
+                    f"{report[f'{name}_duplicate_share']:.0%} repeated" for name in MODELS))
     runtime.report(report)
 
 

@@ -24,6 +24,7 @@ from transformers import (
 
 from rlhf_assets.compute.memory_plan import MemoryPlan, ModelShape, Precision, ppo_plan
 from rlhf_assets.eval.bootstrap import paired_bootstrap_mean_difference
+from rlhf_assets.eval.reporting import interval_text
 from rlhf_assets.modeling.base import BaseModelRef, count_parameters, write_pointer
 from rlhf_assets.modeling.encoding import encode_prompts
 from rlhf_assets.ppo.config import PPOConfig
@@ -108,6 +109,11 @@ def evaluate(
         "eval_reward_gain_ci_high": interval.high,
         "eval_kl_to_sft": float(kl.mean()),
         "eval_kl_bound": spec.kl_bound,
+        "summary": markdown(
+            f"**{spec.algorithm.upper()} − SFT reward-model score** on {len(prompts)} held-out prompts: "
+            f"{interval_text(interval.estimate, interval.low, interval.high, signed=True)} (95% paired bootstrap "
+            f"over prompts, seed {cfg.seed}); KL to SFT {float(kl.mean()):.2f} nats per response (bound "
+            f"{spec.kl_bound}). The recipe reports no reward gain; its figures are the human and toxicity ones."),
     }
 
 

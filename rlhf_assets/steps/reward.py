@@ -58,7 +58,8 @@ def pairwise_accuracy(model: torch.nn.Module, pairs: Dataset, pad_token_id: int)
     return float((chosen > rejected).float().mean()), float((chosen - rejected).mean())
 
 
-def train_reward_model(runtime: StepRuntime, spec: RewardSpec, held_out: pd.DataFrame) -> dict[str, object]:
+def train_reward_model(runtime: StepRuntime, spec: RewardSpec, held_out: pd.DataFrame,
+                       train_split: str) -> dict[str, object]:
     """Fit the reward head and trunk on preference pairs from the SFT checkpoint (TRL RewardTrainer)."""
     base = BaseModelRef.read(runtime.channel("sft_model"))
     shape = ModelShape.from_config(AutoConfig.from_pretrained(base.weights, num_labels=1), classifier=True)
@@ -70,7 +71,7 @@ def train_reward_model(runtime: StepRuntime, spec: RewardSpec, held_out: pd.Data
     model = AutoModelForSequenceClassification.from_pretrained(
         base.weights, num_labels=1, pad_token_id=tokenizer.pad_token_id
     )
-    train = encode_pairs(read_split(runtime.channel("preference"), "train", spec.max_train_rows),
+    train = encode_pairs(read_split(runtime.channel("preference"), train_split, spec.max_train_rows),
                          tokenizer, spec, append_eos=True)
     runtime.log(f"reward model on {len(train)} preference pairs; {count_parameters(model):,} parameters")
     progress = RuntimeProgressCallback(runtime)
@@ -111,12 +112,17 @@ def load_pretrained_reward_model(runtime: StepRuntime, spec: RewardSpec, held_ou
 
 
 def main(runtime: StepRuntime) -> None:
-    """Train or load the reward model, record how it scores (EOS or not), report held-out accuracy."""
+    """Train or load the reward model, record how it scores (EOS or not), report held-out accuracy.
+
+    `train_split` in the config picks the training pairs: `train` for the reward model PPO optimises against,
+    `judge_train` for the independent judge (`judge_model`); both are scored on the same `test` pairs.
+    """
     spec = RewardSpec.model_validate(runtime.config["reward"])
+    train_split = runtime.config.get("train_split", "train")
     torch.manual_seed(spec.seed)
     held_out = read_split(runtime.channel("preference"), "test", spec.eval_rows)
     if spec.mode == "train":
-        metadata = train_reward_model(runtime, spec, held_out)
+        metadata = train_reward_model(runtime, spec, held_out, train_split)
     else:
         metadata = load_pretrained_reward_model(runtime, spec, held_out)
     info = {"mode": spec.mode, "append_eos": metadata["append_eos"], "score": "last non-pad token",
@@ -124,7 +130,7 @@ def main(runtime: StepRuntime) -> None:
     (runtime.model_dir / REWARD_INFO_FILE).write_text(json.dumps(info, indent=2))
     runtime.log(f"reward model ready: held-out pairwise accuracy {metadata['eval_accuracy']:.3f} "
                 f"on {len(held_out)} pairs")
-    runtime.report({**metadata, "eval_pairs": len(held_out), "mode": spec.mode})
+    runtime.report({**metadata, "eval_pairs": len(held_out), "mode": spec.mode, "train_split": train_split})
 
 
 if __name__ == "__main__":

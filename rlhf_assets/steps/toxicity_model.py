@@ -15,6 +15,7 @@ import json
 import random
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,12 @@ from tokenizers import BertWordPieceTokenizer
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
 from rlhf_assets.eval.classifier_quality import correlations, roc_auc
+from rlhf_assets.eval.degenerate_text import (
+    DEGENERATE_PROBES,
+    MAX_PROBE_SCORE,
+    training_negatives,
+    wordless_as_non_toxic,
+)
 from rlhf_assets.modeling.detoxify_format import (
     ORIGINAL_CLASSES,
     ToxicityModelError,
@@ -39,6 +46,7 @@ from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run
 PERSPECTIVE_FOR_CLASS = {"toxic": "toxicity", "severe_toxic": "severe_toxicity", "obscene": "profanity",
                          "threat": "threat", "insult": "insult", "identity_hate": "identity_attack"}
 HELDOUT_FILE = "heldout_scores.parquet"
+PROBES_FILE = "degenerate_probes.parquet"
 SCORER_FILE = "scorer.json"
 STANDIN_NOTE = (
     "⚠ **Stand-in scorer.** No Detoxify weights can be downloaded offline, so this is a small BERT trained here "
@@ -71,10 +79,27 @@ def split_records(
     return pool.iloc[order[cut:]], pool.iloc[order[:cut]]
 
 
+def with_degenerate_negatives(train: pd.DataFrame, spec: StandInToxicitySpec) -> pd.DataFrame:
+    """The training texts plus `spec.degenerate_negatives` degenerate strings labelled non-toxic.
+
+    Perspective never scored a lone "." or "and and and" (RTP has no such texts), so a stand-in trained on RTP
+    alone rated punctuation at 0.5 and more. Text without a letter is scored 0 by rule (`score_texts`); these
+    negatives teach the model the rest (a common word repeated), drawn from clearly non-toxic training texts.
+    """
+    calm = train.loc[train["perspective_toxicity"] < 0.1, "text"]
+    words = pd.Series(" ".join(calm).lower().split()).value_counts()
+    common = [w for w in words.index[:200] if w.isalpha()]
+    texts = training_negatives(spec.degenerate_negatives, spec.seed, common)
+    negatives = pd.DataFrame({"record": -1, "text": texts, "perspective_toxicity": 0.0,
+                              **{cls: 0.0 for cls in ORIGINAL_CLASSES}})
+    return pd.concat([train, negatives], ignore_index=True)
+
+
 def train_standin(
     runtime: StepRuntime, spec: StandInToxicitySpec, train: pd.DataFrame
 ) -> tuple[BertForSequenceClassification, BertTokenizerFast]:
     """A small BERT with a WordPiece vocabulary fit on the training texts, soft multi-label BCE targets."""
+    train = with_degenerate_negatives(train, spec)
     random.seed(spec.seed)
     torch.manual_seed(spec.seed)
     wordpiece = BertWordPieceTokenizer(lowercase=True)
@@ -111,6 +136,27 @@ def train_standin(
     return model.eval(), tokenizer
 
 
+def score_texts(scorer: Any, texts: list[str], batch_size: int, scorer_kind: str) -> list[float]:
+    """Detoxify's toxicity of each text, with the stand-in's wordless-text rule when the scorer is the stand-in."""
+    scores = toxicity_of(scorer, texts, batch_size)
+    return wordless_as_non_toxic(texts, scores) if scorer_kind == "train_standin" else scores
+
+
+def score_probes(scorer: Any, batch_size: int, scorer_kind: str) -> pd.DataFrame:
+    """The scorer's toxicity for each fixed degenerate probe: what it says about text with nothing to judge."""
+    probes = pd.DataFrame({"text": list(DEGENERATE_PROBES)})
+    probes["detoxify_toxicity"] = score_texts(scorer, probes["text"].tolist(), batch_size, scorer_kind)
+    return probes
+
+
+def probe_table(probes: pd.DataFrame) -> str:
+    """Markdown: each degenerate probe and its score, worst first."""
+    lines = ["| probe | toxicity |", "|---|---|"]
+    for row in probes.sort_values("detoxify_toxicity", ascending=False).itertuples():
+        lines.append(f"| `{row.text!r}` | {row.detoxify_toxicity:.3f} |")
+    return "\n".join(lines) + f"\n\nA scorer fit for generated text rates each at most {MAX_PROBE_SCORE}."
+
+
 def build_artifact(runtime: StepRuntime, spec: ToxicitySpec, train: pd.DataFrame) -> None:
     """Write the Detoxify checkpoint + `hf/` folder for the configured scorer into the model dir."""
     out = runtime.model_dir
@@ -138,14 +184,20 @@ def main(runtime: StepRuntime) -> None:
         scorer = load_detoxify(runtime.model_dir)
     except ToxicityModelError as exc:
         raise StepInputError(str(exc)) from None
-    (runtime.model_dir / SCORER_FILE).write_text(json.dumps({"scorer": spec.scorer, "classes": scorer.class_names}))
+    (runtime.model_dir / SCORER_FILE).write_text(json.dumps({"scorer": spec.scorer, "classes": scorer.class_names,
+                                                             "wordless_rule": spec.scorer == "train_standin"}))
     scored = labelled_texts(heldout).reset_index(drop=True)
-    scored["detoxify_toxicity"] = toxicity_of(scorer, scored["text"].tolist(), spec.score_batch_size)
+    scored["detoxify_toxicity"] = score_texts(scorer, scored["text"].tolist(), spec.score_batch_size, spec.scorer)
     scored[["text", "perspective_toxicity", "detoxify_toxicity"]].to_parquet(runtime.model_dir / HELDOUT_FILE)
     auc = roc_auc(scored["perspective_toxicity"] >= 0.5, scored["detoxify_toxicity"])
     pearson, spearman = correlations(scored["perspective_toxicity"], scored["detoxify_toxicity"])
     runtime.log(f"held-out agreement with Perspective on {len(scored)} texts: ROC-AUC {auc:.3f}, "
                 f"Pearson {pearson:.3f}, Spearman {spearman:.3f}")
+    probes = score_probes(scorer, spec.score_batch_size, spec.scorer)
+    probes.to_parquet(runtime.model_dir / PROBES_FILE, index=False)
+    worst = probes.loc[probes["detoxify_toxicity"].idxmax()]
+    runtime.log(f"degenerate probes: highest score {worst['detoxify_toxicity']:.3f} for {worst['text']!r} "
+                f"(check: at most {MAX_PROBE_SCORE})")
     note = STANDIN_NOTE if spec.scorer == "train_standin" else f"Detoxify scorer ({spec.scorer})."
     runtime.report({
         "scorer": spec.scorer,
@@ -154,6 +206,15 @@ def main(runtime: StepRuntime) -> None:
         "heldout_pearson": pearson,
         "heldout_spearman": spearman,
         "heldout_texts": len(scored),
+        "degenerate_probe_max": float(probes["detoxify_toxicity"].max()),
+        "degenerate_probe_mean": float(probes["detoxify_toxicity"].mean()),
+        "degenerate_probes": markdown(probe_table(probes)),
+        "summary": markdown(f"**{spec.scorer}** scorer: held-out ROC-AUC {auc:.2f} against Perspective (toxicity ≥ "
+                            f"0.5) on {len(scored)} RTP texts it never saw; Spearman {spearman:.2f}. Degenerate "
+                            f"probes: highest {probes['detoxify_toxicity'].max():.3f} (check: ≤ {MAX_PROBE_SCORE})."
+                            + (" Stand-in: text without a letter scores 0 by rule (Perspective never labelled "
+                               "any); its toxicity values are not comparable with Detoxify's."
+                               if spec.scorer == "train_standin" else "")),
         "heldout_records": len(heldout),
         "train_records": len(train),
         "excluded_eval_prompts": len(eval_prompts),

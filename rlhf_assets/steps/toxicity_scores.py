@@ -14,18 +14,41 @@ import time
 import pandas as pd
 
 from rlhf_assets.eval.bootstrap import Interval
+from rlhf_assets.eval.degenerate_text import is_empty_or_punctuation
+from rlhf_assets.eval.reporting import interval_text
 from rlhf_assets.eval.toxicity import METRICS, ToxicitySummary, summarize
-from rlhf_assets.modeling.detoxify_format import ToxicityModelError, load_detoxify, toxicity_of
+from rlhf_assets.modeling.detoxify_format import ToxicityModelError, load_detoxify
 from rlhf_assets.presets import ToxicitySpec
 from rlhf_assets.steps.generation import generate_texts, load_policy
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run_step
-from rlhf_assets.steps.toxicity_model import SCORER_FILE
+from rlhf_assets.steps.toxicity_model import SCORER_FILE, score_texts
 
 SCORES_FILE = "scores.parquet"
 SUMMARY_FILE = "summary.json"
 MODELS = {"sft": "sft_model", "rlhf": "ppo_policy"}
 # The recipe's reported mean toxicity (Detoxify `original`, 1,000 prompts, k = 1); the other metrics were not.
 RECIPE_REFERENCE = {"mean_toxicity": {"sft": 0.134, "rlhf": 0.129}}
+
+
+def wordless_table(scores: pd.DataFrame) -> tuple[str, dict[str, float]]:
+    """Markdown and metrics: per model, the share of continuations with no words and what they scored.
+
+    A model that more often says nothing (empty, ".", digits) differs in *that*, not in toxicity; this table,
+    beside the toxicity one, shows whether such continuations drive a difference.
+    """
+    wordless = scores["continuation"].map(is_empty_or_punctuation)
+    lines = ["| model | continuations without words | their mean toxicity | mean toxicity of the rest |",
+             "|---|---|---|---|"]
+    metrics = {}
+    for model in MODELS:
+        mine = scores["model"] == model
+        share = float(wordless[mine].mean())
+        empty_mean = float(scores.loc[mine & wordless, "toxicity"].mean()) if (mine & wordless).any() else 0.0
+        rest_mean = float(scores.loc[mine & ~wordless, "toxicity"].mean()) if (mine & ~wordless).any() else 0.0
+        metrics |= {f"{model}_wordless_share": share, f"{model}_wordless_mean_toxicity": empty_mean}
+        lines.append(f"| {model} | {int((mine & wordless).sum())} of {int(mine.sum())} ({share:.0%}) | "
+                     f"{empty_mean:.3f} | {rest_mean:.3f} |")
+    return "\n".join(lines), metrics
 
 
 def summary_table(summary: ToxicitySummary, scorer: str) -> str:
@@ -72,7 +95,7 @@ def main(runtime: StepRuntime) -> None:
     except ToxicityModelError as exc:
         raise StepInputError(str(exc)) from None
     started = time.perf_counter()
-    scores["toxicity"] = toxicity_of(detoxify, scores["continuation"].tolist(), spec.score_batch_size)
+    scores["toxicity"] = score_texts(detoxify, scores["continuation"].tolist(), spec.score_batch_size, scorer_kind)
     runtime.log(f"scored {len(scores)} continuations in {time.perf_counter() - started:.1f}s")
     summary = summarize(scores, seed=spec.seed)
     scores.to_parquet(runtime.model_dir / SCORES_FILE, index=False)
@@ -85,8 +108,23 @@ def main(runtime: StepRuntime) -> None:
     runtime.log(f"mean toxicity SFT {flat['sft_mean_toxicity']:.3f}, RLHF {flat['rlhf_mean_toxicity']:.3f}, "
                 f"difference {flat['difference_mean_toxicity']:+.3f} "
                 f"[{flat['difference_mean_toxicity_ci_low']:+.3f}, {flat['difference_mean_toxicity_ci_high']:+.3f}]")
-    runtime.report({**flat, "prompts": summary.prompts, "samples_per_prompt": summary.samples_per_prompt,
-                    "scorer": scorer_kind, "toxicity_table": markdown(summary_table(summary, scorer_kind))})
+    wordless, wordless_metrics = wordless_table(scores)
+    difference = summary.difference["mean_toxicity"]
+    per_model = {name: summary.per_model[name]["mean_toxicity"] for name in MODELS}
+    recipe = RECIPE_REFERENCE["mean_toxicity"]
+    summary_text = (
+        f"**Mean toxicity** SFT {interval_text(per_model['sft'].estimate, per_model['sft'].low, per_model['sft'].high)}"
+        f", RLHF {interval_text(per_model['rlhf'].estimate, per_model['rlhf'].low, per_model['rlhf'].high)}; "
+        f"RLHF − SFT {interval_text(difference.estimate, difference.low, difference.high, signed=True)} "
+        f"({summary.prompts} prompts × {summary.samples_per_prompt}, seed {spec.seed}, scorer {scorer_kind}). "
+        f"Recipe: SFT {recipe['sft']}, RLHF {recipe['rlhf']} (RLHF − SFT {recipe['rlhf'] - recipe['sft']:+.3f}, "
+        f"Detoxify original, 1,000 prompts, no interval). Continuations without words: SFT "
+        f"{wordless_metrics['sft_wordless_share']:.0%}, RLHF {wordless_metrics['rlhf_wordless_share']:.0%}.")
+    runtime.report({**flat, **wordless_metrics, "prompts": summary.prompts,
+                    "samples_per_prompt": summary.samples_per_prompt, "scorer": scorer_kind,
+                    "summary": markdown(summary_text),
+                    "toxicity_table": markdown(summary_table(summary, scorer_kind)),
+                    "wordless_continuations": markdown(wordless)})
 
 
 if __name__ == "__main__":
