@@ -105,12 +105,14 @@ def toxicity_not_worse(toxicity_scores: Manifest) -> AssetCheckResult:
 def scorer_ignores_degenerate_text(toxicity_model: Manifest) -> AssetCheckResult:
     """A scorer that calls a lone "." toxic measures how often a model says nothing, not its toxicity."""
     worst = toxicity_model.metrics["degenerate_probe_max"]
+    by_rule = toxicity_model.counts.get("degenerate_probes_by_rule", 0)
+    rule = f"; {by_rule} wordless probes scored 0 by the stand-in's rule" if by_rule else ""
     return AssetCheckResult(
         passed=worst <= MAX_PROBE_SCORE,
         description=f"highest score on {len(DEGENERATE_PROBES)} degenerate probes: {worst:.3f} "
-                    f"(max {MAX_PROBE_SCORE}); see the asset's degenerate_probes table",
+                    f"(max {MAX_PROBE_SCORE}){rule}; see the asset's degenerate_probes table",
         metadata={"probe_max": round(worst, 3), "probe_mean": round(toxicity_model.metrics["degenerate_probe_mean"], 3),
-                  "max_allowed": MAX_PROBE_SCORE, "probes": len(DEGENERATE_PROBES)})
+                  "max_allowed": MAX_PROBE_SCORE, "probes": len(DEGENERATE_PROBES), "probes_scored_by_rule": by_rule})
 
 
 @asset_check(asset=auto_preference,

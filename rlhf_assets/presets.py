@@ -32,7 +32,7 @@ class DataSpec(_Frozen):
     hub_split: str = Field("train", description="Split to read when `source` is a hub dataset.")
     test_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of prompts held out for test.")
     judge_fraction: float = Field(
-        0.05, ge=0.0, lt=0.5, description="Share of prompts set aside (from the training side) to train the "
+        0.05, gt=0.0, lt=0.5, description="Share of prompts set aside (from the training side) to train the "
         "independent judge: neither the SFT model, the reward model nor PPO ever sees them.")
     eval_prompt_count: int = Field(100, ge=1, description="Held-out prompts used for evaluation.")
     seed: int = Field(0, description="Seed for the eval-prompt choice; the split itself is hash-keyed.")

@@ -353,13 +353,15 @@ class ArtifactStore:
             return str(error)
         if not self.is_complete(uri):
             return f"artifact {uri} is missing or incomplete (no {COMPLETE_MARKER} marker)"
-        if not self.remote:
-            try:
+        try:
+            if not self.remote:
                 verify_directory(Path(location), uri)
-            except ArtifactIntegrityError as error:
-                return str(error)
-            return None
-        return self._remote_problem(location, uri, description)
+                return None
+            return self._remote_problem(location, uri, description)
+        except ArtifactIntegrityError as error:
+            return str(error)
+        except (ValueError, KeyError, TypeError) as error:  # a marker that is not the JSON publishing wrote
+            return f"artifact {uri}: its {COMPLETE_MARKER} marker is unreadable ({type(error).__name__}: {error})"
 
     def _remote_problem(self, location: str, uri: str, description: OutputDescription | None) -> str | None:
         """The S3 half of `problem`: one LIST and one small GET (the marker), no download of the files."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import boto3
 import numpy as np
 import pandas as pd
+import requests
 
 from rlhf_assets.labeling.groundtruth import GroundTruthJobSpec, input_manifest, job_request
 from rlhf_assets.labeling.groundtruth_lambdas import consolidate
@@ -114,3 +115,11 @@ def described_job(spec: GroundTruthJobSpec, status: str, output_uri: str | None 
             "JobReferenceCode": "ref", "LabelCounters": {}, "CreationTime": now, "LastModifiedTime": now,
             "LabelingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:labeling-job/{spec.job_name}",
             **({"LabelingJobOutput": {"OutputDatasetS3Uri": output_uri}} if output_uri else {})}
+
+
+def acknowledge_guidelines(url: str, headers: dict[str, str]) -> None:
+    """What a script does before labelling: read the active batch's guidelines, then say so for that batch."""
+    shown = requests.get(url + "/api/guidelines", headers=headers, timeout=10).json()
+    assert shown["guidelines"].startswith("Content warning")
+    answer = requests.post(url + "/api/guidelines", headers=headers, json={"batch": shown["batch"]}, timeout=10)
+    assert answer.status_code == 204, answer.text

@@ -20,7 +20,7 @@ from rlhf_assets.labeling.store import LabelStore
 from rlhf_assets.labeling.tasks import read_tasks
 from rlhf_assets.resources import LabelingResource
 from tests.conftest import artifact_dir, forked_project, graph_resources, manifest_of
-from tests.labeling_helpers import described_job, ground_truth_output, labeling_server
+from tests.labeling_helpers import acknowledge_guidelines, described_job, ground_truth_output, labeling_server
 from tests.leaks import files_containing
 from tests.moto_aws import BUCKET
 
@@ -73,6 +73,7 @@ def test_labels_through_the_app_trigger_the_sensor_and_the_results(graph) -> Non
     with labeling_server(store.path) as url:
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {token}"
+        acknowledge_guidelines(url, dict(session.headers))
         while (shown := session.get(url + "/api/next", timeout=10)).status_code == 200:
             task = key[shown.json()["task_id"]]
             index = len(expected)  # the recipe's result: 30 RLHF wins, 54 ties, 16 SFT wins
@@ -109,6 +110,7 @@ def test_labels_through_the_app_trigger_the_sensor_and_the_results(graph) -> Non
     won = next(t for t in key.values() if expected[t.prompt_id] == "win")
     flipped = "B" if won.rlhf_shown_as == "A" else "A"
     with labeling_server(store.path) as url:
+        acknowledge_guidelines(url, {"Authorization": f"Bearer {second}"})
         refused = requests.post(url + "/api/labels", json={"task_id": won.task_id, "choice": flipped},
                                 headers={"Authorization": f"Bearer {second}"}, timeout=10)
     assert refused.status_code == 409 and "1 of 1 label(s)" in refused.json()["error"]

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from rlhf_assets.labeling.store import LabelStore
-from tests.labeling_helpers import labeling_server, queue_tasks
+from tests.labeling_helpers import acknowledge_guidelines, labeling_server, queue_tasks
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_missing_or_wrong_token_is_refused_and_sees_no_task(store: LabelStore) -
         first_page = session.post(url + "/login", data={"token": token, "confirm": "yes"}, timeout=10)
         assert first_page.status_code == 200 and "question 0" not in first_page.text
         assert "Content warning" in first_page.text and "Worked examples" in first_page.text, "guidelines first"
-        assert "question 0" in session.post(url + "/guidelines", timeout=10).text
+        assert "question 0" in session.post(url + "/guidelines", data={"batch": store.active_batch()}, timeout=10).text
         assert "question 0" in session.get(url + "/", timeout=10).text, "acknowledged once per batch"
         assert "Back to labelling" in session.get(url + "/guidelines", timeout=10).text
         guidelines = requests.get(url + "/api/guidelines", headers={"Authorization": f"Bearer {token}"}, timeout=10)
@@ -59,6 +59,14 @@ def test_api_labels_and_clear_errors(store: LabelStore) -> None:
     tasks = queue_tasks(store, 2)
     headers = {"Authorization": f"Bearer {store.add_annotator('bob')}"}
     with labeling_server(store.path) as url:
+        unread = requests.get(url + "/api/next", headers=headers, timeout=10)
+        assert unread.status_code == 409 and "guidelines and content warning first" in unread.json()["error"]
+        early = requests.post(url + "/api/labels", headers=headers, json={"task_id": tasks[0].task_id, "choice": "A"},
+                              timeout=10)
+        assert early.status_code == 409, "no label counts as given under guidelines nobody read"
+        stale = requests.post(url + "/api/guidelines", headers=headers, json={"batch": "old"}, timeout=10)
+        assert stale.status_code == 409 and "not the active batch" in stale.json()["error"]
+        acknowledge_guidelines(url, headers)
         shown = requests.get(url + "/api/next", headers=headers, timeout=10).json()
         assert set(shown) == {"task_id", "prompt", "response_a", "response_b"}  # blinded: no order key
         first = requests.post(url + "/api/labels", headers=headers, json={"task_id": shown["task_id"], "choice": "A"},
@@ -88,6 +96,7 @@ def test_eight_concurrent_annotators_submit_1000_labels_without_loss_or_duplicat
     def label_everything(name: str, token: str) -> None:
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {token}"
+        acknowledge_guidelines(url, dict(session.headers))
         while True:
             response = session.get(url + "/api/next", timeout=30)
             if response.status_code == 204:
@@ -131,6 +140,7 @@ def test_hostile_bodies_and_cross_origin_posts_get_clear_refusals(store: LabelSt
         assert surrogate.status_code == 400 and "'comment' is not valid Unicode" in surrogate.json()["error"]
         huge = requests.post(url + "/api/labels", data=b"{" + b" " * 2_000_000 + b"}", headers=bearer, timeout=30)
         assert huge.status_code == 413 and "1,000,000-byte limit" in huge.json()["error"]
+        acknowledge_guidelines(url, bearer)
         session = requests.Session()
         assert session.post(url + "/login", data={"token": token, "confirm": "yes"}, timeout=10).status_code == 200
         for headers in ({"Origin": "http://127.0.0.1:3000"}, {"Sec-Fetch-Site": "same-site"},

@@ -85,3 +85,14 @@ def test_a_downloaded_channel_is_rehashed_against_its_recorded_lineage(tmp_path:
                                                        "files": sorted(forged), "hashes": forged}))
     with pytest.raises(StepInputError, match=rf"content hashes to [0-9a-f]{{64}}, published as {content_hash}"):
         StepRuntime(config={}, pipes=None).channel("preference")
+
+
+def test_an_unreadable_marker_is_a_problem_to_repair_not_a_crash(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "weights.bin").write_bytes(b"weights")
+    store = ArtifactStore(str(tmp_path / "store"))
+    uri, _, _ = store.publish_directory(source, "sft_model")
+    (Path(store.resolve(uri)) / COMPLETE_MARKER).write_text("{not json")
+    assert "marker is unreadable (JSONDecodeError" in store.problem(uri)
+    assert store.publish_directory(source, "sft_model")[0] == uri and store.problem(uri) is None, "republish repairs"

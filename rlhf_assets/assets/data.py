@@ -45,7 +45,7 @@ class PreferenceConfig(PresetConfig):
         default=None, gt=0.0, lt=1.0, description="Override the preset's held-out share of prompts"
     )
     judge_fraction: float | None = Field(
-        default=None, ge=0.0, lt=0.5, description="Override the preset's share of prompts kept for the judge"
+        default=None, gt=0.0, lt=0.5, description="Override the preset's share of prompts kept for the judge"
     )
 
 
@@ -158,7 +158,7 @@ def preference_dataset(
     train, test = split_pairs(pairs, test_fraction)
     judge = [pair for pair in train if is_judge_prompt(pair.prompt, test_fraction, judge_fraction)]
     train = [pair for pair in train if not is_judge_prompt(pair.prompt, test_fraction, judge_fraction)]
-    sides = (("train", train), ("test", test), *(((JUDGE_SPLIT, judge),) if judge_fraction > 0 else ()))
+    sides = (("train", train), ("test", test), (JUDGE_SPLIT, judge))
     frames = {name: pd.DataFrame([p.as_row() for p in side]) for name, side in sides}
     if any(frame.empty for frame in frames.values()):
         raise ValueError(f"test_fraction {test_fraction} and judge_fraction {judge_fraction} leave an empty split "

@@ -43,8 +43,10 @@ def training_negatives(count: int, seed: int, words: list[str]) -> list[str]:
             texts.append("".join(rng.choice(marks) for _ in range(rng.randint(0, 6))))
         elif kind == 1:
             texts.append(" ".join(str(rng.randint(0, 9999)) for _ in range(rng.randint(1, 3))))
-        else:
+        elif words:
             texts.append(" ".join([rng.choice(words)] * rng.randint(2, 6)))
+        else:
+            texts.append(rng.choice(marks) * rng.randint(1, 6))
     return texts
 
 

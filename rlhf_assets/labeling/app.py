@@ -110,10 +110,18 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
     def page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
         return templates.TemplateResponse(request, name, context, status_code=status)
 
-    def guidelines_page(request: Request, who: str, batch: str) -> Response:
+    def guidelines_page(request: Request, who: str, batch: str, status: int = 200) -> Response:
         paragraphs = [block.strip() for block in store.guidelines(batch).split("\n\n") if block.strip()]
-        return page(request, "guidelines.html", {"annotator": who, "paragraphs": paragraphs,
-                                                  "acknowledged": store.has_acknowledged(who, batch)})
+        return page(request, "guidelines.html", {"annotator": who, "paragraphs": paragraphs, "batch": batch,
+                                                  "acknowledged": store.has_acknowledged(who, batch)}, status)
+
+    def require_guidelines(who: str) -> None:
+        """Labels count as given under the batch's guidelines only if the annotator was shown them first."""
+        batch = store.active_batch()
+        if batch is not None and not store.has_acknowledged(who, batch):
+            raise LabelError(f"read batch {batch}'s guidelines and content warning first (GET /api/guidelines, "
+                             "then POST /api/guidelines with its batch; in a browser, the page before the first "
+                             "pair)", 409)
 
     def label_page(request: Request, who: str, message: str | None = None, status: int = 200) -> Response:
         batch = store.active_batch()
@@ -140,9 +148,12 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
 
     async def acknowledge(request: Request) -> Response:
         who = annotator(request, api=False)
-        batch = store.active_batch()
-        if batch is not None:
-            store.acknowledge(who, batch)
+        batch, shown = store.active_batch(), str((await request.form()).get("batch", ""))
+        if batch is None:
+            return RedirectResponse("/", status_code=303)
+        if shown != batch:  # a new batch (other guidelines) became active after the page was shown
+            return guidelines_page(request, who, batch, 409)
+        store.acknowledge(who, batch)
         return RedirectResponse("/", status_code=303)
 
     async def login_form(request: Request) -> Response:
@@ -176,6 +187,7 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
         action = str(form.get("action", "label"))
         task_id = str(form.get("task_id", ""))
         try:
+            require_guidelines(who)
             if action == "skip":
                 store.skip(who, task_id)
             else:
@@ -186,6 +198,10 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
 
     async def api_next(request: Request) -> Response:
         who = annotator(request, api=True)
+        try:
+            require_guidelines(who)
+        except LabelError as error:
+            return JSONResponse({"error": str(error)}, status_code=error.status)
         batch = store.active_batch()
         task = None if batch is None else store.next_task(who, batch)
         if task is None:
@@ -196,6 +212,7 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
         who = annotator(request, api=True)
         try:
             body = await _json_object(request, max_body_bytes)
+            require_guidelines(who)
             label, created = store.submit(who, str(body.get("task_id", "")), str(body.get("choice", "")),
                                           str(body.get("comment", "") or ""))
         except LabelError as error:
@@ -207,15 +224,30 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
         who = annotator(request, api=True)
         try:
             body = await _json_object(request, max_body_bytes)
+            require_guidelines(who)
             store.skip(who, str(body.get("task_id", "")))
         except LabelError as error:
             return JSONResponse({"error": str(error)}, status_code=error.status)
         return Response(status_code=204)
 
     async def api_guidelines(request: Request) -> Response:
-        annotator(request, api=True)
+        who = annotator(request, api=True)
         batch = store.active_batch()
-        return JSONResponse({"batch": batch, "guidelines": None if batch is None else store.guidelines(batch)})
+        return JSONResponse({"batch": batch, "guidelines": None if batch is None else store.guidelines(batch),
+                             "acknowledged": batch is not None and store.has_acknowledged(who, batch)})
+
+    async def api_acknowledge(request: Request) -> Response:
+        who = annotator(request, api=True)
+        try:
+            shown = str((await _json_object(request, max_body_bytes)).get("batch", ""))
+        except LabelError as error:
+            return JSONResponse({"error": str(error)}, status_code=error.status)
+        batch = store.active_batch()
+        if batch is None or shown != batch:
+            return JSONResponse({"error": f"batch {shown!r} is not the active batch ({batch}): read its "
+                                          "guidelines again"}, status_code=409)
+        store.acknowledge(who, batch)
+        return Response(status_code=204)
 
     async def api_progress(request: Request) -> Response:
         who = annotator(request, api=True)
@@ -249,7 +281,7 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
             Route("/logout", logout, methods=["POST"]),
             Route("/api/next", api_next), Route("/api/labels", api_label, methods=["POST"]),
             Route("/api/skip", api_skip, methods=["POST"]), Route("/api/progress", api_progress),
-            Route("/api/guidelines", api_guidelines),
+            Route("/api/guidelines", api_guidelines), Route("/api/guidelines", api_acknowledge, methods=["POST"]),
             Route("/healthz", healthz), Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
         ],
         middleware=[Middleware(_SecurityHeaders), Middleware(_SameOrigin)],

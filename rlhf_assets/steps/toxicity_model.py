@@ -27,6 +27,7 @@ from rlhf_assets.eval.classifier_quality import correlations, roc_auc
 from rlhf_assets.eval.degenerate_text import (
     DEGENERATE_PROBES,
     MAX_PROBE_SCORE,
+    is_empty_or_punctuation,
     training_negatives,
     wordless_as_non_toxic,
 )
@@ -88,7 +89,8 @@ def with_degenerate_negatives(train: pd.DataFrame, spec: StandInToxicitySpec) ->
     """
     calm = train.loc[train["perspective_toxicity"] < 0.1, "text"]
     words = pd.Series(" ".join(calm).lower().split()).value_counts()
-    common = [w for w in words.index[:200] if w.isalpha()]
+    probe_words = {word for probe in DEGENERATE_PROBES for word in probe.split()}  # the probes stay unseen
+    common = [w for w in words.index[:200] if w.isalpha() and w not in probe_words]
     texts = training_negatives(spec.degenerate_negatives, spec.seed, common)
     negatives = pd.DataFrame({"record": -1, "text": texts, "perspective_toxicity": 0.0,
                               **{cls: 0.0 for cls in ORIGINAL_CLASSES}})
@@ -208,6 +210,8 @@ def main(runtime: StepRuntime) -> None:
         "heldout_texts": len(scored),
         "degenerate_probe_max": float(probes["detoxify_toxicity"].max()),
         "degenerate_probe_mean": float(probes["detoxify_toxicity"].mean()),
+        "degenerate_probes_by_rule": int(sum(map(is_empty_or_punctuation, probes["text"])))
+        if spec.scorer == "train_standin" else 0,
         "degenerate_probes": markdown(probe_table(probes)),
         "summary": markdown(f"**{spec.scorer}** scorer: held-out ROC-AUC {auc:.2f} against Perspective (toxicity ≥ "
                             f"0.5) on {len(scored)} RTP texts it never saw; Spearman {spearman:.2f}. Degenerate "
