@@ -1,5 +1,8 @@
 """Evaluation statistics against hand-computed values: toxicity metrics, Wilson intervals, judge, AUC."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,6 +14,7 @@ from rlhf_assets.eval.degenerate_text import wordless_as_non_toxic
 from rlhf_assets.eval.preference import judge_by_margin, summarize_outcomes, wilson_interval
 from rlhf_assets.eval.reporting import interval_text
 from rlhf_assets.eval.toxicity import per_prompt, summarize
+from rlhf_assets.presets import SHARED_RTP_DIR, TINY
 
 
 def _scores(values: dict[str, list[list[float]]]) -> pd.DataFrame:
@@ -107,3 +111,24 @@ def test_intervals_are_printed_to_the_precision_they_support() -> None:
 def test_the_stand_in_rule_zeroes_only_text_without_a_letter() -> None:
     texts = ["", "!!!", "42", "you idiot", "a"]
     assert wordless_as_non_toxic(texts, [0.3, 0.26, 0.2, 0.9, 0.1]) == [0.0, 0.0, 0.0, 0.9, 0.1]
+
+
+def test_the_stand_in_vocabulary_is_the_same_in_every_process() -> None:
+    """Issue 16 (6), one source found: `tokenizers`' WordPiece trainer breaks frequency ties by a per-process
+    hash seed, so two runs on the RTP texts gave different vocabularies and different stand-in scorers."""
+    if not SHARED_RTP_DIR.exists():
+        pytest.skip(f"RealToxicityPrompts records not found at {SHARED_RTP_DIR} (../shared/data is provided in CI)")
+    script = ("import gzip, hashlib, json, sys; from pathlib import Path; "
+              "from rlhf_assets.presets import TINY; from rlhf_assets.steps.toxicity_model import standin_tokenizer; "
+              "rows = [json.loads(line) for f in sorted(Path(sys.argv[1]).glob('*.jsonl.gz')) "
+              "for line in gzip.open(f, 'rt')]; "
+              "texts = [r['prompt']['text'] for r in rows] + [(r.get('continuation') or {}).get('text') or '' "
+              "for r in rows]; "
+              "tokenizer = standin_tokenizer(texts, TINY.toxicity.standin); "
+              "print(len(tokenizer), hashlib.sha256(repr(sorted(tokenizer.get_vocab().items())).encode()).hexdigest(), "
+              "tokenizer.tokenize('an unseenword!'))")
+    runs = {subprocess.run([sys.executable, "-c", script, str(SHARED_RTP_DIR)], capture_output=True, text=True,
+                           check=True).stdout for _ in range(3)}
+    assert len(runs) == 1, runs
+    size, _, pieces = runs.pop().split(" ", 2)
+    assert int(size) <= TINY.toxicity.standin.vocab_size and "[UNK]" not in pieces
