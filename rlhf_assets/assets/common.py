@@ -64,18 +64,23 @@ def manifest_output(
     )
     location = store.resolve(uri)
     context.log.info(f"published {name} to {location}")
-    extra = dict(metadata or {})
-    shown = {
-        **({"summary": extra.pop("summary")} if "summary" in extra else {}),  # a reader's first line in the UI
+    shown = summary_first({
         "artifact": MetadataValue.text(uri),
         "artifact_uri": MetadataValue.path(location),
         "content_hash": MetadataValue.text(content_hash),
         "preset": MetadataValue.text(preset),
         **{k: MetadataValue.int(v) for k, v in manifest.counts.items()},
         **{k: MetadataValue.float(v) for k, v in manifest.metrics.items()},
-        **extra,
-    }
+        **(metadata or {}),
+    })
     return Output(manifest, data_version=DataVersion(content_hash), metadata=shown)
+
+
+def summary_first(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The metadata with its `summary` (if any) first: the UI lists entries in order, and a reader starts there.
+    Stored results come back in another order (serialization sorts keys), so reuse passes through here too."""
+    summary = {"summary": metadata["summary"]} if "summary" in metadata else {}
+    return {**summary, **{k: v for k, v in metadata.items() if k != "summary"}}
 
 
 def preview_table(frame: pd.DataFrame, columns: list[str], rows: int = 5, width: int = 160) -> MetadataValue:

@@ -27,7 +27,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from rlhf_assets.assets.common import CODE_VERSION, PresetConfig, manifest_output
+from rlhf_assets.assets.common import CODE_VERSION, PresetConfig, manifest_output, summary_first
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.presets import PROJECT_ROOT, Preset
 from rlhf_assets.resources import ArtifactStoreResource
@@ -98,8 +98,9 @@ def run_step_and_publish(
             else:
                 context.log.info(f"inputs, config and code unchanged: reusing the result of run {record['run_id']}")
                 return Output(manifest, data_version=DataVersion(manifest.content_hash),
-                              metadata={**record["metadata"], "reused_from_run": MetadataValue.text(record["run_id"]),
-                                        "artifact_uri": MetadataValue.path(store.resolve(manifest.uri))})
+                              metadata=summary_first({**record["metadata"],
+                                                      "reused_from_run": MetadataValue.text(record["run_id"]),
+                                                      "artifact_uri": MetadataValue.path(store.resolve(manifest.uri))}))
     run = compute.run_step(context, step=step, preset=preset, inputs=inputs, store=store, config=step_config,
                            resume_key=resume_key, reserved_processes=reserved_processes)
     counts, metrics = _numbers(run.metadata)
