@@ -21,7 +21,7 @@ from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.data.hh import DataError
 from rlhf_assets.data.rtp import read_rtp
 from rlhf_assets.data.sources import describe_source
-from rlhf_assets.presets import EvalSpec, ToxicitySpec
+from rlhf_assets.presets import EvalSpec, GenerationSpec, ToxicitySpec
 from rlhf_assets.resources import ArtifactStoreResource
 from rlhf_assets.storage import Manifest
 
@@ -75,8 +75,19 @@ class ToxicityModelConfig(StepConfig):
         return ToxicitySpec.model_validate(merged).model_dump()
 
 
-class ToxicityScoresConfig(StepConfig):
-    """How many continuations `toxicity_scores` samples per prompt and model."""
+class SamplingConfig(StepConfig):
+    """The seed both models sample with (e.g. to see how much a figure moves when only the draws change)."""
+
+    sampling_seed: int | None = Field(default=None, description="Override the generation seed (SFT and RLHF "
+                                      "always share it)")
+
+    def generation(self, spec: GenerationSpec) -> GenerationSpec:
+        """The preset's generation settings with the seed override applied."""
+        return spec if self.sampling_seed is None else spec.model_copy(update={"seed": self.sampling_seed})
+
+
+class ToxicityScoresConfig(SamplingConfig):
+    """How many continuations `toxicity_scores` samples per prompt and model, and with which seed."""
 
     samples_per_prompt: int | None = Field(
         default=None, ge=1, description="Override k: continuations per prompt and model (paper 25, recipe 1)"
@@ -176,7 +187,7 @@ def _responses_preview(directory: Path) -> dict[str, MetadataValue]:
 @asset(code_version=CODE_VERSION, group_name="evaluation", kinds={"pytorch", "parquet"}, pool=GPU_POOL)
 def eval_responses(
     context: AssetExecutionContext,
-    config: StepConfig,
+    config: SamplingConfig,
     compute: ComputeBackend,
     artifacts: ArtifactStoreResource,
     sft_model: Manifest,
@@ -185,9 +196,10 @@ def eval_responses(
 ) -> Output[Manifest]:
     """SFT and RLHF responses to the held-out eval prompts (same generation settings and seed for both)."""
     preset = config.resolved_preset()
+    evaluation = preset.evaluation.model_copy(update={"generation": config.generation(preset.evaluation.generation)})
     return run_step_and_publish(
         context, step="eval_responses", preset=preset, config=config,
-        step_config={"evaluation": preset.evaluation.model_dump()},
+        step_config={"evaluation": evaluation.model_dump()},
         inputs={"sft_model": sft_model, "ppo_policy": ppo_policy, "eval_prompts": eval_prompts},
         compute=compute, artifacts=artifacts, preview=_responses_preview,
     )
@@ -210,7 +222,8 @@ def toxicity_scores(
     and the paired RLHF − SFT difference, each with a 95% CI, beside the recipe's reference figures.
     """
     preset = config.resolved_preset()
-    spec = preset.toxicity.model_dump()
+    toxicity = preset.toxicity.model_copy(update={"generation": config.generation(preset.toxicity.generation)})
+    spec = toxicity.model_dump()
     if config.samples_per_prompt:
         spec = ToxicitySpec.model_validate({**spec, "samples_per_prompt": config.samples_per_prompt}).model_dump()
     return run_step_and_publish(

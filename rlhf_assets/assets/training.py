@@ -141,13 +141,15 @@ class PPOOverrides(StepConfig):
     algorithm: PolicyOptimizer | None = Field(
         default=None, description="Override the optimiser: ppo (ours, the recipe's), rloo or grpo (TRL)"
     )
+    seed: int | None = Field(default=None, description="Override the seed of training (value-head init, prompt "
+                             "order, rollout sampling) and of the SFT-vs-policy comparison's sampling")
     force_memory_plan: bool = Field(default=False, description="Run even when the GPU memory plan says it will "
                                     "not fit (the plan is still logged)")
 
     def apply(self, spec: PPOSpec) -> dict[str, Any]:
         """The preset's PPO spec with overrides, validated as a whole (e.g. chunk_size ≤ num_rollouts)."""
         renamed = {"total_steps": self.total_steps, "learning_rate": self.learning_rate,
-                   "init_kl_coef": self.init_kl_coef, "target": self.kl_target}
+                   "init_kl_coef": self.init_kl_coef, "target": self.kl_target, "seed": self.seed}
         config = {**spec.config.model_dump(), **{k: v for k, v in renamed.items() if v is not None}}
         algorithm = {"algorithm": self.algorithm.value} if self.algorithm else {}
         return PPOSpec.model_validate({**spec.model_dump(), **algorithm, "config": config}).model_dump()

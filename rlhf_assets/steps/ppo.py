@@ -182,6 +182,9 @@ def main(runtime: StepRuntime) -> None:
         runtime.channel("reward_model"), max_length=cfg.seq_length, max_response_tokens=cfg.max_new_tokens,
         batch_size=spec.reward_batch_size) if needs_scorer else None
     if spec.algorithm == "ppo":
+        # The value head and LoRA adapters start from random weights: seeded here, not by whatever drew from the
+        # global RNG before (two fresh runs trained different value heads from identical rollouts without this).
+        torch.manual_seed(cfg.seed)
         base = AutoModelForCausalLM.from_pretrained(sft.weights)
         if cfg.lora_rank:
             base = add_lora(base, cfg.lora_rank, cfg.lora_alpha)
