@@ -1,14 +1,12 @@
 """The real asset graph on the tiny preset, materialized with Dagster's API and with its CLI."""
 
-import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from dagster import AssetKey, DagsterInstance, DagsterInvalidConfigError, materialize
+from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterInvalidConfigError, materialize
 
 from rlhf_assets.definitions import all_assets
 from rlhf_assets.eval.preference import wilson_interval
@@ -101,33 +99,42 @@ def test_out_of_range_config_names_the_field(graph, asset: str, config: dict, me
     assert manifest_of(instance, root, asset) == before
 
 
-def _cli_materialize(home: Path, root: Path, reuse: bool) -> subprocess.CompletedProcess:
-    run_config = {"ops": {name: {"config": {"max_train_rows": 48}} for name in ("sft_model", "reward_model")}}
-    env = {**os.environ, "DAGSTER_HOME": str(home), "RLHF_ARTIFACT_ROOT": str(root / "artifacts"),
-           "RLHF_SCRATCH_DIR": str(root / "scratch"), "RLHF_REUSE_RESULTS": "1" if reuse else "0"}
-    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "rlhf_assets.definitions",
-               "--select", "*reward_model,eval_prompts", "--config-json", json.dumps(run_config)]
-    return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
+def _main_job(root: Path, reuse: bool) -> subprocess.CompletedProcess:
+    """The README's main command (scripts/run_tiny.sh) into a fresh project under `root`."""
+    env = {**os.environ, "DAGSTER_HOME": str(root / "dagster_home"), "RLHF_ARTIFACT_ROOT": str(root / "artifacts"),
+           "RLHF_SCRATCH_DIR": str(root / "scratch"), "RLHF_LABELING_DB": str(root / "labels.sqlite"),
+           "RLHF_REUSE_RESULTS": "1" if reuse else "0"}
+    return subprocess.run(["bash", "scripts/run_tiny.sh"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                          timeout=1200)
 
 
-def test_cli_materialization_is_persistent_and_unchanged_inputs_keep_data_versions(tmp_path: Path,
-                                                                                  shared_hh_path: Path) -> None:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    for _ in range(2):  # both runs train: seeded training must reproduce the same artifacts
-        result = _cli_materialize(home, tmp_path, reuse=False)
-        assert result.returncode == 0, result.stderr[-3000:]
-    with DagsterInstance.from_config(str(home)) as instance:
-        for asset in ASSETS:
-            events = instance.fetch_materializations(AssetKey(asset), limit=2).records
-            assert len(events) == 2, asset
-            versions = {e.asset_materialization.tags["dagster/data_version"] for e in events}
-            assert len(versions) == 1, f"{asset}: data version changed with unchanged inputs: {versions}"
-    result = _cli_materialize(home, tmp_path, reuse=True)  # unchanged code, config and data: nothing retrains
-    assert result.returncode == 0, result.stderr[-3000:]
-    with DagsterInstance.from_config(str(home)) as instance:
-        for asset in ("base_model", "sft_model", "reward_model"):
-            latest, earlier = instance.fetch_materializations(AssetKey(asset), limit=2).records
-            assert "reused_from_run" in latest.asset_materialization.metadata, asset
-            assert latest.asset_materialization.tags["dagster/data_version"] == \
-                earlier.asset_materialization.tags["dagster/data_version"]
+def _data_versions(events) -> dict[str, str]:
+    return {e.asset_key.to_user_string(): e.step_materialization_data.materialization.tags["dagster/data_version"]
+            for e in events}
+
+
+def test_two_fresh_projects_give_every_asset_the_same_data_version(graph, tmp_path: Path) -> None:
+    """Same code, config and data, nothing shared: the graph fixture (Dagster's API) and the main job's CLI
+    command (separate artifact root, scratch and instance) must produce byte-identical artifacts, asset by
+    asset. An unchanged second main job then reuses every step result and keeps every data version."""
+    _, _, fixture_result = graph
+    expected = _data_versions(fixture_result.get_asset_materialization_events())
+    fresh = _main_job(tmp_path, reuse=False)
+    assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
+    with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        run = instance.get_runs(limit=1)[0]
+        produced = _data_versions(instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION))
+    differing = {k: (expected.get(k), produced.get(k)) for k in expected.keys() | produced.keys()
+                 if expected.get(k) != produced.get(k)}
+    assert not differing, f"data versions differ between two fresh runs: {differing}"
+    assert len(produced) >= 16, produced
+    again = _main_job(tmp_path, reuse=True)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        run = instance.get_runs(limit=1)[0]
+        events = instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)
+        assert _data_versions(events) == produced
+        trained = {"base_model", "sft_model", "reward_model", "judge_model", "ppo_policy", "toxicity_model"}
+        reused = {e.asset_key.to_user_string() for e in events
+                  if "reused_from_run" in e.step_materialization_data.materialization.metadata}
+        assert trained <= reused, f"retrained with nothing changed: {trained - reused}"
