@@ -1,9 +1,9 @@
-"""Model assets: the base model, the SFT checkpoint and the reward model, each computed by a step program."""
+"""Model assets: the base model, the SFT checkpoint, the reward model and judge, and the PPO and DPO policies."""
 
 
 from collections.abc import Callable
 from enum import Enum
-from typing import Any
+from typing import Any, get_args
 
 from dagster import AssetExecutionContext, AssetsDefinition, Output, asset
 from pydantic import Field
@@ -12,7 +12,7 @@ from rlhf_assets.assets.common import CODE_VERSION
 from rlhf_assets.assets.data import JUDGE_SPLIT
 from rlhf_assets.assets.step_runs import StepConfig, run_step_and_publish
 from rlhf_assets.compute.backend import ComputeBackend
-from rlhf_assets.presets import PPOSpec, Preset, RewardSpec, TrainSpec
+from rlhf_assets.presets import DPOSpec, PPOSpec, Preset, RewardSpec, TrainSpec
 from rlhf_assets.resources import ArtifactStoreResource
 from rlhf_assets.storage import Manifest
 
@@ -177,3 +177,44 @@ def ppo_policy(
                             inputs={"sft_model": sft_model, "reward_model": reward_model,
                                     "preference": preference_dataset, "eval_prompts": eval_prompts},
                             compute=compute, artifacts=artifacts, reserved_processes=preset.compute.reward_model_gpus)
+
+
+DPOLoss = Enum("DPOLoss", {name: name for name in get_args(DPOSpec.model_fields["loss_type"].annotation)})
+DPOLoss.__doc__ = "TRL's DPO losses this project offers (the preset's `dpo.loss_type` values)."
+
+
+class DPOOverrides(TrainOverrides):
+    """DPO overrides: training settings, β and the loss."""
+
+    beta: float | None = Field(default=None, gt=0.0, description="Override β: how strongly the policy is held to "
+                               "the SFT reference")
+    loss_type: DPOLoss | None = Field(default=None, description="Override TRL's DPO loss: sigmoid is the paper's, "
+                                      "ipo does not saturate, hinge is SLiC's, robust assumes noisy labels")
+
+    def apply(self, spec: TrainSpec) -> dict[str, Any]:
+        merged = super().apply(spec)
+        loss = self.loss_type.value if self.loss_type else None
+        updates = {k: v for k, v in (("beta", self.beta), ("loss_type", loss)) if v is not None}
+        return DPOSpec.model_validate({**merged, **updates}).model_dump()
+
+
+@asset(code_version=CODE_VERSION, group_name="models", kinds={"pytorch", "trl"}, pool=GPU_POOL)
+def dpo_policy(
+    context: AssetExecutionContext,
+    config: DPOOverrides,
+    compute: ComputeBackend,
+    artifacts: ArtifactStoreResource,
+    sft_model: Manifest,
+    preference_dataset: Manifest,
+) -> Output[Manifest]:
+    """A DPO policy: the SFT model trained directly on the reward model's preference pairs (TRL DPOTrainer), with
+    the SFT model as the frozen reference; no reward model, no sampling.
+
+    Metadata shows the implicit reward's accuracy and margin curves and the held-out preference accuracy (share
+    of test pairs where the policy's implicit reward ranks chosen above rejected) with a Wilson 95% CI.
+    """
+    preset = config.resolved_preset()
+    step_config = {"dpo": config.apply(preset.dpo), "force_memory_plan": config.force_memory_plan}
+    return run_step_and_publish(context, config=config, step="dpo", preset=preset, step_config=step_config,
+                                inputs={"sft_model": sft_model, "preference": preference_dataset},
+                                compute=compute, artifacts=artifacts)

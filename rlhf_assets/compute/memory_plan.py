@@ -354,11 +354,15 @@ def finetune_plan(
     max_length: int,
     sequences_per_row: int,
     language_model_head: bool,
+    frozen_reference: bool = False,
     gpu: tuple[float | None, str] = (None, "no GPU"),
 ) -> MemoryPlan:
-    """Full fine-tuning (SFT: one sequence per row, LM logits; reward: chosen + rejected, a scalar head)."""
+    """Full fine-tuning (SFT: one sequence per row, LM logits; reward: chosen + rejected, a scalar head; DPO:
+    chosen + rejected with LM logits and a frozen reference copy of the starting model)."""
     terms = _state_terms(shape, shape.parameters, precision, ranks)
     wbytes = precision.weight_bytes
+    if frozen_reference:
+        terms.append(MemoryTerm(name="reference: full frozen copy", phase="held", bytes=wbytes * shape.parameters))
     sequences = batch_size * sequences_per_row
     bsh = sequences * max_length * shape.hidden
     terms.append(MemoryTerm(name=f"activations of {shape.layers} blocks ({sequences} × {max_length})",
