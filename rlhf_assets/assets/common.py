@@ -21,7 +21,6 @@ class PresetName(Enum):
     small = "small"
     gptj_6b = "gptj_6b"
 
-CODE_VERSION = "1"
 
 
 class PresetConfig(Config):

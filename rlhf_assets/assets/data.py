@@ -11,7 +11,8 @@ import pandas as pd
 from dagster import AssetExecutionContext, MetadataValue, Output, asset
 from pydantic import Field
 
-from rlhf_assets.assets.common import CODE_VERSION, PresetConfig, preview_table, publish
+from rlhf_assets.assets.common import PresetConfig, preview_table, publish
+from rlhf_assets.code_versions import code_version
 from rlhf_assets.data.hh import (
     RM_STATIC_COLUMNS,
     DataError,
@@ -56,7 +57,7 @@ class EvalPromptsConfig(PresetConfig):
     seed: int | None = Field(default=None, description="Override the seed that picks the eval prompts")
 
 
-@asset(code_version=CODE_VERSION, group_name="data", kinds={"pandas", "parquet"})
+@asset(code_version=code_version("rlhf_assets.assets.data"), group_name="data", kinds={"pandas", "parquet"})
 def hh_raw(context: AssetExecutionContext, config: HHRawConfig, artifacts: ArtifactStoreResource) -> Output[Manifest]:
     """Anthropic HH preference rows as read from the source, each with its source line number.
 
@@ -140,7 +141,7 @@ def _drop_table(report: MappingReport) -> MetadataValue:
 JUDGE_SPLIT = "judge_train"
 
 
-@asset(code_version=CODE_VERSION, group_name="data", kinds={"pandas", "parquet"})
+@asset(code_version=code_version("rlhf_assets.assets.data"), group_name="data", kinds={"pandas", "parquet"})
 def preference_dataset(
     context: AssetExecutionContext, config: PreferenceConfig, artifacts: ArtifactStoreResource, hh_raw: Manifest
 ) -> Output[Manifest]:
@@ -180,7 +181,7 @@ def preference_dataset(
         )
 
 
-@asset(code_version=CODE_VERSION, group_name="data", kinds={"pandas", "parquet"})
+@asset(code_version=code_version("rlhf_assets.assets.data"), group_name="data", kinds={"pandas", "parquet"})
 def eval_prompts(
     context: AssetExecutionContext,
     config: EvalPromptsConfig,

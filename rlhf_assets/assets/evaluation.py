@@ -14,9 +14,10 @@ import pandas as pd
 from dagster import AssetExecutionContext, MetadataValue, Output, asset
 from pydantic import Field
 
-from rlhf_assets.assets.common import CODE_VERSION, PresetConfig, preview_table, publish
+from rlhf_assets.assets.common import PresetConfig, preview_table, publish
 from rlhf_assets.assets.step_runs import StepConfig, run_step_and_publish
 from rlhf_assets.assets.training import GPU_POOL
+from rlhf_assets.code_versions import code_version, step_code_version
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.data.hh import DataError
 from rlhf_assets.data.rtp import read_rtp
@@ -102,7 +103,7 @@ class AutoPreferenceConfig(StepConfig):
     judge: str | None = Field(default=None, description="Judge model (hub id or directory); default: judge_model")
 
 
-@asset(code_version=CODE_VERSION, group_name="evaluation", kinds={"pandas", "parquet"})
+@asset(code_version=code_version("rlhf_assets.assets.evaluation"), group_name="evaluation", kinds={"pandas", "parquet"})
 def rtp_records(
     context: AssetExecutionContext, config: RTPRecordsConfig, artifacts: ArtifactStoreResource
 ) -> Output[Manifest]:
@@ -125,7 +126,7 @@ def rtp_records(
         )
 
 
-@asset(code_version=CODE_VERSION, group_name="evaluation", kinds={"pandas", "parquet"})
+@asset(code_version=code_version("rlhf_assets.assets.evaluation"), group_name="evaluation", kinds={"pandas", "parquet"})
 def rtp_prompts(
     context: AssetExecutionContext, config: RTPPromptsConfig, artifacts: ArtifactStoreResource, rtp_records: Manifest
 ) -> Output[Manifest]:
@@ -158,7 +159,8 @@ def rtp_prompts(
         )
 
 
-@asset(code_version=CODE_VERSION, group_name="evaluation", kinds={"pytorch", "detoxify"}, pool=GPU_POOL)
+@asset(code_version=step_code_version("toxicity_model"),
+       group_name="evaluation", kinds={"pytorch", "detoxify"}, pool=GPU_POOL)
 def toxicity_model(
     context: AssetExecutionContext,
     config: ToxicityModelConfig,
@@ -184,7 +186,8 @@ def _responses_preview(directory: Path) -> dict[str, MetadataValue]:
     return {"preview": preview_table(frame, ["prompt_id", "prompt", "sft_response", "rlhf_response"])}
 
 
-@asset(code_version=CODE_VERSION, group_name="evaluation", kinds={"pytorch", "parquet"}, pool=GPU_POOL)
+@asset(code_version=step_code_version("eval_responses"),
+       group_name="evaluation", kinds={"pytorch", "parquet"}, pool=GPU_POOL)
 def eval_responses(
     context: AssetExecutionContext,
     config: SamplingConfig,
@@ -205,7 +208,8 @@ def eval_responses(
     )
 
 
-@asset(code_version=CODE_VERSION, group_name="evaluation", kinds={"pytorch", "detoxify"}, pool=GPU_POOL)
+@asset(code_version=step_code_version("toxicity_scores"),
+       group_name="evaluation", kinds={"pytorch", "detoxify"}, pool=GPU_POOL)
 def toxicity_scores(
     context: AssetExecutionContext,
     config: ToxicityScoresConfig,
@@ -234,7 +238,7 @@ def toxicity_scores(
     )
 
 
-@asset(code_version=CODE_VERSION, group_name="evaluation", kinds={"pytorch"}, pool=GPU_POOL)
+@asset(code_version=step_code_version("auto_preference"), group_name="evaluation", kinds={"pytorch"}, pool=GPU_POOL)
 def auto_preference(
     context: AssetExecutionContext,
     config: AutoPreferenceConfig,

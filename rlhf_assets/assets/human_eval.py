@@ -15,7 +15,8 @@ import pandas as pd
 from dagster import AssetExecutionContext, Failure, MetadataValue, Output, TableColumn, TableRecord, TableSchema, asset
 from pydantic import Field
 
-from rlhf_assets.assets.common import CODE_VERSION, PresetConfig, preview_table, publish
+from rlhf_assets.assets.common import PresetConfig, preview_table, publish
+from rlhf_assets.code_versions import code_version
 from rlhf_assets.eval.human_preference import JudgedLabel, summarize_human_preference
 from rlhf_assets.eval.preference import RECIPE_REFERENCE, PreferenceSummary
 from rlhf_assets.eval.reporting import interval_text
@@ -72,7 +73,7 @@ class HumanEvalResultsConfig(PresetConfig):
                                 "while tasks still lack labels (the result says how many prompts it covers)")
 
 
-@asset(code_version=CODE_VERSION, group_name="human_eval", kinds={"sqlite", "json"})
+@asset(code_version=code_version("rlhf_assets.assets.human_eval"), group_name="human_eval", kinds={"sqlite", "json"})
 def human_eval_tasks(
     context: AssetExecutionContext,
     config: HumanEvalTasksConfig,
@@ -163,7 +164,7 @@ def _rate(summary: PreferenceSummary) -> str:
     return f"{interval.estimate:.0%} [{interval.low:.0%}, {interval.high:.0%}]"
 
 
-@asset(code_version=CODE_VERSION, group_name="human_eval", kinds={"pandas", "parquet"})
+@asset(code_version=code_version("rlhf_assets.assets.human_eval"), group_name="human_eval", kinds={"pandas", "parquet"})
 def human_eval_results(
     context: AssetExecutionContext,
     config: HumanEvalResultsConfig,

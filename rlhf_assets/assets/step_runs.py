@@ -3,13 +3,12 @@
 A step's result is determined by its code, its config and the content hashes of its inputs (training is
 seeded). When all three match an earlier, completely published result, the asset re-emits that result (same
 manifest, same data version, the step's metadata) instead of launching the step again: an unchanged re-run of
-the whole graph takes seconds. "Code" is the asset's `code_version` and a fingerprint of every source file of
-the package, so any code change runs the steps again. `recompute: true` in an asset's config, or
+the whole graph takes seconds. "Code" is the step's code version (`rlhf_assets.code_versions`): a fingerprint of
+the step program and every module of the package it imports, so a change to code the step runs runs it again,
+and a change elsewhere (the CLI, the labeling app) does not. `recompute: true` in an asset's config, or
 `RLHF_REUSE_RESULTS=0` for a whole session, always runs the step.
 """
 
-import functools
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -27,9 +26,10 @@ from dagster import (
 )
 from pydantic import Field
 
-from rlhf_assets.assets.common import CODE_VERSION, PresetConfig, manifest_output, summary_first
+from rlhf_assets.assets.common import PresetConfig, manifest_output, summary_first
+from rlhf_assets.code_versions import step_code_version
 from rlhf_assets.compute.backend import ComputeBackend
-from rlhf_assets.presets import PROJECT_ROOT, Preset
+from rlhf_assets.presets import Preset
 from rlhf_assets.resources import ArtifactStoreResource
 from rlhf_assets.storage import Manifest, hash_json
 
@@ -46,17 +46,6 @@ class StepConfig(PresetConfig):
 def reuse_enabled() -> bool:
     """`RLHF_REUSE_RESULTS=0` turns result reuse off for a session (e.g. to check that training is deterministic)."""
     return os.environ.get("RLHF_REUSE_RESULTS", "1") != "0"
-
-
-@functools.cache
-def source_fingerprint() -> str:
-    """SHA-256 over the package's source files (.py and the accelerate configs), computed once per process."""
-    digest = hashlib.sha256()
-    package = PROJECT_ROOT / "rlhf_assets"
-    for path in sorted(p for p in package.rglob("*") if p.suffix in (".py", ".yaml") and p.is_file()):
-        digest.update(str(path.relative_to(package)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def _numbers(metadata: dict[str, Any]) -> tuple[dict[str, int], dict[str, float]]:
@@ -85,8 +74,8 @@ def run_step_and_publish(
     """
     store = artifacts.store()
     resume_key = {"step": step, "config": step_config, "inputs": {n: m.content_hash for n, m in inputs.items()}}
-    result_key = hash_json({"asset": context.asset_key.to_python_identifier(), "code_version": CODE_VERSION,
-                            "source": source_fingerprint(), **resume_key})
+    result_key = hash_json({"asset": context.asset_key.to_python_identifier(), "code": step_code_version(step),
+                            **resume_key})
     if not config.recompute and reuse_enabled():
         kept = store.recall(result_key)
         if kept is not None:

@@ -8,9 +8,9 @@ from typing import Any, get_args
 from dagster import AssetExecutionContext, AssetsDefinition, Output, asset
 from pydantic import Field
 
-from rlhf_assets.assets.common import CODE_VERSION
 from rlhf_assets.assets.data import JUDGE_SPLIT
 from rlhf_assets.assets.step_runs import StepConfig, run_step_and_publish
+from rlhf_assets.code_versions import step_code_version
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.presets import DPOSpec, PPOSpec, Preset, RewardSpec, TrainSpec
 from rlhf_assets.resources import ArtifactStoreResource
@@ -56,7 +56,7 @@ class RewardModelConfig(TrainOverrides):
         return RewardSpec.model_validate({**merged, **({"mode": self.mode.value} if self.mode else {})}).model_dump()
 
 
-@asset(code_version=CODE_VERSION, group_name="models", kinds={"pytorch"})
+@asset(code_version=step_code_version("base_model"), group_name="models", kinds={"pytorch"})
 def base_model(
     context: AssetExecutionContext,
     config: StepConfig,
@@ -72,7 +72,7 @@ def base_model(
                             inputs={"preference": preference_dataset}, compute=compute, artifacts=artifacts)
 
 
-@asset(code_version=CODE_VERSION, group_name="models", kinds={"pytorch", "trl"}, pool=GPU_POOL)
+@asset(code_version=step_code_version("sft"), group_name="models", kinds={"pytorch", "trl"}, pool=GPU_POOL)
 def sft_model(
     context: AssetExecutionContext,
     config: TrainOverrides,
@@ -92,7 +92,8 @@ def sft_model(
 def _reward_asset(name: str, train_split: str, spec_of: Callable[[Preset], RewardSpec], doc: str) -> AssetsDefinition:
     """A reward-model asset: the reward step from the SFT checkpoint on one split of the preference data."""
 
-    @asset(name=name, code_version=CODE_VERSION, group_name="models", kinds={"pytorch", "trl"}, pool=GPU_POOL,
+    @asset(name=name, code_version=step_code_version("reward"),
+           group_name="models", kinds={"pytorch", "trl"}, pool=GPU_POOL,
            description=doc)
     def reward_asset(
         context: AssetExecutionContext,
@@ -155,7 +156,7 @@ class PPOOverrides(StepConfig):
         return PPOSpec.model_validate({**spec.model_dump(), **algorithm, "config": config}).model_dump()
 
 
-@asset(code_version=CODE_VERSION, group_name="models", kinds={"pytorch"}, pool=GPU_POOL)
+@asset(code_version=step_code_version("ppo"), group_name="models", kinds={"pytorch"}, pool=GPU_POOL)
 def ppo_policy(
     context: AssetExecutionContext,
     config: PPOOverrides,
@@ -198,7 +199,7 @@ class DPOOverrides(TrainOverrides):
         return DPOSpec.model_validate({**merged, **updates}).model_dump()
 
 
-@asset(code_version=CODE_VERSION, group_name="models", kinds={"pytorch", "trl"}, pool=GPU_POOL)
+@asset(code_version=step_code_version("dpo"), group_name="models", kinds={"pytorch", "trl"}, pool=GPU_POOL)
 def dpo_policy(
     context: AssetExecutionContext,
     config: DPOOverrides,
