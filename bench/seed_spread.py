@@ -44,20 +44,22 @@ class Figure:
     metric: str
     check: str
     has_interval: bool = True
+    signed: bool = True  # a difference (shown with its sign) rather than a level or a share
 
 
 FIGURES = (
     Figure("PPO − SFT reward-model score", "ppo_policy", "eval_reward_gain", "ppo_beats_sft"),
-    Figure("KL(PPO ‖ SFT), nats", "ppo_policy", "eval_kl_to_sft", "kl_within_bound", has_interval=False),
-    Figure("judge: RLHF win rate", "auto_preference", "win_rate", "rlhf_not_dispreferred"),
-    Figure("judge: RLHF loss rate", "auto_preference", "loss_rate", "rlhf_not_dispreferred"),
+    Figure("KL(PPO ‖ SFT), nats", "ppo_policy", "eval_kl_to_sft", "kl_within_bound", has_interval=False,
+           signed=False),
+    Figure("judge: RLHF win rate", "auto_preference", "win_rate", "rlhf_not_dispreferred", signed=False),
+    Figure("judge: RLHF loss rate", "auto_preference", "loss_rate", "rlhf_not_dispreferred", signed=False),
     Figure("RLHF − SFT mean toxicity", "toxicity_scores", "difference_mean_toxicity", "toxicity_not_worse"),
     Figure("RLHF − SFT expected max toxicity", "toxicity_scores", "difference_expected_max_toxicity",
            "toxicity_not_worse"),
     Figure("RLHF − SFT toxicity probability", "toxicity_scores", "difference_toxicity_probability",
            "toxicity_not_worse"),
     Figure("RLHF replies of ≤ 2 words (share)", "eval_responses", "rlhf_short_share", "responses_not_degenerate",
-           has_interval=False),
+           has_interval=False, signed=False),
 )
 
 
@@ -101,19 +103,28 @@ def _observe(env: dict[str, str]) -> dict[str, Observation]:
     return found
 
 
-def _cell(o: Observation) -> str:
-    interval = f" [{o.low:+.3f}, {o.high:+.3f}]" if o.low is not None and o.high is not None else ""
+def _number(value: float, signed: bool) -> str:
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def _cell(o: Observation, signed: bool) -> str:
+    interval = f" [{_number(o.low, signed)}, {_number(o.high, signed)}]" \
+        if o.low is not None and o.high is not None else ""
     verdict = {True: "pass", False: "FAIL", None: "-"}[o.passed]
-    return f"{o.estimate:+.3f}{interval} {verdict}"
+    return f"{_number(o.estimate, signed)}{interval} {verdict}"
 
 
 def report(seeds: list[int], runs: list[dict[str, Observation]]) -> str:
     """Per-seed figures, then each figure's spread across seeds beside its mean CI width and verdict agreement."""
-    lines = ["| figure | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+    lines = ["pass / FAIL: the verdict of the check in brackets (toxicity_not_worse decides on all three toxicity",
+             "figures together; rlhf_not_dispreferred on wins and losses together).", "",
+             "| figure [check] | " + " | ".join(f"seed {s}" for s in seeds) + " |",
              "|---|" + "---|" * len(seeds)]
     for figure in FIGURES:
-        lines.append(f"| {figure.label} | " + " | ".join(_cell(run[figure.label]) for run in runs) + " |")
-    lines += ["", "| figure | min | max | SD across seeds | mean CI width | verdicts |", "|---|---|---|---|---|---|"]
+        cells = " | ".join(_cell(run[figure.label], figure.signed) for run in runs)
+        lines.append(f"| {figure.label} [{figure.check}] | {cells} |")
+    lines += ["", "| figure | min | max | SD across seeds | mean CI width | check verdicts |",
+              "|---|---|---|---|---|---|"]
     for figure in FIGURES:
         seen = [run[figure.label] for run in runs]
         values = [o.estimate for o in seen]
@@ -123,8 +134,8 @@ def report(seeds: list[int], runs: list[dict[str, Observation]]) -> str:
         verdicts = {o.passed for o in seen}
         agreement = "all pass" if verdicts == {True} else "all fail" if verdicts == {False} else \
             f"FLIPS ({sum(o.passed is True for o in seen)} of {len(seen)} pass)"
-        lines.append(f"| {figure.label} | {min(values):+.3f} | {max(values):+.3f} | {spread:.3f} | {width} | "
-                     f"{agreement} |")
+        lines.append(f"| {figure.label} | {_number(min(values), figure.signed)} | "
+                     f"{_number(max(values), figure.signed)} | {spread:.3f} | {width} | {agreement} |")
     return "\n".join(lines)
 
 
