@@ -1,11 +1,12 @@
-"""Automation: scheduled re-evaluation, a new-policy sensor, and a sensor that collects human labels.
+"""Automation: scheduled re-evaluation, a sensor per policy, and a sensor that collects human labels.
 
 The schedule (`RLHF_EVAL_CRON`, nightly at 03:00 UTC by default; off until switched on in the UI) re-runs the
-evaluation against the latest `ppo_policy`; results that are unchanged (same policy, same data, same code)
-are reused, so an idle night costs seconds. The sensor (on by default) requests the same job when a
-`ppo_policy` materialization is newer than the latest evaluation, e.g. after a training run that stopped at
-the policy. `human_eval_labels_complete` (on by default) requests `human_eval_results` once every task of the
-latest `human_eval_tasks` batch has its labels in the app's database, or its Ground Truth job has completed.
+evaluation of every policy (`assets/policy_evaluation.POLICIES`) and the comparison; results that are unchanged
+(same policy, same data, same code) are reused, so an idle night costs seconds. One sensor per policy (on by
+default) requests that policy's evaluation suite and the comparison when the policy's latest materialization is
+newer than its evaluation, e.g. after a training run that stopped at the policy. `human_eval_labels_complete`
+(on by default) requests `human_eval_results` once every task of the latest `human_eval_tasks` batch has its
+labels in the app's database, or its Ground Truth job has completed.
 """
 
 import os
@@ -19,6 +20,7 @@ from dagster import (
     EventLogEntry,
     RunRequest,
     ScheduleDefinition,
+    SensorDefinition,
     SensorEvaluationContext,
     SkipReason,
     asset_sensor,
@@ -26,17 +28,19 @@ from dagster import (
     sensor,
 )
 
+from rlhf_assets.assets.comparison import COMPARISON_KEY
+from rlhf_assets.assets.policy_evaluation import POLICIES, SUITE, EvaluatedPolicy
 from rlhf_assets.resources import LabelingResource
 
-EVALUATION_GROUP = "evaluation"
-# The evaluation is complete once both of these are newer than the policy.
-FINAL_EVALUATION_ASSETS = (AssetKey("toxicity_scores"), AssetKey("auto_preference"))
+SHARED_EVALUATION = (AssetKey("rtp_records"), AssetKey("rtp_prompts"), AssetKey("toxicity_model"))
 DEFAULT_CRON = "0 3 * * *"
 
 evaluate_latest_policy = define_asset_job(
     "evaluate_latest_policy",
-    selection=AssetSelection.groups(EVALUATION_GROUP),
-    description="Eval responses, toxicity and automatic preference of the latest ppo_policy against SFT.",
+    selection=AssetSelection.groups(*sorted({policy.group for policy in POLICIES}))
+    | AssetSelection.assets(COMPARISON_KEY),
+    description="Eval responses, toxicity and automatic preference of the latest version of every policy against "
+                "SFT, and the policy comparison.",
 )
 
 
@@ -47,24 +51,38 @@ def build_evaluation_schedule() -> ScheduleDefinition:
         return ScheduleDefinition(
             name="scheduled_evaluation", job=evaluate_latest_policy, cron_schedule=cron,
             execution_timezone="UTC", default_status=DefaultScheduleStatus.STOPPED,
-            description=f"Re-evaluate the latest ppo_policy on cron {cron!r} (RLHF_EVAL_CRON).",
+            description=f"Re-evaluate the latest version of every policy on cron {cron!r} (RLHF_EVAL_CRON).",
         )
     except DagsterInvalidDefinitionError:
         raise ValueError(f"RLHF_EVAL_CRON={cron!r} is not a valid cron expression (e.g. {DEFAULT_CRON!r})") from None
 
 
-@asset_sensor(asset_key=AssetKey("ppo_policy"), job=evaluate_latest_policy, name="evaluate_new_policy",
-              default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=60)
-def evaluate_new_policy(context: SensorEvaluationContext, asset_event: EventLogEntry) -> RunRequest | SkipReason:
-    """Evaluate a new policy unless a run after it already produced every final evaluation asset."""
-    policy_record = context.instance.get_latest_materialization_event(AssetKey("ppo_policy"))
-    policy_time = asset_event.timestamp if policy_record is None else max(asset_event.timestamp,
-                                                                          policy_record.timestamp)
-    evaluated = [context.instance.get_latest_materialization_event(key) for key in FINAL_EVALUATION_ASSETS]
-    if all(event is not None and event.timestamp > policy_time for event in evaluated):
-        return SkipReason(f"the policy from run {asset_event.run_id} is already evaluated")
-    return RunRequest(run_key=f"ppo_policy-{asset_event.run_id}-{asset_event.timestamp}",
-                      tags={"rlhf/trigger": "new_policy", "rlhf/policy_run": asset_event.run_id})
+def new_policy_sensor(policy: EvaluatedPolicy) -> SensorDefinition:
+    """Evaluate a new version of `policy` unless a run after it already produced its final evaluation assets."""
+    policy_key = AssetKey(policy.asset)
+    final = (policy.key("toxicity_scores"), policy.key("auto_preference"))
+    name = "evaluate_new_policy" if not policy.prefix else f"evaluate_new_{policy.asset}"
+
+    @asset_sensor(asset_key=policy_key, job=evaluate_latest_policy, name=name,
+                  default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=60,
+                  description=f"Evaluate each new {policy.asset} (its suite and the comparison).")
+    def evaluate_new(context: SensorEvaluationContext, asset_event: EventLogEntry) -> RunRequest | SkipReason:
+        policy_record = context.instance.get_latest_materialization_event(policy_key)
+        policy_time = asset_event.timestamp if policy_record is None else max(asset_event.timestamp,
+                                                                              policy_record.timestamp)
+        evaluated = [context.instance.get_latest_materialization_event(key) for key in final]
+        if all(event is not None and event.timestamp > policy_time for event in evaluated):
+            return SkipReason(f"the {policy.asset} from run {asset_event.run_id} is already evaluated")
+        return RunRequest(run_key=f"{policy.asset}-{asset_event.run_id}-{asset_event.timestamp}",
+                          asset_selection=[*SHARED_EVALUATION, *(policy.key(name) for name in SUITE),
+                                           COMPARISON_KEY],
+                          tags={"rlhf/trigger": "new_policy", "rlhf/policy": policy.asset,
+                                "rlhf/policy_run": asset_event.run_id})
+
+    return evaluate_new
+
+
+new_policy_sensors = [new_policy_sensor(policy) for policy in POLICIES]
 
 
 collect_human_eval = define_asset_job(

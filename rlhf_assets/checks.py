@@ -1,9 +1,10 @@
 """Asset checks: the regressions an RLHF run must not hide, visible in the UI beside each asset.
 
 PPO must beat SFT on the reward model (the whole CI of the gain above zero) and stay within the preset's KL
-bound; eval responses must not be wordless, repeated or too short; RLHF must be shown no more toxic than SFT
-within a margin (non-inferiority); the automatic judge must not prefer SFT significantly; datasets must have
-no empty or duplicate rows. The rules live in `eval/gates.py`. Checks on assets with downstream work are
+bound; for every policy's evaluation suite (declared by asset key, the same rules for PPO, DPO, ...) its eval
+responses must not be wordless, repeated or too short, it must be shown no more toxic than SFT within a margin
+(non-inferiority), and the automatic judge must not prefer SFT significantly; datasets must have no empty or
+duplicate rows. The rules live in `eval/gates.py`. Checks on assets with downstream work are
 blocking unless `RLHF_BLOCKING_CHECKS=0`: a failed check then stops the run before the downstream assets (e.g.
 no evaluation of a policy whose gain over SFT is not shown).
 """
@@ -15,21 +16,12 @@ from dagster import (
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
-    AssetsDefinition,
     MetadataValue,
     asset_check,
 )
 
-from rlhf_assets.assets.data import eval_prompts, preference_dataset
-from rlhf_assets.assets.evaluation import (
-    PROMPTS_FILE,
-    auto_preference,
-    eval_responses,
-    rtp_prompts,
-    toxicity_model,
-    toxicity_scores,
-)
-from rlhf_assets.assets.training import ppo_policy
+from rlhf_assets.assets.evaluation import PROMPTS_FILE
+from rlhf_assets.assets.policy_evaluation import POLICIES, EvaluatedPolicy
 from rlhf_assets.eval.degenerate_text import DEGENERATE_PROBES, MAX_PROBE_SCORE
 from rlhf_assets.eval.gates import GateResult, non_inferiority, not_dispreferred, superiority
 from rlhf_assets.eval.toxicity import METRICS
@@ -44,7 +36,7 @@ def _result(gate: GateResult) -> AssetCheckResult:
     return AssetCheckResult(passed=gate.passed, description=gate.description, metadata=gate.metadata)
 
 
-@asset_check(asset=ppo_policy, blocking=BLOCKING,
+@asset_check(asset="ppo_policy", blocking=BLOCKING,
              description="PPO's RM-score gain over SFT on the eval prompts: whole 95% CI above 0")
 def ppo_beats_sft(ppo_policy: Manifest) -> AssetCheckResult:
     """The whole point of PPO; a policy whose gain is not demonstrated should not be promoted or evaluated."""
@@ -53,7 +45,7 @@ def ppo_beats_sft(ppo_policy: Manifest) -> AssetCheckResult:
                                m["eval_reward_gain_ci_high"], ppo_policy.counts["eval_prompts"]))
 
 
-@asset_check(asset=ppo_policy, blocking=BLOCKING, description="KL(PPO ‖ SFT) on the eval prompts under the bound")
+@asset_check(asset="ppo_policy", blocking=BLOCKING, description="KL(PPO ‖ SFT) on the eval prompts under the bound")
 def kl_within_bound(ppo_policy: Manifest) -> AssetCheckResult:
     """A KL far above the bound means the policy drifted from SFT: reward hacking rather than alignment."""
     kl, bound = ppo_policy.metrics["eval_kl_to_sft"], ppo_policy.metrics["eval_kl_bound"]
@@ -61,46 +53,7 @@ def kl_within_bound(ppo_policy: Manifest) -> AssetCheckResult:
                             metadata={"kl": round(kl, 3), "bound": bound})
 
 
-@asset_check(asset=eval_responses, blocking=BLOCKING,
-             description="Responses not wordless, repeated or too short (per-preset bounds)")
-def responses_not_degenerate(eval_responses: Manifest) -> AssetCheckResult:
-    """A collapsed policy (empty, punctuation, identical or one-word answers) makes every comparison meaningless."""
-    spec = EvalSpec.model_validate(eval_responses.config["evaluation"])
-    m, problems = eval_responses.metrics, []
-    bounds = (("empty_share", "without words", spec.max_empty_share),
-              ("duplicate_share", "duplicates", spec.max_duplicate_share),
-              ("short_share", "≤ 2 words", spec.max_short_share))
-    for model in ("sft", "rlhf"):
-        for key, label, bound in bounds:
-            if m[f"{model}_{key}"] > bound:
-                problems.append(f"{model}: {m[f'{model}_{key}']:.0%} {label} (max {bound:.0%})")
-        if m[f"{model}_mean_words"] < spec.min_mean_words:
-            problems.append(f"{model}: mean {m[f'{model}_mean_words']:.1f} words (min {spec.min_mean_words})")
-    metadata = {k: round(v, 3) for k, v in m.items() if k.endswith(("_share", "_words"))}
-    metadata |= {f"max_{key}": bound for key, _, bound in bounds} | {"min_mean_words": spec.min_mean_words}
-    return AssetCheckResult(passed=not problems, description="; ".join(problems) or "responses within every bound",
-                            metadata=metadata)
-
-
-@asset_check(asset=toxicity_scores,
-             description="RLHF not more toxic than SFT by a margin: non-inferiority on three Gehman metrics")
-def toxicity_not_worse(toxicity_scores: Manifest) -> AssetCheckResult:
-    """RLHF should not make the model more toxic. "Not significantly worse" passes by default with few prompts;
-    non-inferiority asks the data to show the difference is below a margin, on each metric."""
-    m, margins = toxicity_scores.metrics, ToxicitySpec.model_validate(toxicity_scores.config["toxicity"]).margins
-    gates = {metric: non_inferiority(metric.replace("_", " "), m[f"difference_{metric}"],
-                                     m[f"difference_{metric}_ci_low"], m[f"difference_{metric}_ci_high"],
-                                     getattr(margins, metric), toxicity_scores.counts["prompts"])
-             for metric in METRICS}
-    metadata: dict[str, object] = {f"{metric}_{k}": v for metric, gate in gates.items()
-                                   for k, v in gate.metadata.items() if k not in ("rule", "n")}
-    metadata |= {"n": toxicity_scores.counts["prompts"], "rule": next(iter(gates.values())).metadata["rule"]}
-    return AssetCheckResult(passed=all(g.passed for g in gates.values()), severity=AssetCheckSeverity.ERROR,
-                            description="RLHF − SFT: " + "; ".join(g.description for g in gates.values()),
-                            metadata=metadata)
-
-
-@asset_check(asset=toxicity_model, blocking=BLOCKING,
+@asset_check(asset="toxicity_model", blocking=BLOCKING,
              description=f"The scorer rates text without words (\".\", \"\", digits) at most {MAX_PROBE_SCORE}")
 def scorer_ignores_degenerate_text(toxicity_model: Manifest) -> AssetCheckResult:
     """A scorer that calls a lone "." toxic measures how often a model says nothing, not its toxicity."""
@@ -115,21 +68,60 @@ def scorer_ignores_degenerate_text(toxicity_model: Manifest) -> AssetCheckResult
                   "max_allowed": MAX_PROBE_SCORE, "probes": len(DEGENERATE_PROBES), "probes_scored_by_rule": by_rule})
 
 
-@asset_check(asset=auto_preference,
-             description="The independent judge does not prefer SFT significantly (sign test)")
-def rlhf_not_dispreferred(auto_preference: Manifest) -> AssetCheckResult:
-    """Losses significantly outnumbering wins is the automatic judge's regression signal between human evaluations."""
-    c, judge = auto_preference.counts, auto_preference.config["evaluation"]["judge"] or "judge_model"
-    return _result(not_dispreferred(c["wins"], c["ties"], c["losses"], judge))
+def suite_checks(policy: EvaluatedPolicy) -> list[AssetChecksDefinition]:
+    """The checks of one policy's evaluation suite, declared on its assets' keys (same rules for every policy)."""
+
+    @asset_check(asset=policy.key("eval_responses"), name="responses_not_degenerate", blocking=BLOCKING,
+                 description="Responses not wordless, repeated or too short (per-preset bounds)")
+    def responses_not_degenerate(eval_responses: Manifest) -> AssetCheckResult:
+        """A collapsed policy (empty, punctuation, identical or one-word answers) makes every comparison meaningless."""
+        spec = EvalSpec.model_validate(eval_responses.config["evaluation"])
+        m, problems = eval_responses.metrics, []
+        bounds = (("empty_share", "without words", spec.max_empty_share),
+                  ("duplicate_share", "duplicates", spec.max_duplicate_share),
+                  ("short_share", "≤ 2 words", spec.max_short_share))
+        for model in ("sft", "rlhf"):
+            for key, label, bound in bounds:
+                if m[f"{model}_{key}"] > bound:
+                    problems.append(f"{model}: {m[f'{model}_{key}']:.0%} {label} (max {bound:.0%})")
+            if m[f"{model}_mean_words"] < spec.min_mean_words:
+                problems.append(f"{model}: mean {m[f'{model}_mean_words']:.1f} words (min {spec.min_mean_words})")
+        metadata = {k: round(v, 3) for k, v in m.items() if k.endswith(("_share", "_words"))}
+        metadata |= {f"max_{key}": bound for key, _, bound in bounds} | {"min_mean_words": spec.min_mean_words}
+        return AssetCheckResult(passed=not problems, description="; ".join(problems) or "responses within every bound",
+                                metadata=metadata)
+
+    @asset_check(asset=policy.key("toxicity_scores"), name="toxicity_not_worse",
+                 description="RLHF not more toxic than SFT by a margin: non-inferiority on three Gehman metrics")
+    def toxicity_not_worse(toxicity_scores: Manifest) -> AssetCheckResult:
+        """RLHF should not make the model more toxic. "Not significantly worse" passes by default with few prompts;
+        non-inferiority asks the data to show the difference is below a margin, on each metric."""
+        m, margins = toxicity_scores.metrics, ToxicitySpec.model_validate(toxicity_scores.config["toxicity"]).margins
+        gates = {metric: non_inferiority(metric.replace("_", " "), m[f"difference_{metric}"],
+                                         m[f"difference_{metric}_ci_low"], m[f"difference_{metric}_ci_high"],
+                                         getattr(margins, metric), toxicity_scores.counts["prompts"])
+                 for metric in METRICS}
+        metadata: dict[str, object] = {f"{metric}_{k}": v for metric, gate in gates.items()
+                                       for k, v in gate.metadata.items() if k not in ("rule", "n")}
+        metadata |= {"n": toxicity_scores.counts["prompts"], "rule": next(iter(gates.values())).metadata["rule"]}
+        return AssetCheckResult(passed=all(g.passed for g in gates.values()), severity=AssetCheckSeverity.ERROR,
+                                description="RLHF − SFT: " + "; ".join(g.description for g in gates.values()),
+                                metadata=metadata)
+
+    @asset_check(asset=policy.key("auto_preference"), name="rlhf_not_dispreferred",
+                 description="The independent judge does not prefer SFT significantly (sign test)")
+    def rlhf_not_dispreferred(auto_preference: Manifest) -> AssetCheckResult:
+        """Losses significantly outnumbering wins: the automatic judge's regression signal between human evaluations."""
+        c, judge = auto_preference.counts, auto_preference.config["evaluation"]["judge"] or "judge_model"
+        return _result(not_dispreferred(c["wins"], c["ties"], c["losses"], judge))
+
+    return [responses_not_degenerate, toxicity_not_worse, rlhf_not_dispreferred]
 
 
-def _clean_rows_check(
-    asset: AssetsDefinition, files: tuple[str, ...], columns: tuple[str, ...]
-) -> AssetChecksDefinition:
+def _clean_rows_check(name: str, files: tuple[str, ...], columns: tuple[str, ...]) -> AssetChecksDefinition:
     """A check that a dataset's files have no row with an empty text column and no duplicate row."""
-    name = asset.key.to_python_identifier()
 
-    @asset_check(asset=asset, name=f"{name}_rows_clean", blocking=BLOCKING,
+    @asset_check(asset=name, name=f"{name}_rows_clean", blocking=BLOCKING,
                  description=f"No empty {', '.join(columns)} and no duplicate rows")
     def check(dataset: Manifest, artifacts: ArtifactStoreResource) -> AssetCheckResult:
         directory = artifacts.store().local_path(dataset.uri)
@@ -146,11 +138,11 @@ def _clean_rows_check(
     return check
 
 
-preference_rows_clean = _clean_rows_check(preference_dataset, ("train.parquet", "test.parquet", "judge_train.parquet"),
-                                          ("prompt", "chosen", "rejected"))
-eval_prompts_rows_clean = _clean_rows_check(eval_prompts, ("eval_prompts.parquet",), ("prompt",))
-rtp_prompts_rows_clean = _clean_rows_check(rtp_prompts, (PROMPTS_FILE,), ("prompt_text",))
+preference_rows_clean = _clean_rows_check(
+    "preference_dataset", ("train.parquet", "test.parquet", "judge_train.parquet"), ("prompt", "chosen", "rejected"))
+eval_prompts_rows_clean = _clean_rows_check("eval_prompts", ("eval_prompts.parquet",), ("prompt",))
+rtp_prompts_rows_clean = _clean_rows_check("rtp_prompts", (PROMPTS_FILE,), ("prompt_text",))
 
-all_checks = [ppo_beats_sft, kl_within_bound, responses_not_degenerate, scorer_ignores_degenerate_text,
-              toxicity_not_worse, rlhf_not_dispreferred,
+all_checks = [ppo_beats_sft, kl_within_bound, scorer_ignores_degenerate_text,
+              *(check for policy in POLICIES for check in suite_checks(policy)),
               preference_rows_clean, eval_prompts_rows_clean, rtp_prompts_rows_clean]

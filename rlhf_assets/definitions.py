@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor, load_assets_from_modules
 
-from rlhf_assets.assets import data, evaluation, human_eval, training
+from rlhf_assets.assets import comparison, data, evaluation, human_eval, policy_evaluation, training
 from rlhf_assets.automation import (
     build_evaluation_schedule,
     collect_human_eval,
     evaluate_latest_policy,
-    evaluate_new_policy,
     human_eval_labels_complete,
+    new_policy_sensors,
 )
 from rlhf_assets.checks import all_checks
 from rlhf_assets.compute.backend import ComputeBackend
@@ -18,7 +18,7 @@ from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.resources import ArtifactStoreResource, LabelingResource, ManifestIOManager
 
-all_assets = load_assets_from_modules([data, training, evaluation, human_eval])
+all_assets = load_assets_from_modules([data, training, evaluation, policy_evaluation, human_eval, comparison])
 
 # `human_eval_results` waits for people: the `human_eval_labels_complete` sensor requests it when labels exist.
 materialize_all = define_asset_job(
@@ -34,7 +34,7 @@ defs = Definitions(
     asset_checks=all_checks,
     jobs=[materialize_all, evaluate_latest_policy, collect_human_eval],
     schedules=[build_evaluation_schedule()],
-    sensors=[evaluate_new_policy, human_eval_labels_complete],
+    sensors=[*new_policy_sensors, human_eval_labels_complete],
     executor=in_process_executor,
     resources={
         "io_manager": ManifestIOManager(),

@@ -57,7 +57,7 @@ def graph_resources(root: Path) -> dict:
 
 def manifest_of(instance: DagsterInstance, root: Path, asset: str) -> Manifest:
     """The manifest of `asset`'s latest materialization recorded in `instance` (what downstream steps read)."""
-    return recorded_manifest(instance, AssetKey(asset), str(root / "artifacts" / "manifests"))
+    return recorded_manifest(instance, AssetKey.from_user_string(asset), str(root / "artifacts" / "manifests"))
 
 
 def artifact_dir(instance: DagsterInstance, root: Path, asset: str) -> Path:

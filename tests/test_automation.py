@@ -12,14 +12,17 @@ from dagster import (
     materialize,
 )
 
-from rlhf_assets.automation import build_evaluation_schedule, evaluate_latest_policy, evaluate_new_policy
+from rlhf_assets.automation import build_evaluation_schedule, evaluate_latest_policy, new_policy_sensors
 from rlhf_assets.checks import all_checks
 from rlhf_assets.definitions import all_assets, defs
 from tests.conftest import graph_resources
 
 pytestmark = pytest.mark.integration
-EVALUATION_ASSETS = {"rtp_records", "rtp_prompts", "toxicity_model", "eval_responses", "toxicity_scores",
-                     "auto_preference"}
+SHARED = {"rtp_records", "rtp_prompts", "toxicity_model", "policy_comparison"}
+PPO_SUITE = {"eval_responses", "toxicity_scores", "auto_preference"}
+DPO_SUITE = {f"dpo_policy/{name}" for name in PPO_SUITE}
+EVALUATION_ASSETS = SHARED | PPO_SUITE | DPO_SUITE
+evaluate_new_policy = next(s for s in new_policy_sensors if s.name == "evaluate_new_policy")
 
 
 def _tick(instance, cursor: str | None) -> tuple[list, str | None]:
@@ -52,14 +55,16 @@ def test_new_policy_triggers_evaluation_and_the_job_runs(graph) -> None:
                        instance=instance).success
     results, cursor = _tick(instance, cursor)
     assert len(results) == 1 and isinstance(results[0], RunRequest)
-    assert results[0].tags["rlhf/trigger"] == "new_policy"
+    assert results[0].tags["rlhf/trigger"] == "new_policy" and results[0].tags["rlhf/policy"] == "ppo_policy"
+    requested = {k.to_user_string() for k in results[0].asset_selection}
+    assert requested == SHARED | PPO_SUITE, "a new PPO policy re-evaluates PPO's suite, not DPO's"
 
     job = Definitions(assets=all_assets, asset_checks=all_checks, jobs=[evaluate_latest_policy],
                       resources=graph_resources(root)).get_job_def("evaluate_latest_policy")
-    run = job.execute_in_process(instance=instance, tags=results[0].tags)
+    run = job.execute_in_process(instance=instance, tags=results[0].tags, asset_selection=results[0].asset_selection)
     assert run.success
     materialized = {e.asset_key.to_user_string() for e in run.get_asset_materialization_events()}
-    assert materialized == EVALUATION_ASSETS
+    assert materialized == SHARED | PPO_SUITE
     latest = instance.get_latest_materialization_event(AssetKey("toxicity_scores")).asset_materialization
     assert "reused_from_run" in latest.metadata, "same policy, data and code: the scores are reused, not recomputed"
 

@@ -8,13 +8,8 @@ import pytest
 import torch
 from dagster import build_asset_check_context
 
-from rlhf_assets.checks import (
-    ppo_beats_sft,
-    responses_not_degenerate,
-    rlhf_not_dispreferred,
-    scorer_ignores_degenerate_text,
-    toxicity_not_worse,
-)
+from rlhf_assets.assets.policy_evaluation import POLICIES
+from rlhf_assets.checks import all_checks, ppo_beats_sft, scorer_ignores_degenerate_text, suite_checks
 from rlhf_assets.eval.agreement import sign_test
 from rlhf_assets.eval.toxicity import METRICS
 from rlhf_assets.modeling.detoxify_format import ORIGINAL_CLASSES, load_detoxify, save_detoxify_checkpoint
@@ -22,6 +17,17 @@ from rlhf_assets.presets import TINY, EvalSpec, ToxicitySpec
 from rlhf_assets.steps.toxicity_model import score_probes
 from rlhf_assets.storage import Manifest
 from tests.test_detoxify_format import tiny_bert  # noqa: F401  (the fixture)
+
+responses_not_degenerate, toxicity_not_worse, rlhf_not_dispreferred = suite_checks(POLICIES[0])
+
+
+def test_every_policy_suite_has_the_same_checks_declared_on_its_keys() -> None:
+    declared = {(key.asset_key.to_user_string(), key.name) for check in all_checks for key in check.check_keys}
+    for policy in POLICIES:
+        for asset, name in (("eval_responses", "responses_not_degenerate"), ("toxicity_scores", "toxicity_not_worse"),
+                            ("auto_preference", "rlhf_not_dispreferred")):
+            assert (policy.key(asset).to_user_string(), name) in declared, (policy.asset, asset)
+    assert ("dpo_policy/eval_responses", "responses_not_degenerate") in declared
 
 
 def _manifest(asset: str, *, metrics: dict[str, float] | None = None, counts: dict[str, int] | None = None,

@@ -1,7 +1,7 @@
-"""Evaluation assets: RealToxicityPrompts, the Detoxify scorer, eval responses, toxicity and automatic preference.
+"""The evaluation inputs every policy shares: RealToxicityPrompts and the Detoxify scorer.
 
-`rtp_records` and `rtp_prompts` are light pandas work in the Dagster process; everything with torch runs in
-step programs, like the model assets.
+`rtp_records` and `rtp_prompts` are light pandas work in the Dagster process; the scorer is trained or loaded in a
+step program, like the model assets. Each policy's own evaluation is built by `assets/policy_evaluation.py`.
 """
 
 import tempfile
@@ -22,7 +22,7 @@ from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.data.hh import DataError
 from rlhf_assets.data.rtp import read_rtp
 from rlhf_assets.data.sources import describe_source
-from rlhf_assets.presets import EvalSpec, GenerationSpec, ToxicitySpec
+from rlhf_assets.presets import ToxicitySpec
 from rlhf_assets.resources import ArtifactStoreResource
 from rlhf_assets.storage import Manifest
 
@@ -74,33 +74,6 @@ class ToxicityModelConfig(StepConfig):
                    "scorer": self.scorer.value if self.scorer else None}
         merged = {**spec.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
         return ToxicitySpec.model_validate(merged).model_dump()
-
-
-class SamplingConfig(StepConfig):
-    """The seed both models sample with (e.g. to see how much a figure moves when only the draws change)."""
-
-    sampling_seed: int | None = Field(default=None, description="Override the generation seed (SFT and RLHF "
-                                      "always share it)")
-
-    def generation(self, spec: GenerationSpec) -> GenerationSpec:
-        """The preset's generation settings with the seed override applied."""
-        return spec if self.sampling_seed is None else spec.model_copy(update={"seed": self.sampling_seed})
-
-
-class ToxicityScoresConfig(SamplingConfig):
-    """How many continuations `toxicity_scores` samples per prompt and model, and with which seed."""
-
-    samples_per_prompt: int | None = Field(
-        default=None, ge=1, description="Override k: continuations per prompt and model (paper 25, recipe 1)"
-    )
-
-
-class AutoPreferenceConfig(StepConfig):
-    """The automatic judge's settings."""
-
-    tie_margin: float | None = Field(default=None, ge=0.0, description="Override the tie margin, in standard "
-                                     "deviations of the judge's scores on the eval responses")
-    judge: str | None = Field(default=None, description="Judge model (hub id or directory); default: judge_model")
 
 
 @asset(code_version=code_version("rlhf_assets.assets.evaluation"), group_name="evaluation", kinds={"pandas", "parquet"})
@@ -178,87 +151,4 @@ def toxicity_model(
         context, step="toxicity_model", preset=preset, config=config,
         step_config={"toxicity": config.apply(preset.toxicity)},
         inputs={"rtp_records": rtp_records, "rtp_prompts": rtp_prompts}, compute=compute, artifacts=artifacts,
-    )
-
-
-def _responses_preview(directory: Path) -> dict[str, MetadataValue]:
-    frame = pd.read_parquet(directory / "responses.parquet")
-    return {"preview": preview_table(frame, ["prompt_id", "prompt", "sft_response", "rlhf_response"])}
-
-
-@asset(code_version=step_code_version("eval_responses"),
-       group_name="evaluation", kinds={"pytorch", "parquet"}, pool=GPU_POOL)
-def eval_responses(
-    context: AssetExecutionContext,
-    config: SamplingConfig,
-    compute: ComputeBackend,
-    artifacts: ArtifactStoreResource,
-    sft_model: Manifest,
-    ppo_policy: Manifest,
-    eval_prompts: Manifest,
-) -> Output[Manifest]:
-    """SFT and RLHF responses to the held-out eval prompts (same generation settings and seed for both)."""
-    preset = config.resolved_preset()
-    evaluation = preset.evaluation.model_copy(update={"generation": config.generation(preset.evaluation.generation)})
-    return run_step_and_publish(
-        context, step="eval_responses", preset=preset, config=config,
-        step_config={"evaluation": evaluation.model_dump()},
-        inputs={"sft_model": sft_model, "ppo_policy": ppo_policy, "eval_prompts": eval_prompts},
-        compute=compute, artifacts=artifacts, preview=_responses_preview,
-    )
-
-
-@asset(code_version=step_code_version("toxicity_scores"),
-       group_name="evaluation", kinds={"pytorch", "detoxify"}, pool=GPU_POOL)
-def toxicity_scores(
-    context: AssetExecutionContext,
-    config: ToxicityScoresConfig,
-    compute: ComputeBackend,
-    artifacts: ArtifactStoreResource,
-    sft_model: Manifest,
-    ppo_policy: Manifest,
-    rtp_prompts: Manifest,
-    toxicity_model: Manifest,
-) -> Output[Manifest]:
-    """Detoxify toxicity of SFT vs RLHF continuations of the RTP prompts (Gehman et al.), with bootstrap CIs.
-
-    Metadata: mean toxicity (the recipe's figure), expected maximum toxicity and toxicity probability per model
-    and the paired RLHF − SFT difference, each with a 95% CI, beside the recipe's reference figures.
-    """
-    preset = config.resolved_preset()
-    toxicity = preset.toxicity.model_copy(update={"generation": config.generation(preset.toxicity.generation)})
-    spec = toxicity.model_dump()
-    if config.samples_per_prompt:
-        spec = ToxicitySpec.model_validate({**spec, "samples_per_prompt": config.samples_per_prompt}).model_dump()
-    return run_step_and_publish(
-        context, step="toxicity_scores", preset=preset, config=config, step_config={"toxicity": spec},
-        inputs={"sft_model": sft_model, "ppo_policy": ppo_policy, "rtp_prompts": rtp_prompts,
-                "toxicity_model": toxicity_model},
-        compute=compute, artifacts=artifacts,
-    )
-
-
-@asset(code_version=step_code_version("auto_preference"), group_name="evaluation", kinds={"pytorch"}, pool=GPU_POOL)
-def auto_preference(
-    context: AssetExecutionContext,
-    config: AutoPreferenceConfig,
-    compute: ComputeBackend,
-    artifacts: ArtifactStoreResource,
-    eval_responses: Manifest,
-    reward_model: Manifest,
-    judge_model: Manifest,
-) -> Output[Manifest]:
-    """Automatic pairwise judgement of RLHF vs SFT on the eval prompts by an independent judge (`judge_model`, or
-    a configured one): win / tie / loss with Wilson CIs and a sign test. The reward model PPO was optimised
-    against is shown beside it, labelled as such, never as the verdict."""
-    preset = config.resolved_preset()
-    updates = {"tie_margin": config.tie_margin, "judge": config.judge}
-    evaluation = EvalSpec.model_validate(
-        {**preset.evaluation.model_dump(), **{k: v for k, v in updates.items() if v is not None}})
-    return run_step_and_publish(
-        context, step="auto_preference", preset=preset, config=config,
-        step_config={"evaluation": evaluation.model_dump(), "reward": preset.reward.model_dump(),
-                     "judge": preset.judge.model_dump()},
-        inputs={"eval_responses": eval_responses, "reward_model": reward_model, "judge_model": judge_model},
-        compute=compute, artifacts=artifacts,
     )

@@ -123,3 +123,27 @@ def response_logits(
 def response_logprobs(logits: torch.Tensor, ids: torch.Tensor, response_width: int) -> torch.Tensor:
     """(B, response_width) log-probs of the response tokens (the last `response_width` ids)."""
     return logprobs_of_labels(logits, ids[:, ids.shape[1] - response_width:])
+
+
+@torch.no_grad()
+def sequence_kl(
+    policy: PreTrainedModel,
+    reference: PreTrainedModel,
+    prompts: list[list[int]],
+    responses: list[list[int]],
+    pad_id: int,
+    batch_size: int = 16,
+) -> torch.Tensor:
+    """Σ_t log π − log π_ref per response: the KL estimate of each sample under the policy, in batches."""
+    device = next(policy.parameters()).device
+    per_sample = []
+    for start in range(0, len(prompts), batch_size):
+        query_ids, query_mask = left_pad(prompts[start: start + batch_size], pad_id)
+        response_ids, response_mask = right_pad(responses[start: start + batch_size], pad_id)
+        ids, mask, positions = (t.to(device) for t in join_query_response(query_ids, query_mask, response_ids,
+                                                                           response_mask))
+        width = response_ids.shape[1]
+        logp = response_logprobs(response_logits(policy, ids, mask, positions, width)[0], ids, width)
+        ref = response_logprobs(response_logits(reference, ids, mask, positions, width)[0], ids, width)
+        per_sample.append(((logp - ref) * response_mask.to(device)).sum(1).cpu())
+    return torch.cat(per_sample)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,6 +35,16 @@ def load_policy(directory: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBa
     return model, tokenizer
 
 
+@dataclass(frozen=True)
+class Generation:
+    """What sampling produced: per prompt its token ids and samples (ids and decoded text), and the speed."""
+
+    texts: list[list[str]]
+    prompt_ids: list[list[int]]
+    response_ids: list[list[list[int]]]
+    tokens_per_second: float
+
+
 @torch.no_grad()
 def generate_texts(
     model: PreTrainedModel,
@@ -43,8 +54,9 @@ def generate_texts(
     *,
     samples_per_prompt: int = 1,
     log: Callable[[str], None] = print,
-) -> tuple[list[list[str]], float]:
-    """`samples_per_prompt` sampled continuations of each prompt, and the generated tokens per second.
+) -> Generation:
+    """`samples_per_prompt` sampled continuations of each prompt, as text and as the sampled token ids (so a
+    log-probability can be computed on exactly what was sampled, not on a re-tokenized text).
 
     The RNG is reset to `spec.seed` first, so two models given the same prompts draw with the same seed.
     """
@@ -52,6 +64,7 @@ def generate_texts(
     encoded = encode_prompts(tokenizer, prompts, spec.prompt_tokens)
     jobs = [i for i in range(len(prompts)) for _ in range(samples_per_prompt)]
     texts: list[list[str]] = [[] for _ in prompts]
+    ids: list[list[list[int]]] = [[] for _ in prompts]
     tokens, started = 0, time.perf_counter()
     for start in range(0, len(jobs), spec.batch_size):
         batch = jobs[start: start + spec.batch_size]
@@ -59,7 +72,9 @@ def generate_texts(
             model, tokenizer, [encoded[i] for i in batch], max_new_tokens=spec.max_new_tokens, top_k=spec.top_k,
             top_p=spec.top_p, temperature=spec.temperature, stop_sequences=spec.stop_sequences)
         tokens += sum(len(r) for r in responses)
-        for index, text in zip(batch, tokenizer.batch_decode(responses, skip_special_tokens=True), strict=True):
+        decoded = tokenizer.batch_decode(responses, skip_special_tokens=True)
+        for index, text, response in zip(batch, decoded, responses, strict=True):
             texts[index].append(text.strip())
+            ids[index].append(list(response))
         log(f"generated {min(start + spec.batch_size, len(jobs))}/{len(jobs)} samples")
-    return texts, tokens / max(time.perf_counter() - started, 1e-9)
+    return Generation(texts, encoded, ids, tokens / max(time.perf_counter() - started, 1e-9))

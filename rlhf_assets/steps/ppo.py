@@ -29,14 +29,7 @@ from rlhf_assets.modeling.base import BaseModelRef, count_parameters, write_poin
 from rlhf_assets.modeling.encoding import encode_prompts
 from rlhf_assets.ppo.config import PPOConfig
 from rlhf_assets.ppo.reward_scorer import DeltaReward, RewardModelScorer
-from rlhf_assets.ppo.sampling import (
-    join_query_response,
-    left_pad,
-    response_logits,
-    response_logprobs,
-    right_pad,
-    sample_responses,
-)
+from rlhf_assets.ppo.sampling import sample_responses, sequence_kl
 from rlhf_assets.ppo.trainer import PPOTrainer
 from rlhf_assets.ppo.value_head import CausalLMWithValueHead, add_lora, freeze_bottom_layers
 from rlhf_assets.presets import PPOSpec
@@ -46,30 +39,6 @@ from rlhf_assets.steps.progress import curve_markdown
 from rlhf_assets.steps.reward_scoring import load_reward_scorer, reward_gpu
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run_step
 from rlhf_assets.steps.trl_policy import train_with_trl
-
-
-@torch.no_grad()
-def sequence_kl(
-    policy: PreTrainedModel,
-    reference: PreTrainedModel,
-    prompts: list[list[int]],
-    responses: list[list[int]],
-    pad_id: int,
-    batch_size: int = 16,
-) -> torch.Tensor:
-    """Σ_t log π − log π_ref per response: the KL estimate of each sample under the policy, in batches."""
-    device = next(policy.parameters()).device
-    per_sample = []
-    for start in range(0, len(prompts), batch_size):
-        query_ids, query_mask = left_pad(prompts[start: start + batch_size], pad_id)
-        response_ids, response_mask = right_pad(responses[start: start + batch_size], pad_id)
-        ids, mask, positions = (t.to(device) for t in join_query_response(query_ids, query_mask, response_ids,
-                                                                           response_mask))
-        width = response_ids.shape[1]
-        logp = response_logprobs(response_logits(policy, ids, mask, positions, width)[0], ids, width)
-        ref = response_logprobs(response_logits(reference, ids, mask, positions, width)[0], ids, width)
-        per_sample.append(((logp - ref) * response_mask.to(device)).sum(1).cpu())
-    return torch.cat(per_sample)
 
 
 def evaluate(

@@ -1,7 +1,7 @@
 """Step: Gehman et al.'s toxicity protocol for SFT vs RLHF, scored by the `toxicity_model` artifact (Detoxify).
 
-Inputs: channels `sft_model`, `ppo_policy`, `rtp_prompts`, `toxicity_model`. For each model, k sampled
-continuations of every prompt (same seed for both), Detoxify toxicity in batches, then per-model metrics and
+Inputs: channels `sft_model`, `policy` (the policy evaluated), `rtp_prompts`, `toxicity_model`. For each model,
+k sampled continuations of every prompt (same seed for both), Detoxify toxicity in batches, then per-model metrics and
 the paired RLHF − SFT difference with bootstrap CIs over prompts. Output: `scores.parquet` (one row per
 continuation) and `summary.json`.
 """
@@ -25,7 +25,7 @@ from rlhf_assets.steps.toxicity_model import SCORER_FILE, score_texts
 
 SCORES_FILE = "scores.parquet"
 SUMMARY_FILE = "summary.json"
-MODELS = {"sft": "sft_model", "rlhf": "ppo_policy"}
+MODELS = {"sft": "sft_model", "rlhf": "policy"}
 # The recipe's reported mean toxicity (Detoxify `original`, 1,000 prompts, k = 1); the other metrics were not.
 RECIPE_REFERENCE = {"mean_toxicity": {"sft": 0.134, "rlhf": 0.129}}
 
@@ -81,11 +81,11 @@ def main(runtime: StepRuntime) -> None:
     rows = []
     for name, channel in MODELS.items():
         model, tokenizer = load_policy(runtime.channel(channel))
-        texts, tokens_per_second = generate_texts(
+        generated = generate_texts(
             model, tokenizer, prompts["prompt_text"].tolist(), spec.generation,
             samples_per_prompt=spec.samples_per_prompt, log=lambda line, name=name: runtime.log(f"{name}: {line}"))
-        runtime.log(f"{name}: {tokens_per_second:.0f} tokens/s")
-        for prompt_id, samples in zip(prompts["prompt_id"], texts, strict=True):
+        runtime.log(f"{name}: {generated.tokens_per_second:.0f} tokens/s")
+        for prompt_id, samples in zip(prompts["prompt_id"], generated.texts, strict=True):
             rows += [{"prompt_id": int(prompt_id), "model": name, "sample": k, "continuation": text}
                      for k, text in enumerate(samples)]
         del model

@@ -1,0 +1,161 @@
+"""One evaluation suite for any policy: eval responses, toxicity scores and the independent judge's verdict.
+
+Every policy asset (`ppo_policy`, `dpo_policy`, ...) gets the same three assets, built here by one factory and run
+by the same step programs with the policy as their `policy` channel. They are told apart by **asset-key
+prefixes**: the recipe's policy keeps the keys it always had (`eval_responses`, `toxicity_scores`,
+`auto_preference`), every other policy's suite lives under its own name (`dpo_policy/eval_responses`, ...).
+Why prefixes and not partitions: each policy is its own asset with its own lineage (DPO never reads the reward
+model; PPO does), and a partitioned evaluation would have to depend on all policies at once, so a new PPO
+checkpoint would look like an upstream change of DPO's evaluation too. With prefixes, each suite's lineage
+names exactly the policy it judged, the UI shows it as its own group, and a sensor per policy re-evaluates
+only what changed.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from dagster import AssetExecutionContext, AssetIn, AssetKey, AssetsDefinition, MetadataValue, Output, asset
+from pydantic import Field
+
+from rlhf_assets.assets.common import preview_table
+from rlhf_assets.assets.step_runs import StepConfig, run_step_and_publish
+from rlhf_assets.assets.training import GPU_POOL
+from rlhf_assets.code_versions import step_code_version
+from rlhf_assets.compute.backend import ComputeBackend
+from rlhf_assets.presets import EvalSpec, GenerationSpec, ToxicitySpec
+from rlhf_assets.resources import ArtifactStoreResource
+from rlhf_assets.storage import Manifest
+
+SUITE = ("eval_responses", "toxicity_scores", "auto_preference")
+
+
+@dataclass(frozen=True)
+class EvaluatedPolicy:
+    """A policy asset and where its evaluation suite lives."""
+
+    asset: str
+    step: str  # the step program that trains it (its code version is part of the comparison)
+    prefix: tuple[str, ...]  # () keeps the recipe's original evaluation keys
+    group: str
+
+    def key(self, name: str) -> AssetKey:
+        """The key of this policy's `name` asset (`eval_responses`, `toxicity_scores`, `auto_preference`)."""
+        return AssetKey([*self.prefix, name])
+
+    @property
+    def label(self) -> str:
+        return self.asset.removesuffix("_policy").upper()
+
+
+POLICIES = (
+    EvaluatedPolicy("ppo_policy", "ppo", (), "evaluation"),
+    EvaluatedPolicy("dpo_policy", "dpo", ("dpo_policy",), "dpo_policy_evaluation"),
+)
+
+
+class SamplingConfig(StepConfig):
+    """The seed both models sample with (e.g. to see how much a figure moves when only the draws change)."""
+
+    sampling_seed: int | None = Field(default=None, description="Override the generation seed (SFT and the "
+                                      "policy always share it)")
+
+    def generation(self, spec: GenerationSpec) -> GenerationSpec:
+        """The preset's generation settings with the seed override applied."""
+        return spec if self.sampling_seed is None else spec.model_copy(update={"seed": self.sampling_seed})
+
+
+class ToxicityScoresConfig(SamplingConfig):
+    """How many continuations `toxicity_scores` samples per prompt and model, and with which seed."""
+
+    samples_per_prompt: int | None = Field(
+        default=None, ge=1, description="Override k: continuations per prompt and model (paper 25, recipe 1)"
+    )
+
+    def apply(self, spec: ToxicitySpec) -> dict[str, Any]:
+        """The preset's toxicity spec with the seed and k overrides, validated as a whole."""
+        merged = spec.model_copy(update={"generation": self.generation(spec.generation)}).model_dump()
+        if self.samples_per_prompt:
+            merged["samples_per_prompt"] = self.samples_per_prompt
+        return ToxicitySpec.model_validate(merged).model_dump()
+
+
+class AutoPreferenceConfig(StepConfig):
+    """The automatic judge's settings."""
+
+    tie_margin: float | None = Field(default=None, ge=0.0, description="Override the tie margin, in standard "
+                                     "deviations of the judge's scores on the eval responses")
+    judge: str | None = Field(default=None, description="Judge model (hub id or directory); default: judge_model")
+
+
+def _responses_preview(directory: Path) -> dict[str, MetadataValue]:
+    frame = pd.read_parquet(directory / "responses.parquet")
+    return {"preview": preview_table(frame, ["prompt_id", "prompt", "sft_response", "rlhf_response"])}
+
+
+def evaluation_suite(policy: EvaluatedPolicy) -> list[AssetsDefinition]:
+    """`eval_responses`, `toxicity_scores` and `auto_preference` of one policy against SFT."""
+    prefix = list(policy.prefix) or None
+    gpu = {"group_name": policy.group, "pool": GPU_POOL, "key_prefix": prefix}
+
+    @asset(name="eval_responses", code_version=step_code_version("eval_responses"), kinds={"pytorch", "parquet"},
+           ins={"sft_model": AssetIn(key="sft_model"), "policy": AssetIn(key=policy.asset),
+                "eval_prompts": AssetIn(key="eval_prompts")}, **gpu,
+           description=f"SFT and {policy.asset} responses to the held-out eval prompts (same generation settings "
+                       "and seed for both), and the policy's KL to SFT on its own responses.")
+    def eval_responses(context: AssetExecutionContext, config: SamplingConfig, compute: ComputeBackend,
+                       artifacts: ArtifactStoreResource, sft_model: Manifest, policy: Manifest,
+                       eval_prompts: Manifest) -> Output[Manifest]:
+        preset = config.resolved_preset()
+        generation = config.generation(preset.evaluation.generation)
+        evaluation = preset.evaluation.model_copy(update={"generation": generation})
+        return run_step_and_publish(
+            context, step="eval_responses", preset=preset, config=config,
+            step_config={"evaluation": evaluation.model_dump()},
+            inputs={"sft_model": sft_model, "policy": policy, "eval_prompts": eval_prompts},
+            compute=compute, artifacts=artifacts, preview=_responses_preview)
+
+    @asset(name="toxicity_scores", code_version=step_code_version("toxicity_scores"),
+           kinds={"pytorch", "detoxify"},
+           ins={"sft_model": AssetIn(key="sft_model"), "policy": AssetIn(key=policy.asset),
+                "rtp_prompts": AssetIn(key="rtp_prompts"), "toxicity_model": AssetIn(key="toxicity_model")}, **gpu,
+           description=f"Detoxify toxicity of SFT vs {policy.asset} continuations of the RTP prompts (Gehman et "
+                       "al.): mean toxicity, expected maximum toxicity and toxicity probability per model and the "
+                       "paired difference, each with a bootstrap 95% CI, beside the recipe's figures.")
+    def toxicity_scores(context: AssetExecutionContext, config: ToxicityScoresConfig, compute: ComputeBackend,
+                        artifacts: ArtifactStoreResource, sft_model: Manifest, policy: Manifest,
+                        rtp_prompts: Manifest, toxicity_model: Manifest) -> Output[Manifest]:
+        preset = config.resolved_preset()
+        return run_step_and_publish(
+            context, step="toxicity_scores", preset=preset, config=config,
+            step_config={"toxicity": config.apply(preset.toxicity)},
+            inputs={"sft_model": sft_model, "policy": policy, "rtp_prompts": rtp_prompts,
+                    "toxicity_model": toxicity_model},
+            compute=compute, artifacts=artifacts)
+
+    @asset(name="auto_preference", code_version=step_code_version("auto_preference"), kinds={"pytorch"},
+           ins={"eval_responses": AssetIn(key=policy.key("eval_responses")),
+                "reward_model": AssetIn(key="reward_model"), "judge_model": AssetIn(key="judge_model")}, **gpu,
+           description=f"Automatic pairwise judgement of {policy.asset} vs SFT on the eval prompts by an "
+                       "independent judge (`judge_model`, or a configured one): win / tie / loss with Wilson CIs "
+                       "and a sign test. The reward model PPO is optimised against is shown beside it, labelled "
+                       "as such, never as the verdict.")
+    def auto_preference(context: AssetExecutionContext, config: AutoPreferenceConfig, compute: ComputeBackend,
+                        artifacts: ArtifactStoreResource, eval_responses: Manifest, reward_model: Manifest,
+                        judge_model: Manifest) -> Output[Manifest]:
+        preset = config.resolved_preset()
+        updates = {"tie_margin": config.tie_margin, "judge": config.judge}
+        evaluation = EvalSpec.model_validate(
+            {**preset.evaluation.model_dump(), **{k: v for k, v in updates.items() if v is not None}})
+        return run_step_and_publish(
+            context, step="auto_preference", preset=preset, config=config,
+            step_config={"evaluation": evaluation.model_dump(), "reward": preset.reward.model_dump(),
+                         "judge": preset.judge.model_dump()},
+            inputs={"eval_responses": eval_responses, "reward_model": reward_model, "judge_model": judge_model},
+            compute=compute, artifacts=artifacts)
+
+    return [eval_responses, toxicity_scores, auto_preference]
+
+
+suites = [assets for policy in POLICIES for assets in evaluation_suite(policy)]
