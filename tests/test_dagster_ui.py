@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from rlhf_assets.presets import PROJECT_ROOT
 from tests.browser import chromium, require_chromium
-from tests.dagster_ui import DagsterDev, click, dagster_dev, open_launchpad, set_launchpad_config
+from tests.dagster_ui import DagsterDev, click, dagster_dev, dismiss_welcome, open_launchpad, set_launchpad_config
 
 pytestmark = pytest.mark.integration
 SCREENSHOTS = Path(os.environ.get("RLHF_TEST_ARTIFACTS", PROJECT_ROOT / "var" / "test-artifacts")) / "ui"
@@ -125,3 +126,27 @@ def test_cancelling_a_run_in_the_ui_stops_its_step_process(dev: DagsterDev, brow
     assert not (dev.artifacts / "manifests" / "sft_model").exists()
     published = dev.artifacts / "sft_model"
     assert not published.exists() or not any((p / "_COMPLETE").exists() for p in published.iterdir())
+
+
+def test_the_policy_comparison_page_shows_every_policy_with_intervals(graph, tmp_path: Path,
+                                                                      browser: WebDriver) -> None:
+    """The tiny graph's project (artifacts and instance, copied) served by `dagster dev`: the comparison's page
+    shows its summary first, and its table, opened as users open it, lists PPO and DPO with their CIs."""
+    require_chromium()
+    root, _, _ = graph
+    shutil.copytree(root / "artifacts", tmp_path / "artifacts")
+    shutil.copytree(root / "dagster_home", tmp_path / "dagster_home")
+    with dagster_dev(tmp_path) as served:
+        browser.get(f"{served.url}/assets/policy_comparison")
+        WebDriverWait(browser, 120).until(lambda d: all(key in _body(d) for key in ("summary", "comparison",
+                                                                                      "versions")))
+        dismiss_welcome(browser)
+        browser.save_screenshot(str(SCREENSHOTS / "policy-comparison.png"))
+        label = browser.find_element(By.XPATH, "//td[normalize-space()='comparison']")
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", label)
+        row = label.find_element(By.XPATH, "./ancestor::tr[1]")
+        row.find_element(By.XPATH, ".//*[normalize-space()='[Show Markdown]']").click()
+        WebDriverWait(browser, 30).until(lambda d: "RM-score gain vs SFT" in _body(d))
+        table = _body(browser)
+        assert "PPO" in table and "DPO" in table and "preferred or tied" in table
+        browser.save_screenshot(str(SCREENSHOTS / "policy-comparison-table.png"))

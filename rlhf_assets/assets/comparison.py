@@ -36,7 +36,7 @@ def _suite_row(policy: EvaluatedPolicy, trained: Manifest, suite: dict[str, Mani
                store: ArtifactStore) -> PolicyRow:
     outcomes = pd.read_parquet(store.local_path(suite["auto_preference"].uri) / "outcomes.parquet")
     responses = pd.read_parquet(store.local_path(suite["eval_responses"].uri) / "responses.parquet")
-    versions = {policy.asset: trained.content_hash[:VERSION_CHARS], "code": step_code_version(policy.step)}
+    versions = {"policy": trained.content_hash[:VERSION_CHARS], "policy code": step_code_version(policy.step)}
     versions |= {name: manifest.content_hash[:VERSION_CHARS] for name, manifest in suite.items()}
     return policy_row(policy.label, outcomes, responses, suite["auto_preference"].metrics,
                       suite["auto_preference"].counts, suite["toxicity_scores"].metrics,

@@ -38,7 +38,7 @@ class PolicyRow:
     toxicity: dict[str, Interval]
     eval_prompts: int
     toxicity_prompts: int
-    versions: dict[str, str]  # asset -> data version (content hash, shortened); "code" -> the trainer's code version
+    versions: dict[str, str]  # "policy" and each suite asset -> data version (shortened); "policy code" -> trainer
 
     def flat(self) -> dict[str, float]:
         """The figures as flat metrics (`<policy>_<figure>`, `_ci_low`, `_ci_high`) for plots over time."""
@@ -94,7 +94,7 @@ def comparison_table(rows: list[PolicyRow]) -> str:
 
 def versions_table(rows: list[PolicyRow]) -> str:
     """Which artifacts (data versions) and trainer code each row was computed from."""
-    names = sorted({name for r in rows for name in r.versions})
+    names = sorted({name for r in rows for name in r.versions}, key=lambda n: (not n.startswith("policy"), n))
     lines = ["| policy | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     lines += [f"| {r.policy} | " + " | ".join(f"`{r.versions.get(n, '—')}`" for n in names) + " |" for r in rows]
     return "\n".join(lines)
