@@ -24,8 +24,10 @@ BUDGET_GRAPH_SECONDS = 600
 BUDGET_STAGE_SECONDS = 300
 BUDGET_RERUN_SECONDS = 30
 BUDGET_BYTES = 4 * 1024**3
-TRAINING = ("hh_raw", "preference_dataset", "base_model", "sft_model", "reward_model")
-EVALUATION = ("rtp_records", "rtp_prompts", "toxicity_model", "eval_responses", "toxicity_scores", "auto_preference")
+TRAINING = ("hh_raw", "preference_dataset", "base_model", "sft_model", "reward_model", "judge_model")
+EVALUATION = ("rtp_records", "rtp_prompts", "toxicity_model", "eval_responses", "toxicity_scores", "auto_preference",
+              "dpo_policy__eval_responses", "dpo_policy__toxicity_scores", "dpo_policy__auto_preference",
+              "policy_comparison")
 
 
 def _materialize(root: Path, log: str) -> Measured:
@@ -55,9 +57,10 @@ def main() -> None:
         print(f"  {step:<45} {seconds:6.1f} s")
     training = sum(durations.get(k, 0.0) for k in TRAINING)
     evaluation = sum(durations.get(k, 0.0) for k in EVALUATION)
-    ppo = durations.get("ppo_policy", 0.0)
-    print(f"data -> SFT -> RM: {training:.0f} s (time / budget {training / BUDGET_STAGE_SECONDS:.2f}); "
-          f"PPO: {ppo:.0f} s (time / budget {ppo / BUDGET_STAGE_SECONDS:.2f}); evaluation assets: {evaluation:.0f} s")
+    ppo, dpo = durations.get("ppo_policy", 0.0), durations.get("dpo_policy", 0.0)
+    print(f"data -> SFT -> RM and judge: {training:.0f} s (time / budget {training / BUDGET_STAGE_SECONDS:.2f}); "
+          f"PPO: {ppo:.0f} s (time / budget {ppo / BUDGET_STAGE_SECONDS:.2f}); DPO: {dpo:.0f} s; evaluation of both "
+          f"policies and the comparison: {evaluation:.0f} s")
     print(f"unchanged re-run: {rerun.seconds:.1f} s wall (time / budget {rerun.seconds / BUDGET_RERUN_SECONDS:.2f}), "
           f"peak RSS {rerun.peak_tree_rss_bytes / 1024**3:.2f} GiB")
 
