@@ -32,9 +32,9 @@ def _module_file(module: str, package_dir: Path) -> Path | None:
     return None
 
 
-def _imported_modules(path: Path) -> set[str]:
-    """Every `rlhf_assets…` module named by an import anywhere in the file (including inside functions), with
-    `from a import b` also counted as module `a.b` in case `b` is a submodule."""
+def imported_modules(path: Path) -> set[str]:
+    """Every module named by an import anywhere in the file (including inside functions), with `from a import b`
+    also counted as module `a.b` in case `b` is a submodule. Read from the source, nothing is imported."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
@@ -42,7 +42,11 @@ def _imported_modules(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
             names |= {f"{node.module}.{alias.name}" for alias in node.names}
-    return {name for name in names if name.split(".")[0] == PACKAGE}
+    return names
+
+
+def _package_imports(path: Path) -> set[str]:
+    return {name for name in imported_modules(path) if name.split(".")[0] == PACKAGE}
 
 
 def _parents(module: str) -> list[str]:
@@ -65,7 +69,7 @@ def module_closure(module: str, package_dir: Path = PACKAGE_DIR) -> set[Path]:
         if path is None:
             continue
         files.add(path)
-        pending += _parents(name) + sorted(_imported_modules(path))
+        pending += _parents(name) + sorted(_package_imports(path))
     return files
 
 

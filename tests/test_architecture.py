@@ -1,11 +1,10 @@
 """The import rules of docs/architecture.md, checked on the source: a rule nobody checks is a wish."""
 
-import ast
 from pathlib import Path
 
 import pytest
 
-from rlhf_assets.code_versions import PACKAGE_DIR
+from rlhf_assets.code_versions import PACKAGE_DIR, imported_modules
 
 ARCHITECTURE_PAGE = PACKAGE_DIR.parent / "docs" / "architecture.md"
 
@@ -21,16 +20,6 @@ FORBIDDEN = {
 }
 
 
-def _imports(path: Path) -> set[str]:
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-    return names
-
-
 def _files(package: str) -> list[Path]:
     root = PACKAGE_DIR / package
     return sorted(root.rglob("*.py")) if root.is_dir() else [root.with_suffix(".py")]
@@ -39,7 +28,7 @@ def _files(package: str) -> list[Path]:
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
 def test_packages_keep_to_their_side(package: str) -> None:
     broken = [f"{path.relative_to(PACKAGE_DIR)} imports {name}" for path in _files(package)
-              for name in _imports(path)
+              for name in imported_modules(path)
               if name.split(".")[0] == "rlhf_assets" and len(name.split(".")) > 1
               and name.split(".")[1] in FORBIDDEN[package]]
     assert not broken, broken
@@ -48,7 +37,7 @@ def test_packages_keep_to_their_side(package: str) -> None:
 def test_step_programs_never_import_dagster_only_pipes() -> None:
     """A step runs in a SageMaker container with its own small requirements, and by hand without Dagster."""
     broken = [f"{path.relative_to(PACKAGE_DIR)} imports {name}" for path in _files("steps")
-              for name in _imports(path) if name.split(".")[0] in ("dagster", "dagster_aws")]
+              for name in imported_modules(path) if name.split(".")[0] in ("dagster", "dagster_aws")]
     assert not broken, broken
 
 
