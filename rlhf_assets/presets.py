@@ -41,26 +41,26 @@ class DataSpec(_Frozen):
 class BaseModelSpec(_Frozen):
     hub_id: str | None = Field(None, description="Hub id or local directory; None builds a tiny model.")
     vocab_size: int = Field(4096, ge=256, description="BPE vocabulary size when the tokenizer is trained.")
-    num_layers: int = Field(2, ge=1)
-    hidden_size: int = Field(128, ge=16)
-    num_heads: int = Field(4, ge=1)
-    max_position_embeddings: int = Field(512, ge=64)
+    num_layers: int = Field(2, ge=1, description="Transformer layers of the tiny model (hub_id None only)")
+    hidden_size: int = Field(128, ge=16, description="Width of the tiny model (hub_id None only)")
+    num_heads: int = Field(4, ge=1, description="Attention heads of the tiny model (hub_id None only)")
+    max_position_embeddings: int = Field(512, ge=64, description="Longest sequence the tiny model can take")
     tokenizer_train_rows: int = Field(5000, ge=10, description="Training texts used to fit the tokenizer.")
 
 
 class TrainSpec(_Frozen):
     epochs: float = Field(1.0, gt=0.0, description="Passes over the training rows.")
-    learning_rate: float = Field(5e-4, gt=0.0)
+    learning_rate: float = Field(5e-4, gt=0.0, description="Peak learning rate (5% warm-up, cosine decay)")
     batch_size: int = Field(16, ge=1, description="Per-device batch size.")
-    gradient_accumulation_steps: int = Field(1, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Batches summed per optimizer step")
     max_length: int = Field(256, ge=16, description="Tokens per sequence; prompts are cut from the left.")
     max_response_tokens: int = Field(96, ge=4, description="Response tokens kept before the prompt is cut.")
     max_train_rows: int | None = Field(None, ge=1, description="Cap on training rows (None: all).")
     eval_rows: int = Field(200, ge=1, description="Held-out rows scored for eval loss / accuracy.")
-    logging_steps: int = Field(10, ge=1)
+    logging_steps: int = Field(10, ge=1, description="Optimizer steps between logged loss points")
     save_steps: int = Field(50, ge=1, description="Checkpoint interval; a restarted step resumes here.")
-    bf16: bool = False
-    seed: int = 0
+    bf16: bool = Field(False, description="Train in bfloat16 mixed precision (GPU presets)")
+    seed: int = Field(0, description="Seed of initialisation and data order")
 
 
 class RewardSpec(TrainSpec):
@@ -97,14 +97,15 @@ class HumanEvalSpec(_Frozen):
 
 
 class ComputeSpec(_Frozen):
-    backend: Literal["local", "sagemaker"] = "local"
+    backend: Literal["local", "sagemaker"] = Field(
+        "local", description="local: step programs run as subprocesses here; sagemaker: as SageMaker training jobs")
     num_processes: int = Field(1, ge=1, description="Processes per node; >1 launches with accelerate.")
     accelerate_config: str | None = Field(None, description="accelerate config file for multi-process runs.")
     reward_model_gpus: int = Field(
         0, ge=0, description="GPUs per node PPO leaves to the reward model (the recipe: 1 of 8, so 7 train)."
     )
     instance_type: str = Field("local", description="SageMaker instance type for GPU steps.")
-    instance_count: int = Field(1, ge=1)
+    instance_count: int = Field(1, ge=1, description="SageMaker instances per training job")
 
 
 class PPOSpec(_Frozen):
@@ -115,31 +116,32 @@ class PPOSpec(_Frozen):
     config: PPOConfig = Field(default_factory=PPOConfig, description="The PPO loop's hyperparameters")
     kl_bound: float = Field(description="Largest acceptable KL(policy‖SFT) per response on the eval prompts")
     eval_max_new_tokens: int = Field(128, ge=1, description="Response length when comparing SFT and PPO")
-    reward_batch_size: int = Field(32, ge=1)
+    reward_batch_size: int = Field(32, ge=1, description="Texts per reward-model forward while scoring rollouts")
 
 
 class GenerationSpec(_Frozen):
     """How evaluation samples responses; SFT and RLHF always share these settings and the seed."""
 
-    max_new_tokens: int = Field(128, ge=1)
+    max_new_tokens: int = Field(128, ge=1, description="Longest response sampled")
     top_k: int = Field(0, ge=0, description="0 disables top-k")
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    temperature: float = Field(1.0, gt=0.0)
-    stop_sequences: tuple[str, ...] = RECIPE_STOP_SEQUENCES
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (1: off)")
+    temperature: float = Field(1.0, gt=0.0, description="Sampling temperature")
+    stop_sequences: tuple[str, ...] = Field(RECIPE_STOP_SEQUENCES, description="A response ends before the first "
+                                            "of these")
     prompt_tokens: int = Field(512, ge=8, description="Prompts are cut from the left to this many tokens")
     batch_size: int = Field(16, ge=1, description="Prompts per batched, KV-cached generate call")
-    seed: int = 0
+    seed: int = Field(0, description="Sampling seed, shared by SFT and the policy")
 
 
 class EvalSpec(_Frozen):
     """The 100-prompt comparison: generation, the automatic judge, and what counts as degenerate output."""
 
-    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    generation: GenerationSpec = Field(default_factory=GenerationSpec, description="How responses are sampled")
     tie_margin: float = Field(0.25, ge=0.0, description="A tie when |judge(RLHF) − judge(SFT)| is at most this many "
                               "standard deviations of the judge's scores on the eval responses (both models)")
     judge: str | None = Field(None, description="Sequence-classification judge (hub id or directory); None: the "
                               "judge_model asset (a second reward model, trained on the judge split)")
-    judge_batch_size: int = Field(16, ge=1)
+    judge_batch_size: int = Field(16, ge=1, description="Texts per judge forward")
     max_empty_share: float = Field(0.05, ge=0.0, le=1.0, description="Check: most responses without a word (empty, "
                                    "whitespace, punctuation or digits only) allowed")
     max_duplicate_share: float = Field(0.2, ge=0.0, le=1.0, description="Check: most repeated responses allowed")
@@ -151,19 +153,19 @@ class EvalSpec(_Frozen):
 class StandInToxicitySpec(_Frozen):
     """The small Detoxify-format classifier the offline preset trains from Perspective scores."""
 
-    vocab_size: int = Field(4000, ge=200)
-    hidden_size: int = Field(64, ge=16)
-    num_layers: int = Field(1, ge=1)
-    num_heads: int = Field(2, ge=1)
-    max_length: int = Field(64, ge=8)
-    epochs: int = Field(3, ge=1)
-    learning_rate: float = Field(1e-3, gt=0.0)
-    batch_size: int = Field(32, ge=1)
+    vocab_size: int = Field(4000, ge=200, description="WordPiece vocabulary fit on the training records")
+    hidden_size: int = Field(64, ge=16, description="Width of the small BERT classifier")
+    num_layers: int = Field(1, ge=1, description="Its transformer layers")
+    num_heads: int = Field(2, ge=1, description="Its attention heads")
+    max_length: int = Field(64, ge=8, description="Tokens per scored text")
+    epochs: int = Field(3, ge=1, description="Passes over the training records")
+    learning_rate: float = Field(1e-3, gt=0.0, description="AdamW learning rate")
+    batch_size: int = Field(32, ge=1, description="Texts per training step")
     heldout_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="Share of records kept for ROC-AUC")
     degenerate_negatives: int = Field(
         400, ge=0, description="Random marks / digits / repeated-word strings added to training as non-toxic, so the "
         "stand-in does not rate 'and and and' as toxic (text without a letter scores 0 by rule)")
-    seed: int = 0
+    seed: int = Field(0, description="Seed of the held-out split, the negatives and initialisation")
 
 
 class NonInferiorityMargins(_Frozen):
@@ -179,10 +181,10 @@ class ToxicitySpec(_Frozen):
     """RealToxicityPrompts evaluation (Gehman et al. 2020) scored by Detoxify."""
 
     source: str = Field(RTP_HUB_DATASET, description="Hub dataset, dataset directory, .jsonl(.gz) or a folder of them")
-    hub_split: str = "train"
+    hub_split: str = Field("train", description="Split to read when `source` is a hub or saved dataset")
     num_prompts: int = Field(1000, ge=1, description="Prompts sampled with `seed` (1,000 in the recipe)")
     challenging_only: bool = Field(False, description="Sample only prompts flagged `challenging`")
-    seed: int = 0
+    seed: int = Field(0, description="Seed of the prompt sample and the bootstrap")
     samples_per_prompt: int = Field(1, ge=1, description="k continuations per prompt and model (paper 25, recipe 1)")
     generation: GenerationSpec = Field(
         default_factory=lambda: GenerationSpec(max_new_tokens=20, top_p=0.9, stop_sequences=(), batch_size=64),
@@ -196,25 +198,26 @@ class ToxicitySpec(_Frozen):
     checkpoint: str | None = Field(None, description="Local Detoxify checkpoint (scorer: checkpoint)")
     huggingface_config_path: str | None = Field(None, description="Its HF config + tokenizer folder")
     score_batch_size: int = Field(64, ge=1, description="Texts per Detoxify predict call")
-    standin: StandInToxicitySpec = Field(default_factory=StandInToxicitySpec)
+    standin: StandInToxicitySpec = Field(default_factory=StandInToxicitySpec,
+                                         description="The stand-in classifier (scorer: train_standin)")
     margins: NonInferiorityMargins = Field(default_factory=NonInferiorityMargins,
                                            description="Non-inferiority margins of the toxicity_not_worse check")
 
 
 class Preset(_Frozen):
-    name: str
-    description: str
-    data: DataSpec
-    base_model: BaseModelSpec
-    sft: TrainSpec
-    reward: RewardSpec
+    name: str = Field(description="What the launchpad and RLHF_PRESET call it")
+    description: str = Field(description="One line: what the preset runs, where")
+    data: DataSpec = Field(description="The HH preference data and its split")
+    base_model: BaseModelSpec = Field(description="The model every trained model starts from")
+    sft: TrainSpec = Field(description="Supervised fine-tuning on prompt + chosen")
+    reward: RewardSpec = Field(description="The reward model PPO is optimised against")
     judge: RewardSpec = Field(description="The independent judge: a reward model trained on the judge split")
-    ppo: PPOSpec
+    ppo: PPOSpec = Field(description="The PPO policy (or RLOO / GRPO) against the reward model")
     dpo: DPOSpec = Field(description="The DPO policy: trained on the same preference pairs as the reward model")
-    evaluation: EvalSpec
-    toxicity: ToxicitySpec
-    compute: ComputeSpec
-    human_eval: HumanEvalSpec = Field(default_factory=HumanEvalSpec)
+    evaluation: EvalSpec = Field(description="The held-out comparison of each policy with SFT")
+    toxicity: ToxicitySpec = Field(description="RealToxicityPrompts and the Detoxify scorer")
+    compute: ComputeSpec = Field(description="Where step programs run and on how many processes")
+    human_eval: HumanEvalSpec = Field(default_factory=HumanEvalSpec, description="Blinded pairwise human evaluation")
 
 
 TINY = Preset(
