@@ -16,7 +16,7 @@ from rlhf_assets.checks import all_checks
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
-from rlhf_assets.resources import ArtifactStoreResource, LabelingResource, ManifestIOManager
+from rlhf_assets.resources import ArtifactStoreResource, LabelingResource, ManifestIOManager, PresetResource
 
 all_assets = load_assets_from_modules([data, training, evaluation, policy_evaluation, human_eval, comparison])
 
@@ -37,6 +37,7 @@ defs = Definitions(
     sensors=[*new_policy_sensors, human_eval_labels_complete],
     executor=in_process_executor,
     resources={
+        "preset": PresetResource(),
         "io_manager": ManifestIOManager(),
         "artifacts": ArtifactStoreResource(),
         "compute": ComputeBackend(local=LocalComputeBackend(), sagemaker=SageMakerComputeBackend()),

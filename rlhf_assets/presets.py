@@ -89,7 +89,7 @@ class HumanEvalSpec(_Frozen):
     """Blinded pairwise human evaluation: how tasks are ordered, how many annotators judge each, and where."""
 
     overlap: int = Field(1, ge=1, le=9, description="Annotators per prompt (the recipe: 1); >1 enables kappa")
-    channel: str = Field("app", pattern="^(app|ground_truth)$",
+    channel: Literal["app", "ground_truth"] = Field("app",
                          description="app: the local labeling web app; ground_truth: a SageMaker Ground Truth job")
     guidelines_file: str | None = Field(
         None, description="Annotator guidelines (plain text, content warning first) shown before the first pair "

@@ -1,4 +1,4 @@
-"""Dagster resources: the artifact store, the manifest IO manager and the labeling/Ground Truth settings.
+"""Dagster resources: the preset of a run, the artifact store, the manifest IO manager and the labeling settings.
 
 Asset values are small JSON manifests (see `storage.Manifest`). The IO manager keeps every version beside the
 artifacts (locally or on S3), named by its content hash; Dagster's event log says which version each asset's
@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,27 @@ from upath import UPath
 
 from rlhf_assets.labeling.groundtruth import GroundTruthJobSpec
 from rlhf_assets.labeling.store import LabelStore
-from rlhf_assets.presets import PROJECT_ROOT
+from rlhf_assets.presets import PRESETS, PROJECT_ROOT, Preset, get_preset
 from rlhf_assets.storage import ArtifactStore, Manifest, is_remote
+
+PresetName = Enum("PresetName", {name: name for name in PRESETS})  # type: ignore[misc]
+PresetName.__doc__ = "The presets a user can pick in the launchpad (see `rlhf_assets.presets`)."
+
+
+def default_preset_name() -> PresetName:
+    """`RLHF_PRESET` or `tiny`; an unknown name fails when the code location loads, listing the valid ones."""
+    return PresetName(get_preset(os.environ.get("RLHF_PRESET", "tiny")).name)
+
+
+class PresetResource(ConfigurableResource):
+    """The preset of a run, chosen once for every asset in it: `RLHF_PRESET` sets the code location's default,
+    the launchpad's `resources: preset: config: name:` changes it for one run. One run cannot mix presets."""
+
+    name: PresetName = Field(default_factory=default_preset_name, description="tiny (offline CPU demo), small "
+                             "(Pythia-160M, one GPU) or gptj_6b (the reference recipe on SageMaker)")
+
+    def get(self) -> Preset:
+        return get_preset(self.name.value)
 
 
 def default_artifact_root() -> str:

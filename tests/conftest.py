@@ -18,7 +18,13 @@ from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.definitions import all_assets, materialize_all
 from rlhf_assets.presets import SHARED_HH_PATH
-from rlhf_assets.resources import ArtifactStoreResource, LabelingResource, ManifestIOManager, recorded_manifest
+from rlhf_assets.resources import (
+    ArtifactStoreResource,
+    LabelingResource,
+    ManifestIOManager,
+    PresetResource,
+    recorded_manifest,
+)
 from rlhf_assets.storage import ArtifactStore, Manifest
 from tests.moto_aws import aws  # noqa: F401  (the moto-server fixture, shared by the AWS tests)
 
@@ -47,6 +53,7 @@ def hh_row(prompt_turn: str, chosen: str, rejected: str) -> dict[str, str]:
 def graph_resources(root: Path) -> dict:
     """Resources writing everything under `root` (artifacts, manifests, scratch)."""
     return {
+        "preset": PresetResource(),
         "io_manager": ManifestIOManager(base_dir=str(root / "artifacts" / "manifests")),
         "artifacts": ArtifactStoreResource(root=str(root / "artifacts")),
         "compute": ComputeBackend(local=LocalComputeBackend(scratch_dir=str(root / "scratch")),

@@ -17,6 +17,7 @@ FORBIDDEN = {
     "modeling": {"assets", "steps", "compute", "ppo", "eval", "labeling", "resources"},
     "ppo": {"assets", "steps", "compute", "eval", "labeling", "resources"},
     "storage": {"assets", "steps", "compute", "resources"},
+    "overrides": {"assets", "steps", "compute", "resources", "ppo", "modeling", "eval", "data", "labeling"},
 }
 
 

@@ -76,12 +76,14 @@ def baseline(tmp_path_factory, shared_hh_path: Path):
         yield Baseline(root, instance, resources, store, tasks, _snapshot(root, store, instance))
 
 
-def _failure(baseline: Baseline, asset: str, config: dict[str, Any], resources: dict | None = None) -> str:
-    """Materialize `asset` with `config`; the error text (invalid config raises before the run starts)."""
+def _failure(baseline: Baseline, asset: str, config: dict[str, Any], resources: dict | None = None,
+             run_config: dict[str, Any] | None = None) -> str:
+    """Materialize `asset` with `config` (or a whole `run_config`); the error text (invalid config raises before
+    the run starts)."""
     try:
         result = materialize(all_assets, selection=[AssetKey(asset)], resources=resources or baseline.resources,
                              instance=baseline.instance, raise_on_error=False,
-                             run_config={"ops": {asset: {"config": config}}})
+                             run_config=run_config or {"ops": {asset: {"config": config}}})
     except DagsterInvalidConfigError as error:
         return str(error)
     assert not result.success, f"{asset} with {config} should have failed"
@@ -191,8 +193,8 @@ CASES: list[tuple[str, Callable[..., str], str]] = [
     ("hh-empty-directory", lambda t, b, m: _failure(b, "hh_raw", {"source": str(t)}),
      r"doesn't contain any data files"),
     # config
-    ("config-unknown-preset", lambda t, b, m: _failure(b, "hh_raw", {"preset": "huge"}),
-     r"hh_raw:config:preset not in enum type PresetName got huge"),
+    ("config-unknown-preset", lambda t, b, m: _failure(b, "hh_raw", {}, run_config={"resources": {"preset": {
+        "config": {"name": "huge"}}}}), r"root:resources:preset:config:name not in enum type PresetName got huge"),
     ("config-unknown-field", lambda t, b, m: _failure(b, "eval_prompts", {"epochz": 3}),
      r'Received unexpected config entry "epochz"'),
     ("config-wrong-type", lambda t, b, m: _failure(b, "preference_dataset", {"test_fraction": "half"}),

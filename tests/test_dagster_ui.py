@@ -56,14 +56,13 @@ def test_materialize_from_the_launchpad_and_see_the_metadata(dev: DagsterDev, br
     assert upstream.returncode == 0, upstream.stderr[-3000:]
 
     open_launchpad(browser, dev, "preference_dataset")
-    set_launchpad_config(browser, "ops:\n  preference_dataset:\n    config:\n      preset: huge\n")
-    WebDriverWait(browser, 30).until(lambda d: "preference_dataset:config:preset not in enum type PresetName"
-                                     in _body(d))
+    set_launchpad_config(browser, "resources:\n  preset:\n    config:\n      name: huge\n")
+    WebDriverWait(browser, 30).until(lambda d: "resources:preset:config:name not in enum type PresetName" in _body(d))
     set_launchpad_config(browser, "ops:\n  preference_dataset:\n    config:\n      test_fraction: 2.0\n")
     WebDriverWait(browser, 30).until(lambda d: "test_fraction" in _body(d) and "ERRORS" in _body(d).upper())
     browser.save_screenshot(str(SCREENSHOTS / "launchpad-invalid-config.png"))
-    set_launchpad_config(browser, "ops:\n  preference_dataset:\n    config:\n      preset: tiny\n"
-                                  "      test_fraction: 0.1\n")
+    set_launchpad_config(browser, "resources:\n  preset:\n    config:\n      name: tiny\n"
+                                  "ops:\n  preference_dataset:\n    config:\n      test_fraction: 0.1\n")
     WebDriverWait(browser, 30).until(lambda d: "No errors" in _body(d))
     browser.save_screenshot(str(SCREENSHOTS / "launchpad.png"))
     _launch(browser)
@@ -106,7 +105,7 @@ def test_cancelling_a_run_in_the_ui_stops_its_step_process(dev: DagsterDev, brow
     prepared = dev.materialize("hh_raw,preference_dataset,base_model")
     assert prepared.returncode == 0, prepared.stderr[-3000:]
     open_launchpad(browser, dev, "sft_model")
-    set_launchpad_config(browser, "ops:\n  sft_model:\n    config:\n      preset: tiny\n      recompute: true\n")
+    set_launchpad_config(browser, "ops:\n  sft_model:\n    config:\n      recompute: true\n")
     WebDriverWait(browser, 30).until(lambda d: "No errors" in _body(d))
     _launch(browser)
     deadline = time.monotonic() + 180

@@ -77,9 +77,10 @@ def _failure_text(result) -> str:
 def test_unknown_preset_is_rejected_before_anything_runs(graph) -> None:
     root, instance, _ = graph
     hh_raw = next(a for a in all_assets if a.key == AssetKey("hh_raw"))
-    with pytest.raises(DagsterInvalidConfigError, match="hh_raw:config:preset not in enum type PresetName got huge"):
+    with pytest.raises(DagsterInvalidConfigError, match="resources:preset:config:name not in enum type PresetName "
+                                                         "got huge"):
         materialize([hh_raw], resources=graph_resources(root), instance=instance,
-                    run_config={"ops": {"hh_raw": {"config": {"preset": "huge"}}}})
+                    run_config={"resources": {"preset": {"config": {"name": "huge"}}}})
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.definitions import all_assets
-from rlhf_assets.resources import ArtifactStoreResource, ManifestIOManager, recorded_manifest
+from rlhf_assets.resources import ArtifactStoreResource, ManifestIOManager, PresetResource, recorded_manifest
 from rlhf_assets.storage import ArtifactIntegrityError, ArtifactStore, ArtifactStoreError, Manifest, OutputDescription
 
 
@@ -115,6 +115,7 @@ def test_an_s3_output_is_adopted_by_server_side_copy_only_when_every_size_matche
 def test_data_assets_materialize_into_s3(s3_bucket: str, tmp_path: Path, shared_hh_path: Path) -> None:
     root = f"s3://{s3_bucket}/rlhf"
     resources = {
+        "preset": PresetResource(),
         "io_manager": ManifestIOManager(base_dir=f"{root}/manifests"),
         "artifacts": ArtifactStoreResource(root=root),
         "compute": ComputeBackend(local=LocalComputeBackend(scratch_dir=str(tmp_path / "scratch")),

@@ -40,7 +40,13 @@ from rlhf_assets.compute.sagemaker.pipes import RankedS3MessageReader
 from rlhf_assets.compute.sagemaker.pricing import estimate_cost
 from rlhf_assets.definitions import all_assets
 from rlhf_assets.presets import PROJECT_ROOT
-from rlhf_assets.resources import ArtifactStoreResource, LabelingResource, ManifestIOManager, recorded_manifest
+from rlhf_assets.resources import (
+    ArtifactStoreResource,
+    LabelingResource,
+    ManifestIOManager,
+    PresetResource,
+    recorded_manifest,
+)
 from rlhf_assets.storage import ArtifactStore, Manifest
 from tests.leaks import files_containing, s3_objects_containing
 from tests.moto_aws import BUCKET, SECRET
@@ -53,7 +59,7 @@ def _resources(tmp_path: Path, backend: str) -> dict[str, Any]:
     root = f"s3://{BUCKET}/rlhf"
     sagemaker = SageMakerComputeBackend(role_arn=ROLE, bucket=BUCKET, instance_type="ml.g5.2xlarge",
                                         poll_interval_seconds=0.2, message_interval_seconds=0.5)
-    return {"io_manager": ManifestIOManager(base_dir=f"{root}/manifests"),
+    return {"preset": PresetResource(), "io_manager": ManifestIOManager(base_dir=f"{root}/manifests"),
             "artifacts": ArtifactStoreResource(root=root),
             "compute": ComputeBackend(local=LocalComputeBackend(scratch_dir=str(tmp_path / "scratch")),
                                       sagemaker=sagemaker, backend=backend),

@@ -1,38 +1,13 @@
-"""What every asset shares: the preset choice in config and turning a published artifact into an Output."""
+"""What every asset shares: turning a published artifact into an Output, and previews of tables."""
 
 
-import os
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from dagster import AssetExecutionContext, Config, DataVersion, MetadataValue, Output, TableRecord
-from pydantic import Field
+from dagster import AssetExecutionContext, DataVersion, MetadataValue, Output, TableRecord
 
-from rlhf_assets.presets import Preset, get_preset
 from rlhf_assets.storage import ArtifactStore, Manifest
-
-
-class PresetName(Enum):
-    """The presets a user can pick in the launchpad (see `rlhf_assets.presets`)."""
-
-    tiny = "tiny"
-    small = "small"
-    gptj_6b = "gptj_6b"
-
-
-
-class PresetConfig(Config):
-    """Every asset's config starts with the preset: one name switches the whole graph's scale."""
-
-    preset: PresetName = Field(
-        default=PresetName(os.environ.get("RLHF_PRESET", "tiny")),
-        description="tiny (offline CPU demo), small (Pythia-160M, one GPU) or gptj_6b (the reference recipe)",
-    )
-
-    def resolved_preset(self) -> Preset:
-        return get_preset(self.preset.value)
 
 
 def publish(context: AssetExecutionContext, store: ArtifactStore, local_dir: Path, **manifest_fields: Any

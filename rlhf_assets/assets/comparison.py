@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 from dagster import AssetExecutionContext, AssetKey, Failure, MetadataValue, Output, asset
 
-from rlhf_assets.assets.common import PresetConfig, publish
+from rlhf_assets.assets.common import publish
 from rlhf_assets.assets.policy_evaluation import POLICIES, SUITE, EvaluatedPolicy
 from rlhf_assets.code_versions import code_version, step_code_version
 from rlhf_assets.eval.bootstrap import Interval
@@ -24,7 +24,7 @@ from rlhf_assets.eval.comparison import (
     versions_table,
 )
 from rlhf_assets.eval.reporting import interval_text
-from rlhf_assets.resources import ArtifactStoreResource, ManifestRecordError, recorded_manifest
+from rlhf_assets.resources import ArtifactStoreResource, ManifestRecordError, PresetResource, recorded_manifest
 from rlhf_assets.storage import ArtifactStore, Manifest
 
 COMPARISON_KEY = AssetKey("policy_comparison")
@@ -61,7 +61,7 @@ def _summary(rows: list[PolicyRow], missing: list[str]) -> str:
 @asset(name="policy_comparison", code_version=code_version("rlhf_assets.assets.comparison"),
        group_name="comparison", kinds={"pandas", "parquet"},
        deps=[AssetKey(p.asset) for p in POLICIES] + [p.key(name) for p in POLICIES for name in SUITE])
-def policy_comparison(context: AssetExecutionContext, config: PresetConfig,
+def policy_comparison(context: AssetExecutionContext, preset: PresetResource,
                       artifacts: ArtifactStoreResource) -> Output[Manifest]:
     """Every evaluated policy against SFT: reward gain, KL to SFT, the independent judge's verdict and the toxicity
     differences, each with its 95% CI and n, and the data and code versions each row came from."""
@@ -84,7 +84,7 @@ def policy_comparison(context: AssetExecutionContext, config: PresetConfig,
         rows_frame(rows).to_parquet(Path(tmp) / COMPARISON_FILE, index=False)
         metrics = {k: v for r in rows for k, v in r.flat().items()}
         return publish(
-            context, store, Path(tmp), preset=config.resolved_preset().name,
+            context, store, Path(tmp), preset=preset.name.value,
             config={"policies": [r.policy for r in rows], "not_evaluated": missing},
             counts={"policies": len(rows)}, metrics=metrics,
             metadata={"summary": MetadataValue.md(_summary(rows, missing)),

@@ -8,10 +8,9 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
-from dagster import AssetExecutionContext, MetadataValue, Output, asset
-from pydantic import Field
+from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 
-from rlhf_assets.assets.common import PresetConfig, preview_table, publish
+from rlhf_assets.assets.common import preview_table, publish
 from rlhf_assets.code_versions import code_version
 from rlhf_assets.data.hh import (
     RM_STATIC_COLUMNS,
@@ -23,50 +22,45 @@ from rlhf_assets.data.hh import (
 )
 from rlhf_assets.data.sources import describe_source, iter_source_records
 from rlhf_assets.data.split import choose_eval_prompts, is_judge_prompt, split_pairs
-from rlhf_assets.resources import ArtifactStoreResource
+from rlhf_assets.overrides import merged, override
+from rlhf_assets.presets import DataSpec
+from rlhf_assets.resources import ArtifactStoreResource, PresetResource
 from rlhf_assets.storage import Manifest
 
 RAW_FILE = "raw.parquet"
 
 
-class HHRawConfig(PresetConfig):
+class HHRawConfig(Config):
     """Where `hh_raw` reads from; by default the preset's source."""
 
-    source: str | None = Field(
-        default=None,
-        description="Override the preset's source: a .jsonl/.jsonl.gz path, a dataset directory or a hub id",
-    )
-    hub_split: str | None = Field(default=None, description="Split to read from a hub or directory dataset")
+    source: str | None = override(DataSpec, "source")
+    hub_split: str | None = override(DataSpec, "hub_split")
 
 
-class PreferenceConfig(PresetConfig):
+class PreferenceConfig(Config):
     """How `preference_dataset` splits prompts into train, test and the independent judge's share."""
 
-    test_fraction: float | None = Field(
-        default=None, gt=0.0, lt=1.0, description="Override the preset's held-out share of prompts"
-    )
-    judge_fraction: float | None = Field(
-        default=None, gt=0.0, lt=0.5, description="Override the preset's share of prompts kept for the judge"
-    )
+    test_fraction: float | None = override(DataSpec, "test_fraction")
+    judge_fraction: float | None = override(DataSpec, "judge_fraction")
 
 
-class EvalPromptsConfig(PresetConfig):
+class EvalPromptsConfig(Config):
     """How many held-out prompts `eval_prompts` picks, and with which seed."""
 
-    count: int | None = Field(default=None, ge=1, description="Override the number of held-out eval prompts")
-    seed: int | None = Field(default=None, description="Override the seed that picks the eval prompts")
+    count: int | None = override(DataSpec, "eval_prompt_count")
+    seed: int | None = override(DataSpec, "seed")
 
 
 @asset(code_version=code_version("rlhf_assets.assets.data"), group_name="data", kinds={"pandas", "parquet"})
-def hh_raw(context: AssetExecutionContext, config: HHRawConfig, artifacts: ArtifactStoreResource) -> Output[Manifest]:
+def hh_raw(context: AssetExecutionContext, config: HHRawConfig, preset: PresetResource,
+           artifacts: ArtifactStoreResource) -> Output[Manifest]:
     """Anthropic HH preference rows as read from the source, each with its source line number.
 
     Every row is checked here (valid JSON, `chosen` and `rejected` strings), so a broken file fails at the
     first asset with the file, line and field named, before any training starts.
     """
-    preset = config.resolved_preset()
-    source = config.source or preset.data.source
-    split = config.hub_split or preset.data.hub_split
+    spec = merged(preset.get().data, config)
+    source, split = spec.source, spec.hub_split
     context.log.info(f"reading {source} ({describe_source(source)})")
     rows, first_seen = [], {}
     for record in iter_source_records(source, split):
@@ -80,7 +74,7 @@ def hh_raw(context: AssetExecutionContext, config: HHRawConfig, artifacts: Artif
     with tempfile.TemporaryDirectory() as tmp:
         frame.to_parquet(Path(tmp) / RAW_FILE, index=False)
         return publish(
-            context, artifacts.store(), Path(tmp), preset=preset.name,
+            context, artifacts.store(), Path(tmp), preset=preset.name.value,
             config={"source": source, "split": split}, counts={"rows": len(frame)},
             metadata={"source": MetadataValue.text(source), "source_kind": MetadataValue.text(describe_source(source)),
                       "columns": MetadataValue.text(", ".join(frame.columns))},
@@ -143,16 +137,16 @@ JUDGE_SPLIT = "judge_train"
 
 @asset(code_version=code_version("rlhf_assets.assets.data"), group_name="data", kinds={"pandas", "parquet"})
 def preference_dataset(
-    context: AssetExecutionContext, config: PreferenceConfig, artifacts: ArtifactStoreResource, hh_raw: Manifest
+    context: AssetExecutionContext, config: PreferenceConfig, preset: PresetResource, artifacts: ArtifactStoreResource,
+    hh_raw: Manifest,
 ) -> Output[Manifest]:
     """Rows in the `Dahoas/rm-static` schema (prompt, response, chosen, rejected), split train/test by prompt hash.
 
     Irregular rows (dialogues that differ before the last turn, empty final turns, duplicates) are dropped
     and counted by reason; the split is keyed by the prompt so no prompt is on both sides.
     """
-    preset = config.resolved_preset()
-    test_fraction = config.test_fraction or preset.data.test_fraction
-    judge_fraction = preset.data.judge_fraction if config.judge_fraction is None else config.judge_fraction
+    spec = merged(preset.get().data, config)
+    test_fraction, judge_fraction = spec.test_fraction, spec.judge_fraction
     pairs, report = to_preference_pairs(_read_raw(hh_raw, artifacts), source=hh_raw.config["source"])
     if not pairs:
         raise DataError(hh_raw.config["source"], None, None, "no usable preference pairs after dropping irregular rows")
@@ -168,7 +162,7 @@ def preference_dataset(
         for name, frame in frames.items():
             frame.to_parquet(Path(tmp) / f"{name}.parquet", index=False)
         return publish(
-            context, artifacts.store(), Path(tmp), preset=preset.name,
+            context, artifacts.store(), Path(tmp), preset=preset.name.value,
             config={"test_fraction": test_fraction, "judge_fraction": judge_fraction,
                     "columns": list(RM_STATIC_COLUMNS)},
             counts={"train_rows": len(train), "test_rows": len(test), "judge_rows": len(judge),
@@ -185,13 +179,13 @@ def preference_dataset(
 def eval_prompts(
     context: AssetExecutionContext,
     config: EvalPromptsConfig,
+    preset: PresetResource,
     artifacts: ArtifactStoreResource,
     preference_dataset: Manifest,
 ) -> Output[Manifest]:
     """The held-out prompts SFT and RLHF models are compared on (100 in the recipe), never seen in training."""
-    preset = config.resolved_preset()
-    count = config.count or preset.data.eval_prompt_count
-    seed = preset.data.seed if config.seed is None else config.seed
+    spec = merged(preset.get().data, config)
+    count, seed = spec.eval_prompt_count, spec.seed
     test_file = artifacts.store().local_path(preference_dataset.uri) / "test.parquet"
     test = pd.read_parquet(test_file)
     pairs, _ = to_preference_pairs(
@@ -204,7 +198,7 @@ def eval_prompts(
     with tempfile.TemporaryDirectory() as tmp:
         frame.to_parquet(Path(tmp) / "eval_prompts.parquet", index=False)
         return publish(
-            context, artifacts.store(), Path(tmp), preset=preset.name, config={"count": count, "seed": seed},
+            context, artifacts.store(), Path(tmp), preset=preset.name.value, config={"count": count, "seed": seed},
             counts={"prompts": len(frame)},
             metadata={"preview": preview_table(frame, ["prompt_id", "prompt", "chosen"])},
         )

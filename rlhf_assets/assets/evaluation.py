@@ -5,16 +5,13 @@ step program, like the model assets. Each policy's own evaluation is built by `a
 """
 
 import tempfile
-from enum import Enum
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
-from dagster import AssetExecutionContext, MetadataValue, Output, asset
-from pydantic import Field
+from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 
-from rlhf_assets.assets.common import PresetConfig, preview_table, publish
+from rlhf_assets.assets.common import preview_table, publish
 from rlhf_assets.assets.step_runs import StepConfig, run_step_and_publish
 from rlhf_assets.assets.training import GPU_POOL
 from rlhf_assets.code_versions import code_version, step_code_version
@@ -22,74 +19,55 @@ from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.data.hh import DataError
 from rlhf_assets.data.rtp import read_rtp
 from rlhf_assets.data.sources import describe_source
+from rlhf_assets.overrides import literal_enum, merged, override
 from rlhf_assets.presets import ToxicitySpec
-from rlhf_assets.resources import ArtifactStoreResource
+from rlhf_assets.resources import ArtifactStoreResource, PresetResource
 from rlhf_assets.storage import Manifest
 
 RECORDS_FILE = "records.parquet"
 PROMPTS_FILE = "prompts.parquet"
 
 
-class RTPRecordsConfig(PresetConfig):
+class RTPRecordsConfig(Config):
     """Where `rtp_records` reads RealToxicityPrompts from; by default the preset's source."""
 
-    source: str | None = Field(
-        default=None, description="Override: hub id (allenai/real-toxicity-prompts), dataset directory, "
-        ".jsonl(.gz) file, or a folder of .jsonl(.gz) files",
-    )
-    hub_split: str | None = Field(default=None, description="Split to read from a hub or directory dataset")
+    source: str | None = override(ToxicitySpec, "source")
+    hub_split: str | None = override(ToxicitySpec, "hub_split")
 
 
-class RTPPromptsConfig(PresetConfig):
+class RTPPromptsConfig(Config):
     """How many RealToxicityPrompts prompts to evaluate on, which, and with which seed."""
 
-    count: int | None = Field(default=None, ge=1, description="Override the number of prompts (1,000 in the recipe)")
-    challenging_only: bool | None = Field(default=None, description="Sample only prompts flagged `challenging`")
-    seed: int | None = Field(default=None, description="Override the sampling seed")
+    count: int | None = override(ToxicitySpec, "num_prompts")
+    challenging_only: bool | None = override(ToxicitySpec, "challenging_only")
+    seed: int | None = override(ToxicitySpec, "seed")
 
 
-class ToxicityScorer(Enum):
-    """Where the Detoxify scorer comes from."""
-
-    published = "published"
-    checkpoint = "checkpoint"
-    train_standin = "train_standin"
+ToxicityScorer = literal_enum(ToxicitySpec, "scorer", "ToxicityScorer", "Where the Detoxify scorer comes from.")
 
 
 class ToxicityModelConfig(StepConfig):
     """Which Detoxify scorer `toxicity_model` provides."""
 
-    scorer: ToxicityScorer | None = Field(
-        default=None, description="published: Detoxify(model_type) (needs internet once); checkpoint: a local "
-        "Detoxify checkpoint + huggingface_config_path (offline); train_standin: train a small stand-in",
-    )
-    detoxify_model_type: str | None = Field(default=None, description="Published model (the recipe's: original)")
-    checkpoint: str | None = Field(default=None, description="Local Detoxify checkpoint file (scorer: checkpoint)")
-    huggingface_config_path: str | None = Field(default=None, description="Its HF config + tokenizer folder")
-
-    def apply(self, spec: ToxicitySpec) -> dict[str, Any]:
-        """The preset's toxicity spec with these overrides, validated as a whole."""
-        updates = {"detoxify_model_type": self.detoxify_model_type, "checkpoint": self.checkpoint,
-                   "huggingface_config_path": self.huggingface_config_path,
-                   "scorer": self.scorer.value if self.scorer else None}
-        merged = {**spec.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
-        return ToxicitySpec.model_validate(merged).model_dump()
+    scorer: ToxicityScorer | None = override(ToxicitySpec, "scorer")  # type: ignore[valid-type]
+    detoxify_model_type: str | None = override(ToxicitySpec, "detoxify_model_type")
+    checkpoint: str | None = override(ToxicitySpec, "checkpoint")
+    huggingface_config_path: str | None = override(ToxicitySpec, "huggingface_config_path")
 
 
 @asset(code_version=code_version("rlhf_assets.assets.evaluation"), group_name="evaluation", kinds={"pandas", "parquet"})
 def rtp_records(
-    context: AssetExecutionContext, config: RTPRecordsConfig, artifacts: ArtifactStoreResource
+    context: AssetExecutionContext, config: RTPRecordsConfig, preset: PresetResource, artifacts: ArtifactStoreResource
 ) -> Output[Manifest]:
     """RealToxicityPrompts records with Perspective scores, validated (prompt text present, scores numeric)."""
-    preset = config.resolved_preset()
-    source = config.source or preset.toxicity.source
-    split = config.hub_split or preset.toxicity.hub_split
+    spec = merged(preset.get().toxicity, config)
+    source, split = spec.source, spec.hub_split
     context.log.info(f"reading {source} ({describe_source(source)})")
     frame = pd.DataFrame([row.as_row() for row in read_rtp(source, split)])
     with tempfile.TemporaryDirectory() as tmp:
         frame.to_parquet(Path(tmp) / RECORDS_FILE, index=False)
         return publish(
-            context, artifacts.store(), Path(tmp), preset=preset.name, config={"source": source, "split": split},
+            context, artifacts.store(), Path(tmp), preset=preset.name.value, config={"source": source, "split": split},
             counts={"records": len(frame), "challenging": int(frame["challenging"].sum()),
                     "null_prompt_toxicity": int(frame["prompt_toxicity"].isna().sum()),
                     "null_continuation_toxicity": int(frame["continuation_toxicity"].isna().sum())},
@@ -101,14 +79,12 @@ def rtp_records(
 
 @asset(code_version=code_version("rlhf_assets.assets.evaluation"), group_name="evaluation", kinds={"pandas", "parquet"})
 def rtp_prompts(
-    context: AssetExecutionContext, config: RTPPromptsConfig, artifacts: ArtifactStoreResource, rtp_records: Manifest
+    context: AssetExecutionContext, config: RTPPromptsConfig, preset: PresetResource, artifacts: ArtifactStoreResource,
+    rtp_records: Manifest,
 ) -> Output[Manifest]:
     """The prompts models continue for the toxicity evaluation: N distinct prompts sampled with a fixed seed."""
-    preset = config.resolved_preset()
-    spec = preset.toxicity
-    count = config.count or spec.num_prompts
-    challenging_only = spec.challenging_only if config.challenging_only is None else config.challenging_only
-    seed = spec.seed if config.seed is None else config.seed
+    spec = merged(preset.get().toxicity, config)
+    count, challenging_only, seed = spec.num_prompts, spec.challenging_only, spec.seed
     records = pd.read_parquet(artifacts.store().local_path(rtp_records.uri) / RECORDS_FILE)
     pool = records.drop_duplicates("prompt_text")
     if challenging_only:
@@ -124,7 +100,7 @@ def rtp_prompts(
     with tempfile.TemporaryDirectory() as tmp:
         frame.to_parquet(Path(tmp) / PROMPTS_FILE, index=False)
         return publish(
-            context, artifacts.store(), Path(tmp), preset=preset.name,
+            context, artifacts.store(), Path(tmp), preset=preset.name.value,
             config={"count": count, "challenging_only": challenging_only, "seed": seed},
             counts={"prompts": len(frame), "challenging": int(frame["challenging"].sum()), "pool": len(pool)},
             metrics={"mean_prompt_toxicity": float(frame["prompt_toxicity"].mean())},
@@ -137,6 +113,7 @@ def rtp_prompts(
 def toxicity_model(
     context: AssetExecutionContext,
     config: ToxicityModelConfig,
+    preset: PresetResource,
     compute: ComputeBackend,
     artifacts: ArtifactStoreResource,
     rtp_records: Manifest,
@@ -146,9 +123,9 @@ def toxicity_model(
 
     Offline presets train a small stand-in on RTP records that are not among `rtp_prompts` (metadata says so).
     """
-    preset = config.resolved_preset()
+    chosen = preset.get()
     return run_step_and_publish(
-        context, step="toxicity_model", preset=preset, config=config,
-        step_config={"toxicity": config.apply(preset.toxicity)},
+        context, step="toxicity_model", preset=chosen, config=config,
+        step_config={"toxicity": merged(chosen.toxicity, config).model_dump()},
         inputs={"rtp_records": rtp_records, "rtp_prompts": rtp_prompts}, compute=compute, artifacts=artifacts,
     )

@@ -8,14 +8,23 @@ labels. Both are light work in the Dagster process: no step program, no GPU.
 import hashlib
 import json
 import tempfile
-from enum import Enum
 from pathlib import Path
 
 import pandas as pd
-from dagster import AssetExecutionContext, Failure, MetadataValue, Output, TableColumn, TableRecord, TableSchema, asset
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    Failure,
+    MetadataValue,
+    Output,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+    asset,
+)
 from pydantic import Field
 
-from rlhf_assets.assets.common import PresetConfig, preview_table, publish
+from rlhf_assets.assets.common import preview_table, publish
 from rlhf_assets.code_versions import code_version
 from rlhf_assets.eval.human_preference import JudgedLabel, summarize_human_preference
 from rlhf_assets.eval.preference import RECIPE_REFERENCE, PreferenceSummary
@@ -30,8 +39,9 @@ from rlhf_assets.labeling.tasks import (
     read_tasks,
     write_tasks,
 )
+from rlhf_assets.overrides import literal_enum, merged, override
 from rlhf_assets.presets import HumanEvalSpec
-from rlhf_assets.resources import ArtifactStoreResource, LabelingResource
+from rlhf_assets.resources import ArtifactStoreResource, LabelingResource, PresetResource
 from rlhf_assets.storage import Manifest
 
 RESPONSES_FILE = "responses.parquet"  # eval_responses' table (steps/eval_responses.py)
@@ -43,30 +53,18 @@ LABELS_FILE = "labels.parquet"
 PER_PROMPT_FILE = "per_prompt.parquet"
 
 
-class LabelingChannel(Enum):
-    """Where annotators label the tasks."""
-
-    app = "app"
-    ground_truth = "ground_truth"
+LabelingChannel = literal_enum(HumanEvalSpec, "channel", "LabelingChannel", "Where annotators label the tasks.")
 
 
-class HumanEvalTasksConfig(PresetConfig):
+class HumanEvalTasksConfig(Config):
     """How the pairs are blinded and where they are labelled (defaults: the preset's `human_eval`)."""
 
-    overlap: int | None = Field(default=None, ge=1, le=9, description="Override annotators per prompt")
-    channel: LabelingChannel | None = Field(default=None, description="app (local web app) or ground_truth")
-    guidelines_file: str | None = Field(default=None, description="Override the annotator guidelines file "
-                                        "(plain text, content warning first); recorded with the batch")
-
-    def spec(self) -> HumanEvalSpec:
-        preset = self.resolved_preset().human_eval
-        updates = {"overlap": self.overlap, "channel": self.channel and self.channel.value,
-                   "guidelines_file": self.guidelines_file}
-        return HumanEvalSpec.model_validate(
-            {**preset.model_dump(), **{k: v for k, v in updates.items() if v is not None}})
+    overlap: int | None = override(HumanEvalSpec, "overlap")
+    channel: LabelingChannel | None = override(HumanEvalSpec, "channel")  # type: ignore[valid-type]
+    guidelines_file: str | None = override(HumanEvalSpec, "guidelines_file")
 
 
-class HumanEvalResultsConfig(PresetConfig):
+class HumanEvalResultsConfig(Config):
     """When results may be computed before every task has all its labels."""
 
     allow_partial: bool = Field(default=False, description="Summarize whatever labels exist instead of failing "
@@ -77,6 +75,7 @@ class HumanEvalResultsConfig(PresetConfig):
 def human_eval_tasks(
     context: AssetExecutionContext,
     config: HumanEvalTasksConfig,
+    preset: PresetResource,
     artifacts: ArtifactStoreResource,
     labeling: LabelingResource,
     eval_responses: Manifest,
@@ -86,7 +85,7 @@ def human_eval_tasks(
     The artifact holds the order key (`tasks.jsonl`) and the Ground Truth input manifest and worker template;
     the app's database or the Ground Truth job gets only the blinded text.
     """
-    spec = config.spec()
+    spec = merged(preset.get().human_eval, config)
     store = artifacts.store()
     responses = pd.read_parquet(store.local_path(eval_responses.uri) / RESPONSES_FILE)
     guidelines = read_guidelines(spec.guidelines_file)
@@ -94,7 +93,7 @@ def human_eval_tasks(
     tasks = build_tasks(responses, guidelines=guidelines)
     batch = batch_id(tasks)
     extra: dict[str, MetadataValue] = {}
-    if spec.channel == LabelingChannel.app.value:
+    if spec.channel == "app":
         tasks = labeling.store().register_batch(tasks, batch, spec.overlap, source=eval_responses.uri,
                                                 guidelines=guidelines)
         context.log.info(f"queued {len(tasks)} tasks (batch {batch}, overlap {spec.overlap}) in {labeling.db_path}")
@@ -120,7 +119,7 @@ def human_eval_tasks(
         (directory / GUIDELINES_FILE).write_text(guidelines + "\n", encoding="utf-8")
         blinded = pd.DataFrame([task.blinded() for task in tasks])
         return publish(
-            context, store, directory, preset=config.resolved_preset().name,
+            context, store, directory, preset=preset.name.value,
             config={**spec.model_dump(), "batch_id": batch, "guidelines_sha256": guidelines_sha256, **job},
             counts={"tasks": len(tasks), "required_labels": len(tasks) * spec.overlap,
                     "rlhf_shown_as_a": sum(task.rlhf_shown_as == "A" for task in tasks)},
@@ -136,7 +135,7 @@ def collect_labels(
     """Every label for this batch, from the app's database or the Ground Truth output manifest, un-blinded."""
     config = tasks_manifest.config
     rows: list[dict[str, object]] = []
-    if config["channel"] == LabelingChannel.app.value:
+    if config["channel"] == "app":
         for label in labeling.store().labels(config["batch_id"]):
             rows.append({"task_id": label.task_id, "annotator": label.annotator, "choice": label.choice.value,
                          "comment": label.comment, "labelled_at": pd.Timestamp(label.created_at, unit="s")})

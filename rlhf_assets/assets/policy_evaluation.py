@@ -13,19 +13,18 @@ only what changed.
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, AssetKey, AssetsDefinition, MetadataValue, Output, asset
-from pydantic import Field
 
 from rlhf_assets.assets.common import preview_table
 from rlhf_assets.assets.step_runs import StepConfig, run_step_and_publish
 from rlhf_assets.assets.training import GPU_POOL
 from rlhf_assets.code_versions import step_code_version
 from rlhf_assets.compute.backend import ComputeBackend
-from rlhf_assets.presets import EvalSpec, GenerationSpec, ToxicitySpec
-from rlhf_assets.resources import ArtifactStoreResource
+from rlhf_assets.overrides import merged, override
+from rlhf_assets.presets import EvalSpec, ToxicitySpec
+from rlhf_assets.resources import ArtifactStoreResource, PresetResource
 from rlhf_assets.storage import Manifest
 
 SUITE = ("eval_responses", "toxicity_scores", "auto_preference")
@@ -58,35 +57,21 @@ POLICIES = (
 class SamplingConfig(StepConfig):
     """The seed both models sample with (e.g. to see how much a figure moves when only the draws change)."""
 
-    sampling_seed: int | None = Field(default=None, description="Override the generation seed (SFT and the "
-                                      "policy always share it)")
-
-    def generation(self, spec: GenerationSpec) -> GenerationSpec:
-        """The preset's generation settings with the seed override applied."""
-        return spec if self.sampling_seed is None else spec.model_copy(update={"seed": self.sampling_seed})
+    sampling_seed: int | None = override(EvalSpec, "generation.seed")
 
 
-class ToxicityScoresConfig(SamplingConfig):
+class ToxicityScoresConfig(StepConfig):
     """How many continuations `toxicity_scores` samples per prompt and model, and with which seed."""
 
-    samples_per_prompt: int | None = Field(
-        default=None, ge=1, description="Override k: continuations per prompt and model (paper 25, recipe 1)"
-    )
-
-    def apply(self, spec: ToxicitySpec) -> dict[str, Any]:
-        """The preset's toxicity spec with the seed and k overrides, validated as a whole."""
-        merged = spec.model_copy(update={"generation": self.generation(spec.generation)}).model_dump()
-        if self.samples_per_prompt:
-            merged["samples_per_prompt"] = self.samples_per_prompt
-        return ToxicitySpec.model_validate(merged).model_dump()
+    sampling_seed: int | None = override(ToxicitySpec, "generation.seed")
+    samples_per_prompt: int | None = override(ToxicitySpec, "samples_per_prompt")
 
 
 class AutoPreferenceConfig(StepConfig):
     """The automatic judge's settings."""
 
-    tie_margin: float | None = Field(default=None, ge=0.0, description="Override the tie margin, in standard "
-                                     "deviations of the judge's scores on the eval responses")
-    judge: str | None = Field(default=None, description="Judge model (hub id or directory); default: judge_model")
+    tie_margin: float | None = override(EvalSpec, "tie_margin")
+    judge: str | None = override(EvalSpec, "judge")
 
 
 def _responses_preview(directory: Path) -> dict[str, MetadataValue]:
@@ -104,14 +89,14 @@ def evaluation_suite(policy: EvaluatedPolicy) -> list[AssetsDefinition]:
                 "eval_prompts": AssetIn(key="eval_prompts")}, **gpu,
            description=f"SFT and {policy.asset} responses to the held-out eval prompts (same generation settings "
                        "and seed for both), and the policy's KL to SFT on its own responses.")
-    def eval_responses(context: AssetExecutionContext, config: SamplingConfig, compute: ComputeBackend,
+    def eval_responses(context: AssetExecutionContext, config: SamplingConfig, preset: PresetResource,
+                       compute: ComputeBackend,
                        artifacts: ArtifactStoreResource, sft_model: Manifest, policy: Manifest,
                        eval_prompts: Manifest) -> Output[Manifest]:
-        preset = config.resolved_preset()
-        generation = config.generation(preset.evaluation.generation)
-        evaluation = preset.evaluation.model_copy(update={"generation": generation})
+        chosen = preset.get()
+        evaluation = merged(chosen.evaluation, config)
         return run_step_and_publish(
-            context, step="eval_responses", preset=preset, config=config,
+            context, step="eval_responses", preset=chosen, config=config,
             step_config={"evaluation": evaluation.model_dump()},
             inputs={"sft_model": sft_model, "policy": policy, "eval_prompts": eval_prompts},
             compute=compute, artifacts=artifacts, preview=_responses_preview)
@@ -123,13 +108,14 @@ def evaluation_suite(policy: EvaluatedPolicy) -> list[AssetsDefinition]:
            description=f"Detoxify toxicity of SFT vs {policy.asset} continuations of the RTP prompts (Gehman et "
                        "al.): mean toxicity, expected maximum toxicity and toxicity probability per model and the "
                        "paired difference, each with a bootstrap 95% CI, beside the recipe's figures.")
-    def toxicity_scores(context: AssetExecutionContext, config: ToxicityScoresConfig, compute: ComputeBackend,
+    def toxicity_scores(context: AssetExecutionContext, config: ToxicityScoresConfig,
+                        preset: PresetResource, compute: ComputeBackend,
                         artifacts: ArtifactStoreResource, sft_model: Manifest, policy: Manifest,
                         rtp_prompts: Manifest, toxicity_model: Manifest) -> Output[Manifest]:
-        preset = config.resolved_preset()
+        chosen = preset.get()
         return run_step_and_publish(
-            context, step="toxicity_scores", preset=preset, config=config,
-            step_config={"toxicity": config.apply(preset.toxicity)},
+            context, step="toxicity_scores", preset=chosen, config=config,
+            step_config={"toxicity": merged(chosen.toxicity, config).model_dump()},
             inputs={"sft_model": sft_model, "policy": policy, "rtp_prompts": rtp_prompts,
                     "toxicity_model": toxicity_model},
             compute=compute, artifacts=artifacts)
@@ -141,17 +127,15 @@ def evaluation_suite(policy: EvaluatedPolicy) -> list[AssetsDefinition]:
                        "independent judge (`judge_model`, or a configured one): win / tie / loss with Wilson CIs "
                        "and a sign test. The reward model PPO is optimised against is shown beside it, labelled "
                        "as such, never as the verdict.")
-    def auto_preference(context: AssetExecutionContext, config: AutoPreferenceConfig, compute: ComputeBackend,
+    def auto_preference(context: AssetExecutionContext, config: AutoPreferenceConfig,
+                        preset: PresetResource, compute: ComputeBackend,
                         artifacts: ArtifactStoreResource, eval_responses: Manifest, reward_model: Manifest,
                         judge_model: Manifest) -> Output[Manifest]:
-        preset = config.resolved_preset()
-        updates = {"tie_margin": config.tie_margin, "judge": config.judge}
-        evaluation = EvalSpec.model_validate(
-            {**preset.evaluation.model_dump(), **{k: v for k, v in updates.items() if v is not None}})
+        chosen = preset.get()
         return run_step_and_publish(
-            context, step="auto_preference", preset=preset, config=config,
-            step_config={"evaluation": evaluation.model_dump(), "reward": preset.reward.model_dump(),
-                         "judge": preset.judge.model_dump()},
+            context, step="auto_preference", preset=chosen, config=config,
+            step_config={"evaluation": merged(chosen.evaluation, config).model_dump(),
+                         "reward": chosen.reward.model_dump(), "judge": chosen.judge.model_dump()},
             inputs={"eval_responses": eval_responses, "reward_model": reward_model, "judge_model": judge_model},
             compute=compute, artifacts=artifacts)
 

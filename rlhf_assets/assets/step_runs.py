@@ -16,6 +16,7 @@ from typing import Any
 
 from dagster import (
     AssetExecutionContext,
+    Config,
     DataVersion,
     FloatMetadataValue,
     IntMetadataValue,
@@ -26,7 +27,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from rlhf_assets.assets.common import PresetConfig, manifest_output, summary_first
+from rlhf_assets.assets.common import manifest_output, summary_first
 from rlhf_assets.code_versions import step_code_version
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.presets import Preset
@@ -34,7 +35,7 @@ from rlhf_assets.resources import ArtifactStoreResource
 from rlhf_assets.storage import Manifest, hash_json
 
 
-class StepConfig(PresetConfig):
+class StepConfig(Config):
     """Config of an asset computed by a step program."""
 
     recompute: bool = Field(
