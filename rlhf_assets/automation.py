@@ -29,10 +29,12 @@ from dagster import (
 )
 
 from rlhf_assets.assets.comparison import COMPARISON_KEY
-from rlhf_assets.assets.policy_evaluation import POLICIES, SUITE, EvaluatedPolicy
+from rlhf_assets.assets.policy_evaluation import POLICIES, EvaluatedPolicy, suite_keys, toxicity_keys
+from rlhf_assets.assets.prompt_sets import PROMPT_SETS
 from rlhf_assets.resources import LabelingResource
 
-SHARED_EVALUATION = (AssetKey("rtp_records"), AssetKey("rtp_prompts"), AssetKey("toxicity_model"))
+SHARED_EVALUATION = (AssetKey("rtp_records"), AssetKey("rtp_prompts"), AssetKey("toxicity_model"),
+                     *(AssetKey(f"{spec.name}_prompts") for spec in PROMPT_SETS))
 DEFAULT_CRON = "0 3 * * *"
 
 evaluate_latest_policy = define_asset_job(
@@ -60,7 +62,7 @@ def build_evaluation_schedule() -> ScheduleDefinition:
 def new_policy_sensor(policy: EvaluatedPolicy) -> SensorDefinition:
     """Evaluate a new version of `policy` unless a run after it already produced its final evaluation assets."""
     policy_key = AssetKey(policy.asset)
-    final = (policy.key("toxicity_scores"), policy.key("auto_preference"))
+    final = (*toxicity_keys(policy).values(), policy.key("auto_preference"))
     name = "evaluate_new_policy" if not policy.prefix else f"evaluate_new_{policy.asset}"
 
     @asset_sensor(asset_key=policy_key, job=evaluate_latest_policy, name=name,
@@ -74,8 +76,7 @@ def new_policy_sensor(policy: EvaluatedPolicy) -> SensorDefinition:
         if all(event is not None and event.timestamp > policy_time for event in evaluated):
             return SkipReason(f"the {policy.asset} from run {asset_event.run_id} is already evaluated")
         return RunRequest(run_key=f"{policy.asset}-{asset_event.run_id}-{asset_event.timestamp}",
-                          asset_selection=[*SHARED_EVALUATION, *(policy.key(name) for name in SUITE),
-                                           COMPARISON_KEY],
+                          asset_selection=[*SHARED_EVALUATION, *suite_keys(policy), COMPARISON_KEY],
                           tags={"rlhf/trigger": "new_policy", "rlhf/policy": policy.asset,
                                 "rlhf/policy_run": asset_event.run_id})
 

@@ -16,12 +16,13 @@ from dagster import (
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
+    AssetKey,
     MetadataValue,
     asset_check,
 )
 
 from rlhf_assets.assets.evaluation import PROMPTS_FILE
-from rlhf_assets.assets.policy_evaluation import POLICIES, EvaluatedPolicy
+from rlhf_assets.assets.policy_evaluation import POLICIES, EvaluatedPolicy, toxicity_keys
 from rlhf_assets.eval.degenerate_text import DEGENERATE_PROBES, MAX_PROBE_SCORE
 from rlhf_assets.eval.gates import GateResult, non_inferiority, not_dispreferred, superiority
 from rlhf_assets.eval.toxicity import METRICS
@@ -91,9 +92,23 @@ def suite_checks(policy: EvaluatedPolicy) -> list[AssetChecksDefinition]:
         return AssetCheckResult(passed=not problems, description="; ".join(problems) or "responses within every bound",
                                 metadata=metadata)
 
-    @asset_check(asset=policy.key("toxicity_scores"), name="toxicity_not_worse",
+    @asset_check(asset=policy.key("auto_preference"), name="rlhf_not_dispreferred",
+                 description="The independent judge does not prefer SFT significantly (sign test)")
+    def rlhf_not_dispreferred(auto_preference: Manifest) -> AssetCheckResult:
+        """Losses significantly outnumbering wins: the automatic judge's regression signal between human evaluations."""
+        c, judge = auto_preference.counts, auto_preference.config["evaluation"]["judge"] or "judge_model"
+        return _result(not_dispreferred(c["wins"], c["ties"], c["losses"], judge))
+
+    toxicity = [toxicity_not_worse(key) for key in toxicity_keys(policy).values()]
+    return [responses_not_degenerate, *toxicity, rlhf_not_dispreferred]
+
+
+def toxicity_not_worse(key: AssetKey) -> AssetChecksDefinition:
+    """The non-inferiority check of one toxicity evaluation (RealToxicityPrompts or a declared prompt set)."""
+
+    @asset_check(asset=key, name="toxicity_not_worse",
                  description="RLHF not more toxic than SFT by a margin: non-inferiority on three Gehman metrics")
-    def toxicity_not_worse(toxicity_scores: Manifest) -> AssetCheckResult:
+    def check(toxicity_scores: Manifest) -> AssetCheckResult:
         """RLHF should not make the model more toxic. "Not significantly worse" passes by default with few prompts;
         non-inferiority asks the data to show the difference is below a margin, on each metric."""
         m, margins = toxicity_scores.metrics, ToxicitySpec.model_validate(toxicity_scores.config["toxicity"]).margins
@@ -108,14 +123,7 @@ def suite_checks(policy: EvaluatedPolicy) -> list[AssetChecksDefinition]:
                                 description="RLHF − SFT: " + "; ".join(g.description for g in gates.values()),
                                 metadata=metadata)
 
-    @asset_check(asset=policy.key("auto_preference"), name="rlhf_not_dispreferred",
-                 description="The independent judge does not prefer SFT significantly (sign test)")
-    def rlhf_not_dispreferred(auto_preference: Manifest) -> AssetCheckResult:
-        """Losses significantly outnumbering wins: the automatic judge's regression signal between human evaluations."""
-        c, judge = auto_preference.counts, auto_preference.config["evaluation"]["judge"] or "judge_model"
-        return _result(not_dispreferred(c["wins"], c["ties"], c["losses"], judge))
-
-    return [responses_not_degenerate, toxicity_not_worse, rlhf_not_dispreferred]
+    return check
 
 
 def _clean_rows_check(name: str, files: tuple[str, ...], columns: tuple[str, ...]) -> AssetChecksDefinition:

@@ -18,6 +18,7 @@ FORBIDDEN = {
     "ppo": {"assets", "steps", "compute", "eval", "labeling", "resources"},
     "storage": {"assets", "steps", "compute", "resources"},
     "overrides": {"assets", "steps", "compute", "resources", "ppo", "modeling", "eval", "data", "labeling"},
+    "layouts": {"assets", "steps", "compute", "resources", "ppo", "modeling", "eval", "data", "labeling", "presets"},
 }
 
 

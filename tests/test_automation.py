@@ -18,8 +18,8 @@ from rlhf_assets.definitions import all_assets, defs
 from tests.conftest import graph_resources
 
 pytestmark = pytest.mark.integration
-SHARED = {"rtp_records", "rtp_prompts", "toxicity_model", "policy_comparison"}
-PPO_SUITE = {"eval_responses", "toxicity_scores", "auto_preference"}
+SHARED = {"rtp_records", "rtp_prompts", "red_team_prompts", "toxicity_model", "policy_comparison"}
+PPO_SUITE = {"eval_responses", "toxicity_scores", "red_team_toxicity_scores", "auto_preference"}
 DPO_SUITE = {f"dpo_policy/{name}" for name in PPO_SUITE}
 EVALUATION_ASSETS = SHARED | PPO_SUITE | DPO_SUITE
 evaluate_new_policy = next(s for s in new_policy_sensors if s.name == "evaluate_new_policy")

@@ -23,14 +23,18 @@ def _metadata(instance, asset: str) -> dict:
 
 def test_every_check_runs_and_the_model_checks_pass_on_the_tiny_graph(graph) -> None:
     root, instance, result = graph
-    evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert set(evaluations) == {c.check_key.name for c in all_checks}
-    toxicity_passed = evaluations.pop("toxicity_not_worse")
+    evaluations = {(e.asset_key.to_user_string(), e.check_name): e.passed for e in result.get_asset_check_evaluations()}
+    assert set(evaluations) == {(key.asset_key.to_user_string(), key.name) for c in all_checks for key in c.check_keys}
+    toxicity = {asset: evaluations.pop((asset, name)) for asset, name in list(evaluations)
+                if name == "toxicity_not_worse"}
+    assert {"toxicity_scores", "dpo_policy/toxicity_scores", "red_team_toxicity_scores",
+            "dpo_policy/red_team_toxicity_scores"} <= set(toxicity)
     assert all(evaluations.values()), evaluations
-    # Whether RLHF is shown no more toxic is a finding, not a given: the verdict must agree with the CIs.
-    metrics = manifest_of(instance, root, "toxicity_scores").metrics
+    # Whether a policy is shown no more toxic is a finding, not a given: each verdict must agree with its CIs.
     margins = TINY.toxicity.margins
-    assert toxicity_passed == all(metrics[f"difference_{m}_ci_high"] < getattr(margins, m) for m in METRICS)
+    for asset, passed in toxicity.items():
+        metrics = manifest_of(instance, root, asset).metrics
+        assert passed == all(metrics[f"difference_{m}_ci_high"] < getattr(margins, m) for m in METRICS), asset
 
 
 def test_stand_in_scorer_agrees_with_perspective_on_texts_it_never_saw(graph) -> None:

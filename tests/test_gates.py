@@ -18,7 +18,7 @@ from rlhf_assets.steps.toxicity_model import score_probes
 from rlhf_assets.storage import Manifest
 from tests.test_detoxify_format import tiny_bert  # noqa: F401  (the fixture)
 
-responses_not_degenerate, toxicity_not_worse, rlhf_not_dispreferred = suite_checks(POLICIES[0])
+responses_not_degenerate, toxicity_not_worse, *prompt_set_toxicity, rlhf_not_dispreferred = suite_checks(POLICIES[0])
 
 
 def test_every_policy_suite_has_the_same_checks_declared_on_its_keys() -> None:

@@ -8,11 +8,18 @@ comparison, so materializing one new policy and its suite is enough to see it be
 import tempfile
 from pathlib import Path
 
-import pandas as pd
 from dagster import AssetExecutionContext, AssetKey, Failure, MetadataValue, Output, asset
 
 from rlhf_assets.assets.common import publish
-from rlhf_assets.assets.policy_evaluation import POLICIES, SUITE, EvaluatedPolicy
+from rlhf_assets.assets.policy_evaluation import (
+    POLICIES,
+    SUITE,
+    EvaluatedPolicy,
+    prompt_set_toxicity_name,
+    suite_keys,
+    toxicity_keys,
+)
+from rlhf_assets.assets.prompt_sets import PROMPT_SETS
 from rlhf_assets.code_versions import code_version, step_code_version
 from rlhf_assets.eval.bootstrap import Interval
 from rlhf_assets.eval.comparison import (
@@ -20,27 +27,42 @@ from rlhf_assets.eval.comparison import (
     comparison_plot,
     comparison_table,
     policy_row,
+    prompt_set_table,
     rows_frame,
     versions_table,
 )
 from rlhf_assets.eval.reporting import interval_text
+from rlhf_assets.layouts import COMPARISON, OUTCOMES, RESPONSES
 from rlhf_assets.resources import ArtifactStoreResource, ManifestRecordError, PresetResource, recorded_manifest
 from rlhf_assets.storage import ArtifactStore, Manifest
 
 COMPARISON_KEY = AssetKey("policy_comparison")
-COMPARISON_FILE = "comparison.parquet"
 VERSION_CHARS = 12
 
 
 def _suite_row(policy: EvaluatedPolicy, trained: Manifest, suite: dict[str, Manifest],
-               store: ArtifactStore) -> PolicyRow:
-    outcomes = pd.read_parquet(store.local_path(suite["auto_preference"].uri) / "outcomes.parquet")
-    responses = pd.read_parquet(store.local_path(suite["eval_responses"].uri) / "responses.parquet")
+               prompt_sets: dict[str, Manifest], store: ArtifactStore) -> PolicyRow:
+    outcomes = OUTCOMES.read(store.local_path(suite["auto_preference"].uri))
+    responses = RESPONSES.read(store.local_path(suite["eval_responses"].uri))
     versions = {"policy": trained.content_hash[:VERSION_CHARS], "policy code": step_code_version(policy.step)}
     versions |= {name: manifest.content_hash[:VERSION_CHARS] for name, manifest in suite.items()}
+    versions |= {prompt_set_toxicity_name(name): m.content_hash[:VERSION_CHARS] for name, m in prompt_sets.items()}
     return policy_row(policy.label, outcomes, responses, suite["auto_preference"].metrics,
                       suite["auto_preference"].counts, suite["toxicity_scores"].metrics,
-                      suite["toxicity_scores"].counts["prompts"], versions)
+                      suite["toxicity_scores"].counts["prompts"], versions,
+                      prompt_sets={name: (m.metrics, m.counts["prompts"]) for name, m in prompt_sets.items()})
+
+
+def _recorded_prompt_sets(context: AssetExecutionContext, policy: EvaluatedPolicy,
+                          manifests: str) -> dict[str, Manifest]:
+    """The policy's materialized toxicity evaluations on declared prompt sets (a missing one is left out)."""
+    found = {}
+    for name, key in list(toxicity_keys(policy).items())[1:]:
+        try:
+            found[name] = recorded_manifest(context.instance, key, manifests)
+        except ManifestRecordError:
+            context.log.info(f"{policy.asset} has no {key.to_user_string()} yet")
+    return found
 
 
 def _signed(interval: Interval) -> str:
@@ -60,7 +82,7 @@ def _summary(rows: list[PolicyRow], missing: list[str]) -> str:
 
 @asset(name="policy_comparison", code_version=code_version("rlhf_assets.assets.comparison"),
        group_name="comparison", kinds={"pandas", "parquet"},
-       deps=[AssetKey(p.asset) for p in POLICIES] + [p.key(name) for p in POLICIES for name in SUITE])
+       deps=[AssetKey(p.asset) for p in POLICIES] + [key for p in POLICIES for key in suite_keys(p)])
 def policy_comparison(context: AssetExecutionContext, preset: PresetResource,
                       artifacts: ArtifactStoreResource) -> Output[Manifest]:
     """Every evaluated policy against SFT: reward gain, KL to SFT, the independent judge's verdict and the toxicity
@@ -76,12 +98,12 @@ def policy_comparison(context: AssetExecutionContext, preset: PresetResource,
             context.log.info(f"{policy.asset} is not in the comparison: {exc}")
             missing.append(policy.asset)
             continue
-        rows.append(_suite_row(policy, trained, suite, store))
+        rows.append(_suite_row(policy, trained, suite, _recorded_prompt_sets(context, policy, manifests), store))
     if not rows:
         raise Failure(f"no policy has a materialized evaluation suite ({', '.join(missing)}): materialize a policy "
                       "and its eval_responses, toxicity_scores and auto_preference first")
     with tempfile.TemporaryDirectory() as tmp:
-        rows_frame(rows).to_parquet(Path(tmp) / COMPARISON_FILE, index=False)
+        COMPARISON.write(rows_frame(rows), Path(tmp))
         metrics = {k: v for r in rows for k, v in r.flat().items()}
         return publish(
             context, store, Path(tmp), preset=preset.name.value,
@@ -89,6 +111,8 @@ def policy_comparison(context: AssetExecutionContext, preset: PresetResource,
             counts={"policies": len(rows)}, metrics=metrics,
             metadata={"summary": MetadataValue.md(_summary(rows, missing)),
                       "comparison": MetadataValue.md(comparison_table(rows)),
+                      "toxicity_by_prompt_set": MetadataValue.md(
+                          prompt_set_table(rows, [spec.name for spec in PROMPT_SETS])),
                       "plot": MetadataValue.md(comparison_plot(rows)),
                       "versions": MetadataValue.md(versions_table(rows))},
         )

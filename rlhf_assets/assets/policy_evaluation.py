@@ -1,7 +1,9 @@
 """One evaluation suite for any policy: eval responses, toxicity scores and the independent judge's verdict.
 
-Every policy asset (`ppo_policy`, `dpo_policy`, ...) gets the same three assets, built here by one factory and run
-by the same step programs with the policy as their `policy` channel. They are told apart by **asset-key
+Every policy asset (`ppo_policy`, `dpo_policy`, ...) gets the same assets, built here by one factory and run by the
+same step programs with the policy as their `policy` channel: eval responses, the judge's verdict, toxicity on
+RealToxicityPrompts, and toxicity on every declared prompt set (`<name>_toxicity_scores`, see
+`assets/prompt_sets.py`). They are told apart by **asset-key
 prefixes**: the recipe's policy keeps the keys it always had (`eval_responses`, `toxicity_scores`,
 `auto_preference`), every other policy's suite lives under its own name (`dpo_policy/eval_responses`, ...).
 Why prefixes and not partitions: each policy is its own asset with its own lineage (DPO never reads the reward
@@ -14,20 +16,24 @@ only what changed.
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, AssetKey, AssetsDefinition, MetadataValue, Output, asset
 
 from rlhf_assets.assets.common import preview_table
+from rlhf_assets.assets.prompt_sets import PROMPT_SETS
 from rlhf_assets.assets.step_runs import StepConfig, run_step_and_publish
 from rlhf_assets.assets.training import GPU_POOL
 from rlhf_assets.code_versions import step_code_version
 from rlhf_assets.compute.backend import ComputeBackend
+from rlhf_assets.layouts import RESPONSES
 from rlhf_assets.overrides import merged, override
 from rlhf_assets.presets import EvalSpec, ToxicitySpec
 from rlhf_assets.resources import ArtifactStoreResource, PresetResource
 from rlhf_assets.storage import Manifest
 
-SUITE = ("eval_responses", "toxicity_scores", "auto_preference")
+SUITE = ("eval_responses", "toxicity_scores", "auto_preference")  # every policy has these; the comparison needs them
+TOXICITY_KEY_NAME = "toxicity_scores"
+RTP = "rtp"  # RealToxicityPrompts: the recipe's prompt set
+RTP_PROMPTS = "rtp_prompts"
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,7 @@ class AutoPreferenceConfig(StepConfig):
 
 
 def _responses_preview(directory: Path) -> dict[str, MetadataValue]:
-    frame = pd.read_parquet(directory / "responses.parquet")
+    frame = RESPONSES.read(directory)
     return {"preview": preview_table(frame, ["prompt_id", "prompt", "sft_response", "rlhf_response"])}
 
 
@@ -101,25 +107,6 @@ def evaluation_suite(policy: EvaluatedPolicy) -> list[AssetsDefinition]:
             inputs={"sft_model": sft_model, "policy": policy, "eval_prompts": eval_prompts},
             compute=compute, artifacts=artifacts, preview=_responses_preview)
 
-    @asset(name="toxicity_scores", code_version=step_code_version("toxicity_scores"),
-           kinds={"pytorch", "detoxify"},
-           ins={"sft_model": AssetIn(key="sft_model"), "policy": AssetIn(key=policy.asset),
-                "rtp_prompts": AssetIn(key="rtp_prompts"), "toxicity_model": AssetIn(key="toxicity_model")}, **gpu,
-           description=f"Detoxify toxicity of SFT vs {policy.asset} continuations of the RTP prompts (Gehman et "
-                       "al.): mean toxicity, expected maximum toxicity and toxicity probability per model and the "
-                       "paired difference, each with a bootstrap 95% CI, beside the recipe's figures.")
-    def toxicity_scores(context: AssetExecutionContext, config: ToxicityScoresConfig,
-                        preset: PresetResource, compute: ComputeBackend,
-                        artifacts: ArtifactStoreResource, sft_model: Manifest, policy: Manifest,
-                        rtp_prompts: Manifest, toxicity_model: Manifest) -> Output[Manifest]:
-        chosen = preset.get()
-        return run_step_and_publish(
-            context, step="toxicity_scores", preset=chosen, config=config,
-            step_config={"toxicity": merged(chosen.toxicity, config).model_dump()},
-            inputs={"sft_model": sft_model, "policy": policy, "rtp_prompts": rtp_prompts,
-                    "toxicity_model": toxicity_model},
-            compute=compute, artifacts=artifacts)
-
     @asset(name="auto_preference", code_version=step_code_version("auto_preference"), kinds={"pytorch"},
            ins={"eval_responses": AssetIn(key=policy.key("eval_responses")),
                 "reward_model": AssetIn(key="reward_model"), "judge_model": AssetIn(key="judge_model")}, **gpu,
@@ -139,7 +126,52 @@ def evaluation_suite(policy: EvaluatedPolicy) -> list[AssetsDefinition]:
             inputs={"eval_responses": eval_responses, "reward_model": reward_model, "judge_model": judge_model},
             compute=compute, artifacts=artifacts)
 
-    return [eval_responses, toxicity_scores, auto_preference]
+    toxicity = [toxicity_asset(policy, TOXICITY_KEY_NAME, RTP_PROMPTS, RTP)]
+    toxicity += [toxicity_asset(policy, prompt_set_toxicity_name(spec.name), f"{spec.name}_prompts", spec.name)
+                 for spec in PROMPT_SETS]
+    return [eval_responses, *toxicity, auto_preference]
+
+
+def toxicity_asset(policy: EvaluatedPolicy, name: str, prompts_key: str, prompt_set: str) -> AssetsDefinition:
+    """One policy's toxicity evaluation on one prompt set (RealToxicityPrompts or a declared one): the same step,
+    metrics, CIs and check for every set; the recipe's published figures are shown beside RTP's only."""
+    source = "the RTP prompts (Gehman et al.)" if prompt_set == RTP else f"prompt set `{prompt_set}`"
+
+    @asset(name=name, code_version=step_code_version("toxicity_scores"), kinds={"pytorch", "detoxify"},
+           ins={"sft_model": AssetIn(key="sft_model"), "policy": AssetIn(key=policy.asset),
+                "prompts": AssetIn(key=prompts_key), "toxicity_model": AssetIn(key="toxicity_model")},
+           group_name=policy.group, pool=GPU_POOL, key_prefix=list(policy.prefix) or None,
+           description=f"Detoxify toxicity of SFT vs {policy.asset} continuations of {source}: mean toxicity, "
+                       "expected maximum toxicity and toxicity probability per model and the paired difference, each "
+                       "with a bootstrap 95% CI.")
+    def toxicity_scores(context: AssetExecutionContext, config: ToxicityScoresConfig,
+                        preset: PresetResource, compute: ComputeBackend,
+                        artifacts: ArtifactStoreResource, sft_model: Manifest, policy: Manifest,
+                        prompts: Manifest, toxicity_model: Manifest) -> Output[Manifest]:
+        chosen = preset.get()
+        return run_step_and_publish(
+            context, step="toxicity_scores", preset=chosen, config=config,
+            step_config={"toxicity": merged(chosen.toxicity, config).model_dump(), "prompt_set": prompt_set},
+            inputs={"sft_model": sft_model, "policy": policy, "prompts": prompts, "toxicity_model": toxicity_model},
+            compute=compute, artifacts=artifacts)
+
+    return toxicity_scores
+
+
+def prompt_set_toxicity_name(prompt_set: str) -> str:
+    """The name of a declared prompt set's toxicity asset in each policy's suite."""
+    return f"{prompt_set}_toxicity_scores"
+
+
+def toxicity_keys(policy: EvaluatedPolicy) -> dict[str, AssetKey]:
+    """Prompt set (`rtp` first, then the declared ones) → that policy's toxicity asset key."""
+    return {RTP: policy.key(TOXICITY_KEY_NAME),
+            **{spec.name: policy.key(prompt_set_toxicity_name(spec.name)) for spec in PROMPT_SETS}}
+
+
+def suite_keys(policy: EvaluatedPolicy) -> list[AssetKey]:
+    """Every asset of a policy's evaluation suite."""
+    return [policy.key(name) for name in SUITE] + list(toxicity_keys(policy).values())[1:]
 
 
 suites = [assets for policy in POLICIES for assets in evaluation_suite(policy)]

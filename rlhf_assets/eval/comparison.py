@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -39,23 +39,35 @@ class PolicyRow:
     eval_prompts: int
     toxicity_prompts: int
     versions: dict[str, str]  # "policy" and each suite asset -> data version (shortened); "policy code" -> trainer
+    prompt_sets: dict[str, dict[str, Interval]] = field(default_factory=dict)  # declared set -> metric -> RLHF − SFT
+    prompt_set_sizes: dict[str, int] = field(default_factory=dict)
 
     def flat(self) -> dict[str, float]:
         """The figures as flat metrics (`<policy>_<figure>`, `_ci_low`, `_ci_high`) for plots over time."""
         out: dict[str, float] = {}
         intervals = {"reward_gain": self.reward_gain, "kl_to_sft": self.kl_to_sft,
                      "preferred_or_tied": self.preferred_or_tied,
-                     **{f"difference_{k}": v for k, v in self.toxicity.items()}}
+                     **{f"difference_{k}": v for k, v in self.toxicity.items()},
+                     **{f"{name}_difference_{k}": v for name, metrics in self.prompt_sets.items()
+                        for k, v in metrics.items()}}
         for name, interval in intervals.items():
             out |= {f"{self.policy}_{name}": interval.estimate, f"{self.policy}_{name}_ci_low": interval.low,
                     f"{self.policy}_{name}_ci_high": interval.high}
         return out | {f"{self.policy}_sign_test_p": self.sign_test_p}
 
 
+def toxicity_differences(metrics: dict[str, float]) -> dict[str, Interval]:
+    """The three RLHF − SFT toxicity differences with their CIs, from a toxicity asset's metrics."""
+    return {m: Interval(metrics[f"difference_{m}"], metrics[f"difference_{m}_ci_low"],
+                        metrics[f"difference_{m}_ci_high"], 0.95) for m in TOXICITY_METRICS}
+
+
 def policy_row(policy: str, outcomes: pd.DataFrame, responses: pd.DataFrame, judge: dict[str, float],
                judge_counts: dict[str, int], toxicity: dict[str, float], toxicity_prompts: int,
-               versions: dict[str, str], seed: int = 0) -> PolicyRow:
-    """A policy's row from its suite's artifacts (`outcomes.parquet`, `responses.parquet`) and metrics."""
+               versions: dict[str, str], seed: int = 0,
+               prompt_sets: dict[str, tuple[dict[str, float], int]] | None = None) -> PolicyRow:
+    """A policy's row from its suite's artifacts (`outcomes.parquet`, `responses.parquet`) and metrics;
+    `prompt_sets` maps each declared prompt set the policy was evaluated on to its toxicity metrics and size."""
     for frame, name, columns in ((outcomes, "outcomes.parquet", ("sft_rm_score", "rlhf_rm_score")),
                                  (responses, "responses.parquet", ("kl_to_sft",))):
         missing = [c for c in columns if c not in frame.columns]
@@ -69,9 +81,10 @@ def policy_row(policy: str, outcomes: pd.DataFrame, responses: pd.DataFrame, jud
         preferred_or_tied=Interval(judge["win_or_tie_rate"], judge["win_or_tie_rate_ci_low"],
                                    judge["win_or_tie_rate_ci_high"], 0.95),
         sign_test_p=judge["sign_test_p"],
-        toxicity={m: Interval(toxicity[f"difference_{m}"], toxicity[f"difference_{m}_ci_low"],
-                              toxicity[f"difference_{m}_ci_high"], 0.95) for m in TOXICITY_METRICS},
+        toxicity=toxicity_differences(toxicity),
         eval_prompts=len(outcomes), toxicity_prompts=toxicity_prompts, versions=versions,
+        prompt_sets={name: toxicity_differences(metrics) for name, (metrics, _) in (prompt_sets or {}).items()},
+        prompt_set_sizes={name: size for name, (_, size) in (prompt_sets or {}).items()},
     )
 
 
@@ -89,6 +102,23 @@ def comparison_table(rows: list[PolicyRow]) -> str:
         lines.append(f"| {r.policy} | {_shown(r.reward_gain)} | {_shown(r.kl_to_sft, signed=False)} | "
                      f"{r.wins} / {r.ties} / {r.losses} | {_shown(r.preferred_or_tied, signed=False, percent=True)} "
                      f"| {r.sign_test_p:.2g} | {toxicity} | {r.eval_prompts}, {r.toxicity_prompts} |")
+    return "\n".join(lines)
+
+
+def prompt_set_table(rows: list[PolicyRow], prompt_sets: list[str]) -> str:
+    """Markdown: each policy's RLHF − SFT toxicity differences on RealToxicityPrompts and on every declared prompt
+    set, one row per (policy, set); a set a policy was not evaluated on says so."""
+    lines = ["| policy | prompt set | n | Δ mean toxicity | Δ expected max toxicity | Δ toxicity probability |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.policy} | rtp | {r.toxicity_prompts} | "
+                     + " | ".join(_shown(r.toxicity[m]) for m in TOXICITY_METRICS) + " |")
+        for name in prompt_sets:
+            if name in r.prompt_sets:
+                cells = " | ".join(_shown(r.prompt_sets[name][m]) for m in TOXICITY_METRICS)
+                lines.append(f"| {r.policy} | {name} | {r.prompt_set_sizes[name]} | {cells} |")
+            else:
+                lines.append(f"| {r.policy} | {name} | — | not evaluated | | |")
     return "\n".join(lines)
 
 

@@ -1,6 +1,7 @@
 """Step: Gehman et al.'s toxicity protocol for SFT vs RLHF, scored by the `toxicity_model` artifact (Detoxify).
 
-Inputs: channels `sft_model`, `policy` (the policy evaluated), `rtp_prompts`, `toxicity_model`. For each model,
+Inputs: channels `sft_model`, `policy` (the policy evaluated), `prompts` (RealToxicityPrompts' `rtp_prompts` or a
+declared prompt set, named by `prompt_set` in the config), `toxicity_model`. For each model,
 k sampled continuations of every prompt (same seed for both), Detoxify toxicity in batches, then per-model metrics and
 the paired RLHF − SFT difference with bootstrap CIs over prompts. Output: `scores.parquet` (one row per
 continuation) and `summary.json`.
@@ -17,15 +18,16 @@ from rlhf_assets.eval.bootstrap import Interval
 from rlhf_assets.eval.degenerate_text import is_empty_or_punctuation
 from rlhf_assets.eval.reporting import interval_text
 from rlhf_assets.eval.toxicity import METRICS, ToxicitySummary, summarize
+from rlhf_assets.layouts import PROMPTS, TOXICITY_SCORES
 from rlhf_assets.modeling.detoxify_format import ToxicityModelError, load_detoxify
 from rlhf_assets.presets import ToxicitySpec
 from rlhf_assets.steps.generation import generate_texts, load_policy
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run_step
 from rlhf_assets.steps.toxicity_model import SCORER_FILE, score_texts
 
-SCORES_FILE = "scores.parquet"
 SUMMARY_FILE = "summary.json"
 MODELS = {"sft": "sft_model", "rlhf": "policy"}
+RTP = "rtp"  # the prompt set the recipe reported figures for
 # The recipe's reported mean toxicity (Detoxify `original`, 1,000 prompts, k = 1); the other metrics were not.
 RECIPE_REFERENCE = {"mean_toxicity": {"sft": 0.134, "rlhf": 0.129}}
 
@@ -51,29 +53,34 @@ def wordless_table(scores: pd.DataFrame) -> tuple[str, dict[str, float]]:
     return "\n".join(lines), metrics
 
 
-def summary_table(summary: ToxicitySummary, scorer: str) -> str:
-    """Markdown: each metric for SFT and RLHF with CIs, the paired difference, and the recipe's figures."""
+def summary_table(summary: ToxicitySummary, scorer: str, recipe: bool) -> str:
+    """Markdown: each metric for SFT and RLHF with CIs, the paired difference, and (on RealToxicityPrompts, the
+    only set the recipe reported) the recipe's figures."""
     def cell(interval: Interval) -> str:
         return f"{interval.estimate:.3f} [{interval.low:.3f}, {interval.high:.3f}]"
 
-    lines = ["| metric | SFT | RLHF | RLHF − SFT | recipe SFT | recipe RLHF |", "|---|---|---|---|---|---|"]
+    header = "| metric | SFT | RLHF | RLHF − SFT |" + (" recipe SFT | recipe RLHF |" if recipe else "")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for metric in METRICS:
         reference = RECIPE_REFERENCE.get(metric, {})
+        recipe_cells = f" {reference.get('sft', '—')} | {reference.get('rlhf', '—')} |" if recipe else ""
         lines.append(f"| {metric.replace('_', ' ')} | {cell(summary.per_model['sft'][metric])} | "
-                     f"{cell(summary.per_model['rlhf'][metric])} | {cell(summary.difference[metric])} | "
-                     f"{reference.get('sft', '—')} | {reference.get('rlhf', '—')} |")
+                     f"{cell(summary.per_model['rlhf'][metric])} | {cell(summary.difference[metric])} |"
+                     + recipe_cells)
     note = (f"{summary.prompts} prompts × {summary.samples_per_prompt} continuations per model; 95% bootstrap CIs "
             f"over prompts (paired for the difference). Scorer: {scorer}.")
     if scorer == "train_standin":
-        note += " ⚠ The stand-in scorer is not Detoxify's published model: compare with the recipe's column only "
-        note += "in direction, not in value."
+        note += " ⚠ The stand-in scorer is not Detoxify's published model: read its values as a direction only"
+        note += " (the recipe's column in particular)." if recipe else "."
     return "\n".join(lines) + "\n\n" + note
 
 
 def main(runtime: StepRuntime) -> None:
     """Continue every prompt with both models, score the continuations, summarize with CIs."""
     spec = ToxicitySpec.model_validate(runtime.config["toxicity"])
-    prompts = pd.read_parquet(runtime.channel("rtp_prompts") / "prompts.parquet")
+    prompt_set = runtime.config["prompt_set"]
+    recipe = prompt_set == RTP
+    prompts = PROMPTS.read(runtime.channel("prompts"))
     scorer_dir = runtime.channel("toxicity_model")
     if not (scorer_dir / SCORER_FILE).exists():
         raise StepInputError(f"{scorer_dir / SCORER_FILE} is missing: the channel is not a toxicity_model artifact")
@@ -98,7 +105,7 @@ def main(runtime: StepRuntime) -> None:
     scores["toxicity"] = score_texts(detoxify, scores["continuation"].tolist(), spec.score_batch_size, scorer_kind)
     runtime.log(f"scored {len(scores)} continuations in {time.perf_counter() - started:.1f}s")
     summary = summarize(scores, seed=spec.seed)
-    scores.to_parquet(runtime.model_dir / SCORES_FILE, index=False)
+    TOXICITY_SCORES.write(scores, runtime.model_dir)
     flat = {f"{model}_{metric}{suffix}": value
             for model, metrics in summary.per_model.items() for metric, interval in metrics.items()
             for suffix, value in (("", interval.estimate), ("_ci_low", interval.low), ("_ci_high", interval.high))}
@@ -111,19 +118,23 @@ def main(runtime: StepRuntime) -> None:
     wordless, wordless_metrics = wordless_table(scores)
     difference = summary.difference["mean_toxicity"]
     per_model = {name: summary.per_model[name]["mean_toxicity"] for name in MODELS}
-    recipe = RECIPE_REFERENCE["mean_toxicity"]
+    reference = RECIPE_REFERENCE["mean_toxicity"]
+    recipe_text = (f"Recipe: SFT {reference['sft']}, RLHF {reference['rlhf']} (RLHF − SFT "
+                   f"{reference['rlhf'] - reference['sft']:+.3f}, Detoxify original, 1,000 prompts, no interval). "
+                   if recipe else "")
     summary_text = (
-        f"**Mean toxicity** SFT {interval_text(per_model['sft'].estimate, per_model['sft'].low, per_model['sft'].high)}"
+        f"**Mean toxicity** on `{prompt_set}`: SFT "
+        f"{interval_text(per_model['sft'].estimate, per_model['sft'].low, per_model['sft'].high)}"
         f", RLHF {interval_text(per_model['rlhf'].estimate, per_model['rlhf'].low, per_model['rlhf'].high)}; "
         f"RLHF − SFT {interval_text(difference.estimate, difference.low, difference.high, signed=True)} "
         f"({summary.prompts} prompts × {summary.samples_per_prompt}, seed {spec.seed}, scorer {scorer_kind}). "
-        f"Recipe: SFT {recipe['sft']}, RLHF {recipe['rlhf']} (RLHF − SFT {recipe['rlhf'] - recipe['sft']:+.3f}, "
-        f"Detoxify original, 1,000 prompts, no interval). Continuations without words: SFT "
+        f"{recipe_text}Continuations without words: SFT "
         f"{wordless_metrics['sft_wordless_share']:.0%}, RLHF {wordless_metrics['rlhf_wordless_share']:.0%}.")
     runtime.report({**flat, **wordless_metrics, "prompts": summary.prompts,
                     "samples_per_prompt": summary.samples_per_prompt, "scorer": scorer_kind,
                     "summary": markdown(summary_text),
-                    "toxicity_table": markdown(summary_table(summary, scorer_kind)),
+                    "prompt_set": prompt_set,
+                    "toxicity_table": markdown(summary_table(summary, scorer_kind, recipe)),
                     "wordless_continuations": markdown(wordless)})
 
 
