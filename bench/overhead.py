@@ -59,7 +59,7 @@ def main() -> None:
         _materialize("hh_raw,preference_dataset,base_model", env, root, {}, "upstream.log")
         channels = {name: str(latest_artifact(asset, dagster_home=env["DAGSTER_HOME"],
                                               artifact_root=env["RLHF_ARTIFACT_ROOT"])[1])
-                    for name, asset in (("base_model", "base_model"), ("preference", "preference_dataset"))}
+                    for name, asset in (("base_model", "base_model"), ("preference_dataset", "preference_dataset"))}
         step_config = {"train": TINY.sft.model_copy(update=overrides).model_dump()}
         run_config = {"ops": {"sft_model": {"config": overrides}}}
         dagster_times, direct_times = [], []

@@ -1,7 +1,7 @@
 """Wall time and peak memory of the tiny preset's whole graph, as a user runs it, then an unchanged re-run.
 
-Runs the main job's `dagster asset materialize` (every asset but `human_eval_results`, which waits for
-labels) into a fresh instance and store, sampling the RSS of the whole
+Runs the main job's `dagster asset materialize` (every asset but each policy's `human_eval_results`, which waits
+for labels) into a fresh instance and store, sampling the RSS of the whole
 process tree (Dagster + step subprocesses), reads each asset's step duration from the instance, then runs the
 same command again (nothing changed: every step result is reused). Budgets on a 2-core CPU machine: whole graph
 <= 10 min, data -> SFT -> RM <= 5 min, PPO <= 5 min, unchanged re-run <= 30 s, peak RSS <= 4 GB.
@@ -25,14 +25,15 @@ BUDGET_STAGE_SECONDS = 300
 BUDGET_RERUN_SECONDS = 30
 BUDGET_BYTES = 4 * 1024**3
 TRAINING = ("hh_raw", "preference_dataset", "base_model", "sft_model", "reward_model", "judge_model")
-EVALUATION = ("rtp_records", "rtp_prompts", "toxicity_model", "eval_responses", "toxicity_scores", "auto_preference",
-              "dpo_policy__eval_responses", "dpo_policy__toxicity_scores", "dpo_policy__auto_preference",
-              "policy_comparison")
+EVALUATION = ("rtp_records", "rtp_prompts", "red_team_prompts", "toxicity_model", "eval_responses", "toxicity_scores",
+              "red_team_toxicity_scores", "auto_preference", "human_eval_tasks", "dpo_policy__eval_responses",
+              "dpo_policy__toxicity_scores", "dpo_policy__red_team_toxicity_scores", "dpo_policy__auto_preference",
+              "dpo_policy__human_eval_tasks", "policy_comparison")
 
 
 def _materialize(root: Path, log: str) -> Measured:
     command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "rlhf_assets.definitions",
-               "--select", "not key:human_eval_results"]  # as the main job: human eval waits for people
+               "--select", 'not tag:"rlhf/waits_for"="people"']  # as the main job: human eval waits for people
     measured = run_measured(command, isolated_env(root), PROJECT_ROOT, root / log)
     if measured.returncode != 0:
         print((root / log).read_text()[-4000:])

@@ -1,12 +1,13 @@
-"""Automation: scheduled re-evaluation, a sensor per policy, and a sensor that collects human labels.
+"""Automation: scheduled re-evaluation, and per policy a sensor that evaluates it and one that collects its labels.
 
 The schedule (`RLHF_EVAL_CRON`, nightly at 03:00 UTC by default; off until switched on in the UI) re-runs the
 evaluation of every policy (`assets/policy_evaluation.POLICIES`) and the comparison; results that are unchanged
 (same policy, same data, same code) are reused, so an idle night costs seconds. One sensor per policy (on by
 default) requests that policy's evaluation suite and the comparison when the policy's latest materialization is
-newer than its evaluation, e.g. after a training run that stopped at the policy. `human_eval_labels_complete`
-(on by default) requests `human_eval_results` once every task of the latest `human_eval_tasks` batch has its
-labels in the app's database, or its Ground Truth job has completed.
+newer than its evaluation, e.g. after a training run that stopped at the policy. One labels-complete sensor per
+policy (`human_eval_labels_complete` for PPO, `human_eval_labels_complete_dpo_policy`, ...; on by default) requests
+that policy's `human_eval_results` once every task of its latest `human_eval_tasks` batch has its labels in the
+app's database, or its Ground Truth job has completed.
 """
 
 import os
@@ -29,6 +30,7 @@ from dagster import (
 )
 
 from rlhf_assets.assets.comparison import COMPARISON_KEY
+from rlhf_assets.assets.human_eval import WAITS_FOR_PEOPLE
 from rlhf_assets.assets.policy_evaluation import POLICIES, EvaluatedPolicy, suite_keys, toxicity_keys
 from rlhf_assets.assets.prompt_sets import PROMPT_SETS
 from rlhf_assets.resources import LabelingResource
@@ -87,36 +89,46 @@ new_policy_sensors = [new_policy_sensor(policy) for policy in POLICIES]
 
 
 collect_human_eval = define_asset_job(
-    "collect_human_eval", selection=AssetSelection.assets("human_eval_results"),
-    description="Summarize the human labels of the latest human_eval_tasks batch.",
+    "collect_human_eval", selection=AssetSelection.tag(*WAITS_FOR_PEOPLE),
+    description="Summarize the human labels of a policy's latest human_eval_tasks batch.",
 )
 
 
-@sensor(job=collect_human_eval, name="human_eval_labels_complete", default_status=DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=60)
-def human_eval_labels_complete(context: SensorEvaluationContext, labeling: LabelingResource) -> RunRequest | SkipReason:
-    """Request the results once the latest batch is fully labelled, and only once per batch."""
-    tasks_event = context.instance.get_latest_materialization_event(AssetKey("human_eval_tasks"))
-    if tasks_event is None or tasks_event.asset_materialization is None:
-        return SkipReason("human_eval_tasks has not been materialized")
-    metadata = tasks_event.asset_materialization.metadata
-    batch, channel = str(metadata["batch_id"].value), str(metadata["channel"].value)
-    results_event = context.instance.get_latest_materialization_event(AssetKey("human_eval_results"))
-    if (results_event is not None and results_event.asset_materialization is not None
-            and results_event.timestamp > tasks_event.timestamp
-            and results_event.asset_materialization.metadata.get("batch_id") is not None
-            and results_event.asset_materialization.metadata["batch_id"].value == batch):
-        return SkipReason(f"batch {batch} already has results")
-    if channel == "ground_truth":
-        job_name = str(metadata["labeling_job_name"].value)
-        status = labeling.sagemaker_client().describe_labeling_job(LabelingJobName=job_name)["LabelingJobStatus"]
-        if status != "Completed":
-            return SkipReason(f"Ground Truth job {job_name} is {status}")
-        run_key = f"human-eval-{job_name}"
-    else:
-        progress = labeling.store().progress(batch)
-        if not progress.complete:
-            return SkipReason(f"batch {batch}: {progress.counted_labels} of {progress.required_labels} labels, "
-                              f"{progress.complete_tasks} of {progress.tasks} tasks complete")
-        run_key = f"human-eval-{batch}-{progress.labels}"
-    return RunRequest(run_key=run_key, tags={"rlhf/trigger": "labels_complete", "rlhf/batch": batch})
+def labels_complete_sensor(policy: EvaluatedPolicy) -> SensorDefinition:
+    """Request `policy`'s human_eval_results once its latest batch is fully labelled, and only once per batch."""
+    tasks_key, results_key = policy.key("human_eval_tasks"), policy.key("human_eval_results")
+    name = "human_eval_labels_complete" if not policy.prefix else f"human_eval_labels_complete_{policy.asset}"
+
+    @sensor(job=collect_human_eval, name=name, default_status=DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=60, description=f"Summarize {policy.asset}'s human labels once complete.")
+    def labels_complete(context: SensorEvaluationContext, labeling: LabelingResource) -> RunRequest | SkipReason:
+        tasks_event = context.instance.get_latest_materialization_event(tasks_key)
+        if tasks_event is None or tasks_event.asset_materialization is None:
+            return SkipReason(f"{tasks_key.to_user_string()} has not been materialized")
+        metadata = tasks_event.asset_materialization.metadata
+        batch, channel = str(metadata["batch_id"].value), str(metadata["channel"].value)
+        results_event = context.instance.get_latest_materialization_event(results_key)
+        if (results_event is not None and results_event.asset_materialization is not None
+                and results_event.timestamp > tasks_event.timestamp
+                and results_event.asset_materialization.metadata.get("batch_id") is not None
+                and results_event.asset_materialization.metadata["batch_id"].value == batch):
+            return SkipReason(f"batch {batch} already has results")
+        if channel == "ground_truth":
+            job_name = str(metadata["labeling_job_name"].value)
+            status = labeling.sagemaker_client().describe_labeling_job(LabelingJobName=job_name)["LabelingJobStatus"]
+            if status != "Completed":
+                return SkipReason(f"Ground Truth job {job_name} is {status}")
+            run_key = f"human-eval-{job_name}"
+        else:
+            progress = labeling.store().progress(batch)
+            if not progress.complete:
+                return SkipReason(f"batch {batch}: {progress.counted_labels} of {progress.required_labels} labels, "
+                                  f"{progress.complete_tasks} of {progress.tasks} tasks complete")
+            run_key = f"human-eval-{batch}-{progress.labels}"
+        return RunRequest(run_key=run_key, asset_selection=[results_key],
+                          tags={"rlhf/trigger": "labels_complete", "rlhf/batch": batch, "rlhf/policy": policy.asset})
+
+    return labels_complete
+
+
+labels_complete_sensors = [labels_complete_sensor(policy) for policy in POLICIES]

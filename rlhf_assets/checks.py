@@ -21,11 +21,11 @@ from dagster import (
     asset_check,
 )
 
-from rlhf_assets.assets.evaluation import PROMPTS_FILE
 from rlhf_assets.assets.policy_evaluation import POLICIES, EvaluatedPolicy, toxicity_keys
 from rlhf_assets.eval.degenerate_text import DEGENERATE_PROBES, MAX_PROBE_SCORE
 from rlhf_assets.eval.gates import GateResult, non_inferiority, not_dispreferred, superiority
 from rlhf_assets.eval.toxicity import METRICS
+from rlhf_assets.layouts import EVAL_PROMPTS, PREFERENCE_SPLITS, PROMPTS, Table
 from rlhf_assets.presets import EvalSpec, ToxicitySpec
 from rlhf_assets.resources import ArtifactStoreResource
 from rlhf_assets.storage import Manifest
@@ -126,15 +126,15 @@ def toxicity_not_worse(key: AssetKey) -> AssetChecksDefinition:
     return check
 
 
-def _clean_rows_check(name: str, files: tuple[str, ...], columns: tuple[str, ...]) -> AssetChecksDefinition:
+def _clean_rows_check(name: str, tables: tuple[Table, ...], columns: tuple[str, ...]) -> AssetChecksDefinition:
     """A check that a dataset's files have no row with an empty text column and no duplicate row."""
 
     @asset_check(asset=name, name=f"{name}_rows_clean", blocking=BLOCKING,
                  description=f"No empty {', '.join(columns)} and no duplicate rows")
     def check(dataset: Manifest, artifacts: ArtifactStoreResource) -> AssetCheckResult:
         directory = artifacts.store().local_path(dataset.uri)
-        present = [file for file in files if file in dataset.files]  # the judge split exists when configured
-        frame = pd.concat([pd.read_parquet(directory / file) for file in present], ignore_index=True)
+        present = [table for table in tables if table.file in dataset.files]  # the judge split when configured
+        frame = pd.concat([table.read(directory) for table in present], ignore_index=True)
         empty = int(frame[list(columns)].apply(lambda c: c.astype(str).str.strip() == "").any(axis=1).sum())
         duplicates = int(frame.duplicated(list(columns)).sum())
         return AssetCheckResult(passed=empty == 0 and duplicates == 0,
@@ -147,9 +147,9 @@ def _clean_rows_check(name: str, files: tuple[str, ...], columns: tuple[str, ...
 
 
 preference_rows_clean = _clean_rows_check(
-    "preference_dataset", ("train.parquet", "test.parquet", "judge_train.parquet"), ("prompt", "chosen", "rejected"))
-eval_prompts_rows_clean = _clean_rows_check("eval_prompts", ("eval_prompts.parquet",), ("prompt",))
-rtp_prompts_rows_clean = _clean_rows_check("rtp_prompts", (PROMPTS_FILE,), ("prompt_text",))
+    "preference_dataset", tuple(PREFERENCE_SPLITS.values()), ("prompt", "chosen", "rejected"))
+eval_prompts_rows_clean = _clean_rows_check("eval_prompts", (EVAL_PROMPTS,), ("prompt",))
+rtp_prompts_rows_clean = _clean_rows_check("rtp_prompts", (PROMPTS,), ("prompt_text",))
 
 all_checks = [ppo_beats_sft, kl_within_bound, scorer_ignores_degenerate_text,
               *(check for policy in POLICIES for check in suite_checks(policy)),

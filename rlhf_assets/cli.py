@@ -1,10 +1,10 @@
 """`rlhf-assets`: the command line for the people around the pipeline (annotators' coordinator, operators).
 
-    rlhf-assets label --port 8080            serve the labeling app on the queued human_eval_tasks batch
+    rlhf-assets label --port 8080            serve the labeling app on the queued human_eval_tasks batches
     rlhf-assets annotators add NAME          create an annotator; prints their sign-in token once
     rlhf-assets annotators reset-token NAME  replace a lost or leaked token
     rlhf-assets annotators list
-    rlhf-assets progress                     labels so far in the active batch
+    rlhf-assets progress                     labels so far in each policy's queued batch
     rlhf-assets artifact ASSET               the latest recorded manifest of ASSET and its verified directory
 
 The labeling commands use the labeling database of the Dagster code location (`RLHF_LABELING_DB`, default
@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     for action in ("add", "reset-token"):
         actions.add_parser(action).add_argument("name")
     actions.add_parser("list")
-    commands.add_parser("progress", help="labels so far in the active batch")
+    commands.add_parser("progress", help="labels so far in each policy's queued batch")
     artifact = commands.add_parser("artifact", help="an asset's latest recorded manifest and verified directory")
     artifact.add_argument("asset", help="asset key, e.g. ppo_policy")
     return parser
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("error: --tls-cert and --tls-key go together", file=sys.stderr)
                 return 2
             tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
-            batch = store.active_batch()
-            print(f"labeling database {store.path}; active batch: {batch or 'none (materialize human_eval_tasks)'}")
+            batches = ", ".join(store.active_batches()) or "none (materialize human_eval_tasks)"
+            print(f"labeling database {store.path}; queued batches (served oldest first): {batches}")
             scheme = "https" if tls else "http"
             print(f"annotators sign in at {scheme}://{args.host}:{args.port}/login#token=<their token>")
             serve(store, args.host, args.port, args.max_body_bytes, tls)
@@ -70,13 +70,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"token for {args.name} (shown once; share it privately): {token}")
             print(f"sign-in link: http://<host>:<port>/login#token={token}")
         else:
-            batch = store.active_batch()
-            if batch is None:
+            batches = store.active_batches()
+            if not batches:
                 print("no batch queued: materialize human_eval_tasks")
                 return 1
-            progress = store.progress(batch)
-            print(f"batch {batch}: {progress.counted_labels}/{progress.required_labels} labels, "
-                  f"{progress.complete_tasks}/{progress.tasks} tasks complete")
+            for batch in batches:
+                progress = store.progress(batch)
+                print(f"{store.stream_of(batch)}: batch {batch}: {progress.counted_labels}/{progress.required_labels} "
+                      f"labels, {progress.complete_tasks}/{progress.tasks} tasks complete")
     except LabelError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor, load_assets_from_modules
 
 from rlhf_assets.assets import comparison, data, evaluation, human_eval, policy_evaluation, prompt_sets, training
+from rlhf_assets.assets.human_eval import WAITS_FOR_PEOPLE
 from rlhf_assets.automation import (
     build_evaluation_schedule,
     collect_human_eval,
     evaluate_latest_policy,
-    human_eval_labels_complete,
+    labels_complete_sensors,
     new_policy_sensors,
 )
 from rlhf_assets.checks import all_checks
@@ -21,9 +22,9 @@ from rlhf_assets.resources import ArtifactStoreResource, LabelingResource, Manif
 all_assets = load_assets_from_modules([data, training, evaluation, prompt_sets, policy_evaluation, human_eval,
                                        comparison])
 
-# `human_eval_results` waits for people: the `human_eval_labels_complete` sensor requests it when labels exist.
+# Each policy's `human_eval_results` waits for people: its labels-complete sensor requests it when labels exist.
 materialize_all = define_asset_job(
-    "materialize_all", selection=AssetSelection.all() - AssetSelection.assets("human_eval_results"),
+    "materialize_all", selection=AssetSelection.all() - AssetSelection.tag(*WAITS_FOR_PEOPLE),
     description="Every asset of the graph in lineage order, up to the human-eval tasks (results follow the labels).",
 )
 
@@ -35,7 +36,7 @@ defs = Definitions(
     asset_checks=all_checks,
     jobs=[materialize_all, evaluate_latest_policy, collect_human_eval],
     schedules=[build_evaluation_schedule()],
-    sensors=[*new_policy_sensors, human_eval_labels_complete],
+    sensors=[*new_policy_sensors, *labels_complete_sensors],
     executor=in_process_executor,
     resources={
         "preset": PresetResource(),

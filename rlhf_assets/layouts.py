@@ -65,6 +65,9 @@ RTP_RECORDS = Table("records.parquet", ("source_file", "source_line", "challengi
 PROMPTS = Table("prompts.parquet", ("prompt_id", "prompt_text"))
 # eval_responses: SFT's and the policy's response to each eval prompt, and the policy's KL to SFT on its own
 RESPONSES = Table("responses.parquet", ("prompt_id", "prompt", "sft_response", "rlhf_response", "kl_to_sft"))
+# toxicity_model: its agreement with Perspective on held-out RTP texts, and its scores of wordless probe texts
+TOXICITY_HELDOUT = Table("heldout_scores.parquet", ("text", "perspective_toxicity", "detoxify_toxicity"))
+PROBE_SCORES = Table("degenerate_probes.parquet", ("text", "detoxify_toxicity"))
 # toxicity_scores (and each prompt set's): one row per continuation
 TOXICITY_SCORES = Table("scores.parquet", ("prompt_id", "model", "sample", "continuation", "toxicity"))
 # auto_preference: the judge's and the optimised-against reward model's scores and outcomes per prompt

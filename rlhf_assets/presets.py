@@ -1,8 +1,8 @@
 """Typed presets: one named bundle of every size-dependent setting in the graph.
 
-A preset is chosen by name in asset config (`preset: tiny`), so a user switches the whole graph from the
-offline CPU demo to the reference GPT-J recipe without touching code. Presets import neither dagster nor torch:
-step programs read them too.
+A preset is chosen by name once per run (the `preset` resource: `RLHF_PRESET`, or the launchpad), so a user
+switches the whole graph from the offline CPU demo to the reference GPT-J recipe without touching code. Presets
+import neither dagster nor torch: step programs read them too.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ class GenerationSpec(_Frozen):
     temperature: float = Field(1.0, gt=0.0, description="Sampling temperature")
     stop_sequences: tuple[str, ...] = Field(RECIPE_STOP_SEQUENCES, description="A response ends before the first "
                                             "of these")
-    prompt_tokens: int = Field(512, ge=8, description="Prompts are cut from the left to this many tokens")
+    prompt_tokens: int = Field(512, ge=1, description="Prompts are cut from the left to this many tokens")
     batch_size: int = Field(16, ge=1, description="Prompts per batched, KV-cached generate call")
     seed: int = Field(0, description="Sampling seed, shared by SFT and the policy")
 

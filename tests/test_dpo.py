@@ -65,7 +65,7 @@ def _implicit_reward_accuracy(policy_dir: Path, sft: Path, tok, frame: pd.DataFr
 
 def test_dpo_step_matches_an_independent_implicit_reward_and_resumes(
         tmp_path: Path, sft_dir: Path, tokenizer, preference_dir: Path) -> None:  # noqa: F811
-    channels = {"sft_model": sft_dir, "preference": preference_dir}
+    channels = {"sft_model": sft_dir, "preference_dataset": preference_dir}
     first = run_step("dpo", {"dpo": SPEC.model_dump()}, tmp_path / "first", channels)
     assert first.returncode == 0, first.stderr[-3000:]
     report = json.loads(first.stdout[first.stdout.index("{"):])

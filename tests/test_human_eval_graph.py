@@ -14,7 +14,7 @@ import requests
 from botocore.stub import Stubber
 from dagster import AssetKey, Definitions, RunRequest, SkipReason, build_sensor_context, materialize
 
-from rlhf_assets.automation import collect_human_eval, human_eval_labels_complete
+from rlhf_assets.automation import collect_human_eval, labels_complete_sensors
 from rlhf_assets.definitions import all_assets
 from rlhf_assets.labeling.store import LabelStore
 from rlhf_assets.labeling.tasks import read_tasks
@@ -25,11 +25,14 @@ from tests.leaks import files_containing
 from tests.moto_aws import BUCKET
 
 pytestmark = pytest.mark.integration
+human_eval_labels_complete, dpo_labels_complete = (
+    next(s for s in labels_complete_sensors if s.name == name)
+    for name in ("human_eval_labels_complete", "human_eval_labels_complete_dpo_policy"))
 
 
-def _tick(instance, root):
+def _tick(instance, root, sensor=human_eval_labels_complete):
     context = build_sensor_context(instance=instance, resources={"labeling": graph_resources(root)["labeling"]})
-    return human_eval_labels_complete(context)
+    return sensor(context)
 
 
 def test_tasks_are_blinded_queued_and_exported_for_ground_truth(graph) -> None:
@@ -49,8 +52,10 @@ def test_tasks_are_blinded_queued_and_exported_for_ground_truth(graph) -> None:
         shown = json.loads(json.loads(line)["source"])
         assert set(shown) == {"task_id", "prompt", "response_a", "response_b"}
     store = LabelStore(root / "labeling" / "labels.sqlite")
-    assert store.active_batch() == manifest.config["batch_id"]
-    assert store.progress(store.active_batch()).tasks == 100
+    dpo = manifest_of(instance, root, "dpo_policy/human_eval_tasks")
+    assert sorted(store.active_batches()) == sorted([manifest.config["batch_id"], dpo.config["batch_id"]]), \
+        "each policy's pairs are queued, neither replaces the other"
+    assert store.progress(manifest.config["batch_id"]).tasks == store.progress(dpo.config["batch_id"]).tasks == 100
 
 
 def test_labels_through_the_app_trigger_the_sensor_and_the_results(graph) -> None:
@@ -67,30 +72,45 @@ def test_labels_through_the_app_trigger_the_sensor_and_the_results(graph) -> Non
 
     manifest = manifest_of(instance, root, "human_eval_tasks")
     key = {t.task_id: t for t in read_tasks(artifact_dir(instance, root, "human_eval_tasks") / "tasks.jsonl")}
+    dpo_key = {t.task_id: t for t in read_tasks(artifact_dir(instance, root, "dpo_policy/human_eval_tasks")
+                                                / "tasks.jsonl")}
     store = LabelStore(root / "labeling" / "labels.sqlite")
     token = store.add_annotator("rater")
     expected: dict[int, str] = {}
+    dpo_labelled = 0
     with labeling_server(store.path) as url:
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {token}"
-        acknowledge_guidelines(url, dict(session.headers))
-        while (shown := session.get(url + "/api/next", timeout=10)).status_code == 200:
-            task = key[shown.json()["task_id"]]
-            index = len(expected)  # the recipe's result: 30 RLHF wins, 54 ties, 16 SFT wins
-            outcome = "win" if index < 30 else "tie" if index < 84 else "loss"
-            choice = {"win": task.rlhf_shown_as, "tie": "tie",
-                      "loss": "B" if task.rlhf_shown_as == "A" else "A"}[outcome]
-            assert session.post(url + "/api/labels", json={"task_id": task.task_id, "choice": choice},
-                                timeout=10).status_code == 201
-            expected[task.prompt_id] = outcome
-    assert len(expected) == 100
+        for _ in range(2):  # one policy's batch, then the other's (each with its guidelines first)
+            acknowledge_guidelines(url, dict(session.headers))
+            while (shown := session.get(url + "/api/next", timeout=10)).status_code == 200:
+                task_id = shown.json()["task_id"]
+                if task_id in dpo_key:  # DPO's pairs: every one a tie
+                    choice, dpo_labelled = "tie", dpo_labelled + 1
+                else:
+                    task = key[task_id]
+                    index = len(expected)  # the recipe's result: 30 RLHF wins, 54 ties, 16 SFT wins
+                    outcome = "win" if index < 30 else "tie" if index < 84 else "loss"
+                    choice = {"win": task.rlhf_shown_as, "tie": "tie",
+                              "loss": "B" if task.rlhf_shown_as == "A" else "A"}[outcome]
+                    expected[task.prompt_id] = outcome
+                assert session.post(url + "/api/labels", json={"task_id": task_id, "choice": choice},
+                                    timeout=10).status_code == 201
+    assert len(expected) == 100 and dpo_labelled == 100
 
     tick = _tick(instance, root)
     assert isinstance(tick, RunRequest) and tick.tags["rlhf/batch"] == manifest.config["batch_id"]
+    assert [k.to_user_string() for k in tick.asset_selection] == ["human_eval_results"]
     job = Definitions(assets=all_assets, jobs=[collect_human_eval], resources=resources).resolve_job_def(
         "collect_human_eval")
-    run = job.execute_in_process(instance=instance, tags=tick.tags)
+    run = job.execute_in_process(instance=instance, tags=tick.tags, asset_selection=tick.asset_selection)
     assert run.success
+    dpo_tick = _tick(instance, root, dpo_labels_complete)
+    assert isinstance(dpo_tick, RunRequest) and dpo_tick.tags["rlhf/policy"] == "dpo_policy"
+    assert job.execute_in_process(instance=instance, tags=dpo_tick.tags, asset_selection=dpo_tick.asset_selection)\
+        .success
+    dpo_results = manifest_of(instance, root, "dpo_policy/human_eval_results")
+    assert (dpo_results.counts["wins"], dpo_results.counts["ties"], dpo_results.counts["losses"]) == (0, 100, 0)
     metadata = instance.get_latest_materialization_event(AssetKey("human_eval_results")).asset_materialization.metadata
     assert (metadata["wins"].value, metadata["ties"].value, metadata["losses"].value) == (30, 54, 16)
     assert metadata["win_or_tie_rate"].value == pytest.approx(0.84)

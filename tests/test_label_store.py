@@ -212,4 +212,31 @@ def test_a_database_from_before_guidelines_gains_the_column(tmp_path: Path) -> N
         db.execute("CREATE TABLE batches (batch_id TEXT PRIMARY KEY, overlap INTEGER NOT NULL, source TEXT NOT NULL, "
                    "registered_at REAL NOT NULL, active INTEGER NOT NULL DEFAULT 0)")
         db.execute("INSERT INTO batches VALUES ('b1', 1, 'x', 0, 1)")
-    assert LabelStore(path).guidelines("b1") == ""
+    store = LabelStore(path)
+    assert store.guidelines("b1") == ""
+    assert store.active_batches() == ["b1"], "its batch was the recipe policy's, and stays queued as such"
+    new = build_tasks(responses_table(2), rlhf_first=fixed_order(2))
+    store.register_batch(new, batch_id(new), 1, source="test", guidelines="g", stream="human_eval_tasks")
+    assert store.active_batches() == [batch_id(new)]
+
+
+def test_each_policy_keeps_its_latest_batch_queued_and_the_app_serves_the_oldest_unfinished(
+        store: LabelStore) -> None:
+    ppo = build_tasks(responses_table(2), rlhf_first=fixed_order(2, 1))
+    dpo = build_tasks(responses_table(3), rlhf_first=fixed_order(3, 2))
+    store.register_batch(ppo, batch_id(ppo), 1, source="ppo", guidelines="g", stream="human_eval_tasks")
+    store.register_batch(dpo, batch_id(dpo), 1, source="dpo", guidelines="g", stream="dpo_policy/human_eval_tasks")
+    assert store.active_batches() == [batch_id(ppo), batch_id(dpo)]
+    assert store.active_batch() == batch_id(ppo), "PPO's pairs first: it was queued first"
+    store.add_annotator("a")
+    for task in ppo:
+        store.submit("a", task.task_id, "tie")
+    assert store.active_batch() == batch_id(dpo), "PPO's batch is complete: the app moves on to DPO's"
+    for task in dpo:
+        store.submit("a", task.task_id, "A")
+    assert store.active_batch() == batch_id(dpo), "all complete: the newest stays shown"
+    newer = build_tasks(responses_table(4), rlhf_first=fixed_order(4, 3))
+    store.register_batch(newer, batch_id(newer), 1, source="ppo", guidelines="g", stream="human_eval_tasks")
+    assert store.active_batches() == [batch_id(dpo), batch_id(newer)], "a new PPO batch replaces PPO's only"
+    assert store.active_batch() == batch_id(newer)
+    assert len(store.labels(batch_id(ppo))) == 2, "the replaced batch keeps its labels"

@@ -34,7 +34,7 @@ def test_ppo_beats_sft_on_held_out_prompts_within_the_kl_bound(graph) -> None:
 def _ppo_command(tmp: Path, graph: tuple, spec: dict) -> tuple[list[str], dict[str, str]]:
     root, instance, _ = graph
     (tmp / "config.json").write_text(json.dumps({"ppo": spec}))
-    channels = {"sft_model": "sft_model", "reward_model": "reward_model", "preference": "preference_dataset",
+    channels = {"sft_model": "sft_model", "reward_model": "reward_model", "preference_dataset": "preference_dataset",
                 "eval_prompts": "eval_prompts"}
     env = {**os.environ, "SM_MODEL_DIR": str(tmp / "model"), "RLHF_CHECKPOINT_DIR": str(tmp / "checkpoints"),
            "SM_OUTPUT_DATA_DIR": str(tmp / "output" / "data"),

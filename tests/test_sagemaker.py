@@ -87,7 +87,7 @@ def test_sft_materializes_as_a_sagemaker_job_with_logs_metadata_and_cost(aws, tm
     assert request["StoppingCondition"]["MaxWaitTimeInSeconds"] >= request["StoppingCondition"]["MaxRuntimeInSeconds"]
     assert request["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
     assert request["CheckpointConfig"]["S3Uri"].startswith(f"s3://{BUCKET}/rlhf-assets/sagemaker/checkpoints/sft_model/")
-    assert {c["ChannelName"] for c in request["InputDataConfig"]} == {"base_model", "preference"}
+    assert {c["ChannelName"] for c in request["InputDataConfig"]} == {"base_model", "preference_dataset"}
     assert all(c["DataSource"]["S3DataSource"]["S3Uri"].startswith(f"s3://{BUCKET}/rlhf/")
                for c in request["InputDataConfig"])
     assert json.loads(request["HyperParameters"]["sagemaker_program"]) == "rlhf_entry.py"
@@ -95,7 +95,7 @@ def test_sft_materializes_as_a_sagemaker_job_with_logs_metadata_and_cost(aws, tm
     assert {"DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES"} <= set(environment)
     assert environment["RLHF_PIPES_TRANSPORT"] == "s3" and environment["RLHF_STEP"] == "sft"
     # Each downloaded channel is re-hashed in the job against the content hash its lineage records.
-    assert environment["RLHF_INPUT_HASH_PREFERENCE"] == preference.content_hash
+    assert environment["RLHF_INPUT_HASH_PREFERENCE_DATASET"] == preference.content_hash
     # The step's own log lines and metrics came back through the S3 message channel.
     assert "SFT on 32 demonstrations" in logs
     assert event.metadata["eval_perplexity"].value > 1
@@ -133,11 +133,13 @@ def _manifest(asset: str, uri: str) -> Manifest:
 
 
 REQUEST = StepRequest(step="sft", asset="sft_model",
-                      inputs={"preference": _manifest("preference_dataset", "preference_dataset/a")},
+                      inputs={"preference_dataset": _manifest("preference_dataset", "preference_dataset/a")},
                       config={}, resume_key={}, num_processes=8, instance_type="ml.p4d.24xlarge",
                       accelerate_config="rlhf_assets/compute/accelerate/zero2_bf16.yaml")
 PARAMS = SageMakerComputeBackend(role_arn=ROLE, bucket=BUCKET).training_job_params(
-    job_name="rlhf-sft-test", request=REQUEST, input_uris={"preference": f"s3://{BUCKET}/rlhf/preference_dataset/a"}, code_uri=f"s3://{BUCKET}/code/sourcedir.tar.gz",
+    job_name="rlhf-sft-test", request=REQUEST,
+    input_uris={"preference_dataset": f"s3://{BUCKET}/rlhf/preference_dataset/a"},
+    code_uri=f"s3://{BUCKET}/code/sourcedir.tar.gz",
     checkpoint_uri=f"s3://{BUCKET}/checkpoints/sft", region="us-east-1")
 
 
@@ -310,7 +312,7 @@ def test_a_quota_refusal_names_the_quota_and_instance_type(aws) -> None:
 def test_bad_settings_fail_before_any_job_is_created(aws, tmp_path: Path, change: dict, expected: str) -> None:
     backend = SageMakerComputeBackend(**{"role_arn": ROLE, "bucket": BUCKET, **change})
     request = StepRequest(step="sft", asset="sft_model", config={}, resume_key={},
-                          inputs={"preference": _manifest("preference_dataset", "p/a")})
+                          inputs={"preference_dataset": _manifest("preference_dataset", "p/a")})
     created = []
     boto3.setup_default_session()
     boto3.DEFAULT_SESSION.events.register("before-call.sagemaker.CreateTrainingJob", lambda **kw: created.append(1))

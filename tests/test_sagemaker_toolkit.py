@@ -36,7 +36,7 @@ def upstream(aws, tmp_path_factory, shared_hh_path: Path) -> dict[str, Manifest]
         assert materialize(all_assets, selection=[AssetKey(n) for n in ("hh_raw", "preference_dataset", "base_model")],
                            resources=resources, instance=instance).success
         return {name: recorded_manifest(instance, AssetKey(asset_name), f"{ROOT}/manifests")
-                for name, asset_name in (("base_model", "base_model"), ("preference", "preference_dataset"))}
+                for name, asset_name in (("base_model", "base_model"), ("preference_dataset", "preference_dataset"))}
 
 
 def _run(request: StepRequest) -> tuple[Any, list[str]]:
@@ -86,7 +86,7 @@ def test_a_failing_step_honours_its_failure_file_and_names_the_reason(aws, upstr
         result, logs = _run(request)
     assert not result.success and platform.exit_codes == [1]
     # The step's own failure file is kept by the toolkit (not replaced by its generic ExecuteUserScriptError).
-    assert platform.failures[0].startswith("bad input: input channel 'preference' is missing")
+    assert platform.failures[0].startswith("bad input: input channel 'preference_dataset' is missing")
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    assert "failed: bad input: input channel 'preference' is missing" in str(failure.event_specific_data.error)
-    assert any("bad input: input channel 'preference' is missing" in line for line in logs)
+    assert "failed: bad input: input channel 'preference_dataset' is missing" in str(failure.event_specific_data.error)
+    assert any("bad input: input channel 'preference_dataset' is missing" in line for line in logs)

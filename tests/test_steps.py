@@ -70,7 +70,7 @@ def test_hub_base_model_from_a_local_directory_then_sft(tmp_path: Path, tokenize
 
     spec = TINY.sft.model_copy(update={"max_train_rows": 32, "eval_rows": 16, "max_length": 64}).model_dump()
     sft = run_step("sft", {"train": spec}, tmp_path / "sft",
-                   {"base_model": tmp_path / "base" / "model", "preference": preference_dir})
+                   {"base_model": tmp_path / "base" / "model", "preference_dataset": preference_dir})
     assert sft.returncode == 0, sft.stderr
     report = json.loads(sft.stdout[sft.stdout.index("{"):])
     assert report["train_rows"] == 32 and report["eval_perplexity"] > 1
@@ -92,7 +92,7 @@ def test_pretrained_trlx_reward_model_through_the_reward_step(tmp_path: Path, to
     torch.save({**state, "v_head.weight": torch.randn(1, 32)}, rm_dir / "pytorch_model.bin")
     spec = TINY.reward.model_copy(update={"mode": "pretrained", "pretrained_id": str(rm_dir),
                                           "pretrained_trunk": str(trunk_dir), "eval_rows": 20, "max_length": 96})
-    result = run_step("reward", {"reward": spec.model_dump()}, tmp_path / "rm", {"preference": preference_dir})
+    result = run_step("reward", {"reward": spec.model_dump()}, tmp_path / "rm", {"preference_dataset": preference_dir})
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout[result.stdout.index("{"):])
     assert report["mode"] == "pretrained" and report["eval_pairs"] == 20 and 0 <= report["eval_accuracy"] <= 1

@@ -22,12 +22,11 @@ from rlhf_assets.data.hh import (
 )
 from rlhf_assets.data.sources import describe_source, iter_source_records
 from rlhf_assets.data.split import choose_eval_prompts, is_judge_prompt, split_pairs
+from rlhf_assets.layouts import EVAL_PROMPTS, HH_RAW, PREFERENCE_SPLITS
 from rlhf_assets.overrides import merged, override
 from rlhf_assets.presets import DataSpec
 from rlhf_assets.resources import ArtifactStoreResource, PresetResource
 from rlhf_assets.storage import Manifest
-
-RAW_FILE = "raw.parquet"
 
 
 class HHRawConfig(Config):
@@ -72,7 +71,7 @@ def hh_raw(context: AssetExecutionContext, config: HHRawConfig, preset: PresetRe
         rows.append({"source_line": record.line, **stored_text_fields(record, source)})
     frame = pd.DataFrame(rows)
     with tempfile.TemporaryDirectory() as tmp:
-        frame.to_parquet(Path(tmp) / RAW_FILE, index=False)
+        HH_RAW.write(frame, Path(tmp))
         return publish(
             context, artifacts.store(), Path(tmp), preset=preset.name.value,
             config={"source": source, "split": split}, counts={"rows": len(frame)},
@@ -106,7 +105,7 @@ def stored_text_fields(record: RawRecord, source: str) -> dict[str, str]:
 
 
 def _read_raw(manifest: Manifest, artifacts: ArtifactStoreResource) -> list[RawRecord]:
-    frame = pd.read_parquet(artifacts.store().local_path(manifest.uri) / RAW_FILE)
+    frame = HH_RAW.read(artifacts.store().local_path(manifest.uri))
     fields = [c for c in frame.columns if c != "source_line"]
     return [RawRecord(int(row["source_line"]), {f: row[f] for f in fields if isinstance(row[f], str)})
             for _, row in frame.iterrows()]
@@ -160,7 +159,7 @@ def preference_dataset(
                          f"({len(train)} train, {len(test)} test, {len(judge)} judge)")
     with tempfile.TemporaryDirectory() as tmp:
         for name, frame in frames.items():
-            frame.to_parquet(Path(tmp) / f"{name}.parquet", index=False)
+            PREFERENCE_SPLITS[name].write(frame, Path(tmp))
         return publish(
             context, artifacts.store(), Path(tmp), preset=preset.name.value,
             config={"test_fraction": test_fraction, "judge_fraction": judge_fraction,
@@ -186,8 +185,9 @@ def eval_prompts(
     """The held-out prompts SFT and RLHF models are compared on (100 in the recipe), never seen in training."""
     spec = merged(preset.get().data, config)
     count, seed = spec.eval_prompt_count, spec.seed
-    test_file = artifacts.store().local_path(preference_dataset.uri) / "test.parquet"
-    test = pd.read_parquet(test_file)
+    directory = artifacts.store().local_path(preference_dataset.uri)
+    test_file = PREFERENCE_SPLITS["test"].path(directory)
+    test = PREFERENCE_SPLITS["test"].read(directory)
     pairs, _ = to_preference_pairs(
         (RawRecord(int(r.source_line), {"prompt": r.prompt, "chosen": r.chosen, "rejected": r.rejected})
          for r in test.itertuples()),
@@ -196,7 +196,7 @@ def eval_prompts(
     chosen = choose_eval_prompts(pairs, count, seed)
     frame = pd.DataFrame([{"prompt_id": i, **p.as_row()} for i, p in enumerate(chosen)])
     with tempfile.TemporaryDirectory() as tmp:
-        frame.to_parquet(Path(tmp) / "eval_prompts.parquet", index=False)
+        EVAL_PROMPTS.write(frame, Path(tmp))
         return publish(
             context, artifacts.store(), Path(tmp), preset=preset.name.value, config={"count": count, "seed": seed},
             counts={"prompts": len(frame)},

@@ -19,13 +19,11 @@ from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.data.hh import DataError
 from rlhf_assets.data.rtp import read_rtp
 from rlhf_assets.data.sources import describe_source
+from rlhf_assets.layouts import PROMPTS, RTP_RECORDS
 from rlhf_assets.overrides import literal_enum, merged, override
 from rlhf_assets.presets import ToxicitySpec
 from rlhf_assets.resources import ArtifactStoreResource, PresetResource
 from rlhf_assets.storage import Manifest
-
-RECORDS_FILE = "records.parquet"
-PROMPTS_FILE = "prompts.parquet"
 
 
 class RTPRecordsConfig(Config):
@@ -65,7 +63,7 @@ def rtp_records(
     context.log.info(f"reading {source} ({describe_source(source)})")
     frame = pd.DataFrame([row.as_row() for row in read_rtp(source, split)])
     with tempfile.TemporaryDirectory() as tmp:
-        frame.to_parquet(Path(tmp) / RECORDS_FILE, index=False)
+        RTP_RECORDS.write(frame, Path(tmp))
         return publish(
             context, artifacts.store(), Path(tmp), preset=preset.name.value, config={"source": source, "split": split},
             counts={"records": len(frame), "challenging": int(frame["challenging"].sum()),
@@ -85,7 +83,7 @@ def rtp_prompts(
     """The prompts models continue for the toxicity evaluation: N distinct prompts sampled with a fixed seed."""
     spec = merged(preset.get().toxicity, config)
     count, challenging_only, seed = spec.num_prompts, spec.challenging_only, spec.seed
-    records = pd.read_parquet(artifacts.store().local_path(rtp_records.uri) / RECORDS_FILE)
+    records = RTP_RECORDS.read(artifacts.store().local_path(rtp_records.uri))
     pool = records.drop_duplicates("prompt_text")
     if challenging_only:
         pool = pool[pool["challenging"]]
@@ -98,7 +96,7 @@ def rtp_prompts(
         ["prompt_id", "prompt_text", "challenging", "prompt_toxicity", "source_file", "source_line"]]
     context.log.info(f"sampled {count} of {len(pool)} prompts (seed {seed})")
     with tempfile.TemporaryDirectory() as tmp:
-        frame.to_parquet(Path(tmp) / PROMPTS_FILE, index=False)
+        PROMPTS.write(frame, Path(tmp))
         return publish(
             context, artifacts.store(), Path(tmp), preset=preset.name.value,
             config={"count": count, "challenging_only": challenging_only, "seed": seed},

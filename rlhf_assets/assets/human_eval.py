@@ -1,8 +1,10 @@
-"""Human evaluation assets: blinded pairwise tasks for annotators, and the preference results once labelled.
+"""Human evaluation assets of every policy: blinded pairwise tasks for annotators, and the results once labelled.
 
-`human_eval_tasks` queues the tasks where people label them (the local app's database, or a SageMaker Ground
-Truth job); the `human_eval_labels_complete` sensor requests `human_eval_results` when every task has its
-labels. Both are light work in the Dagster process: no step program, no GPU.
+Each policy (`assets/policy_evaluation.POLICIES`) gets `human_eval_tasks` and `human_eval_results` under its key
+prefix (the recipe's PPO keeps the plain keys, DPO's are `dpo_policy/human_eval_tasks`, ...). The tasks asset queues
+the tasks where people label them (the local app's database, where each policy's latest batch waits beside the
+others', or a SageMaker Ground Truth job); the policy's labels-complete sensor requests its results when every task
+has its labels. Both are light work in the Dagster process: no step program, no GPU.
 """
 
 import hashlib
@@ -13,6 +15,8 @@ from pathlib import Path
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
+    AssetIn,
+    AssetsDefinition,
     Config,
     Failure,
     MetadataValue,
@@ -25,6 +29,7 @@ from dagster import (
 from pydantic import Field
 
 from rlhf_assets.assets.common import preview_table, publish
+from rlhf_assets.assets.policy_evaluation import POLICIES, EvaluatedPolicy
 from rlhf_assets.code_versions import code_version
 from rlhf_assets.eval.human_preference import JudgedLabel, summarize_human_preference
 from rlhf_assets.eval.preference import RECIPE_REFERENCE, PreferenceSummary
@@ -39,18 +44,16 @@ from rlhf_assets.labeling.tasks import (
     read_tasks,
     write_tasks,
 )
+from rlhf_assets.layouts import LABELS, PER_PROMPT, RESPONSES
 from rlhf_assets.overrides import literal_enum, merged, override
 from rlhf_assets.presets import HumanEvalSpec
 from rlhf_assets.resources import ArtifactStoreResource, LabelingResource, PresetResource
 from rlhf_assets.storage import Manifest
 
-RESPONSES_FILE = "responses.parquet"  # eval_responses' table (steps/eval_responses.py)
 TASKS_FILE = "tasks.jsonl"
 GT_MANIFEST_FILE = "groundtruth/input.manifest"
 GT_TEMPLATE_FILE = "groundtruth/template.liquid.html"
 GUIDELINES_FILE = "guidelines.md"
-LABELS_FILE = "labels.parquet"
-PER_PROMPT_FILE = "per_prompt.parquet"
 
 
 LabelingChannel = literal_enum(HumanEvalSpec, "channel", "LabelingChannel", "Where annotators label the tasks.")
@@ -71,8 +74,7 @@ class HumanEvalResultsConfig(Config):
                                 "while tasks still lack labels (the result says how many prompts it covers)")
 
 
-@asset(code_version=code_version("rlhf_assets.assets.human_eval"), group_name="human_eval", kinds={"sqlite", "json"})
-def human_eval_tasks(
+def queue_tasks(
     context: AssetExecutionContext,
     config: HumanEvalTasksConfig,
     preset: PresetResource,
@@ -80,14 +82,15 @@ def human_eval_tasks(
     labeling: LabelingResource,
     eval_responses: Manifest,
 ) -> Output[Manifest]:
-    """One blinded SFT-vs-RLHF pair per eval prompt, in cryptographically random order, queued for annotators.
+    """One blinded SFT-vs-policy pair per eval prompt, in cryptographically random order, queued for annotators.
 
     The artifact holds the order key (`tasks.jsonl`) and the Ground Truth input manifest and worker template;
-    the app's database or the Ground Truth job gets only the blinded text.
+    the app's database or the Ground Truth job gets only the blinded text. In the app, the batch is queued under
+    this asset's key, beside other policies' batches.
     """
     spec = merged(preset.get().human_eval, config)
     store = artifacts.store()
-    responses = pd.read_parquet(store.local_path(eval_responses.uri) / RESPONSES_FILE)
+    responses = RESPONSES.read(store.local_path(eval_responses.uri))
     guidelines = read_guidelines(spec.guidelines_file)
     guidelines_sha256 = hashlib.sha256(guidelines.encode()).hexdigest()
     tasks = build_tasks(responses, guidelines=guidelines)
@@ -95,7 +98,7 @@ def human_eval_tasks(
     extra: dict[str, MetadataValue] = {}
     if spec.channel == "app":
         tasks = labeling.store().register_batch(tasks, batch, spec.overlap, source=eval_responses.uri,
-                                                guidelines=guidelines)
+                                                guidelines=guidelines, stream=context.asset_key.to_user_string())
         context.log.info(f"queued {len(tasks)} tasks (batch {batch}, overlap {spec.overlap}) in {labeling.db_path}")
         extra["how_to_label"] = MetadataValue.md(
             f"Tasks are queued in `{labeling.db_path}`. Start the app with `rlhf-assets label --port 8080`, add "
@@ -163,15 +166,14 @@ def _rate(summary: PreferenceSummary) -> str:
     return f"{interval.estimate:.0%} [{interval.low:.0%}, {interval.high:.0%}]"
 
 
-@asset(code_version=code_version("rlhf_assets.assets.human_eval"), group_name="human_eval", kinds={"pandas", "parquet"})
-def human_eval_results(
+def summarize_labels(
     context: AssetExecutionContext,
     config: HumanEvalResultsConfig,
     artifacts: ArtifactStoreResource,
     labeling: LabelingResource,
     human_eval_tasks: Manifest,
 ) -> Output[Manifest]:
-    """RLHF vs SFT by human judgement: wins / ties / losses, Wilson CIs, sign test, kappa and a per-prompt table."""
+    """The policy vs SFT by human judgement: wins / ties / losses, Wilson CIs, sign test, kappa, per prompt."""
     store = artifacts.store()
     tasks = {task.task_id: task for task in read_tasks(store.local_path(human_eval_tasks.uri) / TASKS_FILE)}
     labels = collect_labels(human_eval_tasks, tasks, labeling)
@@ -210,8 +212,8 @@ def human_eval_results(
     ])
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        labels.to_parquet(directory / LABELS_FILE, index=False)
-        per_prompt.to_parquet(directory / PER_PROMPT_FILE, index=False)
+        LABELS.write(labels, directory)
+        PER_PROMPT.write(per_prompt, directory)
         metrics = {"win_rate": win_rate.estimate, "win_rate_low": win_rate.low, "win_rate_high": win_rate.high,
                    "win_or_tie_rate": win_or_tie.estimate, "win_or_tie_rate_low": win_or_tie.low,
                    "win_or_tie_rate_high": win_or_tie.high, "sign_test_p": result.sign_test_p}
@@ -255,3 +257,32 @@ def _per_prompt_table(frame: pd.DataFrame) -> MetadataValue:
     records = [TableRecord({"prompt_id": int(row.prompt_id), "outcome": row.outcome, "labels": row.labels,
                             "prompt": str(row.prompt)[-200:]}) for row in frame.itertuples(index=False)]
     return MetadataValue.table(records, schema=schema)
+
+
+WAITS_FOR_PEOPLE = ("rlhf/waits_for", "people")  # a tag: the main job leaves these out, a sensor requests them
+
+
+def human_eval_suite(policy: EvaluatedPolicy) -> list[AssetsDefinition]:
+    """`human_eval_tasks` and `human_eval_results` of one policy (prefixed like its evaluation suite)."""
+    common = {"code_version": code_version("rlhf_assets.assets.human_eval"), "group_name": "human_eval",
+              "key_prefix": list(policy.prefix) or None}
+
+    @asset(name="human_eval_tasks", kinds={"sqlite", "json"}, ins={"eval_responses": AssetIn(
+           key=policy.key("eval_responses"))}, description=f"{policy.asset} vs SFT: {queue_tasks.__doc__}", **common)
+    def human_eval_tasks(context: AssetExecutionContext, config: HumanEvalTasksConfig, preset: PresetResource,
+                         artifacts: ArtifactStoreResource, labeling: LabelingResource,
+                         eval_responses: Manifest) -> Output[Manifest]:
+        return queue_tasks(context, config, preset, artifacts, labeling, eval_responses)
+
+    @asset(name="human_eval_results", kinds={"pandas", "parquet"}, tags=dict([WAITS_FOR_PEOPLE]),
+           ins={"human_eval_tasks": AssetIn(key=policy.key("human_eval_tasks"))},
+           description=f"{policy.asset} vs SFT: {summarize_labels.__doc__}", **common)
+    def human_eval_results(context: AssetExecutionContext, config: HumanEvalResultsConfig,
+                           artifacts: ArtifactStoreResource, labeling: LabelingResource,
+                           human_eval_tasks: Manifest) -> Output[Manifest]:
+        return summarize_labels(context, config, artifacts, labeling, human_eval_tasks)
+
+    return [human_eval_tasks, human_eval_results]
+
+
+human_eval_suites = [assets for policy in POLICIES for assets in human_eval_suite(policy)]

@@ -21,7 +21,7 @@ from rlhf_assets.data.prompt_sets import PromptSetSpec, load_prompt_sets, normal
 from rlhf_assets.layouts import PROMPTS
 from rlhf_assets.presets import PROJECT_ROOT
 from rlhf_assets.resources import ArtifactStoreResource, PresetResource
-from rlhf_assets.storage import Manifest
+from rlhf_assets.storage import Manifest, hash_json
 
 EVALUATION_GROUP = "evaluation"
 
@@ -51,7 +51,10 @@ def sample_prompts(spec: PromptSetSpec) -> tuple[pd.DataFrame, int]:
 def prompt_set_asset(spec: PromptSetSpec) -> AssetsDefinition:
     """The `<name>_prompts` asset of one declared prompt set."""
 
-    @asset(name=f"{spec.name}_prompts", code_version=code_version("rlhf_assets.assets.prompt_sets"),
+    # The declaration is part of the code version: editing it in prompt_sets.yaml marks the asset stale.
+    version = hash_json({"code": code_version("rlhf_assets.assets.prompt_sets"), "spec": spec.model_dump()})[:16]
+
+    @asset(name=f"{spec.name}_prompts", code_version=version,
            group_name=EVALUATION_GROUP, kinds={"pandas", "parquet"},
            description=f"Prompt set `{spec.name}` for toxicity evaluation, from {spec.source} (field "
                        f"`{spec.text_field}`). {spec.description}".strip())
@@ -61,7 +64,7 @@ def prompt_set_asset(spec: PromptSetSpec) -> AssetsDefinition:
         frame, distinct = sample_prompts(spec)
         context.log.info(f"{len(frame)} of {distinct} distinct prompts (seed {spec.seed})")
         with tempfile.TemporaryDirectory() as tmp:
-            frame.to_parquet(Path(tmp) / PROMPTS.file, index=False)
+            PROMPTS.write(frame, Path(tmp))
             return publish(
                 context, artifacts.store(), Path(tmp), preset=preset.get().name, config=spec.model_dump(),
                 counts={"prompts": len(frame), "distinct_in_source": distinct},

@@ -53,7 +53,7 @@ def base_model(
     chosen = preset.get()
     step_config = {"base_model": chosen.base_model.model_dump(), "seed": chosen.sft.seed}
     return run_step_and_publish(context, config=config, step="base_model", preset=chosen, step_config=step_config,
-                            inputs={"preference": preference_dataset}, compute=compute, artifacts=artifacts)
+                            inputs={"preference_dataset": preference_dataset}, compute=compute, artifacts=artifacts)
 
 
 @asset(code_version=step_code_version("sft"), group_name="models", kinds={"pytorch", "trl"}, pool=GPU_POOL)
@@ -70,7 +70,7 @@ def sft_model(
     chosen = preset.get()
     step_config = {"train": merged(chosen.sft, config).model_dump(), "force_memory_plan": config.force_memory_plan}
     return run_step_and_publish(context, config=config, step="sft", preset=chosen, step_config=step_config,
-                            inputs={"base_model": base_model, "preference": preference_dataset},
+                            inputs={"base_model": base_model, "preference_dataset": preference_dataset},
                             compute=compute, artifacts=artifacts)
 
 
@@ -93,7 +93,7 @@ def _reward_asset(name: str, train_split: str, spec_of: Callable[[Preset], Rewar
         step_config = {"reward": merged(spec_of(chosen), config).model_dump(), "train_split": train_split,
                        "force_memory_plan": config.force_memory_plan}
         return run_step_and_publish(context, config=config, step="reward", preset=chosen, step_config=step_config,
-                                    inputs={"sft_model": sft_model, "preference": preference_dataset},
+                                    inputs={"sft_model": sft_model, "preference_dataset": preference_dataset},
                                     compute=compute, artifacts=artifacts)
 
     return reward_asset
@@ -148,7 +148,7 @@ def ppo_policy(
     step_config = {"ppo": merged(chosen.ppo, config).model_dump(), "force_memory_plan": config.force_memory_plan}
     return run_step_and_publish(context, config=config, step="ppo", preset=chosen, step_config=step_config,
                             inputs={"sft_model": sft_model, "reward_model": reward_model,
-                                    "preference": preference_dataset, "eval_prompts": eval_prompts},
+                                    "preference_dataset": preference_dataset, "eval_prompts": eval_prompts},
                             compute=compute, artifacts=artifacts, reserved_processes=chosen.compute.reward_model_gpus)
 
 
@@ -181,5 +181,5 @@ def dpo_policy(
     chosen = preset.get()
     step_config = {"dpo": merged(chosen.dpo, config).model_dump(), "force_memory_plan": config.force_memory_plan}
     return run_step_and_publish(context, config=config, step="dpo", preset=chosen, step_config=step_config,
-                                inputs={"sft_model": sft_model, "preference": preference_dataset},
+                                inputs={"sft_model": sft_model, "preference_dataset": preference_dataset},
                                 compute=compute, artifacts=artifacts)

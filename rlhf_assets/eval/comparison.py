@@ -68,11 +68,6 @@ def policy_row(policy: str, outcomes: pd.DataFrame, responses: pd.DataFrame, jud
                prompt_sets: dict[str, tuple[dict[str, float], int]] | None = None) -> PolicyRow:
     """A policy's row from its suite's artifacts (`outcomes.parquet`, `responses.parquet`) and metrics;
     `prompt_sets` maps each declared prompt set the policy was evaluated on to its toxicity metrics and size."""
-    for frame, name, columns in ((outcomes, "outcomes.parquet", ("sft_rm_score", "rlhf_rm_score")),
-                                 (responses, "responses.parquet", ("kl_to_sft",))):
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{policy}: {name} has no column(s) {missing}: re-materialize its evaluation")
     return PolicyRow(
         policy=policy,
         reward_gain=paired_bootstrap_mean_difference(outcomes["sft_rm_score"], outcomes["rlhf_rm_score"], seed=seed),

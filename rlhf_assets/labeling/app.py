@@ -91,7 +91,8 @@ class _Unauthorized(Exception):
 
 
 def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
-    """The ASGI app over one label store; it serves whichever batch `human_eval_tasks` registered last."""
+    """The ASGI app over one label store; it serves each annotator the oldest queued batch they can still label
+    (every policy's latest `human_eval_tasks` batch is queued)."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
 
     def annotator(request: Request, *, api: bool) -> str:
@@ -115,16 +116,17 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
         return page(request, "guidelines.html", {"annotator": who, "paragraphs": paragraphs, "batch": batch,
                                                   "acknowledged": store.has_acknowledged(who, batch)}, status)
 
-    def require_guidelines(who: str) -> None:
-        """Labels count as given under the batch's guidelines only if the annotator was shown them first."""
-        batch = store.active_batch()
+    def require_guidelines(who: str, task_id: str | None = None) -> None:
+        """Labels count as given under the batch's guidelines only if the annotator was shown them first (the
+        batch of the task labelled, or the one served now)."""
+        batch = store.batch_of(task_id) if task_id else store.active_batch(who)
         if batch is not None and not store.has_acknowledged(who, batch):
             raise LabelError(f"read batch {batch}'s guidelines and content warning first (GET /api/guidelines, "
                              "then POST /api/guidelines with its batch; in a browser, the page before the first "
                              "pair)", 409)
 
     def label_page(request: Request, who: str, message: str | None = None, status: int = 200) -> Response:
-        batch = store.active_batch()
+        batch = store.active_batch(who)
         if batch is None:
             return page(request, "empty.html", {"annotator": who}, status)
         if not store.has_acknowledged(who, batch):  # the content warning and guidelines come before any pair
@@ -141,14 +143,14 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
 
     async def guidelines(request: Request) -> Response:
         who = annotator(request, api=False)
-        batch = store.active_batch()
+        batch = store.active_batch(who)
         if batch is None:
             return page(request, "empty.html", {"annotator": who})
         return guidelines_page(request, who, batch)
 
     async def acknowledge(request: Request) -> Response:
         who = annotator(request, api=False)
-        batch, shown = store.active_batch(), str((await request.form()).get("batch", ""))
+        batch, shown = store.active_batch(who), str((await request.form()).get("batch", ""))
         if batch is None:
             return RedirectResponse("/", status_code=303)
         if shown != batch:  # a new batch (other guidelines) became active after the page was shown
@@ -187,7 +189,7 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
         action = str(form.get("action", "label"))
         task_id = str(form.get("task_id", ""))
         try:
-            require_guidelines(who)
+            require_guidelines(who, task_id or None)
             if action == "skip":
                 store.skip(who, task_id)
             else:
@@ -202,7 +204,7 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
             require_guidelines(who)
         except LabelError as error:
             return JSONResponse({"error": str(error)}, status_code=error.status)
-        batch = store.active_batch()
+        batch = store.active_batch(who)
         task = None if batch is None else store.next_task(who, batch)
         if task is None:
             return Response(status_code=204)
@@ -212,7 +214,7 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
         who = annotator(request, api=True)
         try:
             body = await _json_object(request, max_body_bytes)
-            require_guidelines(who)
+            require_guidelines(who, str(body.get("task_id", "")) or None)
             label, created = store.submit(who, str(body.get("task_id", "")), str(body.get("choice", "")),
                                           str(body.get("comment", "") or ""))
         except LabelError as error:
@@ -224,7 +226,7 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
         who = annotator(request, api=True)
         try:
             body = await _json_object(request, max_body_bytes)
-            require_guidelines(who)
+            require_guidelines(who, str(body.get("task_id", "")) or None)
             store.skip(who, str(body.get("task_id", "")))
         except LabelError as error:
             return JSONResponse({"error": str(error)}, status_code=error.status)
@@ -232,7 +234,7 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
 
     async def api_guidelines(request: Request) -> Response:
         who = annotator(request, api=True)
-        batch = store.active_batch()
+        batch = store.active_batch(who)
         return JSONResponse({"batch": batch, "guidelines": None if batch is None else store.guidelines(batch),
                              "acknowledged": batch is not None and store.has_acknowledged(who, batch)})
 
@@ -242,7 +244,7 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
             shown = str((await _json_object(request, max_body_bytes)).get("batch", ""))
         except LabelError as error:
             return JSONResponse({"error": str(error)}, status_code=error.status)
-        batch = store.active_batch()
+        batch = store.active_batch(who)
         if batch is None or shown != batch:
             return JSONResponse({"error": f"batch {shown!r} is not the active batch ({batch}): read its "
                                           "guidelines again"}, status_code=409)
@@ -251,7 +253,7 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
 
     async def api_progress(request: Request) -> Response:
         who = annotator(request, api=True)
-        batch = store.active_batch()
+        batch = store.active_batch(who)
         if batch is None:
             return JSONResponse({"batch": None})
         progress = store.progress(batch)

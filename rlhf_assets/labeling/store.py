@@ -21,6 +21,7 @@ from pathlib import Path
 from rlhf_assets.labeling.tasks import Choice, PairwiseTask
 
 ASSIGNMENT_LEASE_SECONDS = 600
+DEFAULT_STREAM = "human_eval_tasks"  # the recipe policy's tasks asset
 MAX_COMMENT_CHARS = 2000
 
 _SCHEMA = """
@@ -118,6 +119,8 @@ class LabelStore:
             columns = {row["name"] for row in connection.execute("PRAGMA table_info(batches)")}
             if "guidelines" not in columns:  # a database from before guidelines were recorded with the batch
                 connection.execute("ALTER TABLE batches ADD COLUMN guidelines TEXT NOT NULL DEFAULT ''")
+            if "stream" not in columns:  # from before each policy had its own tasks (all were the recipe PPO's)
+                connection.execute(f"ALTER TABLE batches ADD COLUMN stream TEXT NOT NULL DEFAULT '{DEFAULT_STREAM}'")
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -149,9 +152,13 @@ class LabelStore:
             connection.close()
 
     def register_batch(
-        self, tasks: Sequence[PairwiseTask], batch_id: str, overlap: int, source: str, guidelines: str
+        self, tasks: Sequence[PairwiseTask], batch_id: str, overlap: int, source: str, guidelines: str,
+        stream: str = DEFAULT_STREAM,
     ) -> list[PairwiseTask]:
-        """Queue a batch for the app and make it the active one; returns the batch's tasks as stored.
+        """Queue a batch for the app and make it its stream's active one; returns the batch's tasks as stored.
+
+        A stream is the tasks asset that registered it (`human_eval_tasks`, `dpo_policy/human_eval_tasks`): each
+        policy's latest batch stays queued beside the others', and a new batch replaces only its own stream's.
 
         Registering a batch again (the same responses and guidelines: both go into the batch id) keeps the
         tasks, their random order and their labels from the first time: a fresh draw would otherwise orphan
@@ -167,8 +174,8 @@ class LabelStore:
                     [(t.task_id, batch_id, i, t.prompt_id, t.prompt, t.response_a, t.response_b, t.rlhf_shown_as)
                      for i, t in enumerate(tasks)],
                 )
-            db.execute("UPDATE batches SET overlap = ? WHERE batch_id = ?", (overlap, batch_id))
-            db.execute("UPDATE batches SET active = (batch_id = ?)", (batch_id,))
+            db.execute("UPDATE batches SET overlap = ?, stream = ? WHERE batch_id = ?", (overlap, stream, batch_id))
+            db.execute("UPDATE batches SET active = (batch_id = ?) WHERE stream = ?", (batch_id, stream))
             rows = db.execute("SELECT * FROM tasks WHERE batch_id = ? ORDER BY position", (batch_id,)).fetchall()
         return [PairwiseTask(r["task_id"], r["prompt_id"], r["prompt"], r["response_a"], r["response_b"],
                              r["rlhf_shown_as"]) for r in rows]
@@ -192,11 +199,37 @@ class LabelStore:
             return db.execute("SELECT 1 FROM acknowledgements WHERE batch_id = ? AND annotator = ?",
                               (batch_id, annotator)).fetchone() is not None
 
-    def active_batch(self) -> str | None:
-        """The batch the app serves: the one registered (or re-registered) last."""
+    def active_batches(self) -> list[str]:
+        """Every stream's active batch, oldest registration first: the order the app serves them in."""
         with self._read() as db:
-            row = db.execute("SELECT batch_id FROM batches WHERE active = 1").fetchone()
-        return None if row is None else row["batch_id"]
+            rows = db.execute("SELECT batch_id FROM batches WHERE active = 1 ORDER BY registered_at, batch_id")
+            return [row["batch_id"] for row in rows]
+
+    def active_batch(self, annotator: str | None = None) -> str | None:
+        """The batch the app serves now: for `annotator`, the oldest active batch with a pair they may still label
+        (so one policy's pairs come before the next policy's, and nobody waits for others to finish one);
+        otherwise, or when they have none, the oldest batch still lacking labels, or the newest when all are done."""
+        batches = self.active_batches()
+        if annotator is not None:
+            now = time.time()
+            with self._read() as db:
+                mine = next((b for b in batches if self._open_task(db, annotator, b, now) is not None), None)
+            if mine is not None:
+                return mine
+        return next((batch for batch in batches if not self.progress(batch).complete), batches[-1] if batches else None)
+
+    def stream_of(self, batch_id: str) -> str:
+        """The tasks asset that queued a batch (`human_eval_tasks`, `dpo_policy/human_eval_tasks`, ...)."""
+        with self._read() as db:
+            row = db.execute("SELECT stream FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
+        if row is None:
+            raise LabelError(f"unknown batch {batch_id!r}", 404)
+        return row["stream"]
+
+    def batch_of(self, task_id: str) -> str:
+        """The batch a task belongs to (a 404 for an unknown task)."""
+        with self._read() as db:
+            return self._require_task(db, task_id)["batch_id"]
 
     def add_annotator(self, name: str) -> str:
         """Create an annotator and return their access token (shown once; only its digest is kept)."""
@@ -238,7 +271,18 @@ class LabelStore:
         """
         now = time.time()
         with self._write() as db:
-            row = db.execute(
+            row = self._open_task(db, annotator, batch_id, now)
+            if row is None:
+                return None
+            db.execute("DELETE FROM assignments WHERE annotator = ?", (annotator,))
+            db.execute("INSERT INTO assignments VALUES (?, ?, ?)",
+                       (row["task_id"], annotator, now + ASSIGNMENT_LEASE_SECONDS))
+        return PairwiseTask(row["task_id"], row["prompt_id"], row["prompt"], row["response_a"], row["response_b"],
+                            row["rlhf_shown_as"])
+
+    @staticmethod
+    def _open_task(db: sqlite3.Connection, annotator: str, batch_id: str, now: float) -> sqlite3.Row | None:
+        return db.execute(
                 """
                 SELECT t.*, EXISTS (SELECT 1 FROM assignments a WHERE a.task_id = t.task_id
                                     AND a.annotator = :who AND a.expires_at > :now) AS mine,
@@ -254,13 +298,6 @@ class LabelStore:
                 """,
                 {"who": annotator, "batch": batch_id, "now": now},
             ).fetchone()
-            if row is None:
-                return None
-            db.execute("DELETE FROM assignments WHERE annotator = ?", (annotator,))
-            db.execute("INSERT INTO assignments VALUES (?, ?, ?)",
-                       (row["task_id"], annotator, now + ASSIGNMENT_LEASE_SECONDS))
-        return PairwiseTask(row["task_id"], row["prompt_id"], row["prompt"], row["response_a"], row["response_b"],
-                            row["rlhf_shown_as"])
 
     def skip(self, annotator: str, task_id: str) -> None:
         """Put a task behind the annotator's other tasks and release their lease on it."""

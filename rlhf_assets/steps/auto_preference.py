@@ -11,8 +11,6 @@ prompt), Wilson CIs and an exact sign test in metadata.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import torch
@@ -22,13 +20,11 @@ from rlhf_assets.eval.agreement import sign_test
 from rlhf_assets.eval.bootstrap import Interval
 from rlhf_assets.eval.preference import RECIPE_REFERENCE, PreferenceSummary, judge_by_margin, summarize_outcomes
 from rlhf_assets.eval.reporting import interval_text
+from rlhf_assets.layouts import OUTCOMES, RESPONSES
 from rlhf_assets.ppo.reward_scorer import RewardModelScorer
 from rlhf_assets.presets import EvalSpec, RewardSpec
-from rlhf_assets.steps.eval_responses import RESPONSES_FILE
 from rlhf_assets.steps.reward_scoring import load_reward_scorer, reward_device
-from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run_step
-
-OUTCOMES_FILE = "outcomes.parquet"
+from rlhf_assets.steps.runtime import StepRuntime, markdown, run_step
 
 
 def load_judge(runtime: StepRuntime, spec: EvalSpec, judge: RewardSpec) -> tuple[RewardModelScorer, str]:
@@ -92,10 +88,7 @@ def main(runtime: StepRuntime) -> None:
     spec = EvalSpec.model_validate(runtime.config["evaluation"])
     reward = RewardSpec.model_validate(runtime.config["reward"])
     judge_spec = RewardSpec.model_validate(runtime.config["judge"])
-    path: Path = runtime.channel("eval_responses") / RESPONSES_FILE
-    if not path.exists():
-        raise StepInputError(f"{path} is missing: the channel is not an eval_responses artifact")
-    frame = pd.read_parquet(path)
+    frame = runtime.read_table("eval_responses", RESPONSES)
     judge, judge_name = load_judge(runtime, spec, judge_spec)
     frame["sft_score"], frame["rlhf_score"] = score_pairs(judge, frame)
     del judge
@@ -107,7 +100,7 @@ def main(runtime: StepRuntime) -> None:
     frame["difference"] = frame["rlhf_score"] - frame["sft_score"]
     frame["outcome"] = judge_by_margin(frame["sft_score"].tolist(), frame["rlhf_score"].tolist(), margin)
     frame["rm_outcome"] = judge_by_margin(frame["sft_rm_score"].tolist(), frame["rlhf_rm_score"].tolist(), rm_margin)
-    frame.to_parquet(runtime.model_dir / OUTCOMES_FILE, index=False)
+    OUTCOMES.write(frame, runtime.model_dir)
     summary = summarize_outcomes(frame["outcome"].tolist())
     rm_summary = summarize_outcomes(frame["rm_outcome"].tolist())
     p_value = sign_test(summary.wins, summary.losses)

@@ -23,7 +23,7 @@ def main(runtime: StepRuntime) -> None:
     seed = int(runtime.config.get("seed", 0))
     out = runtime.model_dir
     if spec.hub_id is None:
-        train = read_split(runtime.channel("preference"), "train", spec.tokenizer_train_rows)
+        train = read_split(runtime.channel("preference_dataset"), "train", spec.tokenizer_train_rows)
         texts = [t for row in train.itertuples() for t in (row.prompt + row.chosen, row.rejected)]
         runtime.log(f"training a {spec.vocab_size}-token BPE tokenizer on {len(texts)} texts")
         tokenizer = train_bpe_tokenizer(texts, spec.vocab_size)

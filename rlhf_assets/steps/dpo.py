@@ -59,7 +59,7 @@ def main(runtime: StepRuntime) -> None:
     plan_metadata = check_memory_plan(runtime, plan)
     tokenizer = sft.tokenizer()
     model = AutoModelForCausalLM.from_pretrained(sft.weights)
-    preference = runtime.channel("preference")
+    preference = runtime.channel("preference_dataset")
     train = preference_texts(read_split(preference, "train", spec.max_train_rows), tokenizer, spec)
     held_out = preference_texts(read_split(preference, "test", spec.eval_rows), tokenizer, spec)
     runtime.log(f"DPO (β {spec.beta}, {spec.loss_type}) on {len(train)} preference pairs, {len(held_out)} held out; "

@@ -8,25 +8,22 @@ policy's own sampled tokens: the per-response KL estimate PPO is held to, measur
 
 from __future__ import annotations
 
-import pandas as pd
-
 from rlhf_assets.eval.degeneracy import response_stats
+from rlhf_assets.layouts import EVAL_PROMPTS, RESPONSES
 from rlhf_assets.ppo.sampling import sequence_kl
 from rlhf_assets.presets import EvalSpec
 from rlhf_assets.steps.generation import generate_texts, load_policy
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run_step
 
-RESPONSES_FILE = "responses.parquet"
 MODELS = {"sft": "sft_model", "rlhf": "policy"}
 
 
 def main(runtime: StepRuntime) -> None:
     """Generate with SFT, then with the policy, write the paired responses and the policy's KL to SFT."""
     spec = EvalSpec.model_validate(runtime.config["evaluation"])
-    prompts_file = runtime.channel("eval_prompts") / "eval_prompts.parquet"
-    frame = pd.read_parquet(prompts_file)
-    if frame.empty or "prompt" not in frame.columns:
-        raise StepInputError(f"{prompts_file}: no prompts (column 'prompt')")
+    frame = runtime.read_table("eval_prompts", EVAL_PROMPTS)
+    if frame.empty:
+        raise StepInputError(f"{EVAL_PROMPTS.path(runtime.channel('eval_prompts'))}: no prompts")
     out = frame[["prompt_id", "prompt"]].copy()
     report: dict[str, object] = {"prompts": len(out)}
     models, generated = {}, {}
@@ -49,7 +46,7 @@ def main(runtime: StepRuntime) -> None:
     out["kl_to_sft"] = kl.tolist()
     report["kl_to_sft"] = float(kl.mean())
     del models
-    out.to_parquet(runtime.model_dir / RESPONSES_FILE, index=False)
+    RESPONSES.write(out, runtime.model_dir)
     report["summary"] = markdown(
         f"**{len(out)} held-out prompts**, one response per model (seed {spec.generation.seed}); the policy's KL "
         f"to SFT {report['kl_to_sft']:.2f} nats per response. "

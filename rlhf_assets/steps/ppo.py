@@ -1,7 +1,7 @@
-"""Step: PPO of the SFT policy against the reward model, KL-held to the SFT model (our trlx-faithful PPO),
-or TRL's RLOO / GRPO with the same reward when `algorithm` says so.
+"""Step: PPO of the SFT policy against the reward model, KL-held to the SFT model (our trlx-faithful PPO,
+`train_ours`), or TRL's RLOO / GRPO with the same reward when `algorithm` says so (`train_trl`).
 
-Inputs: channels `sft_model`, `reward_model`, `preference` (training prompts + chosen responses for the
+Inputs: channels `sft_model`, `reward_model`, `preference_dataset` (training prompts + chosen responses for the
 delta reward) and `eval_prompts`. Output: the policy (safetensors + tokenizer + value head). At the end the
 SFT and PPO policies answer the eval prompts with the same seed and settings; the reward model scores both and
 a paired bootstrap CI of the difference is reported, with the KL of the PPO responses to the SFT model.
@@ -10,6 +10,7 @@ a paired bootstrap CI of the difference is reported, with the KL of the PPO resp
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -25,15 +26,17 @@ from transformers import (
 from rlhf_assets.compute.memory_plan import MemoryPlan, ModelShape, Precision, ppo_plan
 from rlhf_assets.eval.bootstrap import paired_bootstrap_mean_difference
 from rlhf_assets.eval.reporting import interval_text
+from rlhf_assets.layouts import EVAL_PROMPTS
 from rlhf_assets.modeling.base import BaseModelRef, count_parameters, write_pointer
 from rlhf_assets.modeling.encoding import encode_prompts
 from rlhf_assets.ppo.config import PPOConfig
 from rlhf_assets.ppo.reward_scorer import DeltaReward, RewardModelScorer
-from rlhf_assets.ppo.sampling import sample_responses, sequence_kl
+from rlhf_assets.ppo.sampling import sequence_kl
 from rlhf_assets.ppo.trainer import PPOTrainer
 from rlhf_assets.ppo.value_head import CausalLMWithValueHead, add_lora, freeze_bottom_layers
-from rlhf_assets.presets import PPOSpec
+from rlhf_assets.presets import GenerationSpec, PPOSpec
 from rlhf_assets.steps.data_io import read_split
+from rlhf_assets.steps.generation import generate_texts
 from rlhf_assets.steps.memory import check_memory_plan, this_gpu, training_ranks
 from rlhf_assets.steps.progress import curve_markdown
 from rlhf_assets.steps.reward_scoring import load_reward_scorer, reward_gpu
@@ -50,21 +53,24 @@ def evaluate(
     scorer: RewardModelScorer,
     eval_frame: pd.DataFrame,
 ) -> dict[str, object]:
-    """SFT vs PPO on the held-out prompts: same seed, same settings; RM scores, paired CI, KL to SFT."""
+    """SFT vs the trained policy on the held-out prompts: sampled by `generate_texts` with the same seed and the
+    rollout settings for both, scored by the reward model; paired CI of the gain, KL to SFT on the policy's tokens."""
     cfg = spec.config
-    prompts = encode_prompts(tokenizer, list(eval_frame["prompt"]), cfg.prompt_budget)
-    responses = {}
-    for name, model in (("sft", reference), ("ppo", policy)):
-        torch.manual_seed(cfg.seed)
-        responses[name] = []
-        for start in range(0, len(prompts), cfg.chunk_size):  # batches as large as the rollout chunks
-            responses[name] += sample_responses(
-                model, tokenizer, prompts[start: start + cfg.chunk_size], max_new_tokens=spec.eval_max_new_tokens,
-                top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature, stop_sequences=cfg.stop_sequences)
-    texts = {k: tokenizer.batch_decode(v, skip_special_tokens=True) for k, v in responses.items()}
-    scores = {k: scorer.score(list(eval_frame["prompt"]), v).tolist() for k, v in texts.items()}
+    generation = GenerationSpec(max_new_tokens=spec.eval_max_new_tokens, top_k=cfg.top_k, top_p=cfg.top_p,
+                                temperature=cfg.temperature, stop_sequences=cfg.stop_sequences,
+                                prompt_tokens=cfg.prompt_budget, batch_size=cfg.chunk_size, seed=cfg.seed)
+    prompts = list(eval_frame["prompt"])
+    generated = {name: generate_texts(model, tokenizer, prompts, generation,
+                                      log=lambda line, name=name: runtime.log(f"eval {name}: {line}"))
+                 for name, model in (("sft", reference), ("ppo", policy))}
+    # The reward model scores the decoded response as sampled (leading space kept, as in the rollouts), not the
+    # stripped text `generate_texts` returns for people to read.
+    scores = {name: scorer.score(prompts, tokenizer.batch_decode([samples[0] for samples in run.response_ids],
+                                                                 skip_special_tokens=True)).tolist()
+              for name, run in generated.items()}
     interval = paired_bootstrap_mean_difference(scores["sft"], scores["ppo"], seed=cfg.seed)
-    kl = sequence_kl(policy, reference, prompts, responses["ppo"], tokenizer.pad_token_id)
+    kl = sequence_kl(policy, reference, generated["ppo"].prompt_ids,
+                     [samples[0] for samples in generated["ppo"].response_ids], tokenizer.pad_token_id)
     runtime.log(f"eval on {len(prompts)} prompts: RM score SFT {sum(scores['sft']) / len(prompts):+.3f}, "
                 f"{spec.algorithm} policy {sum(scores['ppo']) / len(prompts):+.3f}, "
                 f"difference {interval.estimate:+.3f} "
@@ -124,6 +130,73 @@ def planned_memory(policy_weights: str, reward_dir: Path, spec: PPOSpec) -> Memo
                     reward_batch_size=spec.reward_batch_size, reward_on_own_gpu=own_gpu, gpu=this_gpu())
 
 
+@dataclass
+class Trained:
+    """What either optimiser hands to the evaluation and the artifact (on the main process)."""
+
+    model: PreTrainedModel
+    history: list[dict[str, float]]
+    extra: dict[str, float]
+    value_head: torch.nn.Module | None = None
+    reference: PreTrainedModel | None = None  # our PPO's full-copy reference, reused by the evaluation
+
+
+def train_ours(runtime: StepRuntime, spec: PPOSpec, sft: BaseModelRef, tokenizer: PreTrainedTokenizerBase,
+               prompts: list[list[int]], train: pd.DataFrame, scorer: RewardModelScorer | None) -> Trained | None:
+    """Our PPO (trlx's algorithm): value head on the SFT model, delta reward, adaptive KL; None off the main rank."""
+    cfg = spec.config
+    # The value head and LoRA adapters start from random weights: seeded here, not by whatever drew from the
+    # global RNG before (two fresh runs trained different value heads from identical rollouts without this).
+    torch.manual_seed(cfg.seed)
+    base = AutoModelForCausalLM.from_pretrained(sft.weights)
+    if cfg.lora_rank:
+        base = add_lora(base, cfg.lora_rank, cfg.lora_alpha)
+        trainable = sum(p.numel() for p in base.parameters() if p.requires_grad)
+    else:
+        trainable = freeze_bottom_layers(base, cfg.num_layers_unfrozen)
+    runtime.log(f"PPO on {len(prompts)} prompts: {count_parameters(base):,} parameters, {trainable:,} "
+                f"trainable, {cfg.total_steps} steps of {cfg.batch_size}")
+    reward_fn = None if scorer is None else DeltaReward(
+        scorer, list(train["prompt"]), list(train["chosen"]) if cfg.delta_reward else None)
+    reference = load_frozen(sft.weights) if cfg.reference_kind == "full_copy" else None
+    trainer = PPOTrainer(cfg, CausalLMWithValueHead(base), reference, tokenizer, prompts, reward_fn,
+                         runtime.checkpoint_dir, runtime.log)
+    history = trainer.train().steps
+    trainer.accelerator.wait_for_everyone()
+    if not runtime.is_main_process:
+        return None
+    policy = trainer.accelerator.unwrap_model(trainer.policy).eval()
+    trained = policy.base.merge_and_unload() if cfg.lora_rank else policy.base
+    extra = {"final_kl_coef": trainer.kl_controller.value,
+             "resumed_from_step": -1 if trainer.history.resumed_from is None else trainer.history.resumed_from}
+    value_head = policy.v_head
+    release_training_state(trainer)
+    return Trained(trained, history, extra, value_head, reference)
+
+
+def train_trl(runtime: StepRuntime, spec: PPOSpec, sft: BaseModelRef, tokenizer: PreTrainedTokenizerBase,
+              prompts: list[list[int]], train: pd.DataFrame, scorer: RewardModelScorer) -> Trained | None:
+    """TRL's RLOO or GRPO with the same reward and prompts; None off the main rank."""
+    runtime.log(f"{spec.algorithm.upper()} (TRL) on {len(prompts)} prompts, {spec.config.total_steps} steps")
+    trained, history = train_with_trl(runtime, spec, sft.weights, tokenizer, tokenizer.batch_decode(prompts),
+                                      list(train["chosen"]), scorer)
+    if not runtime.is_main_process:
+        return None
+    return Trained(trained.eval(), history, {"final_kl_coef": spec.config.init_kl_coef})
+
+
+def training_prompts(tokenizer: PreTrainedTokenizerBase, train: pd.DataFrame, cfg: PPOConfig) -> list[list[int]]:
+    """The training prompts as token ids within the prompt budget: cut from the left, or refused when the config
+    says prompts must not be cut."""
+    prompts = encode_prompts(tokenizer, list(train["prompt"]), cfg.prompt_budget if cfg.truncate_prompts else None)
+    too_long = next((i for i, ids in enumerate(prompts) if len(ids) > cfg.prompt_budget), None)
+    if too_long is not None:
+        raise StepInputError(
+            f"ppo.config.truncate_prompts is false and training prompt {too_long} has {len(prompts[too_long])} "
+            f"tokens, over the prompt budget of {cfg.prompt_budget} (seq_length − max_new_tokens)")
+    return prompts
+
+
 def main(runtime: StepRuntime) -> None:
     """Train the policy (ours or TRL's), evaluate it against SFT and write it to the model dir."""
     spec = PPOSpec.model_validate(runtime.config["ppo"])
@@ -131,18 +204,9 @@ def main(runtime: StepRuntime) -> None:
     sft = BaseModelRef.read(runtime.channel("sft_model"))
     tokenizer = sft.tokenizer()
     tokenizer.padding_side = "left"
-    train = read_split(runtime.channel("preference"), "train").drop_duplicates("prompt")
-    eval_frame = pd.read_parquet(runtime.channel("eval_prompts") / "eval_prompts.parquet")
-
-    reference = None
-    prompts = encode_prompts(tokenizer, list(train["prompt"]), cfg.prompt_budget if cfg.truncate_prompts else None)
-    if not cfg.truncate_prompts:
-        too_long = next((i for i, ids in enumerate(prompts) if len(ids) > cfg.prompt_budget), None)
-        if too_long is not None:
-            raise StepInputError(
-                f"ppo.config.truncate_prompts is false and training prompt {too_long} has {len(prompts[too_long])} "
-                f"tokens, over the prompt budget of {cfg.prompt_budget} (seq_length − max_new_tokens)"
-            )
+    train = read_split(runtime.channel("preference_dataset"), "train").drop_duplicates("prompt")
+    eval_frame = runtime.read_table("eval_prompts", EVAL_PROMPTS)
+    prompts = training_prompts(tokenizer, train, cfg)
     plan_metadata = check_memory_plan(runtime, planned_memory(sft.weights, runtime.channel("reward_model"), spec)) \
         if spec.algorithm == "ppo" else {}
     # Our PPO scores in the main process only; TRL's trainers call the reward function on every rank.
@@ -150,49 +214,21 @@ def main(runtime: StepRuntime) -> None:
     scorer = load_reward_scorer(
         runtime.channel("reward_model"), max_length=cfg.seq_length, max_response_tokens=cfg.max_new_tokens,
         batch_size=spec.reward_batch_size) if needs_scorer else None
-    if spec.algorithm == "ppo":
-        # The value head and LoRA adapters start from random weights: seeded here, not by whatever drew from the
-        # global RNG before (two fresh runs trained different value heads from identical rollouts without this).
-        torch.manual_seed(cfg.seed)
-        base = AutoModelForCausalLM.from_pretrained(sft.weights)
-        if cfg.lora_rank:
-            base = add_lora(base, cfg.lora_rank, cfg.lora_alpha)
-            trainable = sum(p.numel() for p in base.parameters() if p.requires_grad)
-        else:
-            trainable = freeze_bottom_layers(base, cfg.num_layers_unfrozen)
-        runtime.log(f"PPO on {len(prompts)} prompts: {count_parameters(base):,} parameters, {trainable:,} "
-                    f"trainable, {cfg.total_steps} steps of {cfg.batch_size}")
-        reward_fn = None if scorer is None else DeltaReward(
-            scorer, list(train["prompt"]), list(train["chosen"]) if cfg.delta_reward else None)
-        reference = load_frozen(sft.weights) if cfg.reference_kind == "full_copy" else None
-        trainer = PPOTrainer(cfg, CausalLMWithValueHead(base), reference, tokenizer, prompts, reward_fn,
-                             runtime.checkpoint_dir, runtime.log)
-        history = trainer.train().steps
-        trainer.accelerator.wait_for_everyone()
-        if not runtime.is_main_process:
-            return
-        policy = trainer.accelerator.unwrap_model(trainer.policy).eval()
-        trained = policy.base.merge_and_unload() if cfg.lora_rank else policy.base
-        value_head = policy.v_head
-        extra = {"final_kl_coef": trainer.kl_controller.value,
-                 "resumed_from_step": -1 if trainer.history.resumed_from is None else trainer.history.resumed_from}
-        release_training_state(trainer)
-    else:
-        runtime.log(f"{spec.algorithm.upper()} (TRL) on {len(prompts)} prompts, {cfg.total_steps} steps")
-        texts = tokenizer.batch_decode(prompts)
-        trained, history = train_with_trl(runtime, spec, sft.weights, tokenizer, texts, list(train["chosen"]), scorer)
-        if not runtime.is_main_process:
-            return
-        trained, value_head, extra = trained.eval(), None, {"final_kl_coef": cfg.init_kl_coef}
-
+    train_policy = train_ours if spec.algorithm == "ppo" else train_trl
+    result = train_policy(runtime, spec, sft, tokenizer, prompts, train, scorer)
+    if result is None:  # another rank of a multi-process run: the main process evaluates and saves
+        return
+    assert scorer is not None
+    trained, history = result.model, result.history
+    reference = result.reference
     if reference is None:
         weights = next(trained.parameters())
         reference = load_frozen(sft.weights, weights.dtype).to(weights.device)
     results = evaluate(runtime, spec, tokenizer, trained, reference, scorer, eval_frame)
     trained.save_pretrained(runtime.model_dir, safe_serialization=True)
     tokenizer.save_pretrained(runtime.model_dir)
-    if value_head is not None:
-        save_file({k: v.contiguous() for k, v in value_head.state_dict().items()},
+    if result.value_head is not None:
+        save_file({k: v.contiguous() for k, v in result.value_head.state_dict().items()},
                   str(runtime.model_dir / "value_head.safetensors"))
     write_pointer(runtime.model_dir, "local", spec.algorithm, count_parameters(trained))
     alerts = warnings_for(history, cfg, spec.kl_bound)
@@ -200,7 +236,7 @@ def main(runtime: StepRuntime) -> None:
         runtime.log(f"WARNING: {alert}")
     runtime.report({
         **results,
-        **extra,
+        **result.extra,
         "algorithm": spec.algorithm,
         "steps": int(history[-1]["step"]),
         "final_rollout_score": history[-1]["score_mean"],

@@ -71,7 +71,7 @@ def train_reward_model(runtime: StepRuntime, spec: RewardSpec, held_out: pd.Data
     model = AutoModelForSequenceClassification.from_pretrained(
         base.weights, num_labels=1, pad_token_id=tokenizer.pad_token_id
     )
-    train = encode_pairs(read_split(runtime.channel("preference"), train_split, spec.max_train_rows),
+    train = encode_pairs(read_split(runtime.channel("preference_dataset"), train_split, spec.max_train_rows),
                          tokenizer, spec, append_eos=True)
     runtime.log(f"reward model on {len(train)} preference pairs; {count_parameters(model):,} parameters")
     progress = RuntimeProgressCallback(runtime)
@@ -120,7 +120,7 @@ def main(runtime: StepRuntime) -> None:
     spec = RewardSpec.model_validate(runtime.config["reward"])
     train_split = runtime.config.get("train_split", "train")
     torch.manual_seed(spec.seed)
-    held_out = read_split(runtime.channel("preference"), "test", spec.eval_rows)
+    held_out = read_split(runtime.channel("preference_dataset"), "test", spec.eval_rows)
     if spec.mode == "train":
         metadata = train_reward_model(runtime, spec, held_out, train_split)
     else:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster_pipes import (
     PipesContext,
@@ -44,7 +44,11 @@ from rlhf_assets.contract import (
     failure_file,
     input_hash_env,
 )
+from rlhf_assets.layouts import LayoutError, Table
 from rlhf_assets.storage import COMPLETE_MARKER, ArtifactIntegrityError, describe_directory, verify_directory
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 EXIT_BAD_INPUT = 2
 
@@ -141,6 +145,13 @@ class StepRuntime:
         description = describe_directory(self.model_dir)
         if self.pipes is not None:
             self.pipes.report_custom_message({OUTPUT_DESCRIPTION_MESSAGE: description.model_dump()})
+
+    def read_table(self, channel: str, table: Table) -> pd.DataFrame:
+        """A channel's table (see `layouts`); a missing file or column is bad input, named, with exit code 2."""
+        try:
+            return table.read(self.channel(channel))
+        except LayoutError as exc:
+            raise StepInputError(str(exc)) from None
 
     def report(self, metadata: dict[str, Any]) -> None:
         """Report the step's metadata once, at the end; values may be plain or Pipes `{raw_value, type}`."""

@@ -1,6 +1,6 @@
 """Step: supervised fine-tuning of the base model on prompt + chosen, loss on response tokens only (TRL).
 
-Inputs: channels `base_model` and `preference`. Output (`SM_MODEL_DIR`): safetensors weights + tokenizer.
+Inputs: channels `base_model` and `preference_dataset`. Output (`SM_MODEL_DIR`): safetensors weights + tokenizer.
 Checkpoints go to the checkpoint dir every `save_steps`; a restarted run resumes from the newest one.
 """
 
@@ -54,7 +54,7 @@ def main(runtime: StepRuntime) -> None:
     plan_metadata = check_memory_plan(runtime, plan)
     tokenizer = base.tokenizer()
     model = AutoModelForCausalLM.from_pretrained(base.weights)
-    preference = runtime.channel("preference")
+    preference = runtime.channel("preference_dataset")
     train = encode_demonstrations(read_split(preference, "train", spec.max_train_rows), tokenizer, spec)
     held_out = encode_demonstrations(read_split(preference, "test", spec.eval_rows), tokenizer, spec)
     runtime.log(f"SFT on {len(train)} demonstrations, {len(held_out)} held out; "

@@ -33,6 +33,7 @@ from rlhf_assets.eval.degenerate_text import (
     training_negatives,
     wordless_as_non_toxic,
 )
+from rlhf_assets.layouts import PROBE_SCORES, PROMPTS, RTP_RECORDS, TOXICITY_HELDOUT
 from rlhf_assets.modeling.detoxify_format import (
     ORIGINAL_CLASSES,
     ToxicityModelError,
@@ -48,8 +49,6 @@ from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run
 # Perspective attribute that supervises each of Detoxify's `original` classes.
 PERSPECTIVE_FOR_CLASS = {"toxic": "toxicity", "severe_toxic": "severe_toxicity", "obscene": "profanity",
                          "threat": "threat", "insult": "insult", "identity_hate": "identity_attack"}
-HELDOUT_FILE = "heldout_scores.parquet"
-PROBES_FILE = "degenerate_probes.parquet"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 SCORER_FILE = "scorer.json"
 STANDIN_NOTE = (
@@ -199,8 +198,8 @@ def build_artifact(runtime: StepRuntime, spec: ToxicitySpec, train: pd.DataFrame
 def main(runtime: StepRuntime) -> None:
     """Build the scorer, load it the way Detoxify does, and measure it against Perspective."""
     spec = ToxicitySpec.model_validate(runtime.config["toxicity"])
-    records = pd.read_parquet(runtime.channel("rtp_records") / "records.parquet")
-    eval_prompts = set(pd.read_parquet(runtime.channel("rtp_prompts") / "prompts.parquet")["prompt_text"])
+    records = runtime.read_table("rtp_records", RTP_RECORDS)
+    eval_prompts = set(runtime.read_table("rtp_prompts", PROMPTS)["prompt_text"])
     train, heldout = split_records(records, eval_prompts, spec.standin)
     try:
         build_artifact(runtime, spec, train)
@@ -211,13 +210,13 @@ def main(runtime: StepRuntime) -> None:
                                                              "wordless_rule": spec.scorer == "train_standin"}))
     scored = labelled_texts(heldout).reset_index(drop=True)
     scored["detoxify_toxicity"] = score_texts(scorer, scored["text"].tolist(), spec.score_batch_size, spec.scorer)
-    scored[["text", "perspective_toxicity", "detoxify_toxicity"]].to_parquet(runtime.model_dir / HELDOUT_FILE)
+    TOXICITY_HELDOUT.write(scored[list(TOXICITY_HELDOUT.columns)], runtime.model_dir)
     auc = roc_auc(scored["perspective_toxicity"] >= 0.5, scored["detoxify_toxicity"])
     pearson, spearman = correlations(scored["perspective_toxicity"], scored["detoxify_toxicity"])
     runtime.log(f"held-out agreement with Perspective on {len(scored)} texts: ROC-AUC {auc:.3f}, "
                 f"Pearson {pearson:.3f}, Spearman {spearman:.3f}")
     probes = score_probes(scorer, spec.score_batch_size, spec.scorer)
-    probes.to_parquet(runtime.model_dir / PROBES_FILE, index=False)
+    PROBE_SCORES.write(probes, runtime.model_dir)
     worst = probes.loc[probes["detoxify_toxicity"].idxmax()]
     runtime.log(f"degenerate probes: highest score {worst['detoxify_toxicity']:.3f} for {worst['text']!r} "
                 f"(check: at most {MAX_PROBE_SCORE})")

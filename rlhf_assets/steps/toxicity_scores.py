@@ -78,9 +78,9 @@ def summary_table(summary: ToxicitySummary, scorer: str, recipe: bool) -> str:
 def main(runtime: StepRuntime) -> None:
     """Continue every prompt with both models, score the continuations, summarize with CIs."""
     spec = ToxicitySpec.model_validate(runtime.config["toxicity"])
-    prompt_set = runtime.config["prompt_set"]
+    prompt_set = runtime.config.get("prompt_set", RTP)
     recipe = prompt_set == RTP
-    prompts = PROMPTS.read(runtime.channel("prompts"))
+    prompts = runtime.read_table("prompts", PROMPTS)
     scorer_dir = runtime.channel("toxicity_model")
     if not (scorer_dir / SCORER_FILE).exists():
         raise StepInputError(f"{scorer_dir / SCORER_FILE} is missing: the channel is not a toxicity_model artifact")
