@@ -20,10 +20,10 @@ class Measured:
 
 
 def isolated_env(root: Path) -> dict[str, str]:
-    """Environment with a fresh Dagster instance, artifact store and scratch dir under `root`."""
+    """Environment with a fresh Dagster instance, artifact store, scratch dir and labeling database under `root`."""
     (root / "dagster_home").mkdir(parents=True, exist_ok=True)
     return {**os.environ, "DAGSTER_HOME": str(root / "dagster_home"), "RLHF_ARTIFACT_ROOT": str(root / "artifacts"),
-            "RLHF_SCRATCH_DIR": str(root / "scratch")}
+            "RLHF_SCRATCH_DIR": str(root / "scratch"), "RLHF_LABELING_DB": str(root / "labeling" / "labels.sqlite")}
 
 
 def run_measured(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> Measured:
