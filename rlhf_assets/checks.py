@@ -141,7 +141,7 @@ def _clean_rows_check(name: str, tables: tuple[Table, ...], columns: tuple[str, 
                                 description=f"{empty} rows with an empty field, {duplicates} duplicate rows "
                                             f"of {len(frame)}",
                                 metadata={"rows": len(frame), "empty_rows": empty, "duplicate_rows": duplicates,
-                                          "files": MetadataValue.text(", ".join(present))})
+                                          "files": MetadataValue.text(", ".join(table.file for table in present))})
 
     return check
 
