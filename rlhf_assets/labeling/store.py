@@ -342,7 +342,7 @@ class LabelStore:
 
     @staticmethod
     def _require_open(db: sqlite3.Connection, task: sqlite3.Row, annotator: str) -> None:
-        """A new label is taken only for a task of the active batch that the annotator holds a live lease on, or
+        """A new label is taken only for a task of an active (queued) batch that the annotator holds a lease on, or
         that still lacks labels (fewer than the batch's overlap) — never to over-fill a task or label one
         leased to someone else."""
         batch = db.execute("SELECT active, overlap FROM batches WHERE batch_id = ?", (task["batch_id"],)).fetchone()
