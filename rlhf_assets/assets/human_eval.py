@@ -102,8 +102,9 @@ def queue_tasks(
         context.log.info(f"queued {len(tasks)} tasks (batch {batch}, overlap {spec.overlap}) in {labeling.db_path}")
         extra["how_to_label"] = MetadataValue.md(
             f"Tasks are queued in `{labeling.db_path}`. Start the app with `rlhf-assets label --port 8080`, add "
-            "annotators with `rlhf-assets annotators add NAME`; `human_eval_results` follows when all "
-            f"{len(tasks) * spec.overlap} labels exist.")
+            f"annotators with `rlhf-assets annotators add NAME`; "
+            f"`{context.asset_key.to_user_string().replace('human_eval_tasks', 'human_eval_results')}` follows when "
+            f"all {len(tasks) * spec.overlap} labels exist.")
         job = {}
     else:
         job_name = f"rlhf-eval-{batch}"
