@@ -1,9 +1,9 @@
 """The label store: one SQLite database in WAL mode shared by the labeling app, the sensors and the results assets.
 
-WAL lets the labels-complete sensors and each policy's `human_eval_results` read while annotators write. Every write is one short
-`BEGIN IMMEDIATE` transaction, so concurrent annotators serialise on the database lock instead of losing or
-duplicating labels, and a (task, annotator) pair can hold one label only (a UNIQUE constraint, not app logic).
-Annotator tokens are stored as SHA-256 digests; the token itself is shown once, when it is created.
+WAL lets the labels-complete sensors and each policy's `human_eval_results` read while annotators write. Every
+write is one short `BEGIN IMMEDIATE` transaction, so concurrent annotators serialise on the database lock instead
+of losing or duplicating labels, and a (task, annotator) pair can hold one label only (a UNIQUE constraint, not
+app logic). Annotator tokens are stored as SHA-256 digests; the token itself is shown once, when it is created.
 """
 
 from __future__ import annotations
