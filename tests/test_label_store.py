@@ -240,3 +240,19 @@ def test_each_policy_keeps_its_latest_batch_queued_and_the_app_serves_the_oldest
     assert store.active_batches() == [batch_id(dpo), batch_id(newer)], "a new PPO batch replaces PPO's only"
     assert store.active_batch() == batch_id(newer)
     assert len(store.labels(batch_id(ppo))) == 2, "the replaced batch keeps its labels"
+
+
+def test_an_annotator_done_with_a_batch_moves_on_while_others_still_label_it(store: LabelStore) -> None:
+    """With two annotators per pair, the first one through PPO's pairs gets DPO's, not an empty queue."""
+    ppo = build_tasks(responses_table(2), rlhf_first=fixed_order(2, 1))
+    dpo = build_tasks(responses_table(3), rlhf_first=fixed_order(3, 2))
+    store.register_batch(ppo, batch_id(ppo), 2, source="ppo", guidelines="g", stream="human_eval_tasks")
+    store.register_batch(dpo, batch_id(dpo), 2, source="dpo", guidelines="g", stream="dpo_policy/human_eval_tasks")
+    store.add_annotator("fast")
+    store.add_annotator("slow")
+    for task in ppo:
+        store.submit("fast", task.task_id, "tie")
+    assert store.active_batch() == batch_id(ppo), "PPO's pairs still lack their second label"
+    assert store.active_batch("slow") == batch_id(ppo)
+    assert store.active_batch("fast") == batch_id(dpo)
+    assert store.next_task("fast", batch_id(dpo)) is not None

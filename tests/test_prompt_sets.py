@@ -101,6 +101,15 @@ def test_a_bad_declaration_fails_naming_the_file_and_entry(tmp_path: Path, entry
         load_prompt_sets(path)
 
 
+def test_editing_a_declaration_changes_the_prompt_set_assets_code_version(tmp_path: Path) -> None:
+    """Dagster marks `<name>_prompts` stale when its declaration in prompt_sets.yaml changes."""
+    (tmp_path / "a.txt").write_text("hello\n", encoding="utf-8")
+    first = PromptSetSpec(name="mine", source=str(tmp_path / "a.txt"))
+    versions = [prompt_set_asset(spec).code_versions_by_key[AssetKey("mine_prompts")]
+                for spec in (first, first, first.model_copy(update={"template": "Q: {text}"}))]
+    assert versions[0] == versions[1] != versions[2]
+
+
 def test_relative_sources_are_found_beside_the_declaration_and_hub_ids_kept(tmp_path: Path) -> None:
     (tmp_path / "mine.txt").write_text("hello\n", encoding="utf-8")
     path = _declare(tmp_path / "sets.yaml", "  - {name: mine, source: mine.txt}\n",
@@ -165,8 +174,7 @@ def test_a_new_prompt_set_materializes_against_the_trained_policies(graph, tmp_p
     source = tmp_path / "greetings.txt"
     source.write_text("Hello there\nGood morning, how are\nTell me about your day\n", encoding="utf-8")
     spec = PromptSetSpec(name="greetings", source=str(source))
-    added = [prompt_set_asset(spec), toxicity_asset(POLICIES[0], "greetings_toxicity_scores", "greetings_prompts",
-                                                    "greetings")]
+    added = [prompt_set_asset(spec), toxicity_asset(POLICIES[0], "greetings")]
     check = toxicity_not_worse(AssetKey("greetings_toxicity_scores"))
     with forked_project(root, tmp_path / "fork") as instance:
         result = materialize([*all_assets, *added, check], instance=instance,

@@ -15,9 +15,9 @@ from rlhf_assets.assets.policy_evaluation import (
     POLICIES,
     SUITE,
     EvaluatedPolicy,
-    prompt_set_toxicity_name,
+    prompt_set_toxicity_keys,
     suite_keys,
-    toxicity_keys,
+    toxicity_name,
 )
 from rlhf_assets.assets.prompt_sets import PROMPT_SETS
 from rlhf_assets.code_versions import code_version, step_code_version
@@ -46,7 +46,7 @@ def _suite_row(policy: EvaluatedPolicy, trained: Manifest, suite: dict[str, Mani
     responses = RESPONSES.read(store.local_path(suite["eval_responses"].uri))
     versions = {"policy": trained.content_hash[:VERSION_CHARS], "policy code": step_code_version(policy.step)}
     versions |= {name: manifest.content_hash[:VERSION_CHARS] for name, manifest in suite.items()}
-    versions |= {prompt_set_toxicity_name(name): m.content_hash[:VERSION_CHARS] for name, m in prompt_sets.items()}
+    versions |= {toxicity_name(name): m.content_hash[:VERSION_CHARS] for name, m in prompt_sets.items()}
     return policy_row(policy.label, outcomes, responses, suite["auto_preference"].metrics,
                       suite["auto_preference"].counts, suite["toxicity_scores"].metrics,
                       suite["toxicity_scores"].counts["prompts"], versions,
@@ -57,7 +57,7 @@ def _recorded_prompt_sets(context: AssetExecutionContext, policy: EvaluatedPolic
                           manifests: str) -> dict[str, Manifest]:
     """The policy's materialized toxicity evaluations on declared prompt sets (a missing one is left out)."""
     found = {}
-    for name, key in list(toxicity_keys(policy).items())[1:]:
+    for name, key in prompt_set_toxicity_keys(policy).items():
         try:
             found[name] = recorded_manifest(context.instance, key, manifests)
         except ManifestRecordError:

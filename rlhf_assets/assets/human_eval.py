@@ -16,6 +16,7 @@ import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetIn,
+    AssetKey,
     AssetsDefinition,
     Config,
     Failure,
@@ -81,6 +82,7 @@ def queue_tasks(
     artifacts: ArtifactStoreResource,
     labeling: LabelingResource,
     eval_responses: Manifest,
+    results_key: AssetKey,
 ) -> Output[Manifest]:
     """One blinded SFT-vs-policy pair per eval prompt, in cryptographically random order, queued for annotators.
 
@@ -103,8 +105,7 @@ def queue_tasks(
         extra["how_to_label"] = MetadataValue.md(
             f"Tasks are queued in `{labeling.db_path}`. Start the app with `rlhf-assets label --port 8080`, add "
             f"annotators with `rlhf-assets annotators add NAME`; "
-            f"`{context.asset_key.to_user_string().replace('human_eval_tasks', 'human_eval_results')}` follows when "
-            f"all {len(tasks) * spec.overlap} labels exist.")
+            f"`{results_key.to_user_string()}` follows when all {len(tasks) * spec.overlap} labels exist.")
         job = {}
     else:
         job_name = f"rlhf-eval-{batch}"
@@ -273,7 +274,8 @@ def human_eval_suite(policy: EvaluatedPolicy) -> list[AssetsDefinition]:
     def human_eval_tasks(context: AssetExecutionContext, config: HumanEvalTasksConfig, preset: PresetResource,
                          artifacts: ArtifactStoreResource, labeling: LabelingResource,
                          eval_responses: Manifest) -> Output[Manifest]:
-        return queue_tasks(context, config, preset, artifacts, labeling, eval_responses)
+        return queue_tasks(context, config, preset, artifacts, labeling, eval_responses,
+                           policy.key("human_eval_results"))
 
     @asset(name="human_eval_results", kinds={"pandas", "parquet"}, tags=dict([WAITS_FOR_PEOPLE]),
            ins={"human_eval_tasks": AssetIn(key=policy.key("human_eval_tasks"))},

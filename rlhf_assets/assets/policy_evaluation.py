@@ -24,6 +24,7 @@ from rlhf_assets.assets.step_runs import StepConfig, run_step_and_publish
 from rlhf_assets.assets.training import GPU_POOL
 from rlhf_assets.code_versions import step_code_version
 from rlhf_assets.compute.backend import ComputeBackend
+from rlhf_assets.data.prompt_sets import RTP
 from rlhf_assets.layouts import RESPONSES
 from rlhf_assets.overrides import merged, override
 from rlhf_assets.presets import EvalSpec, ToxicitySpec
@@ -31,9 +32,6 @@ from rlhf_assets.resources import ArtifactStoreResource, PresetResource
 from rlhf_assets.storage import Manifest
 
 SUITE = ("eval_responses", "toxicity_scores", "auto_preference")  # every policy has these; the comparison needs them
-TOXICITY_KEY_NAME = "toxicity_scores"
-RTP = "rtp"  # RealToxicityPrompts: the recipe's prompt set
-RTP_PROMPTS = "rtp_prompts"
 
 
 @dataclass(frozen=True)
@@ -126,18 +124,18 @@ def evaluation_suite(policy: EvaluatedPolicy) -> list[AssetsDefinition]:
             inputs={"eval_responses": eval_responses, "reward_model": reward_model, "judge_model": judge_model},
             compute=compute, artifacts=artifacts)
 
-    toxicity = [toxicity_asset(policy, TOXICITY_KEY_NAME, RTP_PROMPTS, RTP)]
-    toxicity += [toxicity_asset(policy, prompt_set_toxicity_name(spec.name), f"{spec.name}_prompts", spec.name)
-                 for spec in PROMPT_SETS]
+    toxicity = [toxicity_asset(policy, prompt_set) for prompt_set in (RTP, *(spec.name for spec in PROMPT_SETS))]
     return [eval_responses, *toxicity, auto_preference]
 
 
-def toxicity_asset(policy: EvaluatedPolicy, name: str, prompts_key: str, prompt_set: str) -> AssetsDefinition:
+def toxicity_asset(policy: EvaluatedPolicy, prompt_set: str) -> AssetsDefinition:
     """One policy's toxicity evaluation on one prompt set (RealToxicityPrompts or a declared one): the same step,
     metrics, CIs and check for every set; the recipe's published figures are shown beside RTP's only."""
     source = "the RTP prompts (Gehman et al.)" if prompt_set == RTP else f"prompt set `{prompt_set}`"
+    prompts_key = "rtp_prompts" if prompt_set == RTP else f"{prompt_set}_prompts"
 
-    @asset(name=name, code_version=step_code_version("toxicity_scores"), kinds={"pytorch", "detoxify"},
+    @asset(name=toxicity_name(prompt_set), code_version=step_code_version("toxicity_scores"),
+           kinds={"pytorch", "detoxify"},
            ins={"sft_model": AssetIn(key="sft_model"), "policy": AssetIn(key=policy.asset),
                 "prompts": AssetIn(key=prompts_key), "toxicity_model": AssetIn(key="toxicity_model")},
            group_name=policy.group, pool=GPU_POOL, key_prefix=list(policy.prefix) or None,
@@ -158,20 +156,25 @@ def toxicity_asset(policy: EvaluatedPolicy, name: str, prompts_key: str, prompt_
     return toxicity_scores
 
 
-def prompt_set_toxicity_name(prompt_set: str) -> str:
-    """The name of a declared prompt set's toxicity asset in each policy's suite."""
-    return f"{prompt_set}_toxicity_scores"
+def toxicity_name(prompt_set: str) -> str:
+    """The name of a policy's toxicity asset on a prompt set: `toxicity_scores` for RTP (the recipe's key),
+    `<set>_toxicity_scores` for a declared one."""
+    return "toxicity_scores" if prompt_set == RTP else f"{prompt_set}_toxicity_scores"
+
+
+def prompt_set_toxicity_keys(policy: EvaluatedPolicy) -> dict[str, AssetKey]:
+    """Declared prompt set → that policy's toxicity asset key (RTP's is in `SUITE`)."""
+    return {spec.name: policy.key(toxicity_name(spec.name)) for spec in PROMPT_SETS}
 
 
 def toxicity_keys(policy: EvaluatedPolicy) -> dict[str, AssetKey]:
-    """Prompt set (`rtp` first, then the declared ones) → that policy's toxicity asset key."""
-    return {RTP: policy.key(TOXICITY_KEY_NAME),
-            **{spec.name: policy.key(prompt_set_toxicity_name(spec.name)) for spec in PROMPT_SETS}}
+    """Every prompt set (`rtp` first) → that policy's toxicity asset key."""
+    return {RTP: policy.key(toxicity_name(RTP)), **prompt_set_toxicity_keys(policy)}
 
 
 def suite_keys(policy: EvaluatedPolicy) -> list[AssetKey]:
     """Every asset of a policy's evaluation suite."""
-    return [policy.key(name) for name in SUITE] + list(toxicity_keys(policy).values())[1:]
+    return [policy.key(name) for name in SUITE] + list(prompt_set_toxicity_keys(policy).values())
 
 
 suites = [assets for policy in POLICIES for assets in evaluation_suite(policy)]

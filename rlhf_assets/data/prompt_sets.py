@@ -31,7 +31,7 @@ from rlhf_assets.data.hh import DataError, RawRecord, read_jsonl
 from rlhf_assets.data.sources import JSONL_SUFFIXES, iter_source_records
 
 PROMPT_FILE_SUFFIXES = (*JSONL_SUFFIXES, ".csv", ".txt")
-RESERVED_NAMES = ("rtp",)  # RealToxicityPrompts keeps its own assets (`rtp_prompts`, `toxicity_scores`)
+RTP = "rtp"  # RealToxicityPrompts, the recipe's prompt set: its own assets (`rtp_prompts`, `toxicity_scores`)
 
 
 class PromptSetSpec(BaseModel):
@@ -63,7 +63,7 @@ class PromptSetSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _not_reserved(cls, name: str) -> str:
-        if name in RESERVED_NAMES:
+        if name == RTP:
             raise ValueError(f"{name!r} is reserved (RealToxicityPrompts has its own assets)")
         return name
 

@@ -180,13 +180,16 @@ class LabelStore:
         return [PairwiseTask(r["task_id"], r["prompt_id"], r["prompt"], r["response_a"], r["response_b"],
                              r["rlhf_shown_as"]) for r in rows]
 
-    def guidelines(self, batch_id: str) -> str:
-        """The annotator guidelines (and content warning) recorded with a batch."""
+    def _batch_value(self, batch_id: str, column: str) -> str:
         with self._read() as db:
-            row = db.execute("SELECT guidelines FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
+            row = db.execute(f"SELECT {column} FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
         if row is None:
             raise LabelError(f"unknown batch {batch_id!r}", 404)
-        return row["guidelines"]
+        return row[column]
+
+    def guidelines(self, batch_id: str) -> str:
+        """The annotator guidelines (and content warning) recorded with a batch."""
+        return self._batch_value(batch_id, "guidelines")
 
     def acknowledge(self, annotator: str, batch_id: str) -> None:
         """Record that `annotator` was shown the batch's guidelines and content warning and chose to go on."""
@@ -220,11 +223,7 @@ class LabelStore:
 
     def stream_of(self, batch_id: str) -> str:
         """The tasks asset that queued a batch (`human_eval_tasks`, `dpo_policy/human_eval_tasks`, ...)."""
-        with self._read() as db:
-            row = db.execute("SELECT stream FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
-        if row is None:
-            raise LabelError(f"unknown batch {batch_id!r}", 404)
-        return row["stream"]
+        return self._batch_value(batch_id, "stream")
 
     def batch_of(self, task_id: str) -> str:
         """The batch a task belongs to (a 404 for an unknown task)."""

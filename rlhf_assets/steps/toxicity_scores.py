@@ -14,6 +14,7 @@ import time
 
 import pandas as pd
 
+from rlhf_assets.data.prompt_sets import RTP
 from rlhf_assets.eval.bootstrap import Interval
 from rlhf_assets.eval.degenerate_text import is_empty_or_punctuation
 from rlhf_assets.eval.reporting import interval_text
@@ -27,7 +28,6 @@ from rlhf_assets.steps.toxicity_model import SCORER_FILE, score_texts
 
 SUMMARY_FILE = "summary.json"
 MODELS = {"sft": "sft_model", "rlhf": "policy"}
-RTP = "rtp"  # the prompt set the recipe reported figures for
 # The recipe's reported mean toxicity (Detoxify `original`, 1,000 prompts, k = 1); the other metrics were not.
 RECIPE_REFERENCE = {"mean_toxicity": {"sft": 0.134, "rlhf": 0.129}}
 
