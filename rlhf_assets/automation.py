@@ -31,12 +31,18 @@ from dagster import (
 
 from rlhf_assets.assets.comparison import COMPARISON_KEY
 from rlhf_assets.assets.human_eval import WAITS_FOR_PEOPLE
-from rlhf_assets.assets.policy_evaluation import POLICIES, EvaluatedPolicy, suite_keys, toxicity_keys
+from rlhf_assets.assets.policy_evaluation import (
+    POLICIES,
+    EvaluatedPolicy,
+    sft_baseline_keys,
+    suite_keys,
+    toxicity_keys,
+)
 from rlhf_assets.assets.prompt_sets import PROMPT_SETS
 from rlhf_assets.resources import LabelingResource
 
 SHARED_EVALUATION = (AssetKey("rtp_records"), AssetKey("rtp_prompts"), AssetKey("toxicity_model"),
-                     *(AssetKey(f"{spec.name}_prompts") for spec in PROMPT_SETS))
+                     *(AssetKey(f"{spec.name}_prompts") for spec in PROMPT_SETS), *sft_baseline_keys())
 DEFAULT_CRON = "0 3 * * *"
 
 evaluate_latest_policy = define_asset_job(

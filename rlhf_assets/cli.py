@@ -6,6 +6,7 @@
     rlhf-assets annotators list
     rlhf-assets progress                     labels so far in each policy's queued batch
     rlhf-assets artifact ASSET               the latest recorded manifest of ASSET and its verified directory
+    rlhf-assets workers [stop]               the warm step workers of this user (compute/warm), or stop them
 
 The labeling commands use the labeling database of the Dagster code location (`RLHF_LABELING_DB`, default
 `var/labeling/labels.sqlite`), or `--db PATH`; `artifact` reads the instance at `DAGSTER_HOME` and the store at
@@ -18,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from rlhf_assets.compute.warm.protocol import running_workers, stop_workers, worker_directory
 from rlhf_assets.labeling.app import MAX_BODY_BYTES, serve
 from rlhf_assets.labeling.store import LabelError, LabelStore
 from rlhf_assets.resources import ManifestRecordError, default_labeling_db, latest_artifact
@@ -43,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("progress", help="labels so far in each policy's queued batch")
     artifact = commands.add_parser("artifact", help="an asset's latest recorded manifest and verified directory")
     artifact.add_argument("asset", help="asset key, e.g. ppo_policy")
+    workers = commands.add_parser("workers", help="the warm step workers (they stop by themselves when idle)")
+    workers.add_argument("action", nargs="?", choices=("list", "stop"), default="list")
     return parser
 
 
@@ -51,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "artifact":
         return _show_artifact(args.asset)
+    if args.command == "workers":
+        return _workers(args.action)
     store = LabelStore(Path(args.db or default_labeling_db()))
     try:
         if args.command == "label":
@@ -81,6 +87,21 @@ def main(argv: list[str] | None = None) -> int:
     except LabelError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _workers(action: str) -> int:
+    """List or stop the warm step workers: after upgrading a library by hand, or to free their memory now."""
+    directory = worker_directory()
+    if action == "stop":
+        stopped = stop_workers(directory)
+        print(f"stopped {len(stopped)} worker(s)" + (f": {', '.join(map(str, stopped))}" if stopped else ""))
+        return 0
+    workers = running_workers(directory)
+    for pid, socket_path in workers.items():
+        print(f"pid {pid}  socket {socket_path}")
+    if not workers:
+        print(f"no warm worker running (in {directory})")
     return 0
 
 

@@ -26,6 +26,8 @@ CHECKPOINT_ENV = "RLHF_CHECKPOINT_DIR"
 STEP_ENV = "RLHF_STEP"
 NUM_PROCESSES_ENV = "RLHF_NUM_PROCESSES"
 ACCELERATE_CONFIG_ENV = "RLHF_ACCELERATE_CONFIG"
+# Set by the local backend to the Unix time it launched the step: the step reports how long it took to start.
+LAUNCHED_AT_ENV = "RLHF_STEP_LAUNCHED_AT"
 
 # How the Pipes context and messages travel: local files (default) or S3 (`s3`, set by the SageMaker backend).
 PIPES_TRANSPORT_ENV = "RLHF_PIPES_TRANSPORT"

@@ -63,12 +63,17 @@ RTP_RECORDS = Table("records.parquet", ("source_file", "source_line", "challengi
                                         "prompt_toxicity", "continuation_text", "continuation_toxicity"))
 # rtp_prompts and every declared prompt set: the texts the models continue in a toxicity evaluation
 PROMPTS = Table("prompts.parquet", ("prompt_id", "prompt_text"))
+# sft_model/eval_responses: SFT's response to each eval prompt, sampled once and shared by every policy's suite
+SFT_RESPONSES = Table("sft_responses.parquet", ("prompt_id", "prompt", "response"))
+# Beside SFT's shared samples: the sampling settings they were drawn with (JSON), which every reader must match
+SAMPLING_RECORD = "sampling.json"
 # eval_responses: SFT's and the policy's response to each eval prompt, and the policy's KL to SFT on its own
 RESPONSES = Table("responses.parquet", ("prompt_id", "prompt", "sft_response", "rlhf_response", "kl_to_sft"))
 # toxicity_model: its agreement with Perspective on held-out RTP texts, and its scores of wordless probe texts
 TOXICITY_HELDOUT = Table("heldout_scores.parquet", ("text", "perspective_toxicity", "detoxify_toxicity"))
 PROBE_SCORES = Table("degenerate_probes.parquet", ("text", "detoxify_toxicity"))
-# toxicity_scores (and each prompt set's): one row per continuation
+# toxicity_scores (and each prompt set's): one row per continuation; sft_model/toxicity_scores (and each prompt
+# set's) holds SFT's rows alone, scored once for every policy
 TOXICITY_SCORES = Table("scores.parquet", ("prompt_id", "model", "sample", "continuation", "toxicity"))
 # auto_preference: the judge's and the optimised-against reward model's scores and outcomes per prompt
 OUTCOMES = Table("outcomes.parquet", ("prompt_id", "sft_score", "rlhf_score", "sft_rm_score", "rlhf_rm_score",

@@ -18,7 +18,8 @@ from rlhf_assets.definitions import all_assets, defs
 from tests.conftest import graph_resources
 
 pytestmark = pytest.mark.integration
-SHARED = {"rtp_records", "rtp_prompts", "red_team_prompts", "toxicity_model", "policy_comparison"}
+SHARED = {"rtp_records", "rtp_prompts", "red_team_prompts", "toxicity_model", "policy_comparison",
+          "sft_model/eval_responses", "sft_model/toxicity_scores", "sft_model/red_team_toxicity_scores"}
 PPO_SUITE = {"eval_responses", "toxicity_scores", "red_team_toxicity_scores", "auto_preference"}
 DPO_SUITE = {f"dpo_policy/{name}" for name in PPO_SUITE}
 EVALUATION_ASSETS = SHARED | PPO_SUITE | DPO_SUITE

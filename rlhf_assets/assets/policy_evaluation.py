@@ -32,6 +32,7 @@ from rlhf_assets.resources import ArtifactStoreResource, PresetResource
 from rlhf_assets.storage import Manifest
 
 SUITE = ("eval_responses", "toxicity_scores", "auto_preference")  # every policy has these; the comparison needs them
+SFT_PREFIX = ("sft_model",)  # SFT's side of every comparison, sampled once: `sft_model/eval_responses`, ...
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ POLICIES = (
     EvaluatedPolicy("ppo_policy", "ppo", (), "evaluation"),
     EvaluatedPolicy("dpo_policy", "dpo", ("dpo_policy",), "dpo_policy_evaluation"),
 )
+
+
+PROMPT_SET_NAMES = (RTP, *(spec.name for spec in PROMPT_SETS))
 
 
 class SamplingConfig(StepConfig):
@@ -90,19 +94,22 @@ def evaluation_suite(policy: EvaluatedPolicy) -> list[AssetsDefinition]:
 
     @asset(name="eval_responses", code_version=step_code_version("eval_responses"), kinds={"pytorch", "parquet"},
            ins={"sft_model": AssetIn(key="sft_model"), "policy": AssetIn(key=policy.asset),
-                "eval_prompts": AssetIn(key="eval_prompts")}, **gpu,
+                "eval_prompts": AssetIn(key="eval_prompts"),
+                "sft_responses": AssetIn(key=AssetKey([*SFT_PREFIX, "eval_responses"]))}, **gpu,
            description=f"SFT and {policy.asset} responses to the held-out eval prompts (same generation settings "
-                       "and seed for both), and the policy's KL to SFT on its own responses.")
+                       "and seed for both; SFT's are sft_model/eval_responses, shared by every policy), and the "
+                       "policy's KL to SFT on its own responses.")
     def eval_responses(context: AssetExecutionContext, config: SamplingConfig, preset: PresetResource,
                        compute: ComputeBackend,
                        artifacts: ArtifactStoreResource, sft_model: Manifest, policy: Manifest,
-                       eval_prompts: Manifest) -> Output[Manifest]:
+                       eval_prompts: Manifest, sft_responses: Manifest) -> Output[Manifest]:
         chosen = preset.get()
         evaluation = merged(chosen.evaluation, config)
         return run_step_and_publish(
             context, step="eval_responses", preset=chosen, config=config,
             step_config={"evaluation": evaluation.model_dump()},
-            inputs={"sft_model": sft_model, "policy": policy, "eval_prompts": eval_prompts},
+            inputs={"sft_model": sft_model, "policy": policy, "eval_prompts": eval_prompts,
+                    "sft_responses": sft_responses},
             compute=compute, artifacts=artifacts, preview=_responses_preview)
 
     @asset(name="auto_preference", code_version=step_code_version("auto_preference"), kinds={"pytorch"},
@@ -124,7 +131,7 @@ def evaluation_suite(policy: EvaluatedPolicy) -> list[AssetsDefinition]:
             inputs={"eval_responses": eval_responses, "reward_model": reward_model, "judge_model": judge_model},
             compute=compute, artifacts=artifacts)
 
-    toxicity = [toxicity_asset(policy, prompt_set) for prompt_set in (RTP, *(spec.name for spec in PROMPT_SETS))]
+    toxicity = [toxicity_asset(policy, prompt_set) for prompt_set in PROMPT_SET_NAMES]
     return [eval_responses, *toxicity, auto_preference]
 
 
@@ -134,26 +141,76 @@ def toxicity_asset(policy: EvaluatedPolicy, prompt_set: str) -> AssetsDefinition
     source = "the RTP prompts (Gehman et al.)" if prompt_set == RTP else f"prompt set `{prompt_set}`"
     prompts_key = "rtp_prompts" if prompt_set == RTP else f"{prompt_set}_prompts"
 
+    baseline = AssetKey([*SFT_PREFIX, toxicity_name(prompt_set)])
+
     @asset(name=toxicity_name(prompt_set), code_version=step_code_version("toxicity_scores"),
            kinds={"pytorch", "detoxify"},
-           ins={"sft_model": AssetIn(key="sft_model"), "policy": AssetIn(key=policy.asset),
-                "prompts": AssetIn(key=prompts_key), "toxicity_model": AssetIn(key="toxicity_model")},
+           ins={"policy": AssetIn(key=policy.asset), "prompts": AssetIn(key=prompts_key),
+                "toxicity_model": AssetIn(key="toxicity_model"), "sft_scores": AssetIn(key=baseline)},
            group_name=policy.group, pool=GPU_POOL, key_prefix=list(policy.prefix) or None,
            description=f"Detoxify toxicity of SFT vs {policy.asset} continuations of {source}: mean toxicity, "
                        "expected maximum toxicity and toxicity probability per model and the paired difference, each "
-                       "with a bootstrap 95% CI.")
+                       f"with a bootstrap 95% CI. SFT's scored continuations are {baseline.to_user_string()}, "
+                       "shared by every policy.")
     def toxicity_scores(context: AssetExecutionContext, config: ToxicityScoresConfig,
                         preset: PresetResource, compute: ComputeBackend,
-                        artifacts: ArtifactStoreResource, sft_model: Manifest, policy: Manifest,
-                        prompts: Manifest, toxicity_model: Manifest) -> Output[Manifest]:
+                        artifacts: ArtifactStoreResource, policy: Manifest,
+                        prompts: Manifest, toxicity_model: Manifest, sft_scores: Manifest) -> Output[Manifest]:
         chosen = preset.get()
         return run_step_and_publish(
             context, step="toxicity_scores", preset=chosen, config=config,
-            step_config={"toxicity": merged(chosen.toxicity, config).model_dump(), "prompt_set": prompt_set},
-            inputs={"sft_model": sft_model, "policy": policy, "prompts": prompts, "toxicity_model": toxicity_model},
+            step_config={"toxicity": merged(chosen.toxicity, config).model_dump(), "prompt_set": prompt_set,
+                         "sft_baseline": baseline.to_user_string()},
+            inputs={"policy": policy, "prompts": prompts, "toxicity_model": toxicity_model, "sft_scores": sft_scores},
             compute=compute, artifacts=artifacts)
 
     return toxicity_scores
+
+
+def sft_baseline() -> list[AssetsDefinition]:
+    """SFT's responses to the eval prompts and its scored continuations of every prompt set: sampled once, with the
+    evaluation's settings and seed, and read by every policy's suite (which checks the settings match)."""
+    gpu = {"group_name": "evaluation", "pool": GPU_POOL, "key_prefix": list(SFT_PREFIX)}
+
+    @asset(name="eval_responses", code_version=step_code_version("sft_responses"), kinds={"pytorch", "parquet"},
+           ins={"sft_model": AssetIn(key="sft_model"), "eval_prompts": AssetIn(key="eval_prompts")}, **gpu,
+           description="SFT's responses to the held-out eval prompts, sampled once with the evaluation's settings "
+                       "and seed: the SFT side of every policy's eval_responses.")
+    def sft_eval_responses(context: AssetExecutionContext, config: SamplingConfig, preset: PresetResource,
+                           compute: ComputeBackend, artifacts: ArtifactStoreResource, sft_model: Manifest,
+                           eval_prompts: Manifest) -> Output[Manifest]:
+        chosen = preset.get()
+        return run_step_and_publish(
+            context, step="sft_responses", preset=chosen, config=config,
+            step_config={"evaluation": merged(chosen.evaluation, config).model_dump()},
+            inputs={"sft_model": sft_model, "eval_prompts": eval_prompts}, compute=compute, artifacts=artifacts)
+
+    return [sft_eval_responses, *(sft_toxicity_asset(prompt_set) for prompt_set in PROMPT_SET_NAMES)]
+
+
+def sft_toxicity_asset(prompt_set: str) -> AssetsDefinition:
+    """SFT's scored continuations of one prompt set: the SFT rows of every policy's toxicity evaluation on it."""
+    prompts_key = "rtp_prompts" if prompt_set == RTP else f"{prompt_set}_prompts"
+
+    @asset(name=toxicity_name(prompt_set), code_version=step_code_version("sft_toxicity"),
+           kinds={"pytorch", "detoxify"},
+           ins={"sft_model": AssetIn(key="sft_model"), "prompts": AssetIn(key=prompts_key),
+                "toxicity_model": AssetIn(key="toxicity_model")},
+           group_name="evaluation", pool=GPU_POOL, key_prefix=list(SFT_PREFIX),
+           description=f"SFT's k continuations of each `{prompts_key}` prompt, scored by the toxicity model, sampled "
+                       "once with the evaluation's settings and seed: the SFT side of every policy's toxicity "
+                       "evaluation on this prompt set.")
+    def sft_toxicity_scores(context: AssetExecutionContext, config: ToxicityScoresConfig, preset: PresetResource,
+                            compute: ComputeBackend, artifacts: ArtifactStoreResource, sft_model: Manifest,
+                            prompts: Manifest, toxicity_model: Manifest) -> Output[Manifest]:
+        chosen = preset.get()
+        return run_step_and_publish(
+            context, step="sft_toxicity", preset=chosen, config=config,
+            step_config={"toxicity": merged(chosen.toxicity, config).model_dump(), "prompt_set": prompt_set},
+            inputs={"sft_model": sft_model, "prompts": prompts, "toxicity_model": toxicity_model},
+            compute=compute, artifacts=artifacts)
+
+    return sft_toxicity_scores
 
 
 def toxicity_name(prompt_set: str) -> str:
@@ -177,4 +234,11 @@ def suite_keys(policy: EvaluatedPolicy) -> list[AssetKey]:
     return [policy.key(name) for name in SUITE] + list(prompt_set_toxicity_keys(policy).values())
 
 
+def sft_baseline_keys() -> list[AssetKey]:
+    """SFT's shared samples, read by every policy's suite."""
+    return [AssetKey([*SFT_PREFIX, "eval_responses"]),
+            *(AssetKey([*SFT_PREFIX, toxicity_name(prompt_set)]) for prompt_set in PROMPT_SET_NAMES)]
+
+
+baseline = sft_baseline()
 suites = [assets for policy in POLICIES for assets in evaluation_suite(policy)]

@@ -34,6 +34,7 @@ from rlhf_assets.contract import (
     CHECKPOINT_ENV,
     CONTAINER_CHECKPOINT_DIR,
     CONTAINER_ROOT,
+    LAUNCHED_AT_ENV,
     MODEL_DIR_ENV,
     OUTPUT_DATA_DIR_ENV,
     OUTPUT_DESCRIPTION_MESSAGE,
@@ -85,6 +86,7 @@ class StepRuntime:
     pipes: PipesContext | None
     reported: dict[str, Any] = field(default_factory=dict)
     verified_channels: set[str] = field(default_factory=set)
+    startup_seconds: float | None = None
 
     def channel(self, name: str) -> Path:
         """An input channel's directory (`SM_CHANNEL_<NAME>`), failing clearly when it was not provided.
@@ -157,6 +159,8 @@ class StepRuntime:
         """Report the step's metadata once, at the end; values may be plain or Pipes `{raw_value, type}`."""
         if not self.is_main_process:
             return
+        if self.startup_seconds is not None:
+            metadata = {**metadata, "step_startup_seconds": round(self.startup_seconds, 3)}
         self.reported.update(metadata)
         if self.pipes is not None:
             self.pipes.report_asset_materialization(metadata=metadata)
@@ -195,6 +199,9 @@ def run_step(main: Callable[[StepRuntime], None], argv: list[str] | None = None)
     """Run a step's `main` and turn bad input into a one-line error and exit code 2 instead of a traceback."""
     try:
         with _open_runtime(argv) as runtime:
+            runtime.startup_seconds = _seconds_since_launch()
+            if runtime.startup_seconds is not None:
+                runtime.log(f"step started {runtime.startup_seconds:.2f} s after launch")
             try:
                 main(runtime)
             except StepInputError as exc:
@@ -213,6 +220,15 @@ def run_step(main: Callable[[StepRuntime], None], argv: list[str] | None = None)
         _write_failure_reason(f"{type(exc).__name__}: {exc}")
         traceback.print_exc()
         sys.exit(1)
+
+
+def _seconds_since_launch() -> float | None:
+    """Launch to the step's first line of work (imports and Pipes set-up): what the warm worker saves."""
+    launched = os.environ.get(LAUNCHED_AT_ENV)
+    try:
+        return max(0.0, time.time() - float(launched)) if launched else None
+    except ValueError:
+        return None
 
 
 def _write_failure_reason(reason: str) -> None:

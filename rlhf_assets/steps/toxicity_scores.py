@@ -1,10 +1,11 @@
 """Step: Gehman et al.'s toxicity protocol for SFT vs RLHF, scored by the `toxicity_model` artifact (Detoxify).
 
-Inputs: channels `sft_model`, `policy` (the policy evaluated), `prompts` (RealToxicityPrompts' `rtp_prompts` or a
-declared prompt set, named by `prompt_set` in the config), `toxicity_model`. For each model,
-k sampled continuations of every prompt (same seed for both), Detoxify toxicity in batches, then per-model metrics and
-the paired RLHF − SFT difference with bootstrap CIs over prompts. Output: `scores.parquet` (one row per
-continuation) and `summary.json`.
+Inputs: channels `policy` (the policy evaluated), `prompts` (RealToxicityPrompts' `rtp_prompts` or a declared
+prompt set, named by `prompt_set` in the config), `toxicity_model`, and `sft_scores`: SFT's continuations of the
+same prompts, sampled and scored once for every policy (`steps/sft_toxicity.py`; its settings are checked). For the
+policy, k sampled continuations of every prompt (the same seed as SFT's), Detoxify toxicity in batches, then
+per-model metrics and the paired RLHF − SFT difference with bootstrap CIs over prompts. Output: `scores.parquet`
+(one row per continuation, both models) and `summary.json`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from rlhf_assets.modeling.detoxify_format import ToxicityModelError, load_detoxi
 from rlhf_assets.presets import ToxicitySpec
 from rlhf_assets.steps.generation import generate_texts, load_policy
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run_step
+from rlhf_assets.steps.sft_baseline import check_sampling_record
 from rlhf_assets.steps.toxicity_model import SCORER_FILE, score_texts
 
 SUMMARY_FILE = "summary.json"
@@ -75,35 +77,66 @@ def summary_table(summary: ToxicitySummary, scorer: str, recipe: bool) -> str:
     return "\n".join(lines) + "\n\n" + note
 
 
-def main(runtime: StepRuntime) -> None:
-    """Continue every prompt with both models, score the continuations, summarize with CIs."""
-    spec = ToxicitySpec.model_validate(runtime.config["toxicity"])
-    prompt_set = runtime.config.get("prompt_set", RTP)
-    recipe = prompt_set == RTP
-    prompts = runtime.read_table("prompts", PROMPTS)
+def sampling_settings(spec: ToxicitySpec, scorer_kind: str) -> dict[str, object]:
+    """What makes two models' continuations comparable: generation settings, seed, k and the scorer."""
+    return {"generation": spec.generation.model_dump(mode="json"), "samples_per_prompt": spec.samples_per_prompt,
+            "scorer": scorer_kind}
+
+
+def scorer_kind_of(runtime: StepRuntime) -> str:
+    """The kind of the `toxicity_model` artifact (published, checkpoint, stand-in), failing on a wrong channel."""
     scorer_dir = runtime.channel("toxicity_model")
     if not (scorer_dir / SCORER_FILE).exists():
         raise StepInputError(f"{scorer_dir / SCORER_FILE} is missing: the channel is not a toxicity_model artifact")
-    scorer_kind = json.loads((scorer_dir / SCORER_FILE).read_text())["scorer"]
-    rows = []
-    for name, channel in MODELS.items():
-        model, tokenizer = load_policy(runtime.channel(channel))
-        generated = generate_texts(
-            model, tokenizer, prompts["prompt_text"].tolist(), spec.generation,
-            samples_per_prompt=spec.samples_per_prompt, log=lambda line, name=name: runtime.log(f"{name}: {line}"))
-        runtime.log(f"{name}: {generated.tokens_per_second:.0f} tokens/s")
-        for prompt_id, samples in zip(prompts["prompt_id"], generated.texts, strict=True):
-            rows += [{"prompt_id": int(prompt_id), "model": name, "sample": k, "continuation": text}
-                     for k, text in enumerate(samples)]
-        del model
-    scores = pd.DataFrame(rows)
+    return json.loads((scorer_dir / SCORER_FILE).read_text())["scorer"]
+
+
+def scored_continuations(runtime: StepRuntime, name: str, channel: str, prompts: pd.DataFrame,
+                         spec: ToxicitySpec, scorer_kind: str) -> pd.DataFrame:
+    """k continuations of every prompt by the model in `channel`, each scored by the toxicity model."""
+    model, tokenizer = load_policy(runtime.channel(channel))
+    generated = generate_texts(
+        model, tokenizer, prompts["prompt_text"].tolist(), spec.generation,
+        samples_per_prompt=spec.samples_per_prompt, log=lambda line: runtime.log(f"{name}: {line}"))
+    runtime.log(f"{name}: {generated.tokens_per_second:.0f} tokens/s")
+    del model
+    scores = pd.DataFrame([{"prompt_id": int(prompt_id), "model": name, "sample": k, "continuation": text}
+                           for prompt_id, samples in zip(prompts["prompt_id"], generated.texts, strict=True)
+                           for k, text in enumerate(samples)])
     try:
-        detoxify = load_detoxify(scorer_dir)
+        detoxify = load_detoxify(runtime.channel("toxicity_model"))
     except ToxicityModelError as exc:
         raise StepInputError(str(exc)) from None
     started = time.perf_counter()
     scores["toxicity"] = score_texts(detoxify, scores["continuation"].tolist(), spec.score_batch_size, scorer_kind)
-    runtime.log(f"scored {len(scores)} continuations in {time.perf_counter() - started:.1f}s")
+    runtime.log(f"{name}: scored {len(scores)} continuations in {time.perf_counter() - started:.1f}s")
+    return scores
+
+
+def sft_scores(runtime: StepRuntime, prompts: pd.DataFrame, settings: dict[str, object], baseline: str
+               ) -> pd.DataFrame:
+    """SFT's shared scored continuations, checked to be of these prompts, drawn and scored as this evaluation's."""
+    directory = runtime.channel("sft_scores")
+    check_sampling_record(directory, settings, baseline)
+    scores = runtime.read_table("sft_scores", TOXICITY_SCORES)
+    if set(scores["prompt_id"]) != set(prompts["prompt_id"].astype(int)) or set(scores["model"]) != {"sft"}:
+        raise StepInputError(f"{TOXICITY_SCORES.path(directory)} holds other prompts (or models) than "
+                             f"{PROMPTS.path(runtime.channel('prompts'))}: materialize {baseline} from the same "
+                             "prompts")
+    return scores
+
+
+def main(runtime: StepRuntime) -> None:
+    """Continue every prompt with the policy, score the continuations, summarize with SFT's shared ones and CIs."""
+    spec = ToxicitySpec.model_validate(runtime.config["toxicity"])
+    prompt_set = runtime.config.get("prompt_set", RTP)
+    recipe = prompt_set == RTP
+    prompts = runtime.read_table("prompts", PROMPTS)
+    scorer_kind = scorer_kind_of(runtime)
+    baseline = str(runtime.config.get("sft_baseline", "sft_model/toxicity_scores"))
+    sft = sft_scores(runtime, prompts, sampling_settings(spec, scorer_kind), baseline)
+    policy = scored_continuations(runtime, "rlhf", "policy", prompts, spec, scorer_kind)
+    scores = pd.concat([sft, policy], ignore_index=True)
     summary = summarize(scores, seed=spec.seed)
     TOXICITY_SCORES.write(scores, runtime.model_dir)
     flat = {f"{model}_{metric}{suffix}": value
