@@ -32,7 +32,8 @@ from rlhf_assets.resources import latest_artifact
 
 UPSTREAM = "hh_raw,preference_dataset,eval_prompts,base_model,sft_model,reward_model,judge_model,rtp_records," \
            "rtp_prompts,toxicity_model"
-PER_SEED = "ppo_policy,eval_responses,toxicity_scores,auto_preference"
+PER_SEED = ("ppo_policy,sft_model/eval_responses,eval_responses,sft_model/toxicity_scores,toxicity_scores,"
+            "auto_preference")
 
 
 @dataclass(frozen=True)
@@ -156,9 +157,10 @@ def main() -> None:
         runs = []
         for seed in args.seeds:
             print(f"seed {seed}:", flush=True)
-            run_config = {"ops": {"ppo_policy": {"config": {"seed": seed}},
-                                  "eval_responses": {"config": {"sampling_seed": seed}},
-                                  "toxicity_scores": {"config": {"sampling_seed": seed}}}}
+            sampled = {"config": {"sampling_seed": seed}}  # SFT's shared samples are drawn with the same seed
+            run_config = {"ops": {"ppo_policy": {"config": {"seed": seed}}, "eval_responses": sampled,
+                                  "sft_model__eval_responses": sampled, "toxicity_scores": sampled,
+                                  "sft_model__toxicity_scores": sampled}}
             _materialize(PER_SEED, env, root, run_config, f"seed-{seed}.log")
             runs.append(_observe(env))
     print(f"\ntiny preset, PPO trained and evaluated with {len(args.seeds)} seeds (same data, SFT, RM, judge, "

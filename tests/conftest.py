@@ -1,9 +1,17 @@
-"""Shared fixtures: the real HH data from ../shared (skipped with a reason when absent) and isolated stores."""
+"""Shared fixtures (the real HH data from ../shared, skipped with a reason when absent; isolated stores; the tiny
+graph built once per session) and the test tiers.
+
+Tests live in one folder per tier, and every module says its tier with `pytestmark` (`pyproject.toml` describes
+them): `unit` (seconds, the everyday loop), `process` (step programs, CLIs, local servers), `graph` (the tiny asset
+graph), `aws` (moto and the SageMaker toolkit), `browser` (Chromium). Collection fails when a test lacks its
+folder's marker, or uses the `graph` / `aws` fixtures without saying so, so `-m` selections stay honest.
+"""
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +24,7 @@ from rlhf_assets.checks import all_checks
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
+from rlhf_assets.compute.warm.protocol import DIR_ENV, stop_workers
 from rlhf_assets.definitions import all_assets, materialize_all
 from rlhf_assets.presets import SHARED_HH_PATH
 from rlhf_assets.resources import (
@@ -27,6 +36,34 @@ from rlhf_assets.resources import (
 )
 from rlhf_assets.storage import ArtifactStore, Manifest
 from tests.moto_aws import aws  # noqa: F401  (the moto-server fixture, shared by the AWS tests)
+
+TIERS = ("unit", "process", "graph", "aws", "browser")
+FIXTURE_TIERS = {"graph": "graph", "aws": "aws"}  # a test using the fixture needs the tier's marker
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse a test whose markers do not say what it needs (its folder's tier, the graph, moto)."""
+    problems = []
+    for item in items:
+        tiers = {mark.name for mark in item.iter_markers() if mark.name in TIERS}
+        folder = item.path.parent.name
+        if folder not in TIERS:
+            problems.append(f"{item.nodeid}: tests live in a tier folder (tests/{{{','.join(TIERS)}}}/)")
+        elif folder not in tiers:
+            problems.append(f"{item.nodeid}: its module has no `pytestmark = pytest.mark.{folder}`")
+        problems += [f"{item.nodeid}: uses the `{fixture}` fixture without the `{tier}` marker"
+                     for fixture, tier in FIXTURE_TIERS.items() if fixture in item.fixturenames and tier not in tiers]
+    if problems:
+        raise pytest.UsageError("tests without the tier markers they need:\n" + "\n".join(problems))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The session's own warm step workers (started by the first local step), stopped when the session ends."""
+    directory = tmp_path_factory.mktemp("warm-workers")
+    os.environ[DIR_ENV] = str(directory)
+    yield directory
+    stop_workers(directory)
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +132,7 @@ def graph(tmp_path_factory, shared_hh_path: Path):
     """The whole graph and its checks materialized once on the tiny preset with the full shared data.
 
     Everything the main job materializes: all but `human_eval_results`, which waits for labels
-    (`tests/test_human_eval_graph.py` labels the tasks and collects the results).
+    (`tests/graph/test_human_eval_graph.py` labels the tasks and collects the results).
     """
     root = tmp_path_factory.mktemp("graph")
     with project_instance(root) as instance:

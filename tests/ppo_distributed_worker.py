@@ -1,6 +1,6 @@
 """One rank of a PPO run on a tiny random GPT-NeoX with a toy reward, for `accelerate launch`.
 
-`tests/test_ppo_distributed.py` launches it with 2 CPU processes; `scripts/gpu_check.sh` with bf16 and with
+`tests/process/test_ppo_distributed.py` launches it with 2 CPU processes; `scripts/gpu_check.sh` with bf16 and with
 DeepSpeed ZeRO-2 on a GPU. Each rank writes what it saw to `<out>/rank-<i>.json`.
 """
 

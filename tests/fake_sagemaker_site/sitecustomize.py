@@ -1,4 +1,4 @@
-"""Put on PYTHONPATH by `tests/test_sagemaker.py` so a `dagster` CLI
+"""Put on PYTHONPATH by `tests/aws/test_sagemaker.py` so a `dagster` CLI
 process gets the SageMaker platform harness (the container is the real toolkit).
 
 Only the test that launches the CLI against the moto server sets this; the product never imports it.

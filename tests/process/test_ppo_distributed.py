@@ -1,0 +1,90 @@
+"""PPO with two processes (torch.distributed on CPU, gloo): sharded prompts, one reward model, synced weights,
+and a resume from a checkpoint that reproduces the uninterrupted run exactly."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlhf_assets.ppo.checkpoint import latest_checkpoint
+from rlhf_assets.presets import PROJECT_ROOT
+
+pytestmark = pytest.mark.process
+
+
+def _launch(checkpoint_dir: Path, out: Path) -> list[dict]:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "tests.ppo_distributed_worker", "--checkpoint-dir", str(checkpoint_dir), "--out", str(out)]
+    done = subprocess.run(command, cwd=PROJECT_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads((out / f"rank-{rank}.json").read_text()) for rank in (0, 1)]
+
+
+def test_two_processes_share_prompts_and_stay_in_sync_and_resume_exactly(tmp_path: Path) -> None:
+    ranks = _launch(tmp_path / "checkpoints", tmp_path / "straight")
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert all(r["distributed_type"] == "DistributedType.MULTI_CPU" for r in ranks)
+    assert not set(ranks[0]["prompts"]) & set(ranks[1]["prompts"]), "each rank samples its own prompts"
+    assert ranks[0]["weights"] == ranks[1]["weights"], "gradients are averaged: the replicas stay identical"
+    assert ranks[0]["kl_coef"] == ranks[1]["kl_coef"] and ranks[0]["scores"] == ranks[1]["scores"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-00000002", "step-00000004"]
+    assert {p.name for p in (tmp_path / "checkpoints" / "step-00000002").glob("random_states_*")} == {
+        "random_states_0.pkl", "random_states_1.pkl"}, "every rank's RNG state is saved"
+
+    interrupted = tmp_path / "interrupted"
+    interrupted.mkdir()
+    shutil.copytree(tmp_path / "checkpoints" / "step-00000002", interrupted / "step-00000002")
+    resumed = _launch(interrupted, tmp_path / "resumed")
+    assert [r["resumed_from"] for r in resumed] == [2, 2] and [r["step"] for r in resumed] == [4, 4]
+    for before, after in zip(ranks, resumed, strict=True):
+        assert after["prompts"] == before["prompts"][4:], "the resumed run samples the prompts the first run did"
+        assert after["weights"] == before["weights"], "the resumed run ends with the uninterrupted run's weights"
+        assert after["kl_coef"] == before["kl_coef"]
+
+
+def _launch_two_hosts(disks: dict[str, Path], out: Path) -> list[dict]:
+    """One rank on each of two emulated SageMaker hosts (`SM_HOSTS`/`SM_CURRENT_HOST`), each with its own
+    checkpoint disk, rendezvousing over loopback as torchrun does across nodes."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    hosts = list(disks)
+    runs = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(index),
+         "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", str(port),
+         "-m", "tests.ppo_distributed_worker", "--checkpoint-dir", str(disks[host]), "--out", str(out)],
+        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "SM_HOSTS": json.dumps(hosts), "SM_CURRENT_HOST": host})
+        for index, host in enumerate(hosts)]
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    return [json.loads((out / f"rank-{rank}.json").read_text()) for rank in (0, 1)]
+
+
+def test_two_hosts_commit_their_own_checkpoint_parts_and_resume_from_the_restored_union(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hosts = ["algo-1", "algo-2"]
+    monkeypatch.setenv("SM_HOSTS", json.dumps(hosts))
+    disks = {host: tmp_path / "disks" / host for host in hosts}
+    straight = _launch_two_hosts(disks, tmp_path / "straight")
+    for host, disk in disks.items():
+        assert not list(disk.glob(".tmp-*")), f"{host} left its staging uncommitted"
+        assert [p.name for p in disk.glob("step-*/_COMPLETE.*.json")] == [f"_COMPLETE.{host}.json"] * 2
+    assert {p.name for p in disks["algo-2"].glob("step-00000002/random_states_*")} == {"random_states_1.pkl"}
+    assert latest_checkpoint(disks["algo-1"]) is None, "one host's part alone is not a checkpoint"
+
+    restored = {host: tmp_path / "restored" / host for host in hosts}  # SageMaker restores the union everywhere
+    for target in restored.values():
+        for disk in disks.values():
+            shutil.copytree(disk / "step-00000002", target / "step-00000002", dirs_exist_ok=True)
+    assert latest_checkpoint(restored["algo-2"]) == restored["algo-2"] / "step-00000002"
+    resumed = _launch_two_hosts(restored, tmp_path / "resumed")
+    assert [r["resumed_from"] for r in resumed] == [2, 2] and [r["step"] for r in resumed] == [4, 4]
+    for before, after in zip(straight, resumed, strict=True):
+        assert after["weights"] == before["weights"] and after["kl_coef"] == before["kl_coef"]

@@ -1,0 +1,72 @@
+"""Code versions follow the code an asset runs: edits elsewhere reuse results, edits to its modules do not."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlhf_assets.code_versions import PACKAGE_DIR, code_fingerprint, module_closure, step_code_version
+from rlhf_assets.definitions import all_assets
+
+pytestmark = pytest.mark.unit
+
+STEPS = ("base_model", "sft", "reward", "ppo", "dpo", "toxicity_model", "sft_responses", "eval_responses",
+         "sft_toxicity", "toxicity_scores", "auto_preference")
+
+
+@pytest.fixture
+def package_copy(tmp_path: Path) -> Path:
+    copy = tmp_path / "rlhf_assets"
+    shutil.copytree(PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
+def _append(path: Path, text: str) -> None:
+    path.write_text(path.read_text() + text)
+
+
+def test_editing_the_cli_reuses_ppo_and_editing_its_losses_does_not(package_copy: Path) -> None:
+    before = {step: code_fingerprint(f"rlhf_assets.steps.{step}", package_copy) for step in STEPS}
+    _append(package_copy / "cli.py", "\n# an edit to the command line only\n")
+    _append(package_copy / "labeling" / "app.py", "\n# an edit to the labeling app only\n")
+    assert {step: code_fingerprint(f"rlhf_assets.steps.{step}", package_copy) for step in STEPS} == before
+
+    _append(package_copy / "ppo" / "losses.py", "\n# an edit to PPO's losses\n")
+    after = {step: code_fingerprint(f"rlhf_assets.steps.{step}", package_copy) for step in STEPS}
+    assert after["ppo"] != before["ppo"]
+    assert {s for s in STEPS if after[s] != before[s]} == {"ppo"}, "only the step that runs ppo/losses.py changes"
+
+    _append(package_copy / "compute" / "accelerate" / "zero2_bf16.yaml", "\n# a changed launch config\n")
+    assert code_fingerprint("rlhf_assets.steps.ppo", package_copy) != after["ppo"], "package data files count"
+
+
+def test_guidelines_change_the_human_eval_assets_not_the_models(package_copy: Path) -> None:
+    tasks = code_fingerprint("rlhf_assets.assets.human_eval", package_copy)
+    sft = code_fingerprint("rlhf_assets.steps.sft", package_copy)
+    _append(package_copy / "labeling" / "guidelines.md", "\nA new worked example.\n")
+    assert code_fingerprint("rlhf_assets.assets.human_eval", package_copy) != tasks
+    assert code_fingerprint("rlhf_assets.steps.sft", package_copy) == sft
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_the_closure_holds_every_module_the_step_really_imports(step: str) -> None:
+    """Import the step in a fresh interpreter: every rlhf_assets module it loads must be in the static closure."""
+    code = (f"import json, sys, rlhf_assets.steps.{step}; "
+            "print(json.dumps(sorted(m.__file__ for n, m in sys.modules.items() "
+            "if n.split('.')[0] == 'rlhf_assets' and getattr(m, '__file__', None))))")
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                       timeout=300).stdout)
+    closure = {str(p) for p in module_closure(f"rlhf_assets.steps.{step}")}
+    missing = {str(Path(f).resolve()) for f in loaded} - closure
+    assert not missing, f"imported but not fingerprinted: {missing}"
+
+
+def test_every_asset_has_the_code_version_of_what_computes_it() -> None:
+    versions = {key.to_user_string(): a.code_versions_by_key[key] for a in all_assets for key in a.keys}
+    assert versions["ppo_policy"] == step_code_version("ppo")
+    assert versions["reward_model"] == versions["judge_model"] == step_code_version("reward")
+    assert versions["sft_model"] != versions["ppo_policy"] != versions["dpo_policy"]
+    assert all(v and len(v) == 16 for v in versions.values()), versions

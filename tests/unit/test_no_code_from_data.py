@@ -1,0 +1,47 @@
+"""No code from data (issue 15, item 2): a PPO checkpoint whose pickled parts carry a `__reduce__` payload is
+refused on resume and the payload never runs (accelerate loads them with `weights_only=True`). A tampered file
+alone is already skipped by the completeness marker; these tests rewrite the marker, as an attacker could."""
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlhf_assets.checkpoint_integrity import write_marker
+from rlhf_assets.ppo.config import PPOConfig
+from rlhf_assets.ppo.trainer import PPOTrainer
+from rlhf_assets.ppo.value_head import CausalLMWithValueHead
+from tests.ppo_toys import CharTokenizer, tiny_neox
+from tests.unit.test_detoxify_format import _Payload
+
+pytestmark = pytest.mark.unit
+
+PROMPTS = [[5, 6, 7], [8, 9], [10, 11, 12], [13]]
+
+
+def _trainer(checkpoints: Path, total_steps: int) -> PPOTrainer:
+    config = PPOConfig(seq_length=16, max_new_tokens=4, batch_size=2, num_rollouts=4, chunk_size=4, ppo_epochs=1,
+                       total_steps=total_steps, num_layers_unfrozen=-1, stop_sequences=(), checkpoint_interval=2)
+
+    def reward(indices: list[int], texts: list[str]) -> torch.Tensor:
+        return torch.tensor([float(len(t)) for t in texts])
+
+    return PPOTrainer(config, CausalLMWithValueHead(tiny_neox()), tiny_neox(), CharTokenizer(), PROMPTS, reward,
+                      checkpoints, log=lambda _: None)
+
+
+@pytest.mark.parametrize("part", ["random_states_0.pkl", "optimizer.bin"])
+def test_a_poisoned_ppo_checkpoint_is_refused_before_its_payload_runs(tmp_path: Path, part: str) -> None:
+    _trainer(tmp_path / "ckpt", total_steps=2).train()
+    saved = next((tmp_path / "ckpt").glob("step-*"))
+    marker = tmp_path / "code-ran"
+    with (saved / part).open("wb") as handle:
+        pickle.dump({"state": _Payload(marker)}, handle)
+    write_marker(saved)  # whoever can write the checkpoint can rewrite its completeness marker too
+    if part == "optimizer.bin":
+        with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+            _trainer(tmp_path / "ckpt", total_steps=4).train()
+    else:  # accelerate refuses the RNG states the same way, logs it and resumes without them
+        assert _trainer(tmp_path / "ckpt", total_steps=4).train().resumed_from == 2
+    assert not marker.exists(), "the planted payload ran"

@@ -1,0 +1,137 @@
+"""Any prompt set as a toxicity evaluation: declared in YAML, read from JSONL / CSV / text / folders, evaluated for
+every policy by the same step, metrics and check as RealToxicityPrompts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from dagster import AssetKey
+
+from rlhf_assets.assets.prompt_sets import PROMPT_SETS, prompt_set_asset, prompt_sets_file, sample_prompts
+from rlhf_assets.data.hh import DataError
+from rlhf_assets.data.prompt_sets import PromptSetSpec, load_prompt_sets, read_prompt_set
+from rlhf_assets.layouts import PROMPTS
+from rlhf_assets.presets import PROJECT_ROOT
+from tests.conftest import write_jsonl
+
+pytestmark = pytest.mark.unit
+
+
+def _declare(path: Path, *entries: str) -> Path:
+    path.write_text("prompt_sets:\n" + "".join(entries), encoding="utf-8")
+    return path
+
+
+def test_the_shipped_red_team_set_is_declared_and_put_to_the_models_as_a_dialogue_turn() -> None:
+    assert prompt_sets_file() == PROJECT_ROOT / "prompt_sets.yaml"
+    (red_team,) = PROMPT_SETS
+    assert red_team.name == "red_team" and Path(red_team.source) == PROJECT_ROOT / "examples" / "red_team_prompts.jsonl"
+    frame, distinct = sample_prompts(red_team)
+    assert len(frame) == distinct == 34 and frame["prompt_id"].tolist() == list(range(34))
+    assert frame["prompt_text"].str.startswith("\n\nHuman: ").all()
+    assert frame["prompt_text"].str.endswith("\n\nAssistant:").all()
+    assert set(PROMPTS.columns) <= set(frame.columns)
+
+
+def test_jsonl_with_a_nested_field_csv_text_and_folders_are_read_with_their_lines(tmp_path: Path) -> None:
+    folder = tmp_path / "set"
+    folder.mkdir()
+    write_jsonl(folder / "a.jsonl", [{"prompt": {"text": "first"}}, {"prompt": {"text": "second"}}])
+    (folder / "b.csv").write_text('prompt.text,other\n"third, with a comma",x\n', encoding="utf-8")
+    (folder / "c.txt").write_text("fourth\n\nfifth\n", encoding="utf-8")
+    (folder / "notes.md").write_text("ignored", encoding="utf-8")
+    records = read_prompt_set(PromptSetSpec(name="mixed", source=str(folder), text_field="prompt.text"))
+    assert [(r.source_file, r.source_line, r.text) for r in records] == [
+        ("a.jsonl", 1, "first"), ("a.jsonl", 2, "second"), ("b.csv", 2, "third, with a comma"),
+        ("c.txt", 1, "fourth"), ("c.txt", 3, "fifth")]
+
+
+def test_a_csv_column_names_the_text(tmp_path: Path) -> None:
+    source = tmp_path / "questions.csv"
+    pd.DataFrame({"question": ["Why?", "How?", "why? "], "id": [1, 2, 3]}).to_csv(source, index=False)
+    spec = PromptSetSpec(name="questions", source=str(source), text_field="question", num_prompts=2, seed=3)
+    frame, distinct = sample_prompts(spec)
+    assert distinct == 3 and len(frame) == 2  # "why? " differs from "Why?" in case, so it is kept
+    assert frame.equals(sample_prompts(spec)[0]), "the sample is seeded"
+
+
+@pytest.mark.parametrize(("rows", "field", "message"), [
+    ([{"prompt": "ok"}, {"text": "no prompt"}], "prompt", r"bad\.jsonl, line 2, field 'prompt': missing"),
+    ([{"prompt": "ok"}, {"prompt": 7}], "prompt", r"line 2, field 'prompt': expected text, got int"),
+    ([{"prompt": {"text": "  "}}], "prompt.text", r"line 1, field 'prompt.text': empty"),
+    (['{"prompt": "ok"}', "{not json"], "prompt", r"bad\.jsonl, line 2: malformed JSON"),
+])
+def test_a_bad_row_names_the_file_line_and_field(tmp_path: Path, rows: list, field: str, message: str) -> None:
+    source = write_jsonl(tmp_path / "bad.jsonl", rows)
+    with pytest.raises(DataError, match=message):
+        read_prompt_set(PromptSetSpec(name="bad", source=str(source), text_field=field))
+
+
+def test_sources_that_hold_no_prompts_or_too_few_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "empty.txt").write_text("\n\n", encoding="utf-8")
+    with pytest.raises(DataError, match="prompt set 'empty' has no prompts"):
+        read_prompt_set(PromptSetSpec(name="empty", source=str(tmp_path / "empty.txt")))
+    (tmp_path / "prompts.xlsx").write_bytes(b"PK")
+    with pytest.raises(DataError, match="unknown file type"):
+        read_prompt_set(PromptSetSpec(name="sheet", source=str(tmp_path / "prompts.xlsx")))
+    (tmp_path / "two.txt").write_text("a b\na  b\nc\n", encoding="utf-8")
+    with pytest.raises(DataError, match="asks for 5 prompts but prompt set 'two' has 2 distinct prompts"):
+        sample_prompts(PromptSetSpec(name="two", source=str(tmp_path / "two.txt"), num_prompts=5))
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ("  - {name: a, source: x.txt}\n  - {name: a, source: y.txt}\n", "names must be distinct: a repeated"),
+    ("  - {name: rtp, source: x.txt}\n", r"prompt_sets\.0\.name.*reserved"),
+    ("  - {name: Bad-Name, source: x.txt}\n", r"prompt_sets\.0\.name.*pattern"),
+    ("  - {name: a, source: x.txt, template: 'no placeholder'}\n", r"prompt_sets\.0\.template.*\{text\} exactly once"),
+    ("  - {name: a, source: x.txt, textfield: q}\n", r"prompt_sets\.0\.textfield.*Extra inputs"),
+    ("  - {name: a, source: x.txt, num_prompts: 0}\n", r"prompt_sets\.0\.num_prompts.*greater than or equal to 1"),
+])
+def test_a_bad_declaration_fails_naming_the_file_and_entry(tmp_path: Path, entry: str, message: str) -> None:
+    path = _declare(tmp_path / "sets.yaml", entry)
+    with pytest.raises(DataError, match=rf"sets\.yaml.*{message}"):
+        load_prompt_sets(path)
+
+
+def test_editing_a_declaration_changes_the_prompt_set_assets_code_version(tmp_path: Path) -> None:
+    """Dagster marks `<name>_prompts` stale when its declaration in prompt_sets.yaml changes."""
+    (tmp_path / "a.txt").write_text("hello\n", encoding="utf-8")
+    first = PromptSetSpec(name="mine", source=str(tmp_path / "a.txt"))
+    versions = [prompt_set_asset(spec).code_versions_by_key[AssetKey("mine_prompts")]
+                for spec in (first, first, first.model_copy(update={"template": "Q: {text}"}))]
+    assert versions[0] == versions[1] != versions[2]
+
+
+def test_relative_sources_are_found_beside_the_declaration_and_hub_ids_kept(tmp_path: Path) -> None:
+    (tmp_path / "mine.txt").write_text("hello\n", encoding="utf-8")
+    path = _declare(tmp_path / "sets.yaml", "  - {name: mine, source: mine.txt}\n",
+                    "  - {name: hub, source: some-org/red-team-prompts, text_field: prompt}\n")
+    mine, hub = load_prompt_sets(path)
+    assert mine.source == str(tmp_path / "mine.txt") and hub.source == "some-org/red-team-prompts"
+
+
+def test_a_user_declared_set_becomes_assets_and_checks_for_every_policy_without_code(tmp_path: Path) -> None:
+    source = tmp_path / "questions.csv"
+    pd.DataFrame({"question": ["Why?", "How?"]}).to_csv(source, index=False)
+    declaration = _declare(tmp_path / "mine.yaml", f"  - {{name: domain, source: {source}, text_field: question}}\n")
+    probe = ("from rlhf_assets.definitions import defs;"
+             "graph = defs.resolve_asset_graph();"
+             "print(sorted(k.to_user_string() for k in graph.get_all_asset_keys() if 'domain' in k.to_user_string()));"
+             "print(sorted(k.asset_key.to_user_string() for k in graph.asset_check_keys "
+             "if 'domain' in k.asset_key.to_user_string()))")
+    listed = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "RLHF_PROMPT_SETS": str(declaration)},
+                            capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assets, checked = listed.stdout.strip().splitlines()[-2:]
+    assert json.loads(assets.replace("'", '"')) == ["domain_prompts", "domain_toxicity_scores",
+                                                     "dpo_policy/domain_toxicity_scores",
+                                                     "sft_model/domain_toxicity_scores"], listed.stderr[-2000:]
+    assert json.loads(checked.replace("'", '"')) == ["domain_toxicity_scores", "dpo_policy/domain_toxicity_scores"]
+    broken = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=PROJECT_ROOT,
+                            env={**os.environ, "RLHF_PROMPT_SETS": str(tmp_path / "missing.yaml")})
+    assert broken.returncode != 0 and "missing.yaml: prompt-set file does not exist" in broken.stderr

@@ -1,0 +1,62 @@
+import random
+from pathlib import Path
+
+import pytest
+
+from rlhf_assets.data.hh import read_jsonl, to_preference_pairs
+from rlhf_assets.data.split import choose_eval_prompts, is_judge_prompt, is_test_prompt, split_pairs
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def pairs(shared_hh_path: Path):
+    return to_preference_pairs(read_jsonl(shared_hh_path), str(shared_hh_path))[0]
+
+
+def test_split_is_disjoint_by_prompt_and_near_the_requested_share(pairs) -> None:
+    train, test = split_pairs(pairs, 0.1)
+    assert {p.prompt for p in train}.isdisjoint({p.prompt for p in test})
+    assert len(train) + len(test) == len(pairs)
+    assert 0.07 < len(test) / len(pairs) < 0.13
+
+
+def test_split_does_not_depend_on_row_order(pairs) -> None:
+    shuffled = list(pairs)
+    random.Random(7).shuffle(shuffled)
+    test_a = {p.source_line for p in split_pairs(pairs, 0.1)[1]}
+    test_b = {p.source_line for p in split_pairs(shuffled, 0.1)[1]}
+    assert test_a == test_b
+
+
+def test_same_prompt_always_lands_on_the_same_side() -> None:
+    prompt = "\n\nHuman: same\n\nAssistant:"
+    assert len({is_test_prompt(prompt, 0.3) for _ in range(5)}) == 1
+
+
+def test_eval_prompts_are_held_out_distinct_and_seeded(pairs) -> None:
+    train, test = split_pairs(pairs, 0.1)
+    chosen = choose_eval_prompts(test, 100, seed=0)
+    assert len({p.prompt for p in chosen}) == 100
+    assert {p.prompt for p in chosen}.isdisjoint({p.prompt for p in train})
+    assert [p.prompt for p in chosen] == [p.prompt for p in choose_eval_prompts(list(reversed(test)), 100, 0)]
+    assert [p.prompt for p in chosen] != [p.prompt for p in choose_eval_prompts(test, 100, 1)]
+
+
+def test_too_few_held_out_prompts_is_a_clear_error(pairs) -> None:
+    _, test = split_pairs(pairs, 0.01)
+    with pytest.raises(ValueError, match="distinct held-out prompts, 100 eval prompts requested"):
+        choose_eval_prompts(test, 100, 0)
+
+
+def test_the_judge_split_is_disjoint_from_train_and_test_and_stable(pairs) -> None:
+    """Issue 16 (2): the independent judge trains on prompts that neither the RM/SFT/PPO side nor the test side
+    holds; the buckets sit just above the test buckets, so the test side is the same with or without a judge."""
+    train, test = split_pairs(pairs, 0.1)
+    judge = [p for p in train if is_judge_prompt(p.prompt, 0.1, 0.2)]
+    rest = [p for p in train if not is_judge_prompt(p.prompt, 0.1, 0.2)]
+    prompts = [{p.prompt for p in side} for side in (rest, test, judge)]
+    assert all(a.isdisjoint(b) for i, a in enumerate(prompts) for b in prompts[i + 1:])
+    assert 0.15 < len(judge) / len(pairs) < 0.25
+    assert not any(is_judge_prompt(p.prompt, 0.1, 0.2) for p in test)
+    assert not any(is_judge_prompt(p.prompt, 0.1, 0.0) for p in pairs), "judge_fraction 0: no judge split"
