@@ -56,8 +56,7 @@ def preload() -> list[str]:
         except Exception as error:  # a step that cannot import here still runs (and fails) in its own child
             log(f"could not preload {STEPS_PACKAGE}.{module.name}: {type(error).__name__}: {error}")
     for name in [name for name in sys.modules if name == PACKAGE or name.startswith(f"{PACKAGE}.")]:
-        if name != __name__ and not name.startswith("rlhf_assets.compute.warm"):
-            del sys.modules[name]
+        del sys.modules[name]  # this loop's own functions keep working: they hold their modules' globals
     return sorted({name.split(".")[0] for name in sys.modules})
 
 
