@@ -11,6 +11,8 @@ from pathlib import Path
 
 import psutil
 
+from rlhf_assets.compute.warm.protocol import DIR_ENV, running_workers
+
 
 @dataclass(frozen=True)
 class Measured:
@@ -20,14 +22,31 @@ class Measured:
 
 
 def isolated_env(root: Path) -> dict[str, str]:
-    """Environment with a fresh Dagster instance, artifact store, scratch dir and labeling database under `root`."""
+    """Environment with a fresh Dagster instance, artifact store, scratch dir, labeling database and warm step
+    worker under `root` (so a measured run pays for starting its own worker)."""
     (root / "dagster_home").mkdir(parents=True, exist_ok=True)
     return {**os.environ, "DAGSTER_HOME": str(root / "dagster_home"), "RLHF_ARTIFACT_ROOT": str(root / "artifacts"),
-            "RLHF_SCRATCH_DIR": str(root / "scratch"), "RLHF_LABELING_DB": str(root / "labeling" / "labels.sqlite")}
+            "RLHF_SCRATCH_DIR": str(root / "scratch"), "RLHF_LABELING_DB": str(root / "labeling" / "labels.sqlite"),
+            DIR_ENV: str(root / "warm-workers")}
+
+
+def _worker_roots(env: dict[str, str]) -> list[psutil.Process]:
+    """The warm workers a measured command started (they run in their own session, outside its process tree)."""
+    directory = env.get(DIR_ENV)
+    if not directory or not Path(directory).is_dir():
+        return []
+    found = []
+    for pid in running_workers(Path(directory)):
+        try:
+            found.append(psutil.Process(pid))
+        except psutil.Error:
+            continue
+    return found
 
 
 def run_measured(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> Measured:
-    """Run a command, sampling the summed RSS of its whole process tree every 100 ms."""
+    """Run a command, sampling the summed RSS of its whole process tree (and of the warm worker with its forked
+    steps) every 100 ms. Summed RSS counts pages a forked step shares with the worker twice: an upper bound."""
     peak = 0
     with log.open("w") as out:
         started = time.perf_counter()
@@ -39,7 +58,8 @@ def run_measured(command: list[str], env: dict[str, str], cwd: Path, log: Path) 
             root = psutil.Process(process.pid)
             while not done.is_set():
                 try:
-                    tree = [root, *root.children(recursive=True)]
+                    roots = [root, *_worker_roots(env)]
+                    tree = [p for r in roots for p in (r, *r.children(recursive=True))]
                     peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
                 except psutil.Error:
                     pass

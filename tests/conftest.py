@@ -57,6 +57,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError("tests without the tier markers they need:\n" + "\n".join(problems))
 
 
+TIER_SECONDS: dict[str, float] = dict.fromkeys(TIERS, 0.0)
+TIER_TESTS: dict[str, set[str]] = {tier: set() for tier in TIERS}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Add each phase (set-up, call, tear-down) to its folder's tier: a session fixture counts where it is built."""
+    tier = Path(report.fspath).parent.name
+    if tier in TIER_SECONDS:
+        TIER_SECONDS[tier] += report.duration
+        TIER_TESTS[tier].add(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Time per tier, so the cost of each tier is seen in every run (CI's included)."""
+    ran = [tier for tier in TIERS if TIER_TESTS[tier]]
+    if ran:
+        terminalreporter.write_sep("-", "time per tier")
+        for tier in ran:
+            terminalreporter.write_line(f"{tier:<8} {TIER_SECONDS[tier]:7.1f} s  {len(TIER_TESTS[tier]):4d} tests")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def warm_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The session's own warm step workers (started by the first local step), stopped when the session ends."""
