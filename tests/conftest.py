@@ -13,12 +13,14 @@ import gzip
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from dagster import AssetKey, DagsterInstance, instance_for_test, materialize
+from upath import UPath
 
 from rlhf_assets.checks import all_checks
 from rlhf_assets.compute.backend import ComputeBackend
@@ -34,7 +36,7 @@ from rlhf_assets.resources import (
     PresetResource,
     recorded_manifest,
 )
-from rlhf_assets.storage import ArtifactStore, Manifest
+from rlhf_assets.storage import COMPLETE_MARKER, ArtifactStore, Manifest
 from tests.moto_aws import aws  # noqa: F401  (the moto-server fixture, shared by the AWS tests)
 
 TIERS = ("unit", "process", "graph", "aws", "browser")
@@ -146,6 +148,48 @@ def forked_project(root: Path, target: Path) -> Iterator[DagsterInstance]:
     shutil.copytree(root / "dagster_home", target / "dagster_home", dirs_exist_ok=True)
     with project_instance(target) as instance:
         yield instance
+
+
+UPSTREAM = ("hh_raw", "preference_dataset", "base_model")  # the SFT step's inputs
+
+
+@pytest.fixture(scope="session")
+def upstream(tmp_path_factory: pytest.TempPathFactory, shared_hh_path: Path) -> Path:
+    """A project with `hh_raw → preference_dataset → base_model` materialized once per session on the tiny preset.
+
+    Tests whose subject is a later step (SFT on SageMaker, under IAM, through the toolkit, killed or run twice)
+    start from a copy of it (`copy_project`, `publish_project`) instead of building the chain again.
+    """
+    root = tmp_path_factory.mktemp("upstream")
+    with project_instance(root) as instance:
+        assert materialize(all_assets, selection=[AssetKey(name) for name in UPSTREAM],
+                           resources=graph_resources(root), instance=instance).success
+    return root
+
+
+def copy_project(source: Path, artifacts: Path, dagster_home: Path) -> None:
+    """Copy a project's artifact root and Dagster instance to the given places (e.g. where a CLI run's
+    `RLHF_ARTIFACT_ROOT` and `DAGSTER_HOME` point)."""
+    shutil.copytree(source / "artifacts", artifacts, dirs_exist_ok=True)
+    shutil.copytree(source / "dagster_home", dagster_home, dirs_exist_ok=True)
+
+
+def publish_project(source: Path, root: str, dagster_home: Path) -> None:
+    """A project's artifacts and manifests published under another artifact root (an s3:// prefix), through the
+    store's own publishing, and its Dagster instance copied to `dagster_home`: the recorded materializations name
+    manifests and artifacts relative to the root, so they resolve in the new root."""
+    store = ArtifactStore(root)
+    artifacts = source / "artifacts"
+    for directory in sorted(p for p in artifacts.glob("*/*") if p.is_dir() and p.parent.name != "manifests"):
+        with tempfile.TemporaryDirectory() as staging:
+            staged = shutil.copytree(directory, Path(staging) / directory.name,
+                                     ignore=shutil.ignore_patterns(COMPLETE_MARKER))
+            uri = store.publish_directory(staged, directory.parent.name)[0]
+        assert uri == f"{directory.parent.name}/{directory.name}", "the same bytes publish under the same name"
+    for manifest in sorted(p for p in (artifacts / "manifests").rglob("*") if p.is_file()):
+        (UPath(root) / "manifests" / manifest.relative_to(artifacts / "manifests").as_posix()).write_bytes(
+            manifest.read_bytes())
+    shutil.copytree(source / "dagster_home", dagster_home, dirs_exist_ok=True)
 
 
 @pytest.fixture(scope="session")

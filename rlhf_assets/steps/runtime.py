@@ -8,6 +8,7 @@ metadata as JSON, so a step can be debugged without an orchestrator. Only `dagst
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import sys
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 EXIT_BAD_INPUT = 2
+# glibc's mallopt parameters (malloc.h) and the value both are set to: see `keep_freed_memory`
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+ALLOCATOR_THRESHOLD_BYTES = 1 << 30
 
 
 def process_rank() -> tuple[int, int]:
@@ -195,8 +199,25 @@ def _open_runtime(argv: list[str] | None) -> Iterator[StepRuntime]:
     yield StepRuntime(config=json.loads(args.config.read_text()), pipes=None)
 
 
+def keep_freed_memory() -> bool:
+    """Let glibc keep freed blocks below 1 GiB for reuse instead of returning them to the kernel at once.
+
+    Training allocates and frees the same large buffers every step (TRL's chunked log-prob kernel: tens of MB per
+    tile); by default glibc serves each from a fresh mmap and unmaps it on free, so every step pays page faults and
+    zeroing in the kernel. On the tiny preset that was 45 of SFT's 62 s (system time); with both thresholds raised
+    the same step takes 34 s and writes the same bytes. Returns whether the allocator took the setting (glibc only).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, ALLOCATOR_THRESHOLD_BYTES)) and bool(
+            libc.mallopt(M_TRIM_THRESHOLD, ALLOCATOR_THRESHOLD_BYTES))
+    except (OSError, AttributeError):
+        return False
+
+
 def run_step(main: Callable[[StepRuntime], None], argv: list[str] | None = None) -> None:
     """Run a step's `main` and turn bad input into a one-line error and exit code 2 instead of a traceback."""
+    keep_freed_memory()
     try:
         with _open_runtime(argv) as runtime:
             runtime.startup_seconds = _seconds_since_launch()

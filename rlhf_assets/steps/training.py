@@ -87,6 +87,7 @@ def trainer_arguments(spec: TrainSpec, runtime: StepRuntime) -> dict[str, Any]:
         "seed": spec.seed,
         "data_seed": spec.seed,
         "bf16": spec.bf16 and torch.cuda.is_available(),
+        "gradient_checkpointing": spec.gradient_checkpointing,
         "use_cpu": not torch.cuda.is_available(),
         "dataloader_num_workers": 0,
         "disable_tqdm": True,

@@ -18,11 +18,12 @@ import pytest
 import requests
 import s3fs
 from botocore.exceptions import ClientError
-from dagster import AssetKey, instance_for_test, materialize
+from dagster import AssetKey, materialize
 
 from rlhf_assets.definitions import all_assets
 from rlhf_assets.presets import PROJECT_ROOT
 from tests.aws.test_sagemaker import _resources
+from tests.conftest import project_instance, publish_project
 from tests.moto_aws import BUCKET
 from tests.sagemaker_platform import SageMakerPlatform
 
@@ -52,11 +53,10 @@ def user_with(iam, name: str, document: dict) -> dict[str, str]:
     return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
 
 
-def test_sft_runs_on_sagemaker_with_exactly_the_documented_policies(aws, tmp_path: Path, shared_hh_path: Path,
+def test_sft_runs_on_sagemaker_with_exactly_the_documented_policies(aws, tmp_path: Path, upstream: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    with instance_for_test() as instance:  # one instance: the job's inputs are the materializations it recorded
-        assert materialize(all_assets, selection=[AssetKey(n) for n in ("hh_raw", "preference_dataset", "base_model")],
-                           resources=_resources(tmp_path, "local"), instance=instance).success
+    publish_project(upstream, f"s3://{BUCKET}/rlhf", tmp_path / "project" / "dagster_home")
+    with project_instance(tmp_path / "project") as instance:  # the job's inputs: the materializations it recorded
         iam = boto3.client("iam")
         dagster = user_with(iam, "dagster", policy("dagster-policy.json"))
         job = user_with(iam, "sagemaker-job", policy("job-role-policy.json"))

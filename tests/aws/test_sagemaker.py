@@ -48,6 +48,7 @@ from rlhf_assets.resources import (
     recorded_manifest,
 )
 from rlhf_assets.storage import ArtifactStore, Manifest
+from tests.conftest import project_instance, publish_project
 from tests.leaks import files_containing, s3_objects_containing
 from tests.moto_aws import BUCKET, SECRET
 from tests.sagemaker_platform import SageMakerPlatform
@@ -68,12 +69,10 @@ def _resources(tmp_path: Path, backend: str) -> dict[str, Any]:
             "labeling": LabelingResource(db_path=str(tmp_path / "labels.sqlite"))}
 
 
-def test_sft_materializes_as_a_sagemaker_job_with_logs_metadata_and_cost(aws, tmp_path: Path, shared_hh_path: Path,
+def test_sft_materializes_as_a_sagemaker_job_with_logs_metadata_and_cost(aws, tmp_path: Path, upstream: Path,
                                                                          capfd: pytest.CaptureFixture) -> None:
-    upstream = [AssetKey(name) for name in ("hh_raw", "preference_dataset", "base_model")]
-    with SageMakerPlatform(tmp_path / "container") as container, instance_for_test() as instance:
-        assert materialize(all_assets, selection=upstream, resources=_resources(tmp_path, "local"),
-                           instance=instance).success
+    publish_project(upstream, f"s3://{BUCKET}/rlhf", tmp_path / "project" / "dagster_home")
+    with SageMakerPlatform(tmp_path / "container") as container, project_instance(tmp_path / "project") as instance:
         result = materialize(all_assets, selection=[AssetKey("sft_model")], resources=_resources(tmp_path, "sagemaker"),
                              instance=instance, run_config={"ops": {"sft_model": {"config": {"max_train_rows": 32}}}})
         logs = "\n".join(str(entry.user_message) for entry in instance.all_logs(result.run_id))
@@ -239,18 +238,16 @@ def test_multi_instance_jobs_launch_accelerate_across_the_hosts() -> None:
     assert step_command("sft", 1, None, {})[1:] == ["-m", "rlhf_assets.steps.sft"]
 
 
-def test_cli_materializes_sft_on_sagemaker_against_the_moto_server(aws, tmp_path: Path, shared_hh_path: Path) -> None:
-    """`dagster asset materialize` as a user runs it; the fake container is loaded into that process."""
+def test_cli_materializes_sft_on_sagemaker_against_the_moto_server(aws, tmp_path: Path, upstream: Path) -> None:
+    """`dagster asset materialize` as a user runs it; the fake container is loaded into that process. The
+    upstream chain is the session's, published into this project's S3 root."""
     env = {**os.environ, **aws, "DAGSTER_HOME": str(tmp_path / "home"), "RLHF_SCRATCH_DIR": str(tmp_path / "scratch"),
            "RLHF_ARTIFACT_ROOT": f"s3://{BUCKET}/cli", "RLHF_SAGEMAKER_ROLE_ARN": ROLE,
            "RLHF_SAGEMAKER_BUCKET": BUCKET, "RLHF_SAGEMAKER_INSTANCE_TYPE": "ml.g5.2xlarge",
            "FAKE_SAGEMAKER_SCRATCH": str(tmp_path / "container"),
            "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT / "tests" / "fake_sagemaker_site"), str(PROJECT_ROOT)])}
-    (tmp_path / "home").mkdir()
+    publish_project(upstream, f"s3://{BUCKET}/cli", tmp_path / "home")
     base = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "rlhf_assets.definitions"]
-    upstream = subprocess.run([*base, "--select", "hh_raw,preference_dataset,base_model"], cwd=PROJECT_ROOT,
-                              env={**env, "RLHF_COMPUTE_BACKEND": "local"}, capture_output=True, text=True, timeout=600)
-    assert upstream.returncode == 0, upstream.stderr[-3000:]
     config = json.dumps({"ops": {"sft_model": {"config": {"max_train_rows": 32}}}})
     done = subprocess.run([*base, "--select", "sft_model", "--config-json", config], cwd=PROJECT_ROOT,
                           env={**env, "RLHF_COMPUTE_BACKEND": "sagemaker"}, capture_output=True, text=True, timeout=900)

@@ -16,11 +16,11 @@ from dagster import AssetExecutionContext, AssetKey, MaterializeResult, asset, i
 
 from rlhf_assets.compute.base import StepRequest
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
-from rlhf_assets.definitions import all_assets
 from rlhf_assets.presets import get_preset
 from rlhf_assets.resources import recorded_manifest
 from rlhf_assets.storage import ArtifactStore, Manifest
-from tests.aws.test_sagemaker import ROLE, _resources
+from tests.aws.test_sagemaker import ROLE
+from tests.conftest import project_instance, publish_project
 from tests.moto_aws import BUCKET
 from tests.sagemaker_platform import SageMakerPlatform
 
@@ -30,15 +30,13 @@ ROOT = f"s3://{BUCKET}/rlhf"  # the artifact root of `_resources`
 
 
 @pytest.fixture(scope="module")
-def upstream(aws, tmp_path_factory, shared_hh_path: Path) -> dict[str, Manifest]:
-    """The SFT step's inputs, materialized locally into the S3 artifact root."""
-    tmp = tmp_path_factory.mktemp("upstream")
-    resources = _resources(tmp, "local")
-    with instance_for_test() as instance:
-        assert materialize(all_assets, selection=[AssetKey(n) for n in ("hh_raw", "preference_dataset", "base_model")],
-                           resources=resources, instance=instance).success
-        return {name: recorded_manifest(instance, AssetKey(asset_name), f"{ROOT}/manifests")
-                for name, asset_name in (("base_model", "base_model"), ("preference_dataset", "preference_dataset"))}
+def inputs(aws, tmp_path_factory, upstream: Path) -> dict[str, Manifest]:
+    """The SFT step's inputs: the session's upstream chain, published into the S3 artifact root."""
+    project = tmp_path_factory.mktemp("project")
+    publish_project(upstream, ROOT, project / "dagster_home")
+    with project_instance(project) as instance:
+        return {name: recorded_manifest(instance, AssetKey(name), f"{ROOT}/manifests")
+                for name in ("base_model", "preference_dataset")}
 
 
 def _run(request: StepRequest) -> tuple[Any, list[str]]:
@@ -57,9 +55,9 @@ def _run(request: StepRequest) -> tuple[Any, list[str]]:
     return result, logs
 
 
-def test_sft_on_two_processes_through_the_toolkit_reports_every_rank(aws, upstream, tmp_path: Path) -> None:
+def test_sft_on_two_processes_through_the_toolkit_reports_every_rank(aws, inputs, tmp_path: Path) -> None:
     train = {**get_preset("tiny").sft.model_dump(), "max_train_rows": 32, "save_steps": 1}
-    request = StepRequest(step="sft", asset="sft_model", inputs=upstream, config={"train": train}, resume_key={"t": 1},
+    request = StepRequest(step="sft", asset="sft_model", inputs=inputs, config={"train": train}, resume_key={"t": 1},
                           num_processes=2, instance_type="ml.g5.12xlarge")
     with SageMakerPlatform(tmp_path / "platform") as platform:
         result, logs = _run(request)
@@ -81,8 +79,8 @@ def test_sft_on_two_processes_through_the_toolkit_reports_every_rank(aws, upstre
     assert uri.endswith(metadata["content_hash"].value[:16])
 
 
-def test_a_failing_step_honours_its_failure_file_and_names_the_reason(aws, upstream, tmp_path: Path) -> None:
-    request = StepRequest(step="sft", asset="sft_model", inputs={"base_model": upstream["base_model"]},
+def test_a_failing_step_honours_its_failure_file_and_names_the_reason(aws, inputs, tmp_path: Path) -> None:
+    request = StepRequest(step="sft", asset="sft_model", inputs={"base_model": inputs["base_model"]},
                           config={"train": get_preset("tiny").sft.model_dump()}, resume_key={"t": 2})
     with SageMakerPlatform(tmp_path / "platform") as platform:
         result, logs = _run(request)

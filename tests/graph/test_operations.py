@@ -17,7 +17,7 @@ from dagster import AssetKey, DagsterInstance
 
 from rlhf_assets.presets import PROJECT_ROOT
 from rlhf_assets.storage import hash_directory
-from tests.conftest import artifact_dir, manifest_of
+from tests.conftest import artifact_dir, copy_project, manifest_of
 
 pytestmark = pytest.mark.graph
 
@@ -31,13 +31,15 @@ def _cli(env: dict[str, str], select: str, config: dict | None = None) -> subpro
                             text=True)
 
 
-def test_two_concurrent_runs_of_the_same_asset_do_not_corrupt_each_other(tmp_path: Path, shared_hh_path: Path) -> None:
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "RLHF_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
-           "RLHF_SCRATCH_DIR": str(tmp_path / "scratch"), "RLHF_REUSE_RESULTS": "0", "RLHF_PRESET": "tiny"}
-    (tmp_path / "home").mkdir()
-    upstream = _cli(env, "hh_raw,preference_dataset")
-    assert upstream.wait(timeout=300) == 0, upstream.stdout.read()[-3000:]
+def _env(tmp_path: Path, upstream: Path) -> dict[str, str]:
+    """A CLI user's environment on a copy of the session's upstream project (data, base model)."""
+    copy_project(upstream, tmp_path / "artifacts", tmp_path / "home")
+    return {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "RLHF_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
+            "RLHF_SCRATCH_DIR": str(tmp_path / "scratch"), "RLHF_REUSE_RESULTS": "0", "RLHF_PRESET": "tiny"}
 
+
+def test_two_concurrent_runs_of_the_same_asset_do_not_corrupt_each_other(tmp_path: Path, upstream: Path) -> None:
+    env = _env(tmp_path, upstream)
     runs = [_cli(env, "base_model") for _ in range(2)]  # the same work, at the same time
     outputs = [run.communicate(timeout=600)[0] for run in runs]
     assert [run.returncode for run in runs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
@@ -45,7 +47,7 @@ def test_two_concurrent_runs_of_the_same_asset_do_not_corrupt_each_other(tmp_pat
 
     with DagsterInstance.from_config(str(tmp_path / "home")) as instance:
         events = instance.fetch_materializations(AssetKey("base_model"), limit=10).records
-        assert len(events) == 2
+        assert len(events) == 3, "the copied upstream's, then one per run"
         manifest = manifest_of(instance, tmp_path, "base_model")
     directory = tmp_path / "artifacts" / manifest.uri
     assert (directory / "_COMPLETE").exists()
@@ -56,13 +58,9 @@ def test_two_concurrent_runs_of_the_same_asset_do_not_corrupt_each_other(tmp_pat
 
 
 def test_a_step_killed_with_sigkill_leaves_nothing_valid_looking_and_the_rerun_resumes(tmp_path: Path,
-                                                                                     shared_hh_path: Path) -> None:
+                                                                                     upstream: Path) -> None:
     """SIGKILL the SFT step process mid-training: the run fails, nothing is published, the re-run resumes."""
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "RLHF_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
-           "RLHF_SCRATCH_DIR": str(tmp_path / "scratch"), "RLHF_REUSE_RESULTS": "0", "RLHF_PRESET": "tiny"}
-    (tmp_path / "home").mkdir()
-    upstream = _cli(env, "hh_raw,preference_dataset,base_model")
-    assert upstream.wait(timeout=300) == 0, upstream.stdout.read()[-3000:]
+    env = _env(tmp_path, upstream)
 
     small = {"ops": {"sft_model": {"config": {"max_train_rows": 960, "save_steps": 10}}}}  # 60 steps
     victim = _cli(env, "sft_model", small)

@@ -10,6 +10,7 @@ import pytest
 
 from rlhf_assets.code_versions import PACKAGE_DIR, code_fingerprint, module_closure, step_code_version
 from rlhf_assets.definitions import all_assets
+from rlhf_assets.presets import PROJECT_ROOT
 
 pytestmark = pytest.mark.unit
 
@@ -53,12 +54,14 @@ def test_guidelines_change_the_human_eval_assets_not_the_models(package_copy: Pa
 
 @pytest.mark.parametrize("step", STEPS)
 def test_the_closure_holds_every_module_the_step_really_imports(step: str) -> None:
-    """Import the step in a fresh interpreter: every rlhf_assets module it loads must be in the static closure."""
-    code = (f"import json, sys, rlhf_assets.steps.{step}; "
-            "print(json.dumps(sorted(m.__file__ for n, m in sys.modules.items() "
-            "if n.split('.')[0] == 'rlhf_assets' and getattr(m, '__file__', None))))")
-    loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                       timeout=300).stdout)
+    """Import the step where none of this package is loaded yet (a child of the warm worker, which forgets the
+    package after preloading libraries): every rlhf_assets module it loads must be in the static closure."""
+    command = [sys.executable, "-m", "rlhf_assets.compute.warm.client", "tests.import_probe",
+               f"rlhf_assets.steps.{step}"]
+    done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "warm worker unavailable" not in done.stderr, done.stderr[-2000:]
+    loaded = json.loads(done.stdout)
+    assert f"rlhf_assets/steps/{step}.py" in " ".join(loaded)
     closure = {str(p) for p in module_closure(f"rlhf_assets.steps.{step}")}
     missing = {str(Path(f).resolve()) for f in loaded} - closure
     assert not missing, f"imported but not fingerprinted: {missing}"
