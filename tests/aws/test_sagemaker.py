@@ -28,6 +28,7 @@ from dagster import (
     instance_for_test,
     materialize,
 )
+from dagster._core.pipes import utils as pipes_utils
 from dagster_aws.pipes import PipesS3ContextInjector, PipesS3MessageReader
 
 from rlhf_assets.compute.backend import ComputeBackend
@@ -118,7 +119,11 @@ def _run_client(client: PipesSageMakerClient, params: dict[str, Any]) -> Any:
         return materialize([job], instance=instance, raise_on_error=False)
 
 
-def _stubbed_client(aws: dict[str, str]) -> tuple[PipesSageMakerClient, Stubber, Any]:
+def _stubbed_client(aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> tuple[PipesSageMakerClient, Stubber, Any]:
+    """A Pipes client whose SageMaker calls are answered by a Stubber. No step runs in these jobs, so no Pipes
+    message ever comes: Dagster's reader would wait its 10-second grace for late messages after every job; these
+    tests are about job states, so the grace is set to zero here."""
+    monkeypatch.setattr(pipes_utils, "WAIT_FOR_LOGS_AFTER_EXECUTION_INTERVAL", 0)
     sagemaker = boto3.client("sagemaker")
     s3 = boto3.client("s3")
     client = PipesSageMakerClient(
@@ -153,8 +158,8 @@ def _description(status: str, **extra: Any) -> dict[str, Any]:
             "CreationTime": datetime(2026, 11, 26, tzinfo=UTC), **extra}
 
 
-def test_a_failed_job_surfaces_its_failure_reason(aws) -> None:
-    client, stubber, _ = _stubbed_client(aws)
+def test_a_failed_job_surfaces_its_failure_reason(aws, monkeypatch: pytest.MonkeyPatch) -> None:
+    client, stubber, _ = _stubbed_client(aws, monkeypatch)
     stubber.add_response("create_training_job", {"TrainingJobArn": _description("x")["TrainingJobArn"]})
     stubber.add_response("describe_training_job", _description("InProgress"), {"TrainingJobName": "rlhf-sft-test"})
     stubber.add_response("describe_training_job", _description(
@@ -167,8 +172,8 @@ def test_a_failed_job_surfaces_its_failure_reason(aws) -> None:
     stubber.assert_no_pending_responses()
 
 
-def test_a_cancelled_run_stops_the_training_job(aws) -> None:
-    client, stubber, sagemaker = _stubbed_client(aws)
+def test_a_cancelled_run_stops_the_training_job(aws, monkeypatch: pytest.MonkeyPatch) -> None:
+    client, stubber, sagemaker = _stubbed_client(aws, monkeypatch)
     stubber.add_response("create_training_job", {"TrainingJobArn": _description("x")["TrainingJobArn"]})
     stubber.add_response("describe_training_job", _description("InProgress"), {"TrainingJobName": "rlhf-sft-test"})
     stubber.add_response("stop_training_job", {}, {"TrainingJobName": "rlhf-sft-test"})
@@ -195,8 +200,8 @@ def test_cost_estimate_from_billable_time_and_the_price_table() -> None:
     assert estimate_cost(_description("Completed", TrainingTimeInSeconds=60), {})["estimated_cost_usd"] is None
 
 
-def test_completed_job_metadata_carries_the_cost(aws) -> None:
-    client, stubber, _ = _stubbed_client(aws)
+def test_completed_job_metadata_carries_the_cost(aws, monkeypatch: pytest.MonkeyPatch) -> None:
+    client, stubber, _ = _stubbed_client(aws, monkeypatch)
     stubber.add_response("create_training_job", {"TrainingJobArn": _description("x")["TrainingJobArn"]})
     stubber.add_response("describe_training_job", _description(
         "Completed", TrainingTimeInSeconds=7200, BillableTimeInSeconds=2400), {"TrainingJobName": "rlhf-sft-test"})
@@ -213,8 +218,9 @@ def test_completed_job_metadata_carries_the_cost(aws) -> None:
     _description("Failed", FailureReason="CapacityError: Unable to provision requested ML compute capacity."),
     {**_description("Stopped"), "SecondaryStatus": "MaxWaitTimeExceeded"},  # spot waited out MaxWaitTimeInSeconds
 ], ids=["capacity-error", "spot-max-wait"])
-def test_no_capacity_retries_the_step_which_then_completes(aws, ended: dict[str, Any]) -> None:
-    client, stubber, _ = _stubbed_client(aws)
+def test_no_capacity_retries_the_step_which_then_completes(aws, ended: dict[str, Any],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    client, stubber, _ = _stubbed_client(aws, monkeypatch)
     client.capacity_retry_seconds = 0
     arn = {"TrainingJobArn": _description("x")["TrainingJobArn"]}
     stubber.add_response("create_training_job", arn)
@@ -264,8 +270,8 @@ def test_cli_materializes_sft_on_sagemaker_against_the_moto_server(aws, tmp_path
         assert s3_objects_containing(secret, BUCKET) == []
 
 
-def test_a_throttled_poll_backs_off_and_the_job_still_completes(aws) -> None:
-    client, stubber, _ = _stubbed_client(aws)
+def test_a_throttled_poll_backs_off_and_the_job_still_completes(aws, monkeypatch: pytest.MonkeyPatch) -> None:
+    client, stubber, _ = _stubbed_client(aws, monkeypatch)
     client.max_poll_backoff = 0.05
     stubber.add_response("create_training_job", {"TrainingJobArn": _description("x")["TrainingJobArn"]})
     stubber.add_client_error("describe_training_job", "ThrottlingException", "Rate exceeded")
@@ -277,8 +283,8 @@ def test_a_throttled_poll_backs_off_and_the_job_still_completes(aws) -> None:
     stubber.assert_no_pending_responses()
 
 
-def test_an_expired_credential_while_waiting_stops_the_job_before_failing(aws) -> None:
-    client, stubber, _ = _stubbed_client(aws)
+def test_an_expired_credential_while_waiting_stops_the_job_before_failing(aws, monkeypatch: pytest.MonkeyPatch) -> None:
+    client, stubber, _ = _stubbed_client(aws, monkeypatch)
     stubber.add_response("create_training_job", {"TrainingJobArn": _description("x")["TrainingJobArn"]})
     stubber.add_response("describe_training_job", _description("InProgress"), {"TrainingJobName": "rlhf-sft-test"})
     stubber.add_client_error("describe_training_job", "ExpiredTokenException", "The security token has expired")
@@ -291,8 +297,8 @@ def test_an_expired_credential_while_waiting_stops_the_job_before_failing(aws) -
     stubber.assert_no_pending_responses()  # stop_training_job was called before the error propagated
 
 
-def test_a_quota_refusal_names_the_quota_and_instance_type(aws) -> None:
-    client, stubber, _ = _stubbed_client(aws)
+def test_a_quota_refusal_names_the_quota_and_instance_type(aws, monkeypatch: pytest.MonkeyPatch) -> None:
+    client, stubber, _ = _stubbed_client(aws, monkeypatch)
     stubber.add_client_error("create_training_job", "ResourceLimitExceeded",
                              "The account-level service limit 'ml.p4d.24xlarge for spot training job usage' is 0")
     with stubber:

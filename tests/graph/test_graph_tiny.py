@@ -101,11 +101,10 @@ def test_out_of_range_config_names_the_field(graph, asset: str, config: dict, me
 
 
 def _main_job(root: Path, reuse: bool) -> subprocess.CompletedProcess:
-    """The README's main command (scripts/run_tiny.sh) into a fresh project under `root`, every step a plain
-    subprocess (the graph fixture's ran in the warm worker: equal data versions show the worker changes nothing)."""
+    """The README's main command (scripts/run_tiny.sh) into a fresh project under `root`."""
     env = {**os.environ, "DAGSTER_HOME": str(root / "dagster_home"), "RLHF_ARTIFACT_ROOT": str(root / "artifacts"),
            "RLHF_SCRATCH_DIR": str(root / "scratch"), "RLHF_LABELING_DB": str(root / "labels.sqlite"),
-           "RLHF_REUSE_RESULTS": "1" if reuse else "0", "RLHF_WARM_WORKER": "0"}
+           "RLHF_REUSE_RESULTS": "1" if reuse else "0"}
     return subprocess.run(["bash", "scripts/run_tiny.sh"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
                           timeout=1200)
 
@@ -120,10 +119,9 @@ def _data_versions(events: list[DagsterEvent]) -> dict[str, str]:
 
 
 def test_two_fresh_projects_give_every_asset_the_same_data_version(graph, tmp_path: Path) -> None:
-    """Same code, config and data, nothing shared: the graph fixture (Dagster's API, steps forked by the warm worker)
-    and the main job's CLI command (separate artifact root, scratch and instance, steps as plain subprocesses) must
-    produce byte-identical artifacts, asset by asset. An unchanged second main job then reuses every step result and
-    keeps every data version."""
+    """Same code, config and data, nothing shared: the graph fixture (Dagster's API) and the main job's CLI
+    command (separate artifact root, scratch and instance) must produce byte-identical artifacts, asset by
+    asset. An unchanged second main job then reuses every step result and keeps every data version."""
     _, _, fixture_result = graph
     expected = _data_versions(fixture_result.get_asset_materialization_events())
     fresh = _main_job(tmp_path, reuse=False)

@@ -32,6 +32,8 @@ def test_ppo_beats_sft_on_held_out_prompts_within_the_kl_bound(graph) -> None:
 
 
 def _ppo_command(tmp: Path, graph: tuple, spec: dict) -> tuple[list[str], dict[str, str]]:
+    """The PPO step by hand on the graph's models, launched as the local backend launches it (the warm worker's
+    client: killing it kills the step)."""
     root, instance, _ = graph
     (tmp / "config.json").write_text(json.dumps({"ppo": spec}))
     channels = {"sft_model": "sft_model", "reward_model": "reward_model", "preference_dataset": "preference_dataset",
@@ -40,7 +42,8 @@ def _ppo_command(tmp: Path, graph: tuple, spec: dict) -> tuple[list[str], dict[s
            "SM_OUTPUT_DATA_DIR": str(tmp / "output" / "data"),
            **{f"SM_CHANNEL_{k.upper()}": str(artifact_dir(instance, root, v)) for k, v in channels.items()}}
     (tmp / "model").mkdir(parents=True, exist_ok=True)
-    return [sys.executable, "-m", "rlhf_assets.steps.ppo", "--config", str(tmp / "config.json")], env
+    return [sys.executable, "-m", "rlhf_assets.compute.warm.client", "rlhf_assets.steps.ppo", "--config",
+            str(tmp / "config.json")], env
 
 
 def test_sigkilled_run_resumes_from_its_checkpoint_and_ends_at_the_same_step(graph, tmp_path: Path) -> None:

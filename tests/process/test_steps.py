@@ -38,15 +38,19 @@ def tokenizer(preference_dir: Path):
     return train_bpe_tokenizer(list(frame["prompt"] + frame["chosen"]), vocab_size=512)
 
 
-def run_step(step: str, config: dict, tmp: Path, channels: dict[str, Path]) -> subprocess.CompletedProcess:
+def run_step(step: str, config: dict, tmp: Path, channels: dict[str, Path], *,
+             warm: bool = False) -> subprocess.CompletedProcess:
+    """The step by hand under the container contract: `python -m rlhf_assets.steps.<step>`, or (`warm`) through
+    the warm worker's client as the local backend launches it."""
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "config.json").write_text(json.dumps(config))
     env = {**os.environ, "SM_MODEL_DIR": str(tmp / "model"), "RLHF_CHECKPOINT_DIR": str(tmp / "checkpoints"),
            "SM_OUTPUT_DATA_DIR": str(tmp / "output" / "data")}
     env.update({f"SM_CHANNEL_{name.upper()}": str(path) for name, path in channels.items()})
     (tmp / "model").mkdir(exist_ok=True)
-    return subprocess.run([sys.executable, "-m", f"rlhf_assets.steps.{step}", "--config", str(tmp / "config.json")],
-                          env=env, capture_output=True, text=True, timeout=600)
+    launcher = ["-m", "rlhf_assets.compute.warm.client"] if warm else ["-m"]
+    command = [sys.executable, *launcher, f"rlhf_assets.steps.{step}", "--config", str(tmp / "config.json")]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_encoding_keeps_the_response_and_cuts_the_prompt_from_the_left(tokenizer) -> None:
@@ -107,3 +111,23 @@ def test_missing_channel_exits_2_with_the_reason(tmp_path: Path) -> None:
     assert result.returncode == EXIT_BAD_INPUT
     assert "input channel 'base_model' is missing" in result.stderr
     assert "input channel 'base_model' is missing" in (tmp_path / "output" / "failure").read_text()
+
+
+def test_a_step_forked_by_the_warm_worker_trains_the_same_bytes_as_a_plain_process(tmp_path: Path, tokenizer,
+                                                                                   preference_dir: Path) -> None:
+    """The worker's children start with the worker's imports, allocator and thread state: SFT trained there and in a
+    fresh interpreter must write byte-identical weights (the whole tiny graph is compared in test_graph_tiny)."""
+    base_dir = tmp_path / "base"
+    build_tiny_gpt_neox(tokenizer, num_layers=1, hidden_size=32, num_heads=2, max_position_embeddings=256,
+                        seed=0).save_pretrained(base_dir)
+    tokenizer.save_pretrained(base_dir)
+    base_spec = TINY.base_model.model_copy(update={"hub_id": str(base_dir)}).model_dump()
+    assert run_step("base_model", {"base_model": base_spec}, tmp_path / "pointer", {}, warm=True).returncode == 0
+    spec = TINY.sft.model_copy(update={"max_train_rows": 96, "eval_rows": 16, "max_length": 64}).model_dump()
+    channels = {"base_model": tmp_path / "pointer" / "model", "preference_dataset": preference_dir}
+    runs = {warm: run_step("sft", {"train": spec}, tmp_path / f"sft-{warm}", channels, warm=warm)
+            for warm in (False, True)}
+    assert all(run.returncode == 0 for run in runs.values()), runs[True].stderr[-2000:] + runs[False].stderr[-2000:]
+    assert "warm worker unavailable" not in runs[True].stderr
+    weights = {warm: (tmp_path / f"sft-{warm}" / "model" / "model.safetensors").read_bytes() for warm in runs}
+    assert weights[True] == weights[False]
