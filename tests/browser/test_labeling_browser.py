@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
@@ -18,13 +18,16 @@ pytestmark = pytest.mark.browser
 
 
 def _wait_for_task(driver, previous: str | None = None) -> str:
-    """The task id on the page once it changed from `previous` (or the 'All done' heading: returns 'done')."""
+    """The task id on the page once it changed from `previous` (or the 'All done' heading: returns 'done').
+
+    The page swaps the form while it loads the next task: a form found just before the swap is stale by the time its
+    attribute is read, which only means "not loaded yet", so the wait goes on."""
     def loaded(d):
         forms = d.find_elements(By.ID, "label-form")
         if forms and forms[0].get_attribute("data-task") != previous:
             return forms[0].get_attribute("data-task")
         return "done" if d.find_elements(By.ID, "done") else False
-    return WebDriverWait(driver, 15).until(loaded)
+    return WebDriverWait(driver, 15, ignored_exceptions=(StaleElementReferenceException,)).until(loaded)
 
 
 def _sign_in(driver, url: str, token: str, name: str) -> None:
