@@ -3,14 +3,17 @@
 # only the package registries. torch==2.13.0 is installed first, on its own, by pip, which takes the CPU wheel on
 # this machine's disk and never pulls CUDA packages; every other version comes from the lock (the same versions a
 # SageMaker job installs, requirements/job.lock), installed by uv (seconds, where pip takes over a minute), which
-# keeps the installed torch because the lock pins the same version. --with-browser also installs Debian's chromium
+# keeps the installed torch because the lock pins the same version. `--compile-bytecode` writes the .pyc files pip
+# would (with PYTHONDONTWRITEBYTECODE set, as here, every process would otherwise compile its imports from source:
+# seconds per process). --with-browser also installs Debian's chromium
 # + chromium-driver for the browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet "torch==2.13.0" "uv==0.13.9"
-.venv/bin/python -m uv pip install --python .venv/bin/python --quiet -r requirements/dev.lock
+.venv/bin/python -m uv pip install --python .venv/bin/python --quiet --compile-bytecode -r requirements/dev.lock
 .venv/bin/python -m uv pip install --python .venv/bin/python --quiet --no-deps -e .
+.venv/bin/python -m compileall -q rlhf_assets
 if [[ "${1:-}" == "--with-browser" ]] && ! { command -v chromium && command -v chromedriver; } >/dev/null; then
     sudo_cmd=""
     [[ "$(id -u)" != 0 ]] && sudo_cmd="sudo"
