@@ -10,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0" "uv==0.13.9"
 .venv/bin/python -m uv pip install --python .venv/bin/python --quiet --compile-bytecode -r requirements/dev.lock
 .venv/bin/python -m uv pip install --python .venv/bin/python --quiet --no-deps -e .
