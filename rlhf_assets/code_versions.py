@@ -45,8 +45,10 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-def _package_imports(path: Path) -> set[str]:
-    return {name for name in imported_modules(path) if name.split(".")[0] == PACKAGE}
+@functools.cache
+def _package_imports(path: Path) -> frozenset[str]:
+    """Parsed once per process: every asset's closure walks the same shared modules."""
+    return frozenset(name for name in imported_modules(path) if name.split(".")[0] == PACKAGE)
 
 
 def _parents(module: str) -> list[str]:

@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import json
 import random
-import tempfile
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from tokenizers.normalizers import BertNormalizer
-from tokenizers.pre_tokenizers import BertPreTokenizer
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
 from rlhf_assets.eval.classifier_quality import correlations, roc_auc
@@ -43,13 +39,13 @@ from rlhf_assets.modeling.detoxify_format import (
     save_detoxify_checkpoint,
     toxicity_of,
 )
+from rlhf_assets.modeling.standin_vocabulary import standin_tokenizer
 from rlhf_assets.presets import StandInToxicitySpec, ToxicitySpec
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run_step
 
 # Perspective attribute that supervises each of Detoxify's `original` classes.
 PERSPECTIVE_FOR_CLASS = {"toxic": "toxicity", "severe_toxic": "severe_toxicity", "obscene": "profanity",
                          "threat": "threat", "insult": "insult", "identity_hate": "identity_attack"}
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 SCORER_FILE = "scorer.json"
 STANDIN_NOTE = (
     "⚠ **Stand-in scorer.** No Detoxify weights can be downloaded offline, so this is a small BERT trained here "
@@ -99,29 +95,6 @@ def with_degenerate_negatives(train: pd.DataFrame, spec: StandInToxicitySpec) ->
     return pd.concat([train, negatives], ignore_index=True)
 
 
-def standin_tokenizer(texts: list[str], spec: StandInToxicitySpec) -> BertTokenizerFast:
-    """A BERT WordPiece vocabulary built from `texts` the same way in every run.
-
-    `tokenizers`' WordPiece trainer breaks ties between equally frequent pieces by Rust hash-map order, which
-    differs per process: the same texts gave different vocabularies, hence different stand-in scorers, run to
-    run. This vocabulary is chosen by a total order instead: the special tokens, every character (alone and as
-    a `##` continuation, so no text is ever unknown), then the most frequent whole words (count, then the word).
-    """
-    normalizer, splitter = BertNormalizer(lowercase=True), BertPreTokenizer()
-    counts: Counter[str] = Counter()
-    for text in texts:
-        counts.update(word for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text)))
-    characters = sorted({character for word in counts for character in word})
-    budget = max(0, spec.vocab_size - len(SPECIAL_TOKENS) - 2 * len(characters))
-    words = [word for word, count in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-             if count >= 2 and len(word) > 1][:budget]
-    vocabulary = [*SPECIAL_TOKENS, *characters, *(f"##{c}" for c in characters), *words]
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "vocab.txt"
-        path.write_text("\n".join(vocabulary) + "\n", encoding="utf-8")
-        return BertTokenizerFast(vocab=str(path), do_lower_case=True, model_max_length=spec.max_length)
-
-
 def train_standin(
     runtime: StepRuntime, spec: StandInToxicitySpec, train: pd.DataFrame
 ) -> tuple[BertForSequenceClassification, BertTokenizerFast]:
@@ -129,7 +102,7 @@ def train_standin(
     train = with_degenerate_negatives(train, spec)
     random.seed(spec.seed)
     torch.manual_seed(spec.seed)
-    tokenizer = standin_tokenizer(train["text"].tolist(), spec)
+    tokenizer = standin_tokenizer(train["text"].tolist(), spec.vocab_size, spec.max_length)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=spec.hidden_size,
                         num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads,
                         intermediate_size=4 * spec.hidden_size, max_position_embeddings=spec.max_length,

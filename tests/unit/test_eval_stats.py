@@ -121,12 +121,13 @@ def test_the_stand_in_vocabulary_is_the_same_in_every_process() -> None:
     if not SHARED_RTP_DIR.exists():
         pytest.skip(f"RealToxicityPrompts records not found at {SHARED_RTP_DIR} (../shared/data is provided in CI)")
     script = ("import gzip, hashlib, json, sys; from pathlib import Path; "
-              "from rlhf_assets.presets import TINY; from rlhf_assets.steps.toxicity_model import standin_tokenizer; "
+              "from rlhf_assets.presets import TINY; "
+              "from rlhf_assets.modeling.standin_vocabulary import standin_tokenizer; "
               "rows = [json.loads(line) for f in sorted(Path(sys.argv[1]).glob('*.jsonl.gz')) "
               "for line in gzip.open(f, 'rt')]; "
               "texts = [r['prompt']['text'] for r in rows] + [(r.get('continuation') or {}).get('text') or '' "
               "for r in rows]; "
-              "tokenizer = standin_tokenizer(texts, TINY.toxicity.standin); "
+              "spec = TINY.toxicity.standin; tokenizer = standin_tokenizer(texts, spec.vocab_size, spec.max_length); "
               "print(len(tokenizer), hashlib.sha256(repr(sorted(tokenizer.get_vocab().items())).encode()).hexdigest(), "
               "tokenizer.tokenize('an unseenword!'))")
     runs = {subprocess.run([sys.executable, "-c", script, str(SHARED_RTP_DIR)], capture_output=True, text=True,
