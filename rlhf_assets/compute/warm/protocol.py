@@ -147,7 +147,7 @@ def running_workers(directory: Path) -> dict[int, Path]:
             os.kill(pid, 0)
         except (OSError, ValueError):
             continue
-        workers[pid] = pid_file.with_suffix(".sock")
+        workers[pid] = WorkerPaths(directory, pid_file.stem).socket
     return workers
 
 

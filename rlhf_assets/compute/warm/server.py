@@ -34,7 +34,7 @@ import traceback
 from pathlib import Path
 from typing import NoReturn
 
-from rlhf_assets.compute.warm.protocol import DEFAULT_IDLE_SECONDS, exit_line, receive_request
+from rlhf_assets.compute.warm.protocol import DEFAULT_IDLE_SECONDS, WorkerPaths, exit_line, receive_request
 
 PACKAGE = "rlhf_assets"
 STEPS_PACKAGE = "rlhf_assets.steps"
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     listener.bind(str(args.socket))
     args.socket.chmod(0o600)
     listener.listen(64)
-    pid_file = args.socket.with_suffix(".pid")
+    pid_file = WorkerPaths(args.socket.parent, args.socket.stem).pid_file
     pid_file.write_text(str(os.getpid()))
     identity = args.socket.stat().st_ino
     try:
