@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+from rlhf_assets.modeling.scoring import eos_readout
 from rlhf_assets.ppo.config import PPOConfig
 from rlhf_assets.ppo.reward_scorer import DeltaReward, RewardModelScorer
 from rlhf_assets.ppo.trainer import PPOTrainer
@@ -39,7 +40,8 @@ def main() -> None:
     )
     rm_tokenizer = AutoTokenizer.from_pretrained(spec["rm_dir"])
     scorer = RewardModelScorer(AutoModelForSequenceClassification.from_pretrained(spec["rm_dir"]), rm_tokenizer,
-                               append_eos=True, max_length=config.seq_length, max_response_tokens=config.max_new_tokens)
+                               readout=eos_readout(rm_tokenizer.eos_token_id), max_length=config.seq_length,
+                               max_response_tokens=config.max_new_tokens)
     texts = tokenizer.batch_decode(ids)
     with tempfile.TemporaryDirectory() as out:
         policy = AutoModelForCausalLM.from_pretrained(spec["sft_dir"])

@@ -27,16 +27,17 @@ def encode_prompt_response(
     max_response_tokens: int,
     add_eos: bool = True,
 ) -> EncodedPair:
-    """Prompt ids (left-truncated) + response ids (right-truncated, EOS-terminated) within `max_length`."""
+    """Prompt ids (left-truncated) + response ids (right-truncated, EOS-terminated) within `max_length`.
+
+    The EOS always survives: a reward model is read there (`modeling.scoring.RewardReadout`).
+    """
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"][:max_response_tokens]
-    if add_eos:
-        response_ids = response_ids + [tokenizer.eos_token_id]
-    prompt_budget = max(max_length - len(response_ids), 0)
+    eos = [tokenizer.eos_token_id] if add_eos else []
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"][:min(max_response_tokens,
+                                                                                  max_length - len(eos))] + eos
+    prompt_budget = max_length - len(response_ids)
     prompt_ids = prompt_ids[len(prompt_ids) - prompt_budget :] if prompt_budget else []
-    ids = (prompt_ids + response_ids)[:max_length]
-    mask = ([0] * len(prompt_ids) + [1] * len(response_ids))[:max_length]
-    return EncodedPair(ids, mask)
+    return EncodedPair(prompt_ids + response_ids, [0] * len(prompt_ids) + [1] * len(response_ids))
 
 
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], budget: int | None) -> list[list[int]]:

@@ -1,9 +1,10 @@
 """Loading reward models published in trlx's `GPTRewardModel` format (e.g. `Dahoas/gptj-rm-static`).
 
 That format is a bare `state_dict` (`.pt`/`.bin`) of a causal LM's trunk under `transformer.` plus a bias-free
-`v_head` linear layer; the reward is `v_head` applied to the hidden state of the last real token. A Hugging Face
-`*ForSequenceClassification` model with one label computes exactly that (its `score` layer is bias-free and read
-at the last non-pad token), so we convert once and the rest of the graph sees one reward-model format.
+`v_head` linear layer, read at the EOS appended after prompt + response. A Hugging Face `*ForSequenceClassification`
+model with one label has the same trunk and a bias-free `score` head, so we convert once and the rest of the graph
+sees one reward-model format; where the head is read is not the classifier's own pooling (with pad = EOS that is
+one token early) but `modeling.scoring.RewardReadout`.
 """
 
 from __future__ import annotations

@@ -8,14 +8,15 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf_assets.modeling.encoding import encode_prompt_response
-from rlhf_assets.modeling.scoring import reward_scores
+from rlhf_assets.modeling.scoring import RewardReadout, reward_scores
 
 
 class RewardModelScorer:
     """Scores (prompt, response) texts with a sequence-classification reward model.
 
     Responses are decoded from the policy's tokens and re-tokenized with the reward model's tokenizer, so a
-    policy and reward model with different tokenizers still agree on the text being judged.
+    policy and reward model with different tokenizers still agree on the text being judged. `readout` (recorded
+    in the reward artifact) says whether EOS ends the sequence and where the head is read.
     """
 
     def __init__(
@@ -23,14 +24,14 @@ class RewardModelScorer:
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         *,
-        append_eos: bool,
+        readout: RewardReadout,
         max_length: int,
         max_response_tokens: int,
         batch_size: int = 32,
         trained_length: int | None = None,
     ) -> None:
         self.model, self.tokenizer = model.eval().requires_grad_(False), tokenizer
-        self.append_eos, self.max_length, self.max_response_tokens = append_eos, max_length, max_response_tokens
+        self.readout, self.max_length, self.max_response_tokens = readout, max_length, max_response_tokens
         self.batch_size, self.trained_length = batch_size, trained_length
 
     @property
@@ -51,17 +52,18 @@ class RewardModelScorer:
         full answer's sample against half an answer.
         """
         if whole_response:  # trlx: tokenizer(prompt + response + eos, truncation_side="left")
-            eos = [self.tokenizer.eos_token_id] if self.append_eos else []
+            eos = [self.readout.eos_token_id] if self.readout.append_eos else []
             sequences = [(self.tokenizer(p, add_special_tokens=False)["input_ids"]
                           + self.tokenizer(r, add_special_tokens=False)["input_ids"] + eos)[-self.context_length:]
                          for p, r in zip(prompts, responses, strict=True)]
         else:
             sequences = [
                 encode_prompt_response(self.tokenizer, p, r, max_length=self.max_length,
-                                       max_response_tokens=self.max_response_tokens, add_eos=self.append_eos).input_ids
+                                       max_response_tokens=self.max_response_tokens,
+                                       add_eos=self.readout.append_eos).input_ids
                 for p, r in zip(prompts, responses, strict=True)
             ]
-        return reward_scores(self.model, sequences, self.tokenizer.pad_token_id, self.batch_size)
+        return reward_scores(self.model, sequences, self.readout, self.batch_size)
 
 
 class DeltaReward:

@@ -21,6 +21,7 @@ from rlhf_assets.eval.bootstrap import Interval
 from rlhf_assets.eval.preference import RECIPE_REFERENCE, PreferenceSummary, judge_by_margin, summarize_outcomes
 from rlhf_assets.eval.reporting import interval_text
 from rlhf_assets.layouts import OUTCOMES, RESPONSES
+from rlhf_assets.modeling.scoring import RewardReadout
 from rlhf_assets.ppo.reward_scorer import RewardModelScorer
 from rlhf_assets.presets import EvalSpec, RewardSpec
 from rlhf_assets.steps.reward_scoring import load_reward_scorer, reward_device
@@ -41,7 +42,8 @@ def load_judge(runtime: StepRuntime, spec: EvalSpec, judge: RewardSpec) -> tuple
         tokenizer.pad_token = tokenizer.eos_token
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    return RewardModelScorer(model, tokenizer, append_eos=False, max_length=judge.max_length,
+    readout = RewardReadout(rule="model", eos_token_id=None, reference=f"{spec.judge}: its own forward's pooling")
+    return RewardModelScorer(model, tokenizer, readout=readout, max_length=judge.max_length,
                              max_response_tokens=judge.max_response_tokens,
                              batch_size=spec.judge_batch_size), spec.judge
 

@@ -2,7 +2,9 @@
 
 `train`: a one-label sequence-classification head on the SFT model (as the recipe's RM was), Bradley-Terry loss (TRL).
 `pretrained`: a trlx `GPTRewardModel` checkpoint (e.g. `Dahoas/gptj-rm-static`) converted to the same format.
-Both report held-out pairwise accuracy: the share of test pairs where chosen scores above rejected.
+Both are read at the EOS after prompt + response (`RewardReadout`, recorded in `reward_model.json`): the trained
+one is trained at that position, the pretrained one was. Both report held-out pairwise accuracy: the share of
+test pairs where chosen scores above rejected.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ import json
 import pandas as pd
 import torch
 from datasets import Dataset
+from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 from trl import RewardConfig, RewardTrainer
 
 from rlhf_assets.compute.memory_plan import ModelShape, Precision, finetune_plan
 from rlhf_assets.modeling.base import BaseModelRef, count_parameters
 from rlhf_assets.modeling.encoding import encode_prompt_response
-from rlhf_assets.modeling.scoring import reward_scores
+from rlhf_assets.modeling.scoring import RewardReadout, eos_readout, last_attended_positions, reward_scores, rewards_at
 from rlhf_assets.modeling.trlx_reward import load_trlx_reward_model
 from rlhf_assets.presets import RewardSpec
 from rlhf_assets.steps.data_io import read_split
@@ -51,11 +54,35 @@ def encode_pairs(
     return Dataset.from_list(rows)
 
 
-def pairwise_accuracy(model: torch.nn.Module, pairs: Dataset, pad_token_id: int) -> tuple[float, float]:
+def pairwise_accuracy(model: torch.nn.Module, pairs: Dataset, readout: RewardReadout) -> tuple[float, float]:
     """(accuracy, mean margin) of chosen over rejected on held-out pairs."""
-    chosen = reward_scores(model, pairs["chosen_ids"], pad_token_id)
-    rejected = reward_scores(model, pairs["rejected_ids"], pad_token_id)
+    chosen = reward_scores(model, pairs["chosen_ids"], readout)
+    rejected = reward_scores(model, pairs["rejected_ids"], readout)
     return float((chosen > rejected).float().mean()), float((chosen - rejected).mean())
+
+
+class EosReadRewardTrainer(RewardTrainer):
+    """TRL's RewardTrainer with the Bradley-Terry loss taken at each sequence's EOS (its last attended token).
+
+    TRL reads the model's own pooled logit, which with pad = EOS is the token before the EOS; the head would then
+    be trained at one position and read (trlx-style) at another. The loss, accuracy and margin are TRL's.
+    """
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if self.model.training else "eval"
+        mask = inputs["attention_mask"]
+        rewards = rewards_at(model, inputs["input_ids"], mask, last_attended_positions(mask))
+        chosen, rejected = torch.chunk(rewards, chunks=2)
+        loss = -nn.functional.logsigmoid(chosen - rejected).mean()
+        if self.args.center_rewards_coefficient is not None:
+            loss += self.args.center_rewards_coefficient * torch.mean((chosen + rejected) ** 2)
+        with torch.no_grad():
+            accuracy = self.accelerator.gather_for_metrics((chosen > rejected).float().mean()).mean()
+            margin = self.accelerator.gather_for_metrics((chosen - rejected).mean()).mean()
+            self._metrics[mode]["accuracy"].append(accuracy.item())
+            self._metrics[mode]["margin"].append(margin.item())
+            self._metrics[mode]["mean_reward"].append(rewards.mean().item())
+        return (loss, {"rewards": rewards}) if return_outputs else loss
 
 
 def train_reward_model(runtime: StepRuntime, spec: RewardSpec, held_out: pd.DataFrame,
@@ -68,19 +95,19 @@ def train_reward_model(runtime: StepRuntime, spec: RewardSpec, held_out: pd.Data
                          language_model_head=False, gpu=this_gpu())
     plan_metadata = check_memory_plan(runtime, plan)
     tokenizer = base.tokenizer()
+    readout = eos_readout(tokenizer.eos_token_id)
     model = AutoModelForSequenceClassification.from_pretrained(
         base.weights, num_labels=1, pad_token_id=tokenizer.pad_token_id
     )
     train = encode_pairs(read_split(runtime.channel("preference_dataset"), train_split, spec.max_train_rows),
-                         tokenizer, spec, append_eos=True)
+                         tokenizer, spec, append_eos=readout.append_eos)
     runtime.log(f"reward model on {len(train)} preference pairs; {count_parameters(model):,} parameters")
     progress = RuntimeProgressCallback(runtime)
     args = RewardConfig(**trainer_arguments(spec, runtime), max_length=None, disable_dropout=True)
-    trainer = quiet_console(RewardTrainer(model=model, args=args, train_dataset=train,
+    trainer = quiet_console(EosReadRewardTrainer(model=model, args=args, train_dataset=train,
                                           processing_class=tokenizer, callbacks=[progress, CheckpointMarkerCallback()]))
     result = trainer.train(resume_from_checkpoint=last_checkpoint(runtime))
-    accuracy, margin = pairwise_accuracy(model, encode_pairs(held_out, tokenizer, spec, True),
-                                         tokenizer.pad_token_id)
+    accuracy, margin = pairwise_accuracy(model, encode_pairs(held_out, tokenizer, spec, readout.append_eos), readout)
     save_trained_model(trainer, runtime)
     return {
         "train_loss": float(result.training_loss),
@@ -89,7 +116,7 @@ def train_reward_model(runtime: StepRuntime, spec: RewardSpec, held_out: pd.Data
         "parameter_count": count_parameters(model),
         "eval_accuracy": accuracy,
         "eval_mean_margin": margin,
-        "append_eos": True,
+        "readout": readout,
         "loss_curve": markdown(curve_markdown(progress.history, ("loss", "accuracy"), "Reward-model training")),
         **plan_metadata,
     }
@@ -103,16 +130,16 @@ def load_pretrained_reward_model(runtime: StepRuntime, spec: RewardSpec, held_ou
     tokenizer = AutoTokenizer.from_pretrained(spec.pretrained_trunk)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     model = load_trlx_reward_model(spec.pretrained_id, spec.pretrained_trunk, tokenizer.pad_token_id)
-    accuracy, margin = pairwise_accuracy(model, encode_pairs(held_out, tokenizer, spec, False),
-                                         tokenizer.pad_token_id)
+    readout = eos_readout(tokenizer.eos_token_id)
+    accuracy, margin = pairwise_accuracy(model, encode_pairs(held_out, tokenizer, spec, readout.append_eos), readout)
     model.save_pretrained(runtime.model_dir, safe_serialization=True)
     tokenizer.save_pretrained(runtime.model_dir)
     return {"parameter_count": count_parameters(model), "eval_accuracy": accuracy,
-            "eval_mean_margin": margin, "append_eos": False, "source": spec.pretrained_id}
+            "eval_mean_margin": margin, "readout": readout, "source": spec.pretrained_id}
 
 
 def main(runtime: StepRuntime) -> None:
-    """Train or load the reward model, record how it scores (EOS or not), report held-out accuracy.
+    """Train or load the reward model, record where it is read (`RewardReadout`), report held-out accuracy.
 
     `train_split` in the config picks the training pairs: `train` for the reward model PPO optimises against,
     `judge_train` for the independent judge (`judge_model`); both are scored on the same `test` pairs.
@@ -125,12 +152,13 @@ def main(runtime: StepRuntime) -> None:
         metadata = train_reward_model(runtime, spec, held_out, train_split)
     else:
         metadata = load_pretrained_reward_model(runtime, spec, held_out)
-    info = {"mode": spec.mode, "append_eos": metadata["append_eos"], "score": "last non-pad token",
-            "max_length": spec.max_length}
+    readout: RewardReadout = metadata.pop("readout")
+    info = {"mode": spec.mode, "readout": readout.model_dump(), "max_length": spec.max_length}
     (runtime.model_dir / REWARD_INFO_FILE).write_text(json.dumps(info, indent=2))
     runtime.log(f"reward model ready: held-out pairwise accuracy {metadata['eval_accuracy']:.3f} "
                 f"on {len(held_out)} pairs")
-    runtime.report({**metadata, "eval_pairs": len(held_out), "mode": spec.mode, "train_split": train_split})
+    runtime.report({**metadata, "eval_pairs": len(held_out), "mode": spec.mode, "train_split": train_split,
+                    "readout": f"{readout.rule} (token {readout.eos_token_id})"})
 
 
 if __name__ == "__main__":

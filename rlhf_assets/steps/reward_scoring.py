@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 
 import torch
+from pydantic import ValidationError
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from rlhf_assets.modeling.scoring import RewardReadout
 from rlhf_assets.ppo.reward_scorer import RewardModelScorer
 from rlhf_assets.steps.reward import REWARD_INFO_FILE
 from rlhf_assets.steps.runtime import StepInputError
@@ -37,16 +39,22 @@ def reward_device() -> torch.device:
 def load_reward_scorer(
     directory: Path, *, max_length: int, max_response_tokens: int, batch_size: int
 ) -> RewardModelScorer:
-    """The reward model artifact as a scorer, honouring whether it was trained with a trailing EOS."""
+    """The reward model artifact as a scorer, read where its artifact says (`RewardReadout`), never where
+    `pad_token_id` would put it."""
     info_file = directory / REWARD_INFO_FILE
     if not info_file.exists():
         raise StepInputError(f"{directory} is not a reward_model artifact ({REWARD_INFO_FILE} missing)")
     info = json.loads(info_file.read_text())
+    try:
+        readout = RewardReadout.model_validate(info.get("readout"))
+    except ValidationError as exc:
+        raise StepInputError(f"{info_file}: no valid `readout` (where the reward head is read); re-materialize "
+                             f"the reward model with this version: {exc.errors()[0]['msg']}") from exc
     tokenizer = AutoTokenizer.from_pretrained(directory)
     device = reward_device()
     model = AutoModelForSequenceClassification.from_pretrained(
         directory, dtype=torch.float16 if device.type == "cuda" else torch.float32
     ).to(device)
-    return RewardModelScorer(model, tokenizer, append_eos=info["append_eos"], max_length=max_length,
+    return RewardModelScorer(model, tokenizer, readout=readout, max_length=max_length,
                              max_response_tokens=max_response_tokens, batch_size=batch_size,
                              trained_length=info.get("max_length"))

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from rlhf_assets.modeling.scoring import eos_readout
 from rlhf_assets.ppo.advantages import whiten
 from rlhf_assets.ppo.config import PPOConfig
 from rlhf_assets.ppo.distributed import global_masked_moments
@@ -21,6 +22,7 @@ from tests.ppo_toys import CharTokenizer, tiny_neox
 
 pytestmark = pytest.mark.unit
 
+EOS = eos_readout(CharTokenizer.eos_token_id)
 PROMPTS = [[2 + (i * 5 + j) % 20 for j in range(2 + i % 3)] for i in range(8)]
 
 
@@ -100,15 +102,17 @@ def test_length_capped_generation_keeps_all_its_tokens() -> None:
 
 
 class LengthRewardModel(nn.Module):
-    """A stand-in reward model whose score is the number of tokens it was shown, to see what gets scored."""
+    """A stand-in reward model whose head reads, at each position, how many tokens it has seen so far: the score
+    read at the EOS is the length of what was scored."""
 
     def __init__(self, context: int) -> None:
         super().__init__()
+        self.score = nn.Identity()
         self.weight = nn.Parameter(torch.zeros(1))
         self.config = type("Config", (), {"max_position_embeddings": context})()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        return type("Output", (), {"logits": attention_mask.sum(1, keepdim=True).float()})()
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: object) -> None:
+        self.score(attention_mask.cumsum(1).float().unsqueeze(-1))
 
 
 class SizedCharTokenizer(CharTokenizer):
@@ -118,7 +122,7 @@ class SizedCharTokenizer(CharTokenizer):
 def test_delta_baseline_scores_the_whole_chosen_response() -> None:
     """trlx `examples/hh/ppo_hh.py` `reward_fn`: `original_samples = prompt + original_output + eos`, tokenized
     with `truncation_side="left"` up to the reward tokenizer's length, i.e. the whole chosen response."""
-    scorer = RewardModelScorer(LengthRewardModel(context=48), SizedCharTokenizer(), append_eos=True,
+    scorer = RewardModelScorer(LengthRewardModel(context=48), SizedCharTokenizer(), readout=EOS,
                                max_length=16, max_response_tokens=6)
     chosen_30, chosen_60 = "B" * 30, "C" * 60
     delta = DeltaReward(scorer, ["DEF", "DEF"], [chosen_30, chosen_60])
@@ -126,7 +130,7 @@ def test_delta_baseline_scores_the_whole_chosen_response() -> None:
     # Sample: 3 prompt + 5 response + EOS = 9 tokens. Baselines: 3 + 30 + EOS = 34 tokens (the old code cut the
     # chosen response to 6 tokens: 10); a 60-token chosen response fills the RM's 48-token context.
     assert scores == [9 - 34, 9 - 48]
-    trained_on_40 = RewardModelScorer(LengthRewardModel(context=48), SizedCharTokenizer(), append_eos=True,
+    trained_on_40 = RewardModelScorer(LengthRewardModel(context=48), SizedCharTokenizer(), readout=EOS,
                                       max_length=16, max_response_tokens=6, trained_length=40)
     assert trained_on_40.score(["DEF"], [chosen_60], whole_response=True).tolist() == [40]
 
