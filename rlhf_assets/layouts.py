@@ -54,6 +54,7 @@ PAIR_COLUMNS = ("prompt", "response", "chosen", "rejected", "source_line")
 
 # hh_raw: every source row's text fields, with its source line
 HH_RAW = Table("raw.parquet", ("source_line", "chosen", "rejected"))
+SPLIT_COLUMN = "source_split"  # hh_raw: the source split a row was read from
 # preference_dataset: the rm-static schema, one table per split (the judge's split is seen by no other model)
 PREFERENCE_SPLITS = {split: Table(f"{split}.parquet", PAIR_COLUMNS) for split in ("train", "test", "judge_train")}
 # eval_prompts: the held-out prompts every policy is compared with SFT on

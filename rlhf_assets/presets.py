@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rlhf_assets.ppo.config import RECIPE_STOP_SEQUENCES, PPOConfig
 
@@ -30,10 +30,19 @@ class DataSpec(_Frozen):
         "(Dahoas/rm-static, Anthropic/hh-rlhf)."
     )
     hub_split: str = Field("train", description="Split to read when `source` is a hub dataset.")
-    test_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of prompts held out for test.")
+    heldout_split: str | None = Field(
+        None, description="Split of the source that the test, judge and eval prompts come from (rm-static's "
+        "`test`: a pretrained reward model trained on its `train`); None: carve them from `hub_split` by prompt hash")
+    test_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of prompts held out for test (of "
+                                 "`heldout_split` when set: the rest of it trains the judge)")
     judge_fraction: float = Field(
         0.05, gt=0.0, lt=0.5, description="Share of prompts set aside (from the training side) to train the "
-        "independent judge: neither the SFT model, the reward model nor PPO ever sees them.")
+        "independent judge: neither the SFT model, the reward model nor PPO ever sees them. With `heldout_split`, "
+        "the judge trains on the held-out split's prompts that are not test prompts instead")
+
+    def heldout_source(self) -> str:
+        """`source:split` the held-out prompts (test, judge, eval) are read from."""
+        return f"{self.source}:{self.heldout_split or self.hub_split}"
     eval_prompt_count: int = Field(100, ge=1, description="Held-out prompts used for evaluation.")
     seed: int = Field(0, description="Seed for the eval-prompt choice; the split itself is hash-keyed.")
 
@@ -76,6 +85,9 @@ class RewardSpec(TrainSpec):
     pretrained_trunk: str | None = Field(
         None, description="Hub id or directory of the trunk config/tokenizer for a pretrained reward model."
     )
+    pretrained_training_data: tuple[str, ...] = Field(
+        (), description="What the pretrained reward model trained on, as `source:split` (its authors' word): a "
+        "preset whose held-out prompts come from one of these is refused")
 
 
 class DPOSpec(TrainSpec):
@@ -222,6 +234,24 @@ class Preset(_Frozen):
     compute: ComputeSpec = Field(description="Where step programs run and on how many processes")
     human_eval: HumanEvalSpec = Field(default_factory=HumanEvalSpec, description="Blinded pairwise human evaluation")
 
+    @model_validator(mode="after")
+    def _heldout_is_unseen(self) -> Preset:
+        check_heldout_unseen(self.data, self.reward)
+        return self
+
+
+def check_heldout_unseen(data: DataSpec, reward: RewardSpec) -> None:
+    """Refuse held-out prompts that the pretrained reward model trained on: its held-out accuracy, the PPO gain
+    on the eval prompts and the judge's independence would all be measured on its training data."""
+    if reward.mode != "pretrained":
+        return
+    heldout = data.heldout_source()
+    if heldout in reward.pretrained_training_data:
+        raise ValueError(f"held-out prompts come from {heldout}, which the pretrained reward model "
+                         f"{reward.pretrained_id} trained on (its training data: "
+                         f"{', '.join(reward.pretrained_training_data)}); take them from a split it never saw "
+                         "(data.heldout_split)")
+
 
 TINY = Preset(
     name="tiny",
@@ -258,7 +288,7 @@ TINY = Preset(
 SMALL = Preset(
     name="small",
     description="A real run on one GPU: Pythia-160M policy and a reward model trained with TRL.",
-    data=DataSpec(source="Dahoas/rm-static", test_fraction=0.05),
+    data=DataSpec(source="Dahoas/rm-static", heldout_split="test", test_fraction=0.5),
     base_model=BaseModelSpec(hub_id="EleutherAI/pythia-160m"),
     sft=TrainSpec(epochs=1.0, learning_rate=1e-5, batch_size=8, max_length=512, max_response_tokens=128,
                   eval_rows=1000, logging_steps=50, save_steps=500, bf16=True),
@@ -281,16 +311,19 @@ SMALL = Preset(
 GPTJ_6B = Preset(
     name="gptj_6b",
     description="The reference recipe: GPT-J-6B on ml.p4d.24xlarge, ZeRO-2 bf16, Dahoas/gptj-rm-static.",
-    data=DataSpec(source="Dahoas/rm-static", test_fraction=0.05),
+    # Test, judge and eval prompts come from rm-static's `test` split (5,103 pairs, half each to test and judge):
+    # Dahoas/gptj-rm-static trained on all of `train` (reward-modeling configs/rm_configs/gptj.yaml).
+    data=DataSpec(source="Dahoas/rm-static", heldout_split="test", test_fraction=0.5),
     base_model=BaseModelSpec(hub_id="EleutherAI/gpt-j-6b"),
     sft=TrainSpec(epochs=1.0, learning_rate=1e-5, batch_size=2, gradient_accumulation_steps=4,
                   max_length=1024, max_response_tokens=256, eval_rows=1000, logging_steps=50,
                   save_steps=500, bf16=True),
     reward=RewardSpec(mode="pretrained", pretrained_id="Dahoas/gptj-rm-static",
-                      pretrained_trunk="EleutherAI/gpt-j-6b", max_length=1024, max_response_tokens=256,
+                      pretrained_trunk="EleutherAI/gpt-j-6b", pretrained_training_data=("Dahoas/rm-static:train",),
+                      max_length=1024, max_response_tokens=256,
                       eval_rows=1000, bf16=True),
-    # The judge is trained from the SFT GPT-J on the judge split (Dahoas/gptj-rm-static saw all of rm-static's
-    # training side, but PPO is optimised against it, never against the judge).
+    # The judge is trained from the SFT GPT-J on the judge half of rm-static's `test` split, which neither
+    # Dahoas/gptj-rm-static nor our SFT model saw; PPO is optimised against the former, never against the judge.
     judge=RewardSpec(epochs=1.0, learning_rate=1e-5, batch_size=8, max_length=1024, max_response_tokens=256,
                      eval_rows=1000, logging_steps=50, save_steps=500, bf16=True),
     ppo=PPOSpec(config=PPOConfig(), kl_bound=20.0, reward_batch_size=8),

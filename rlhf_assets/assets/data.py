@@ -21,10 +21,10 @@ from rlhf_assets.data.hh import (
     to_preference_pairs,
 )
 from rlhf_assets.data.sources import describe_source, iter_source_records
-from rlhf_assets.data.split import choose_eval_prompts, is_judge_prompt, split_pairs
-from rlhf_assets.layouts import EVAL_PROMPTS, HH_RAW, PREFERENCE_SPLITS
+from rlhf_assets.data.split import choose_eval_prompts, is_judge_prompt, split_heldout, split_pairs
+from rlhf_assets.layouts import EVAL_PROMPTS, HH_RAW, PREFERENCE_SPLITS, SPLIT_COLUMN
 from rlhf_assets.overrides import merged, override
-from rlhf_assets.presets import DataSpec
+from rlhf_assets.presets import DataSpec, check_heldout_unseen
 from rlhf_assets.resources import ArtifactStoreResource, PresetResource
 from rlhf_assets.storage import Manifest
 
@@ -34,6 +34,7 @@ class HHRawConfig(Config):
 
     source: str | None = override(DataSpec, "source")
     hub_split: str | None = override(DataSpec, "hub_split")
+    heldout_split: str | None = override(DataSpec, "heldout_split")
 
 
 class PreferenceConfig(Config):
@@ -58,23 +59,28 @@ def hh_raw(context: AssetExecutionContext, config: HHRawConfig, preset: PresetRe
     Every row is checked here (valid JSON, `chosen` and `rejected` strings), so a broken file fails at the
     first asset with the file, line and field named, before any training starts.
     """
-    spec = merged(preset.get().data, config)
-    source, split = spec.source, spec.hub_split
-    context.log.info(f"reading {source} ({describe_source(source)})")
+    chosen = preset.get()
+    spec = merged(chosen.data, config)
+    check_heldout_unseen(spec, chosen.reward)
+    source = spec.source
+    splits = [spec.hub_split] + ([spec.heldout_split] if spec.heldout_split else [])
+    context.log.info(f"reading {source} ({describe_source(source)}), split {' and '.join(splits)}")
     rows, first_seen = [], {}
-    for record in iter_source_records(source, split):
-        for name, value in record.fields.items():  # a column must keep one kind, or the Parquet write fails
-            kind = type(value).__name__ if value is not None else None
-            seen = first_seen.setdefault(name, (kind, record.line)) if kind else None
-            if seen and seen[0] != kind:
-                raise DataError(source, record.line, name, f"is {kind} here but {seen[0]} on line {seen[1]}")
-        rows.append({"source_line": record.line, **stored_text_fields(record, source)})
+    for split in splits:
+        for record in iter_source_records(source, split):
+            for name, value in record.fields.items():  # a column must keep one kind, or the Parquet write fails
+                kind = type(value).__name__ if value is not None else None
+                seen = first_seen.setdefault(name, (kind, record.line)) if kind else None
+                if seen and seen[0] != kind:
+                    raise DataError(source, record.line, name, f"is {kind} here but {seen[0]} on line {seen[1]}")
+            rows.append({"source_line": record.line, **stored_text_fields(record, source), SPLIT_COLUMN: split})
     frame = pd.DataFrame(rows)
     with tempfile.TemporaryDirectory() as tmp:
         HH_RAW.write(frame, Path(tmp))
         return publish(
             context, artifacts.store(), Path(tmp), preset=preset.name.value,
-            config={"source": source, "split": split}, counts={"rows": len(frame)},
+            config={"source": source, "split": spec.hub_split, "heldout_split": spec.heldout_split},
+            counts={"rows": len(frame)},
             metadata={"source": MetadataValue.text(source), "source_kind": MetadataValue.text(describe_source(source)),
                       "columns": MetadataValue.text(", ".join(frame.columns))},
         )
@@ -88,9 +94,10 @@ def stored_text_fields(record: RawRecord, source: str) -> dict[str, str]:
     """
     for required in ("chosen", "rejected"):
         text_field(record, required, source)
-    if "source_line" in record.fields:
-        raise DataError(source, record.line, "source_line", "is a reserved name (hh_raw stores each row's source "
-                        "line under it)")
+    for reserved in ("source_line", SPLIT_COLUMN):
+        if reserved in record.fields:
+            raise DataError(source, record.line, reserved, f"is a reserved name (hh_raw stores each row's source "
+                            f"{reserved.removeprefix('source_')} under it)")
     texts = {}
     for name in sorted(record.fields):
         value = record.fields[name]
@@ -104,11 +111,16 @@ def stored_text_fields(record: RawRecord, source: str) -> dict[str, str]:
     return texts
 
 
-def _read_raw(manifest: Manifest, artifacts: ArtifactStoreResource) -> list[RawRecord]:
+def _read_raw(manifest: Manifest, artifacts: ArtifactStoreResource) -> dict[str, list[RawRecord]]:
+    """The raw rows by the source split they were read from."""
     frame = HH_RAW.read(artifacts.store().local_path(manifest.uri))
-    fields = [c for c in frame.columns if c != "source_line"]
-    return [RawRecord(int(row["source_line"]), {f: row[f] for f in fields if isinstance(row[f], str)})
-            for _, row in frame.iterrows()]
+    fields = [c for c in frame.columns if c not in ("source_line", SPLIT_COLUMN)]
+    splits = frame[SPLIT_COLUMN] if SPLIT_COLUMN in frame else pd.Series([manifest.config["split"]] * len(frame))
+    records: dict[str, list[RawRecord]] = {}
+    for split, (_, row) in zip(splits, frame.iterrows(), strict=True):
+        records.setdefault(split, []).append(
+            RawRecord(int(row["source_line"]), {f: row[f] for f in fields if isinstance(row[f], str)}))
+    return records
 
 
 def _length_stats(frame: pd.DataFrame) -> MetadataValue:
@@ -146,12 +158,20 @@ def preference_dataset(
     """
     spec = merged(preset.get().data, config)
     test_fraction, judge_fraction = spec.test_fraction, spec.judge_fraction
-    pairs, report = to_preference_pairs(_read_raw(hh_raw, artifacts), source=hh_raw.config["source"])
-    if not pairs:
-        raise DataError(hh_raw.config["source"], None, None, "no usable preference pairs after dropping irregular rows")
-    train, test = split_pairs(pairs, test_fraction)
-    judge = [pair for pair in train if is_judge_prompt(pair.prompt, test_fraction, judge_fraction)]
-    train = [pair for pair in train if not is_judge_prompt(pair.prompt, test_fraction, judge_fraction)]
+    source, heldout_split = hh_raw.config["source"], hh_raw.config.get("heldout_split")
+    records = _read_raw(hh_raw, artifacts)
+    pairs, report = to_preference_pairs(records.get(hh_raw.config["split"], []), source=source)
+    if heldout_split:
+        heldout, heldout_report = to_preference_pairs(records.get(heldout_split, []),
+                                                      source=f"{source}:{heldout_split}")
+        report = report.merged(heldout_report)
+        train, test, judge = split_heldout(pairs, heldout, test_fraction)
+    else:
+        train, test = split_pairs(pairs, test_fraction)
+        judge = [pair for pair in train if is_judge_prompt(pair.prompt, test_fraction, judge_fraction)]
+        train = [pair for pair in train if not is_judge_prompt(pair.prompt, test_fraction, judge_fraction)]
+    if not train and not test:
+        raise DataError(source, None, None, "no usable preference pairs after dropping irregular rows")
     sides = (("train", train), ("test", test), (JUDGE_SPLIT, judge))
     frames = {name: pd.DataFrame([p.as_row() for p in side]) for name, side in sides}
     if any(frame.empty for frame in frames.values()):
@@ -163,7 +183,7 @@ def preference_dataset(
         return publish(
             context, artifacts.store(), Path(tmp), preset=preset.name.value,
             config={"test_fraction": test_fraction, "judge_fraction": judge_fraction,
-                    "columns": list(RM_STATIC_COLUMNS)},
+                    "heldout_split": heldout_split, "columns": list(RM_STATIC_COLUMNS)},
             counts={"train_rows": len(train), "test_rows": len(test), "judge_rows": len(judge),
                     "kept_rows": report.kept, "dropped_rows": sum(report.dropped.values())},
             metadata={

@@ -73,6 +73,12 @@ class MappingReport:
         if len(self.examples[reason]) < 5:
             self.examples[reason].append(line)
 
+    def merged(self, other: MappingReport) -> MappingReport:
+        """Both reports' counts: one table for a source read in two splits."""
+        examples = {reason: (self.examples.get(reason, []) + other.examples.get(reason, []))[:5]
+                    for reason in {*self.examples, *other.examples}}
+        return MappingReport(self.kept + other.kept, self.dropped + other.dropped, examples)
+
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
 

@@ -43,6 +43,22 @@ def split_pairs(
     return train, test
 
 
+def split_heldout(
+    train_side: Sequence[PreferencePair], heldout: Sequence[PreferencePair], test_fraction: float
+) -> tuple[list[PreferencePair], list[PreferencePair], list[PreferencePair]]:
+    """(train, test, judge) when the source has its own held-out split (rm-static's `test`).
+
+    The held-out split is divided by prompt hash into test (`test_fraction` of it) and the judge's training
+    pairs; a training-side pair whose prompt also occurs in the held-out split is dropped, so no prompt is on
+    both sides.
+    """
+    heldout_prompts = {pair.prompt for pair in heldout}
+    train = [pair for pair in train_side if pair.prompt not in heldout_prompts]
+    test = [pair for pair in heldout if is_test_prompt(pair.prompt, test_fraction)]
+    judge = [pair for pair in heldout if not is_test_prompt(pair.prompt, test_fraction)]
+    return train, test, judge
+
+
 def choose_eval_prompts(test: Sequence[PreferencePair], count: int, seed: int) -> list[PreferencePair]:
     """Pick `count` distinct held-out prompts with a seeded RNG over a sorted pool (order-independent).
 

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from rlhf_assets.data.hh import read_jsonl, to_preference_pairs
-from rlhf_assets.data.split import choose_eval_prompts, is_judge_prompt, is_test_prompt, split_pairs
+from rlhf_assets.data.split import choose_eval_prompts, is_judge_prompt, is_test_prompt, split_heldout, split_pairs
+from rlhf_assets.presets import GPTJ_6B, SMALL, Preset
 
 pytestmark = pytest.mark.unit
 
@@ -60,3 +61,25 @@ def test_the_judge_split_is_disjoint_from_train_and_test_and_stable(pairs) -> No
     assert 0.15 < len(judge) / len(pairs) < 0.25
     assert not any(is_judge_prompt(p.prompt, 0.1, 0.2) for p in test)
     assert not any(is_judge_prompt(p.prompt, 0.1, 0.0) for p in pairs), "judge_fraction 0: no judge split"
+
+
+def test_a_heldout_split_gives_test_and_judge_and_keeps_its_prompts_off_the_training_side(pairs) -> None:
+    """rm-static's own `test` split: test and judge pairs come only from it, and a training pair whose prompt is
+    also held out is dropped."""
+    heldout, train_side = pairs[:600], pairs[600:] + pairs[:5]
+    train, test, judge = split_heldout(train_side, heldout, 0.5)
+    assert {p.prompt for p in test} | {p.prompt for p in judge} == {p.prompt for p in heldout}
+    assert {p.prompt for p in test}.isdisjoint({p.prompt for p in judge})
+    assert {p.prompt for p in train}.isdisjoint({p.prompt for p in heldout})
+    heldout_prompts = {p.prompt for p in heldout}
+    assert len(train) == len([p for p in pairs[600:] if p.prompt not in heldout_prompts]) > 1600
+    assert 0.4 < len(test) / len(heldout) < 0.6
+
+
+def test_a_preset_whose_pretrained_reward_model_saw_the_heldout_split_is_refused() -> None:
+    data = {**GPTJ_6B.data.model_dump(), "heldout_split": None}
+    with pytest.raises(ValueError, match=r"held-out prompts come from Dahoas/rm-static:train, which the pretrained "
+                                         r"reward model Dahoas/gptj-rm-static trained on"):
+        Preset.model_validate({**GPTJ_6B.model_dump(), "data": data})
+    assert GPTJ_6B.data.heldout_source() == "Dahoas/rm-static:test"
+    assert SMALL.data.heldout_source() == "Dahoas/rm-static:test"
