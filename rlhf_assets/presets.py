@@ -119,8 +119,13 @@ class ComputeSpec(_Frozen):
     reward_model_gpus: int = Field(
         0, ge=0, description="GPUs per node PPO leaves to the reward model (the recipe: 1 of 8, so 7 train)."
     )
-    instance_type: str = Field("local", description="SageMaker instance type for GPU steps.")
+    instance_type: str = Field("local", description="SageMaker instance type of the training steps (SFT, reward "
+                               "model, PPO, DPO), with `num_processes` ranks")
     instance_count: int = Field(1, ge=1, description="SageMaker instances per training job")
+    inference_instance_type: str = Field("local", description="SageMaker instance type of the one-GPU steps: "
+                                         "sampling and scoring")
+    cpu_instance_type: str = Field("ml.m5.xlarge", description="SageMaker instance type of the steps that need no "
+                                   "GPU: hub snapshots, the base model's tokenizer, the stand-in classifier")
 
 
 class PPOSpec(_Frozen):
@@ -305,7 +310,7 @@ SMALL = Preset(
                 eval_rows=1000, logging_steps=50, save_steps=500, bf16=True),
     evaluation=EvalSpec(generation=GenerationSpec(prompt_tokens=384)),
     toxicity=ToxicitySpec(),
-    compute=ComputeSpec(instance_type="ml.g5.2xlarge"),
+    compute=ComputeSpec(instance_type="ml.g5.2xlarge", inference_instance_type="ml.g5.2xlarge"),
 )
 
 GPTJ_6B = Preset(
@@ -332,7 +337,11 @@ GPTJ_6B = Preset(
                 max_response_tokens=256, eval_rows=1000, logging_steps=50, save_steps=500, bf16=True),
     evaluation=EvalSpec(generation=GenerationSpec(prompt_tokens=896, batch_size=8)),
     toxicity=ToxicitySpec(),
+    # Sampling and scoring hold two GPT-J copies in bf16 (policy and SFT reference, or judge and reward model
+    # one after the other): one 80 GB A100 of a p4d would do, but SageMaker rents whole instances; an
+    # ml.g6e.xlarge (one 48 GB L40S) holds both.
     compute=ComputeSpec(backend="sagemaker", num_processes=8, reward_model_gpus=1, instance_type="ml.p4d.24xlarge",
+                        inference_instance_type="ml.g6e.xlarge",
                         accelerate_config="rlhf_assets/compute/accelerate/zero2_bf16.yaml"),
 )
 

@@ -7,6 +7,7 @@ from dagster import AssetExecutionContext, ConfigurableResource, Failure
 from pydantic import Field
 
 from rlhf_assets.compute.base import StepBackend, StepRequest, StepRun
+from rlhf_assets.compute.hardware import Hardware, step_hardware
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.presets import Preset
@@ -47,10 +48,22 @@ class ComputeBackend(ConfigurableResource):
         backends = self.backends()
         if name not in backends:
             raise Failure(description=f"compute backend {name!r} is not one of {', '.join(backends)}")
-        request = StepRequest(
-            step=step, asset=context.asset_key.to_python_identifier(), inputs=inputs, config=config,
-            resume_key=resume_key, num_processes=max(1, preset.compute.num_processes - reserved_processes),
-            accelerate_config=preset.compute.accelerate_config, instance_type=preset.compute.instance_type,
-            instance_count=preset.compute.instance_count,
-        )
+        request = step_request(step, asset=context.asset_key.to_python_identifier(), preset=preset, inputs=inputs,
+                               config=config, resume_key=resume_key, reserved_processes=reserved_processes)
         return backends[name].run_step(context, request, store)
+
+
+def step_request(step: str, *, asset: str, preset: Preset, inputs: dict[str, Manifest], config: dict[str, Any],
+                 resume_key: dict[str, Any], reserved_processes: int = 0) -> StepRequest:
+    """The request for one step, on the machine its declared hardware calls for: only training steps get the
+    training instance and its ranks; sampling and scoring one GPU; everything else a CPU instance."""
+    compute, hardware = preset.compute, step_hardware(step)
+    common = {"step": step, "asset": asset, "inputs": inputs, "config": config, "resume_key": resume_key,
+              "hardware": hardware.value}
+    if hardware is Hardware.TRAINING:
+        return StepRequest(**common, num_processes=max(1, compute.num_processes - reserved_processes),
+                           accelerate_config=compute.accelerate_config, instance_type=compute.instance_type,
+                           instance_count=compute.instance_count)
+    if hardware is Hardware.GPU:
+        return StepRequest(**common, instance_type=compute.inference_instance_type)
+    return StepRequest(**common, instance_type=compute.cpu_instance_type)

@@ -37,6 +37,7 @@ class StepRequest:
     accelerate_config: str | None = None
     instance_type: str = "local"
     instance_count: int = 1
+    hardware: str = "training"  # compute.hardware.Hardware: what the step needs (a backend may override GPU types)
 
     @property
     def world_size(self) -> int:

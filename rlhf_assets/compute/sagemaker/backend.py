@@ -24,6 +24,7 @@ from dagster_aws.pipes import PipesS3ContextInjector
 from pydantic import Field
 
 from rlhf_assets.compute.base import StepRequest, StepRun, output_description
+from rlhf_assets.compute.hardware import Hardware
 from rlhf_assets.compute.sagemaker.client import PipesSageMakerClient
 from rlhf_assets.compute.sagemaker.packaging import ImageNotInRegion, default_image_uri, source_tarball
 from rlhf_assets.compute.sagemaker.pipes import RankedS3MessageReader
@@ -88,7 +89,8 @@ class SageMakerComputeBackend(ConfigurableResource):
                                                     "the job's region (see requirements/sagemaker-image.txt)")
     instance_type: str | None = Field(
         default_factory=lambda: os.environ.get("RLHF_SAGEMAKER_INSTANCE_TYPE") or None,
-        description="Override the preset's instance type (e.g. ml.g5.2xlarge)",
+        description="Override the preset's training instance type (e.g. ml.g5.2xlarge); steps that need one GPU "
+        "or none keep the preset's instance for them",
     )
     use_spot: bool = Field(True, description="Managed spot training; resumes from /opt/ml/checkpoints")
     max_runtime_seconds: int = Field(5 * 24 * 3600, ge=60, description="StoppingCondition.MaxRuntimeInSeconds")
@@ -133,7 +135,7 @@ class SageMakerComputeBackend(ConfigurableResource):
                 for name in sorted(request.inputs)
             ],
             "OutputDataConfig": {"S3OutputPath": f"s3://{self.bucket}/{self.prefix}/output", "CompressionType": "NONE"},
-            "ResourceConfig": {"InstanceType": self.instance_type or request.instance_type,
+            "ResourceConfig": {"InstanceType": self.instance_for(request),
                                "InstanceCount": request.instance_count, "VolumeSizeInGB": self.volume_size_gb},
             "StoppingCondition": {"MaxRuntimeInSeconds": self.max_runtime_seconds},
             "CheckpointConfig": {"S3Uri": checkpoint_uri, "LocalPath": str(CONTAINER_CHECKPOINT_DIR)},
@@ -147,6 +149,12 @@ class SageMakerComputeBackend(ConfigurableResource):
         if self.use_spot:
             params["StoppingCondition"]["MaxWaitTimeInSeconds"] = max(self.max_wait_seconds, self.max_runtime_seconds)
         return params
+
+    def instance_for(self, request: StepRequest) -> str:
+        """The request's instance, or the configured override for a training step."""
+        if self.instance_type and request.hardware == Hardware.TRAINING.value:
+            return self.instance_type
+        return request.instance_type
 
     def check_bucket(self, s3: Any) -> None:
         """Fail clearly, before a job exists, when the bucket is missing or not ours to use."""
