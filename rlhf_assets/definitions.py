@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor, load_assets_from_modules
 
-from rlhf_assets.assets import comparison, data, evaluation, human_eval, policy_evaluation, prompt_sets, training
+from rlhf_assets.assets import (
+    comparison,
+    data,
+    evaluation,
+    human_eval,
+    policy_evaluation,
+    prompt_sets,
+    snapshots,
+    training,
+)
 from rlhf_assets.assets.human_eval import WAITS_FOR_PEOPLE
 from rlhf_assets.automation import (
     build_evaluation_schedule,
@@ -19,8 +28,8 @@ from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.resources import ArtifactStoreResource, LabelingResource, ManifestIOManager, PresetResource
 
-all_assets = load_assets_from_modules([data, training, evaluation, prompt_sets, policy_evaluation, human_eval,
-                                       comparison])
+all_assets = load_assets_from_modules([snapshots, data, training, evaluation, prompt_sets, policy_evaluation,
+                                       human_eval, comparison])
 
 # Each policy's `human_eval_results` waits for people: its labels-complete sensor requests it when labels exist.
 materialize_all = define_asset_job(

@@ -30,6 +30,7 @@ class DataSpec(_Frozen):
         "(Dahoas/rm-static, Anthropic/hh-rlhf)."
     )
     hub_split: str = Field("train", description="Split to read when `source` is a hub dataset.")
+    revision: str = Field("main", description="Hub revision (branch, tag or commit) staged as the data snapshot")
     heldout_split: str | None = Field(
         None, description="Split of the source that the test, judge and eval prompts come from (rm-static's "
         "`test`: a pretrained reward model trained on its `train`); None: carve them from `hub_split` by prompt hash")
@@ -49,6 +50,7 @@ class DataSpec(_Frozen):
 
 class BaseModelSpec(_Frozen):
     hub_id: str | None = Field(None, description="Hub id or local directory; None builds a tiny model.")
+    revision: str = Field("main", description="Hub revision (branch, tag or commit) staged as the model snapshot")
     vocab_size: int = Field(4096, ge=256, description="BPE vocabulary size when the tokenizer is trained.")
     num_layers: int = Field(2, ge=1, description="Transformer layers of the tiny model (hub_id None only)")
     hidden_size: int = Field(128, ge=16, description="Width of the tiny model (hub_id None only)")
@@ -85,6 +87,8 @@ class RewardSpec(TrainSpec):
     pretrained_trunk: str | None = Field(
         None, description="Hub id or directory of the trunk config/tokenizer for a pretrained reward model."
     )
+    pretrained_revision: str = Field("main", description="Hub revision of `pretrained_id` (trlx pins 676bfd4d of "
+                                     "gptj-rm-static; main holds a later upload of hf_ckpt.pt)")
     pretrained_training_data: tuple[str, ...] = Field(
         (), description="What the pretrained reward model trained on, as `source:split` (its authors' word): a "
         "preset whose held-out prompts come from one of these is refused")
@@ -202,6 +206,7 @@ class ToxicitySpec(_Frozen):
 
     source: str = Field(RTP_HUB_DATASET, description="Hub dataset, dataset directory, .jsonl(.gz) or a folder of them")
     hub_split: str = Field("train", description="Split to read when `source` is a hub or saved dataset")
+    revision: str = Field("main", description="Hub revision staged as the prompts snapshot")
     num_prompts: int = Field(1000, ge=1, description="Prompts sampled with `seed` (1,000 in the recipe)")
     challenging_only: bool = Field(False, description="Sample only prompts flagged `challenging`")
     seed: int = Field(0, description="Seed of the prompt sample and the bootstrap")
@@ -242,6 +247,15 @@ class Preset(_Frozen):
     @model_validator(mode="after")
     def _heldout_is_unseen(self) -> Preset:
         check_heldout_unseen(self.data, self.reward)
+        return self
+
+    @model_validator(mode="after")
+    def _pretrained_trunk_is_the_base_model(self) -> Preset:
+        """The pretrained reward model's trunk config and tokenizer come from the base-model snapshot."""
+        reward = self.reward
+        if reward.mode == "pretrained" and reward.pretrained_trunk != self.base_model.hub_id:
+            raise ValueError(f"reward.pretrained_trunk {reward.pretrained_trunk!r} must be the base model "
+                             f"{self.base_model.hub_id!r}: its config and tokenizer are read from that snapshot")
         return self
 
 

@@ -150,7 +150,9 @@ def forked_project(root: Path, target: Path) -> Iterator[DagsterInstance]:
         yield instance
 
 
-UPSTREAM = ("hh_raw", "preference_dataset", "base_model")  # the SFT step's inputs
+DATA_SNAPSHOTS = [AssetKey(["hub_snapshots", "preference_data"]), AssetKey(["hub_snapshots", "toxicity_prompts"])]
+UPSTREAM = ("hub_snapshots/preference_data", "hub_snapshots/base_model", "hh_raw", "preference_dataset",
+            "base_model")  # the SFT step's inputs
 
 
 @pytest.fixture(scope="session")
@@ -162,7 +164,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory, shared_hh_path: Path) -> 
     """
     root = tmp_path_factory.mktemp("upstream")
     with project_instance(root) as instance:
-        assert materialize(all_assets, selection=[AssetKey(name) for name in UPSTREAM],
+        assert materialize(all_assets, selection=[AssetKey.from_user_string(name) for name in UPSTREAM],
                            resources=graph_resources(root), instance=instance).success
     return root
 

@@ -8,9 +8,10 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
-from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
 
 from rlhf_assets.assets.common import preview_table, publish
+from rlhf_assets.assets.snapshots import snapshot_key, staged_source
 from rlhf_assets.code_versions import code_version
 from rlhf_assets.data.hh import (
     RM_STATIC_COLUMNS,
@@ -51,9 +52,10 @@ class EvalPromptsConfig(Config):
     seed: int | None = override(DataSpec, "seed")
 
 
-@asset(code_version=code_version("rlhf_assets.assets.data"), group_name="data", kinds={"pandas", "parquet"})
+@asset(code_version=code_version("rlhf_assets.assets.data"), group_name="data", kinds={"pandas", "parquet"},
+       ins={"data_snapshot": AssetIn(key=snapshot_key("preference_data"))})
 def hh_raw(context: AssetExecutionContext, config: HHRawConfig, preset: PresetResource,
-           artifacts: ArtifactStoreResource) -> Output[Manifest]:
+           artifacts: ArtifactStoreResource, data_snapshot: Manifest) -> Output[Manifest]:
     """Anthropic HH preference rows as read from the source, each with its source line number.
 
     Every row is checked here (valid JSON, `chosen` and `rejected` strings), so a broken file fails at the
@@ -63,11 +65,12 @@ def hh_raw(context: AssetExecutionContext, config: HHRawConfig, preset: PresetRe
     spec = merged(chosen.data, config)
     check_heldout_unseen(spec, chosen.reward)
     source = spec.source
+    read_from = staged_source(source, data_snapshot, artifacts.store())
     splits = [spec.hub_split] + ([spec.heldout_split] if spec.heldout_split else [])
-    context.log.info(f"reading {source} ({describe_source(source)}), split {' and '.join(splits)}")
+    context.log.info(f"reading {source} ({describe_source(source)}) from {read_from}, split {' and '.join(splits)}")
     rows, first_seen = [], {}
     for split in splits:
-        for record in iter_source_records(source, split):
+        for record in iter_source_records(read_from, split):
             for name, value in record.fields.items():  # a column must keep one kind, or the Parquet write fails
                 kind = type(value).__name__ if value is not None else None
                 seen = first_seen.setdefault(name, (kind, record.line)) if kind else None

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
 
 from rlhf_assets.assets.common import preview_table, publish
+from rlhf_assets.assets.snapshots import snapshot_key, staged_source
 from rlhf_assets.assets.step_runs import StepConfig, run_step_and_publish
 from rlhf_assets.assets.training import GPU_POOL
 from rlhf_assets.code_versions import code_version, step_code_version
@@ -53,15 +54,18 @@ class ToxicityModelConfig(StepConfig):
     huggingface_config_path: str | None = override(ToxicitySpec, "huggingface_config_path")
 
 
-@asset(code_version=code_version("rlhf_assets.assets.evaluation"), group_name="evaluation", kinds={"pandas", "parquet"})
+@asset(code_version=code_version("rlhf_assets.assets.evaluation"), group_name="evaluation", kinds={"pandas", "parquet"},
+       ins={"prompts_snapshot": AssetIn(key=snapshot_key("toxicity_prompts"))})
 def rtp_records(
-    context: AssetExecutionContext, config: RTPRecordsConfig, preset: PresetResource, artifacts: ArtifactStoreResource
+    context: AssetExecutionContext, config: RTPRecordsConfig, preset: PresetResource, artifacts: ArtifactStoreResource,
+    prompts_snapshot: Manifest,
 ) -> Output[Manifest]:
     """RealToxicityPrompts records with Perspective scores, validated (prompt text present, scores numeric)."""
     spec = merged(preset.get().toxicity, config)
     source, split = spec.source, spec.hub_split
-    context.log.info(f"reading {source} ({describe_source(source)})")
-    frame = pd.DataFrame([row.as_row() for row in read_rtp(source, split)])
+    read_from = staged_source(source, prompts_snapshot, artifacts.store())
+    context.log.info(f"reading {source} ({describe_source(source)}) from {read_from}")
+    frame = pd.DataFrame([row.as_row() for row in read_rtp(read_from, split)])
     with tempfile.TemporaryDirectory() as tmp:
         RTP_RECORDS.write(frame, Path(tmp))
         return publish(

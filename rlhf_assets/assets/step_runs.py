@@ -100,7 +100,8 @@ def run_step_and_publish(
         context, store, published, preset=preset.name, config=step_config, counts=counts, metrics=metrics,
         metadata={**shown, **(preview(store.local_path(published[0])) if preview else {})},
     )
+    kept = {k: v for k, v in output.metadata.items() if k != "artifact_uri"}  # a path of this project: re-resolved
     store.remember(result_key, serialize_value({"manifest": output.value.model_dump_json(),
-                                                "metadata": dict(output.metadata), "run_id": context.run_id}))
+                                                "metadata": kept, "run_id": context.run_id}))
     run.cleanup()
     return output

@@ -3,10 +3,11 @@
 
 from collections.abc import Callable
 
-from dagster import AssetExecutionContext, AssetsDefinition, Output, asset
+from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, Output, asset
 from pydantic import Field
 
 from rlhf_assets.assets.data import JUDGE_SPLIT
+from rlhf_assets.assets.snapshots import snapshot_key
 from rlhf_assets.assets.step_runs import StepConfig, run_step_and_publish
 from rlhf_assets.code_versions import step_code_version
 from rlhf_assets.compute.backend import ComputeBackend
@@ -39,7 +40,8 @@ class RewardModelConfig(TrainOverrides):
     mode: RewardMode | None = override(RewardSpec, "mode")  # type: ignore[valid-type]
 
 
-@asset(code_version=step_code_version("base_model"), group_name="models", kinds={"pytorch"})
+@asset(code_version=step_code_version("base_model"), group_name="models", kinds={"pytorch"},
+       ins={"model_snapshot": AssetIn(key=snapshot_key("base_model"))})
 def base_model(
     context: AssetExecutionContext,
     config: StepConfig,
@@ -47,13 +49,15 @@ def base_model(
     compute: ComputeBackend,
     artifacts: ArtifactStoreResource,
     preference_dataset: Manifest,
+    model_snapshot: Manifest,
 ) -> Output[Manifest]:
-    """The starting point of every trained model: a hub checkpoint, or for `tiny` a BPE tokenizer fit on the
-    training text and a freshly initialised small GPT-NeoX."""
+    """The starting point of every trained model: the pinned hub checkpoint, or for `tiny` a BPE tokenizer fit on
+    the training text and a freshly initialised small GPT-NeoX."""
     chosen = preset.get()
     step_config = {"base_model": chosen.base_model.model_dump(), "seed": chosen.sft.seed}
     return run_step_and_publish(context, config=config, step="base_model", preset=chosen, step_config=step_config,
-                            inputs={"preference_dataset": preference_dataset}, compute=compute, artifacts=artifacts)
+                                inputs={"preference_dataset": preference_dataset, "model_snapshot": model_snapshot},
+                                compute=compute, artifacts=artifacts)
 
 
 @asset(code_version=step_code_version("sft"), group_name="models", kinds={"pytorch", "trl"}, pool=GPU_POOL)
@@ -79,7 +83,7 @@ def _reward_asset(name: str, train_split: str, spec_of: Callable[[Preset], Rewar
 
     @asset(name=name, code_version=step_code_version("reward"),
            group_name="models", kinds={"pytorch", "trl"}, pool=GPU_POOL,
-           description=doc)
+           description=doc, ins={"reward_snapshot": AssetIn(key=snapshot_key("reward_model"))})
     def reward_asset(
         context: AssetExecutionContext,
         config: RewardModelConfig,
@@ -88,13 +92,17 @@ def _reward_asset(name: str, train_split: str, spec_of: Callable[[Preset], Rewar
         artifacts: ArtifactStoreResource,
         sft_model: Manifest,
         preference_dataset: Manifest,
+        reward_snapshot: Manifest,
     ) -> Output[Manifest]:
         chosen = preset.get()
-        step_config = {"reward": merged(spec_of(chosen), config).model_dump(), "train_split": train_split,
+        spec = merged(spec_of(chosen), config)
+        step_config = {"reward": spec.model_dump(), "train_split": train_split,
                        "force_memory_plan": config.force_memory_plan}
+        inputs = {"sft_model": sft_model, "preference_dataset": preference_dataset}
+        if spec.mode == "pretrained":
+            inputs["reward_snapshot"] = reward_snapshot
         return run_step_and_publish(context, config=config, step="reward", preset=chosen, step_config=step_config,
-                                    inputs={"sft_model": sft_model, "preference_dataset": preference_dataset},
-                                    compute=compute, artifacts=artifacts)
+                                    inputs=inputs, compute=compute, artifacts=artifacts)
 
     return reward_asset
 

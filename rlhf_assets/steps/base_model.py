@@ -1,11 +1,15 @@
 """Step: produce the `base_model` artifact (tokenizer + weights or a hub pointer).
 
 tiny preset: fit a BPE tokenizer on the training dialogues and initialise a small GPT-NeoX.
-hub presets: fetch the tokenizer and config of the hub model (or a local directory) and record where the
-weights are; the weights themselves are loaded by the training steps.
+hub presets: take the model from its pinned snapshot (`hub_snapshots/base_model`): tokenizer, config and weights
+into the artifact, so training steps never reach the hub. A local directory is recorded as a pointer instead.
 """
 
 from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -15,6 +19,17 @@ from rlhf_assets.modeling.tokenizer import train_bpe_tokenizer
 from rlhf_assets.presets import BaseModelSpec
 from rlhf_assets.steps.data_io import read_split
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime, run_step
+
+
+def link_weights(staged: Path, out: Path) -> None:
+    """Put the snapshot's config and weights in the model directory (hard links where the filesystem allows,
+    so a 24 GB checkpoint is not copied twice on one disk)."""
+    for path in sorted(p for p in staged.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin")):
+        target = out / path.name
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copyfile(path, target)
 
 
 def main(runtime: StepRuntime) -> None:
@@ -39,15 +54,20 @@ def main(runtime: StepRuntime) -> None:
         kind, source = "local", "tiny GPT-NeoX initialised from the preset"
         parameters = count_parameters(model)
     else:
-        runtime.log(f"resolving tokenizer and config of {spec.hub_id}")
+        staged = runtime.staged("model_snapshot", spec.hub_id)
+        runtime.log(f"reading tokenizer and config of {spec.hub_id} from {staged}")
         try:
-            tokenizer = AutoTokenizer.from_pretrained(spec.hub_id)
-            config = AutoConfig.from_pretrained(spec.hub_id)
+            tokenizer = AutoTokenizer.from_pretrained(staged)
+            config = AutoConfig.from_pretrained(staged)
         except OSError as exc:
-            raise StepInputError(f"base model {spec.hub_id!r} cannot be loaded: {exc}") from exc
+            raise StepInputError(f"base model {spec.hub_id!r} cannot be loaded from {staged}: {exc}") from exc
         with torch.device("meta"):
             parameters = count_parameters(AutoModelForCausalLM.from_config(config))
-        kind, source = "hub", spec.hub_id
+        if staged == Path(spec.hub_id).expanduser():  # a local directory: weights are read where they are
+            kind, source = "hub", spec.hub_id
+        else:
+            link_weights(staged, out)
+            kind, source = "local", spec.hub_id
     tokenizer.save_pretrained(out)
     write_pointer(out, kind, source, parameters)
     runtime.log(f"base model ready: {parameters:,} parameters, vocabulary {len(tokenizer):,}")

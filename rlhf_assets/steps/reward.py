@@ -126,10 +126,13 @@ def load_pretrained_reward_model(runtime: StepRuntime, spec: RewardSpec, held_ou
     """Convert a published trlx reward model into our format and measure it on the held-out pairs."""
     if not spec.pretrained_id or not spec.pretrained_trunk:
         raise StepInputError("reward mode 'pretrained' needs pretrained_id and pretrained_trunk")
-    runtime.log(f"loading trlx reward model {spec.pretrained_id} over {spec.pretrained_trunk}")
-    tokenizer = AutoTokenizer.from_pretrained(spec.pretrained_trunk)
+    checkpoint = runtime.staged("reward_snapshot", spec.pretrained_id)
+    trunk = runtime.channel("sft_model")  # the base model's config and tokenizer, as the preset requires
+    runtime.log(f"loading trlx reward model {spec.pretrained_id} from {checkpoint} over the config of "
+                f"{spec.pretrained_trunk} (from the SFT model's lineage)")
+    tokenizer = AutoTokenizer.from_pretrained(trunk)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
-    model = load_trlx_reward_model(spec.pretrained_id, spec.pretrained_trunk, tokenizer.pad_token_id)
+    model = load_trlx_reward_model(str(checkpoint), str(trunk), tokenizer.pad_token_id)
     readout = eos_readout(tokenizer.eos_token_id)
     accuracy, margin = pairwise_accuracy(model, encode_pairs(held_out, tokenizer, spec, readout.append_eos), readout)
     model.save_pretrained(runtime.model_dir, safe_serialization=True)

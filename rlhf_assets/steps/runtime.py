@@ -46,6 +46,8 @@ from rlhf_assets.contract import (
     failure_file,
     input_hash_env,
 )
+from rlhf_assets.data.hub_sources import NotStagedError, staged_path
+from rlhf_assets.data.sources import describe_source
 from rlhf_assets.layouts import LayoutError, Table
 from rlhf_assets.storage import COMPLETE_MARKER, ArtifactIntegrityError, describe_directory, verify_directory
 
@@ -91,6 +93,16 @@ class StepRuntime:
     reported: dict[str, Any] = field(default_factory=dict)
     verified_channels: set[str] = field(default_factory=set)
     startup_seconds: float | None = None
+
+    def staged(self, channel: str, source: str) -> Path:
+        """Where to read `source`: a local path as it is, a hub repository from the snapshot in `channel`
+        (`hub_snapshots/<role>`); never the hub itself."""
+        if describe_source(source) != "hub_dataset":
+            return Path(source).expanduser()
+        try:
+            return staged_path(self.channel(channel), source)
+        except NotStagedError as exc:
+            raise StepInputError(str(exc)) from None
 
     def channel(self, name: str) -> Path:
         """An input channel's directory (`SM_CHANNEL_<NAME>`), failing clearly when it was not provided.

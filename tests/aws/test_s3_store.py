@@ -16,6 +16,7 @@ from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.definitions import all_assets
 from rlhf_assets.resources import ArtifactStoreResource, ManifestIOManager, PresetResource, recorded_manifest
 from rlhf_assets.storage import ArtifactIntegrityError, ArtifactStore, ArtifactStoreError, Manifest, OutputDescription
+from tests.conftest import DATA_SNAPSHOTS
 
 pytestmark = pytest.mark.aws
 
@@ -123,14 +124,15 @@ def test_data_assets_materialize_into_s3(s3_bucket: str, tmp_path: Path, shared_
         "compute": ComputeBackend(local=LocalComputeBackend(scratch_dir=str(tmp_path / "scratch")),
                                   sagemaker=SageMakerComputeBackend()),
     }
-    selected = [a for a in all_assets if a.key.path[0] in ("hh_raw", "preference_dataset", "eval_prompts")]
+    selected = [a for a in all_assets if a.key.path[0] in ("hh_raw", "preference_dataset", "eval_prompts")
+                or a.key in DATA_SNAPSHOTS]
     with instance_for_test() as instance:
         assert materialize(selected, resources=resources, instance=instance).success
         event = instance.get_latest_materialization_event(AssetKey("eval_prompts"))
         manifest = recorded_manifest(instance, AssetKey("eval_prompts"), f"{root}/manifests")
     objects = boto3.client("s3").list_objects_v2(Bucket=s3_bucket, Prefix="rlhf/manifests/")["Contents"]
-    assert sorted(o["Key"].rsplit("/", 1)[0] for o in objects) == [f"rlhf/manifests/{n}" for n in
-                                                                  ("eval_prompts", "hh_raw", "preference_dataset")]
+    assert sorted(o["Key"].rsplit("/", 1)[0] for o in objects if "hub_snapshots" not in o["Key"]) == [
+        f"rlhf/manifests/{n}" for n in ("eval_prompts", "hh_raw", "preference_dataset")]
     name = event.asset_materialization.metadata["manifest"].value
     body = boto3.client("s3").get_object(Bucket=s3_bucket, Key=f"rlhf/manifests/{name}")["Body"].read()
     assert Manifest.model_validate_json(body) == manifest

@@ -52,7 +52,8 @@ def _launch(driver: WebDriver) -> None:
 
 
 def test_materialize_from_the_launchpad_and_see_the_metadata(dev: DagsterDev, browser: WebDriver) -> None:
-    upstream = dev.materialize("hh_raw")  # a CLI user's run, in the same instance the UI shows
+    # a CLI user's run, in the same instance the UI shows
+    upstream = dev.materialize("hub_snapshots/preference_data,hh_raw")
     assert upstream.returncode == 0, upstream.stderr[-3000:]
 
     open_launchpad(browser, dev, "preference_dataset")

@@ -31,7 +31,7 @@ from rlhf_assets.labeling.tasks import PairwiseTask, read_tasks
 from rlhf_assets.modeling.detoxify_format import ORIGINAL_CLASSES, import_checkpoint, load_detoxify
 from rlhf_assets.modeling.detoxify_format import save_detoxify_checkpoint as save_checkpoint
 from rlhf_assets.resources import ArtifactStoreResource
-from tests.conftest import graph_resources, hh_row, manifest_of, write_jsonl
+from tests.conftest import DATA_SNAPSHOTS, graph_resources, hh_row, manifest_of, write_jsonl
 from tests.labeling_helpers import ATTRIBUTE, queue_tasks
 
 pytestmark = pytest.mark.graph
@@ -67,7 +67,8 @@ def baseline(tmp_path_factory, shared_hh_path: Path):
     root = tmp_path_factory.mktemp("corpus")
     with instance_for_test() as instance:
         resources = graph_resources(root)  # the tiny preset: the shared HH and RTP files
-        assert materialize(all_assets, selection=[AssetKey(name) for name in GOOD_ASSETS], resources=resources,
+        assert materialize(all_assets, selection=[*DATA_SNAPSHOTS, *(AssetKey(name) for name in GOOD_ASSETS)],
+                           resources=resources,
                            instance=instance).success
         store = resources["labeling"].store()
         tasks = queue_tasks(store, 3)

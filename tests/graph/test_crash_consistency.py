@@ -25,7 +25,7 @@ from rlhf_assets.definitions import all_assets
 from rlhf_assets.presets import PROJECT_ROOT
 from rlhf_assets.resources import ArtifactStoreResource
 from rlhf_assets.storage import Manifest
-from tests.conftest import graph_resources
+from tests.conftest import DATA_SNAPSHOTS, graph_resources
 
 pytestmark = pytest.mark.graph
 
@@ -88,7 +88,7 @@ def test_downstream_reads_the_recorded_materialization_after_sigkill_anywhere(tm
     artifacts = tmp_path / "artifacts" / "eval_prompts"
 
     with DagsterInstance.from_config(str(home)) as instance:
-        upstream = [AssetKey("hh_raw"), AssetKey("preference_dataset"), AssetKey("eval_prompts")]
+        upstream = [*DATA_SNAPSHOTS, AssetKey("hh_raw"), AssetKey("preference_dataset"), AssetKey("eval_prompts")]
         assert materialize(all_assets, selection=upstream, resources=graph_resources(tmp_path),
                            instance=instance).success
     started = time.monotonic()

@@ -98,7 +98,8 @@ def test_pretrained_trlx_reward_model_through_the_reward_step(tmp_path: Path, to
     torch.save({**state, "v_head.weight": torch.randn(1, 32)}, rm_dir / "pytorch_model.bin")
     spec = TINY.reward.model_copy(update={"mode": "pretrained", "pretrained_id": str(rm_dir),
                                           "pretrained_trunk": str(trunk_dir), "eval_rows": 20, "max_length": 96})
-    result = run_step("reward", {"reward": spec.model_dump()}, tmp_path / "rm", {"preference_dataset": preference_dir})
+    result = run_step("reward", {"reward": spec.model_dump()}, tmp_path / "rm",
+                      {"preference_dataset": preference_dir, "sft_model": trunk_dir})
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout[result.stdout.index("{"):])
     assert report["mode"] == "pretrained" and report["eval_pairs"] == 20 and 0 <= report["eval_accuracy"] <= 1

@@ -12,7 +12,7 @@ from dagster import AssetKey, materialize
 
 from rlhf_assets.definitions import all_assets
 from rlhf_assets.storage import ArtifactIntegrityError, ArtifactLocationError, ArtifactStore
-from tests.conftest import artifact_dir, graph_resources, manifest_of, project_instance
+from tests.conftest import DATA_SNAPSHOTS, artifact_dir, graph_resources, manifest_of, project_instance
 
 pytestmark = pytest.mark.unit
 
@@ -81,7 +81,7 @@ def test_a_copied_project_reads_its_own_artifacts(tmp_path: Path, shared_hh_path
     build downstream in the copy: every read resolves inside the copy."""
     original, copy = tmp_path / "original", tmp_path / "copy"
     with project_instance(original) as instance:
-        assert materialize(all_assets, selection=[AssetKey("hh_raw"), AssetKey("preference_dataset")],
+        assert materialize(all_assets, selection=[*DATA_SNAPSHOTS, AssetKey("hh_raw"), AssetKey("preference_dataset")],
                            resources=graph_resources(original), instance=instance).success
     shutil.copytree(original, copy)
     shutil.rmtree(original)

@@ -13,7 +13,7 @@ from rlhf_assets.contract import channel_env, input_hash_env
 from rlhf_assets.definitions import all_assets
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime
 from rlhf_assets.storage import COMPLETE_MARKER, ArtifactIntegrityError, ArtifactStore, combined_hash, file_hashes
-from tests.conftest import artifact_dir, graph_resources, manifest_of
+from tests.conftest import DATA_SNAPSHOTS, artifact_dir, graph_resources, manifest_of
 
 pytestmark = pytest.mark.unit
 
@@ -46,7 +46,7 @@ def test_poisoned_hh_raw_stops_preference_dataset_and_rematerializing_repairs_it
     """The reproduction: edit `raw.parquet` inside a published `hh_raw`; the next `preference_dataset` used to
     read the poison under the original lineage, and re-materializing `hh_raw` was a no-op."""
     resources = graph_resources(tmp_path)
-    selection = [AssetKey("hh_raw"), AssetKey("preference_dataset")]
+    selection = [*DATA_SNAPSHOTS, AssetKey("hh_raw"), AssetKey("preference_dataset")]
     with instance_for_test() as instance:
         assert materialize(all_assets, selection=selection, resources=resources, instance=instance).success
         raw = Path(ArtifactStore(str(tmp_path / "artifacts")).resolve(manifest_of(instance, tmp_path, "hh_raw").uri))
