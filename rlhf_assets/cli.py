@@ -7,6 +7,7 @@
     rlhf-assets progress                     labels so far in each policy's queued batch
     rlhf-assets artifact ASSET               the latest recorded manifest of ASSET and its verified directory
     rlhf-assets workers [stop]               the warm step workers of this user (compute/warm), or stop them
+    rlhf-assets mirror [DIR] [--print-env]   build the local hub mirror for miniature runs (rlhf_assets.miniature)
 
 The labeling commands use the labeling database of the Dagster code location (`RLHF_LABELING_DB`, default
 `var/labeling/labels.sqlite`), or `--db PATH`; `artifact` reads the instance at `DAGSTER_HOME` and the store at
@@ -16,12 +17,15 @@ The labeling commands use the labeling database of the Dagster code location (`R
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import sys
 from pathlib import Path
 
 from rlhf_assets.compute.warm.protocol import running_workers, stop_workers, worker_directory
 from rlhf_assets.labeling.app import MAX_BODY_BYTES, serve
 from rlhf_assets.labeling.store import LabelError, LabelStore
+from rlhf_assets.presets import PROJECT_ROOT, SHARED_HH_PATH, SHARED_RTP_DIR
 from rlhf_assets.resources import ManifestRecordError, default_labeling_db, latest_artifact
 from rlhf_assets.storage import ArtifactIntegrityError, ArtifactLocationError
 
@@ -47,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     artifact.add_argument("asset", help="asset key, e.g. ppo_policy")
     workers = commands.add_parser("workers", help="the warm step workers (they stop by themselves when idle)")
     workers.add_argument("action", nargs="?", choices=("list", "stop"), default="list")
+    mirror = commands.add_parser("mirror", help="build the local hub mirror every preset runs against in miniature")
+    mirror.add_argument("directory", nargs="?", type=Path, default=PROJECT_ROOT / "var" / "hub-mirror")
+    mirror.add_argument("--print-env", action="store_true", help="print the mirror's environment as shell exports")
     return parser
 
 
@@ -57,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         return _show_artifact(args.asset)
     if args.command == "workers":
         return _workers(args.action)
+    if args.command == "mirror":
+        return _mirror(args.directory, args.print_env)
     store = LabelStore(Path(args.db or default_labeling_db()))
     try:
         if args.command == "label":
@@ -87,6 +96,24 @@ def main(argv: list[str] | None = None) -> int:
     except LabelError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _mirror(directory: Path, print_env: bool) -> int:
+    """Build the mirror from the shared HH and RTP data (kept when already built); optionally print its exports."""
+    from rlhf_assets.miniature.mirror import build_hub_mirror, mirror_environment
+
+    if not SHARED_HH_PATH.exists() or not SHARED_RTP_DIR.is_dir():
+        print(f"error: the mirror is built from {SHARED_HH_PATH} and {SHARED_RTP_DIR}, which are missing",
+              file=sys.stderr)
+        return 1
+    record = build_hub_mirror(directory.resolve(), hh_source=SHARED_HH_PATH, rtp_dir=SHARED_RTP_DIR,
+                              log=lambda line: print(line, file=sys.stderr))
+    if print_env:
+        for name, value in mirror_environment(directory.resolve()).items():
+            print(f"export {name}={shlex.quote(value)}")
+    else:
+        print(json.dumps(record, indent=2))
     return 0
 
 

@@ -243,6 +243,8 @@ class Preset(_Frozen):
     toxicity: ToxicitySpec = Field(description="RealToxicityPrompts and the Detoxify scorer")
     compute: ComputeSpec = Field(description="Where step programs run and on how many processes")
     human_eval: HumanEvalSpec = Field(default_factory=HumanEvalSpec, description="Blinded pairwise human evaluation")
+    miniature: bool = Field(False, description="Sizes shrunk to run offline on a CPU against the hub mirror "
+                            "(rlhf_assets.miniature); every other setting is the preset's")
 
     @model_validator(mode="after")
     def _heldout_is_unseen(self) -> Preset:

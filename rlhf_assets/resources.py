@@ -32,6 +32,7 @@ from upath import UPath
 
 from rlhf_assets.labeling.groundtruth import GroundTruthJobSpec
 from rlhf_assets.labeling.store import LabelStore
+from rlhf_assets.miniature.scale import miniature
 from rlhf_assets.presets import PRESETS, PROJECT_ROOT, Preset, get_preset
 from rlhf_assets.storage import ArtifactStore, Manifest, is_remote
 
@@ -50,9 +51,14 @@ class PresetResource(ConfigurableResource):
 
     name: PresetName = Field(default_factory=default_preset_name, description="tiny (offline CPU demo), small "
                              "(Pythia-160M, one GPU) or gptj_6b (the reference recipe on SageMaker)")
+    miniature: bool = Field(default_factory=lambda: os.environ.get("RLHF_MINIATURE", "0") == "1",
+                            description="Run the preset as configured with only sizes shrunk, against the local hub "
+                            "mirror (`RLHF_MINIATURE=1`; see the README's Presets)")
 
     def get(self) -> Preset:
-        return get_preset(self.name.value)
+        """The chosen preset, in miniature when asked."""
+        chosen = get_preset(self.name.value)
+        return miniature(chosen) if self.miniature else chosen
 
 
 def default_artifact_root() -> str:

@@ -35,6 +35,9 @@ STEP_HARDWARE: dict[str, Hardware] = {
 }
 
 GPU_INSTANCE_FAMILIES = ("ml.p", "ml.g", "ml.trn", "ml.inf")
+# The steps that stage what comes from outside (hub snapshots, Detoxify's published checkpoint); every other step
+# reads artifacts only, and a SageMaker job of one runs with the hub switched off.
+REACHES_OUTSIDE = frozenset({"hub_snapshot", "toxicity_model"})
 
 
 def step_hardware(step: str) -> Hardware:

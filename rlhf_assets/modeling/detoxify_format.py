@@ -16,6 +16,7 @@ import pickle
 import shutil
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -93,17 +94,21 @@ def import_checkpoint(checkpoint: Path, huggingface_config_path: Path, directory
 
 
 def import_published(model_type: str, directory: Path) -> Path:
-    """Download a published Detoxify model (e.g. `original`, the recipe's) and store it for offline use."""
+    """Download a published Detoxify model (e.g. `original`, the recipe's) and store it for offline use.
+
+    The download goes through torch hub's checkpoint cache (`TORCH_HOME`), as Detoxify's own loader does, so a
+    machine that already has it (or the miniature mirror) needs no network."""
     from detoxify.detoxify import MODEL_URLS
     from transformers import AutoConfig, AutoTokenizer
 
     if model_type not in MODEL_URLS:
         raise ToxicityModelError(f"model_type {model_type!r} is not a published Detoxify model ({sorted(MODEL_URLS)})")
     url = MODEL_URLS[model_type]
-    download = directory / f".download-{model_type}.ckpt"
-    torch.hub.download_url_to_file(url, str(download), progress=False)
-    loaded = _weights_only(download.read_bytes(), url)
-    download.unlink()
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+    if not cached.is_file():  # where Detoxify's own loader (torch.hub.load_state_dict_from_url) keeps it
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(cached), progress=False)
+    loaded = _weights_only(cached.read_bytes(), url)
     args = loaded["config"]["arch"]["args"]
     hf = directory / HF_DIR
     AutoConfig.from_pretrained(args["model_type"], num_labels=args["num_classes"]).save_pretrained(hf)

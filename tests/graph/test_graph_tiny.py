@@ -60,8 +60,8 @@ def test_bad_source_fails_clearly_and_keeps_the_earlier_materialization(graph, t
     root, instance, _ = graph
     before = manifest_of(instance, root, "hh_raw")
     bad = write_jsonl(tmp_path / "bad.jsonl", [hh_row("a", "b", "c"), '{"chosen": "x", "rejected": '])
-    hh_raw = next(a for a in all_assets if a.key == AssetKey("hh_raw"))
-    result = materialize([hh_raw], resources=graph_resources(root), instance=instance, raise_on_error=False,
+    result = materialize(all_assets, selection=[AssetKey("hh_raw")], resources=graph_resources(root),
+                         instance=instance, raise_on_error=False,
                          run_config={"ops": {"hh_raw": {"config": {"source": str(bad)}}}})
     assert not result.success
     assert "bad.jsonl, line 2: malformed JSON" in _failure_text(result)
@@ -76,10 +76,9 @@ def _failure_text(result) -> str:
 
 def test_unknown_preset_is_rejected_before_anything_runs(graph) -> None:
     root, instance, _ = graph
-    hh_raw = next(a for a in all_assets if a.key == AssetKey("hh_raw"))
     with pytest.raises(DagsterInvalidConfigError, match="resources:preset:config:name not in enum type PresetName "
                                                          "got huge"):
-        materialize([hh_raw], resources=graph_resources(root), instance=instance,
+        materialize(all_assets, selection=[AssetKey("hh_raw")], resources=graph_resources(root), instance=instance,
                     run_config={"resources": {"preset": {"config": {"name": "huge"}}}})
 
 

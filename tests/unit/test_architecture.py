@@ -21,6 +21,7 @@ FORBIDDEN = {
     "storage": {"assets", "steps", "compute", "resources"},
     "overrides": {"assets", "steps", "compute", "resources", "ppo", "modeling", "eval", "data", "labeling"},
     "layouts": {"assets", "steps", "compute", "resources", "ppo", "modeling", "eval", "data", "labeling", "presets"},
+    "miniature": {"assets", "steps", "compute", "resources", "labeling", "checks", "automation", "definitions"},
 }
 
 

@@ -24,7 +24,7 @@ from dagster_aws.pipes import PipesS3ContextInjector
 from pydantic import Field
 
 from rlhf_assets.compute.base import StepRequest, StepRun, output_description
-from rlhf_assets.compute.hardware import Hardware
+from rlhf_assets.compute.hardware import REACHES_OUTSIDE, Hardware
 from rlhf_assets.compute.sagemaker.client import PipesSageMakerClient
 from rlhf_assets.compute.sagemaker.packaging import ImageNotInRegion, default_image_uri, source_tarball
 from rlhf_assets.compute.sagemaker.pipes import RankedS3MessageReader
@@ -41,6 +41,8 @@ from rlhf_assets.contract import (
 )
 from rlhf_assets.storage import ArtifactStore, hash_json
 
+# A job that reads only artifacts never reaches the hub: it runs on pinned snapshots, in a VPC without internet too.
+OFFLINE_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 # Standard retry mode: throttled and transient AWS calls are retried with back-off by botocore itself.
 RETRIES = Config(retries={"mode": "standard", "max_attempts": 10})
 
@@ -86,7 +88,10 @@ class SageMakerComputeBackend(ConfigurableResource):
     region: str | None = Field(default_factory=lambda: os.environ.get("RLHF_SAGEMAKER_REGION") or None,
                                description="AWS region of the jobs; unset follows the AWS configuration")
     image_uri: str | None = Field(None, description="Training image; unset: AWS's PyTorch 2.13 training image in "
-                                                    "the job's region (see requirements/sagemaker-image.txt)")
+                                                    "the job's region (see requirements/sagemaker-image.lock)")
+    install_requirements: bool = Field(True, description="Let the job pip-install what the image lacks "
+                                       "(requirements/job.lock) at start-up; false for a derived image that holds "
+                                       "them (deploy/sagemaker/Dockerfile), for accounts without an index")
     instance_type: str | None = Field(
         default_factory=lambda: os.environ.get("RLHF_SAGEMAKER_INSTANCE_TYPE") or None,
         description="Override the preset's training instance type (e.g. ml.g5.2xlarge); steps that need one GPU "
@@ -143,7 +148,8 @@ class SageMakerComputeBackend(ConfigurableResource):
                             ACCELERATE_CONFIG_ENV: request.accelerate_config or "",
                             PIPES_TRANSPORT_ENV: PIPES_TRANSPORT_S3, CHECKPOINT_ENV: str(CONTAINER_CHECKPOINT_DIR),
                             **{input_hash_env(name): manifest.content_hash
-                               for name, manifest in request.inputs.items()}},
+                               for name, manifest in request.inputs.items()},
+                            **({} if request.step in REACHES_OUTSIDE else OFFLINE_ENVIRONMENT)},
             "EnableManagedSpotTraining": self.use_spot,
         }
         if self.use_spot:
@@ -187,7 +193,7 @@ class SageMakerComputeBackend(ConfigurableResource):
         job_name = f"rlhf-{request.asset.replace('_', '-')}-{context.run_id[:8]}-{int(time.time())}"[:63]
         checkpoint_uri = (f"s3://{self.bucket}/{self.prefix}/checkpoints/{request.asset}/"
                           f"{hash_json(request.resume_key)[:16]}")
-        tarball = source_tarball()
+        tarball = source_tarball(with_requirements=self.install_requirements)
         params = self.training_job_params(job_name=job_name, request=request, input_uris=input_uris,
                                           code_uri=self.code_uri(tarball),
                                           checkpoint_uri=checkpoint_uri, region=region)

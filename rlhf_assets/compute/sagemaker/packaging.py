@@ -3,9 +3,9 @@
 The image is AWS's PyTorch training image (`pytorch:2.13.0-cu133-amzn2023-sagemaker`: torch 2.13.0, the same
 release as the local and CI environment, Python 3.12, the `sagemaker-training` toolkit). Images live in a
 per-region registry (SageMaker refuses cross-region pulls), so the URI is built for the job's region. The
-tarball is the package plus `requirements.txt`: the locked job requirements constrained by the image's own pins
-(`requirements/`), which the toolkit installs before the entry point starts and which can never replace the
-image's torch.
+tarball is the package plus `requirements.txt`: the packages the image lacks (`requirements/job.lock`, resolved
+against the image's full package list `requirements/sagemaker-image.lock`), which the toolkit installs before the
+entry point starts without replacing anything the image ships.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ DLC_ACCOUNTS = {
     "us-west-1": "763104351884", "us-west-2": "763104351884",
 }
 REQUIREMENTS_DIR = PROJECT_ROOT / "requirements"
-IMAGE_PINS = "sagemaker-image.txt"
-JOB_LOCK = "job.lock"
+IMAGE_LOCK = "sagemaker-image.lock"  # the image's full package list
+JOB_LOCK = "job.lock"  # exactly what the image lacks
 
 
 class ImageNotInRegion(ValueError):
@@ -56,15 +56,18 @@ def default_image_uri(region: str) -> str:
 
 
 def job_requirements() -> bytes:
-    """`requirements.txt` for the toolkit: the image's pins as constraints, then the locked job requirements."""
-    lock = (REQUIREMENTS_DIR / JOB_LOCK).read_text()
-    return f"-c {IMAGE_PINS}\n{lock}".encode()
+    """`requirements.txt` for the toolkit: only the packages the image lacks, each pinned. Their requirements are
+    met by each other and by the image as it is (tests/process/test_job_environment.py), so pip installs these
+    and touches nothing the image ships."""
+    return (REQUIREMENTS_DIR / JOB_LOCK).read_bytes()
 
 
-def source_tarball() -> bytes:
+def source_tarball(*, with_requirements: bool = True) -> bytes:
     """The step programs as SageMaker's `sagemaker_submit_directory`: the package, the entry point, requirements.
 
-    Deterministic (sorted names, zero mtimes), so unchanged code is uploaded once and keyed by its hash.
+    Without `with_requirements` (a derived image that already holds them, deploy/sagemaker/Dockerfile) the job
+    installs nothing at start-up. Deterministic (sorted names, zero mtimes), so unchanged code is uploaded once
+    and keyed by its hash.
     """
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
@@ -77,6 +80,6 @@ def source_tarball() -> bytes:
         for path in sorted(p for p in package.rglob("*") if p.is_file() and p.suffix in (".py", ".yaml")):
             add(str(path.relative_to(PROJECT_ROOT)), path.read_bytes())
         add(ENTRY_POINT, (package / "compute" / "sagemaker" / "entry.py").read_bytes())
-        add("requirements.txt", job_requirements())
-        add(IMAGE_PINS, (REQUIREMENTS_DIR / IMAGE_PINS).read_bytes())
+        if with_requirements:
+            add("requirements.txt", job_requirements())
     return buffer.getvalue()

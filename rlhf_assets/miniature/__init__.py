@@ -1,0 +1,1 @@
+"""Every preset as configured, offline, with only sizes shrunk: a local hub mirror and the miniature scale."""
