@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 preset="${1:?usage: run_miniature.sh PRESET [dagster asset materialize options]}"
 shift
 mirror="${RLHF_HUB_MIRROR:-$PWD/var/hub-mirror}"
-eval "$(.venv/bin/rlhf-assets mirror --print-env "$mirror")"
+eval "$(.venv/bin/rlhf-assets mirror --print-env "$mirror" | grep "^export ")"
 export RLHF_PRESET="$preset" RLHF_MINIATURE=1 RLHF_BLOCKING_CHECKS=0
 export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/var/miniature/$preset/dagster_home}"
 export RLHF_ARTIFACT_ROOT="${RLHF_ARTIFACT_ROOT:-$PWD/var/miniature/$preset/artifacts}"

@@ -28,7 +28,8 @@ from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.compute.warm.protocol import DIR_ENV, stop_workers
 from rlhf_assets.definitions import all_assets, materialize_all
-from rlhf_assets.presets import SHARED_HH_PATH
+from rlhf_assets.miniature.mirror import build_hub_mirror
+from rlhf_assets.presets import SHARED_HH_PATH, SHARED_RTP_DIR
 from rlhf_assets.resources import (
     ArtifactStoreResource,
     LabelingResource,
@@ -94,6 +95,14 @@ def shared_hh_path() -> Path:
     if not SHARED_HH_PATH.exists():
         pytest.skip(f"real HH data not found at {SHARED_HH_PATH} (../shared/data is provided in CI)")
     return SHARED_HH_PATH
+
+
+@pytest.fixture(scope="session")
+def hub_mirror(tmp_path_factory: pytest.TempPathFactory, shared_hh_path: Path) -> Path:
+    """The local hub mirror (rlhf_assets.miniature.mirror), built once per session from the shared data."""
+    root = tmp_path_factory.mktemp("hub-mirror")
+    build_hub_mirror(root, hh_source=shared_hh_path, rtp_dir=SHARED_RTP_DIR, log=lambda _line: None)
+    return root
 
 
 def write_jsonl(path: Path, rows: list[object], *, gz: bool = False) -> Path:

@@ -40,7 +40,6 @@ from transformers import (
 )
 
 from rlhf_assets.data.hh import read_jsonl, to_preference_pairs
-from rlhf_assets.data.split import is_test_prompt
 from rlhf_assets.modeling.detoxify_format import ORIGINAL_CLASSES
 from rlhf_assets.modeling.standin_vocabulary import standin_tokenizer
 from rlhf_assets.modeling.tokenizer import train_bpe_tokenizer
@@ -107,11 +106,17 @@ def _gptj(tokenizer: PreTrainedTokenizerBase, seed: int) -> GPTJForCausalLM:
     return GPTJForCausalLM(config)
 
 
+def _in_mirror_test_split(prompt: str) -> bool:
+    """rm-static's own split, independent of ours (salted), so our split of its `test` side is not degenerate."""
+    digest = hashlib.sha256(f"rm-static:{prompt}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 10_000 < MIRROR_TEST_SHARE * 10_000
+
+
 def _rm_static(hh_source: Path) -> dict[str, pd.DataFrame]:
     pairs, _ = to_preference_pairs(read_jsonl(hh_source), str(hh_source))
     rows = pd.DataFrame([{"prompt": p.prompt, "response": p.chosen, "chosen": p.chosen, "rejected": p.rejected}
                          for p in pairs])
-    held_out = rows["prompt"].map(lambda prompt: is_test_prompt(prompt, MIRROR_TEST_SHARE))
+    held_out = rows["prompt"].map(_in_mirror_test_split)
     return {"train": rows[~held_out].reset_index(drop=True), "test": rows[held_out].reset_index(drop=True)}
 
 
