@@ -26,15 +26,22 @@ from typing import Any
 
 import boto3
 
-from rlhf_assets.contract import CHECKPOINT_ENV
+from rlhf_assets.compute.hardware import REACHES_OUTSIDE
+from rlhf_assets.contract import CHECKPOINT_ENV, STEP_ENV
 
 
 class SageMakerPlatform:
     """Runs each created training job through the toolkit synchronously; remembers requests and outcomes."""
 
-    def __init__(self, scratch: Path, credentials: dict[str, str] | None = None) -> None:
-        """`credentials` (access key id and secret) are the job role's: SageMaker and the container act as it."""
-        self.scratch, self.credentials = scratch, credentials or {}
+    def __init__(self, scratch: Path, credentials: dict[str, str] | None = None,
+                 outside: dict[str, str] | None = None) -> None:
+        """`credentials` (access key id and secret) are the job role's: SageMaker and the container act as it.
+
+        `outside` cuts the jobs' network, as a VPC without internet would: no package index for pip, no hub
+        (an empty cache, offline), except for the steps that stage outside sources (`REACHES_OUTSIDE`), whose jobs
+        get `outside` (the hub mirror's environment) as their hub.
+        """
+        self.scratch, self.credentials, self.outside = scratch, credentials or {}, outside
         self.requests: list[dict[str, Any]] = []
         self.exit_codes: list[int] = []
         self.logs: list[str] = []
@@ -90,9 +97,9 @@ class SageMakerPlatform:
             "current_host": "algo-1", "hosts": [f"algo-{i + 1}" for i in range(job["ResourceConfig"]["InstanceCount"])],
             "current_instance_type": job["ResourceConfig"]["InstanceType"], "network_interface_name": "eth0"}))
         channels = {c["ChannelName"]: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated"}
-                    for c in job["InputDataConfig"]}
+                    for c in job.get("InputDataConfig", [])}
         (config / "inputdataconfig.json").write_text(json.dumps(channels))
-        for channel in job["InputDataConfig"]:
+        for channel in job.get("InputDataConfig", []):
             self._download(channel["DataSource"]["S3DataSource"]["S3Uri"], base / "input" / "data" /
                            channel["ChannelName"])
 
@@ -108,6 +115,8 @@ class SageMakerPlatform:
                CHECKPOINT_ENV: str(checkpoints),  # the container's /opt/ml/checkpoints, relocated with /opt/ml
                **self.credentials}
         env.pop("PYTHONPATH", None)
+        if self.outside is not None:
+            env.update(self.network_cut(job["Environment"][STEP_ENV]))
         train = Path(sys.executable).with_name("train")
         done = subprocess.run([str(train)], env=env, cwd=base, capture_output=True, text=True, timeout=1200)
         self.exit_codes.append(done.returncode)
@@ -120,6 +129,17 @@ class SageMakerPlatform:
         s3 = self._client("s3")
         for path in sorted(p for p in (base / "model").rglob("*") if p.is_file()):
             s3.upload_file(str(path), bucket, f"{prefix}/{name}/output/model/{path.relative_to(base / 'model')}")
+
+    def network_cut(self, step: str) -> dict[str, str]:
+        """A job's environment without a network: pip has no index, the hub is an empty offline cache (the
+        mirror for the steps that stage outside sources)."""
+        nowhere = "http://127.0.0.1:9"  # the discard port: nothing listens
+        empty = self.scratch / "no-network"
+        cut = {"PIP_NO_INDEX": "1", "PIP_INDEX_URL": f"{nowhere}/simple", "PIP_FIND_LINKS": "",
+               "HF_ENDPOINT": nowhere, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(empty / "hub"),
+               "TORCH_HOME": str(empty / "torch"), "HTTP_PROXY": nowhere, "HTTPS_PROXY": nowhere,
+               "NO_PROXY": "127.0.0.1,localhost"}  # S3 (the moto server) stays reachable, as through a VPC endpoint
+        return {**cut, **(self.outside if step in REACHES_OUTSIDE and self.outside else {})}
 
     def _to_cloudwatch(self, name: str, output: str) -> None:
         """SageMaker sends the container's stdout/stderr to /aws/sagemaker/TrainingJobs, `<job>/algo-1-<time>`."""

@@ -2,8 +2,9 @@
 
 Everything that decides *what* runs stays the preset's: the models and datasets it names (served by the mirror
 at toy size), backend, accelerate config, precision, reward mode, split, lengths, sampling settings, scorer and
-file formats. What shrinks is how much: rows, prompts, steps, rollouts, batch sizes, and the number of processes
-(two ranks stand in for the recipe's eight, so the multi-process launch still runs). `RLHF_MINIATURE=1` (or the
+file formats. What shrinks is how much: rows, prompts, steps, rollouts, batch sizes, response lengths, and the
+number of processes (two ranks stand in for the recipe's eight, so the multi-process launch still runs; with no
+GPU, none is set aside for the reward model). `RLHF_MINIATURE=1` (or the
 launchpad's `preset: config: miniature: true`) selects it for a run.
 """
 
@@ -39,8 +40,9 @@ def miniature(preset: Preset) -> Preset:
     toxicity.update(num_prompts=TOXICITY_PROMPTS, samples_per_prompt=1)
     toxicity["standin"].update(epochs=1, degenerate_negatives=20)
     compute = preset.compute.model_dump()
-    compute.update(num_processes=min(compute["num_processes"], PROCESSES))
-    compute["reward_model_gpus"] = min(compute["reward_model_gpus"], compute["num_processes"] - 1)
+    # No GPU to set aside for the reward model on a CPU: PPO keeps every rank (the reward model runs in the main
+    # process, as it does on the spare GPU), so its DeepSpeed launch still runs on two ranks.
+    compute.update(num_processes=min(compute["num_processes"], PROCESSES), reward_model_gpus=0)
     data = {**preset.data.model_dump(), "eval_prompt_count": EVAL_PROMPTS}
     base = preset.base_model.model_dump()
     base.update(tokenizer_train_rows=min(base["tokenizer_train_rows"], 500))

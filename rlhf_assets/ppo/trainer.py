@@ -8,6 +8,7 @@ rollouts from the restored RNG state and continues to exactly `total_steps`.
 from __future__ import annotations
 
 import math
+import os
 import random
 import shutil
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import InitProcessGroupKwargs, set_seed
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf_assets.ppo.advantages import gae, masked_mean, whiten
@@ -73,6 +74,16 @@ class TrainingHistory:
     resumed_from: int | None = None
 
 
+def default_accelerator() -> Accelerator:
+    """The launch's accelerator: DeepSpeed when `accelerate launch` configured it (the recipe's ZeRO-2, on CPUs too,
+    where DeepSpeed's CPU accelerator runs it over gloo), else DDP, or one process, on whatever device there is."""
+    if torch.cuda.is_available():
+        return Accelerator()
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        return Accelerator(kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")])
+    return Accelerator(cpu=True)
+
+
 class PPOTrainer:
     """PPO against a reward function, KL-held to a frozen reference model.
 
@@ -97,7 +108,7 @@ class PPOTrainer:
     ) -> None:
         self.config, self.tokenizer, self.prompts, self.reward_fn = config, tokenizer, list(prompts), reward_fn
         self.checkpoint_dir, self.log = checkpoint_dir, log
-        self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        self.accelerator = accelerator or default_accelerator()
         if reward_fn is None and self.accelerator.is_main_process:
             raise ValueError("the main process needs a reward function")
         deepspeed = self.accelerator.state.deepspeed_plugin

@@ -26,7 +26,7 @@ from rlhf_assets.steps.runtime import StepRuntime, markdown, run_step
 from rlhf_assets.steps.training import (
     CheckpointMarkerCallback,
     last_checkpoint,
-    quiet_console,
+    prepared,
     save_trained_model,
     trainer_arguments,
 )
@@ -68,9 +68,9 @@ def main(runtime: StepRuntime) -> None:
     # Evaluation one pair per batch: TRL averages per-batch accuracies, which is the per-pair share only then.
     args = DPOConfig(**{**trainer_arguments(spec, runtime), "per_device_eval_batch_size": 1}, beta=spec.beta,
                      loss_type=[spec.loss_type], max_length=spec.max_length, disable_dropout=True)
-    trainer = quiet_console(DPOTrainer(
+    trainer = prepared(DPOTrainer(
         model=model, args=args, train_dataset=train, eval_dataset=held_out, processing_class=tokenizer,
-        callbacks=[progress, CheckpointMarkerCallback()]))
+        callbacks=[progress, CheckpointMarkerCallback()]), runtime)
     result = trainer.train(resume_from_checkpoint=last_checkpoint(runtime))
     evaluation = trainer.evaluate()
     save_trained_model(trainer, runtime)

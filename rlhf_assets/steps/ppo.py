@@ -41,6 +41,7 @@ from rlhf_assets.steps.memory import check_memory_plan, this_gpu, training_ranks
 from rlhf_assets.steps.progress import curve_markdown
 from rlhf_assets.steps.reward_scoring import load_reward_scorer, reward_gpu
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run_step
+from rlhf_assets.steps.training import launch_description
 from rlhf_assets.steps.trl_policy import train_with_trl
 
 
@@ -161,6 +162,7 @@ def train_ours(runtime: StepRuntime, spec: PPOSpec, sft: BaseModelRef, tokenizer
     reference = load_frozen(sft.weights) if cfg.reference_kind == "full_copy" else None
     trainer = PPOTrainer(cfg, CausalLMWithValueHead(base), reference, tokenizer, prompts, reward_fn,
                          runtime.checkpoint_dir, runtime.log)
+    runtime.log(f"launch: {launch_description(trainer.accelerator)}")
     history = trainer.train().steps
     trainer.accelerator.wait_for_everyone()
     if not runtime.is_main_process:

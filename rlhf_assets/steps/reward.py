@@ -31,7 +31,7 @@ from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run
 from rlhf_assets.steps.training import (
     CheckpointMarkerCallback,
     last_checkpoint,
-    quiet_console,
+    prepared,
     save_trained_model,
     trainer_arguments,
 )
@@ -104,8 +104,8 @@ def train_reward_model(runtime: StepRuntime, spec: RewardSpec, held_out: pd.Data
     runtime.log(f"reward model on {len(train)} preference pairs; {count_parameters(model):,} parameters")
     progress = RuntimeProgressCallback(runtime)
     args = RewardConfig(**trainer_arguments(spec, runtime), max_length=None, disable_dropout=True)
-    trainer = quiet_console(EosReadRewardTrainer(model=model, args=args, train_dataset=train,
-                                          processing_class=tokenizer, callbacks=[progress, CheckpointMarkerCallback()]))
+    trainer = prepared(EosReadRewardTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
+                                            callbacks=[progress, CheckpointMarkerCallback()]), runtime)
     result = trainer.train(resume_from_checkpoint=last_checkpoint(runtime))
     accuracy, margin = pairwise_accuracy(model, encode_pairs(held_out, tokenizer, spec, readout.append_eos), readout)
     save_trained_model(trainer, runtime)

@@ -25,7 +25,7 @@ from rlhf_assets.steps.runtime import StepRuntime, markdown, run_step
 from rlhf_assets.steps.training import (
     CheckpointMarkerCallback,
     last_checkpoint,
-    quiet_console,
+    prepared,
     save_trained_model,
     tokens_per_second,
     trainer_arguments,
@@ -62,10 +62,10 @@ def main(runtime: StepRuntime) -> None:
 
     progress = RuntimeProgressCallback(runtime)
     args = SFTConfig(**trainer_arguments(spec, runtime), max_length=None, completion_only_loss=True, packing=False)
-    trainer = quiet_console(SFTTrainer(
+    trainer = prepared(SFTTrainer(
         model=model, args=args, train_dataset=train, eval_dataset=held_out,
         processing_class=tokenizer, callbacks=[progress, CheckpointMarkerCallback()],
-    ))
+    ), runtime)
     result = trainer.train(resume_from_checkpoint=last_checkpoint(runtime))
     evaluation = trainer.evaluate()
     save_trained_model(trainer, runtime)

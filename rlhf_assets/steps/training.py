@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import Accelerator
 from transformers import (
     PrinterCallback,
     Trainer,
@@ -64,8 +66,14 @@ def last_checkpoint(runtime: StepRuntime) -> str | None:
     return None
 
 
+def launched_with_deepspeed() -> bool:
+    """Whether `accelerate launch` started this process with a DeepSpeed config (the recipe's ZeRO-2)."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
 def trainer_arguments(spec: TrainSpec, runtime: StepRuntime) -> dict[str, Any]:
     """TrainingArguments shared by TRL's SFT and reward configs, from the preset's `TrainSpec`."""
+    deepspeed = launched_with_deepspeed()
     return {
         "output_dir": str(runtime.checkpoint_dir),
         "num_train_epochs": spec.epochs,
@@ -86,9 +94,12 @@ def trainer_arguments(spec: TrainSpec, runtime: StepRuntime) -> dict[str, Any]:
         "report_to": [],
         "seed": spec.seed,
         "data_seed": spec.seed,
-        "bf16": spec.bf16 and torch.cuda.is_available(),
+        # bf16 where the hardware runs it: a GPU, or DeepSpeed (its CPU accelerator too, as the miniature runs it)
+        "bf16": spec.bf16 and (torch.cuda.is_available() or deepspeed),
         "gradient_checkpointing": spec.gradient_checkpointing,
         "use_cpu": not torch.cuda.is_available(),
+        # ranks on CPUs talk over gloo (NCCL needs GPUs); None keeps the default on GPUs
+        "ddp_backend": None if torch.cuda.is_available() else "gloo",
         "dataloader_num_workers": 0,
         "disable_tqdm": True,
         "include_num_input_tokens_seen": "non_padding",
@@ -103,10 +114,23 @@ def save_trained_model(trainer: Trainer, runtime: StepRuntime) -> None:
     (runtime.model_dir / "training_args.bin").unlink(missing_ok=True)
 
 
-def quiet_console(trainer: Trainer) -> Trainer:
-    """Drop the Trainer's own stdout printing; `RuntimeProgressCallback` reports the same numbers."""
+def prepared(trainer: Trainer, runtime: StepRuntime) -> Trainer:
+    """Drop the Trainer's own stdout printing (`RuntimeProgressCallback` reports the same numbers) and log how the
+    step was launched, so a run shows that the recipe's ZeRO-2 really engaged rather than a silent fallback."""
     trainer.remove_callback(PrinterCallback)
+    runtime.log(f"launch: {launch_description(trainer.accelerator)}")
     return trainer
+
+
+def launch_description(accelerator: Accelerator) -> str:
+    """e.g. `DeepSpeed ZeRO-2, bf16, 2 ranks over gloo` or `no distribution, fp32, 1 rank`."""
+    state = accelerator.state
+    precision = {"no": "fp32"}.get(str(state.mixed_precision), str(state.mixed_precision))
+    ranks = f"{state.num_processes} rank{'s' if state.num_processes > 1 else ''}"
+    backend = f" over {state.backend}" if state.num_processes > 1 and state.backend else ""
+    if state.deepspeed_plugin is not None:
+        return f"DeepSpeed ZeRO-{state.deepspeed_plugin.zero_stage}, {precision}, {ranks}{backend}"
+    return f"{str(state.distributed_type.value).lower()}, {precision}, {ranks}{backend}"
 
 
 def tokens_per_second(tokens: float, seconds: float) -> float:

@@ -17,7 +17,7 @@ from rlhf_assets.ppo.reward_scorer import RewardModelScorer
 from rlhf_assets.presets import PPOSpec
 from rlhf_assets.steps.progress import RuntimeProgressCallback
 from rlhf_assets.steps.runtime import StepRuntime
-from rlhf_assets.steps.training import CheckpointMarkerCallback, last_checkpoint, quiet_console
+from rlhf_assets.steps.training import CheckpointMarkerCallback, last_checkpoint, prepared
 
 TRL_TO_PPO_NAMES = {"reward": "score_mean", "reward_std": "score_std", "kl": "kl_penalty", "entropy": "entropy",
                     "completions/mean_length": "response_length"}
@@ -53,11 +53,11 @@ def train_with_trl(
         save_total_limit=2, report_to=[], seed=cfg.seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
     )
     progress = RuntimeProgressCallback(runtime)
-    trainer = quiet_console(trainer_class(
+    trainer = prepared(trainer_class(
         model=AutoModelForCausalLM.from_pretrained(sft_weights), reward_funcs=reward_model, args=args,
         train_dataset=Dataset.from_dict({"prompt": list(prompts)}), processing_class=tokenizer,
         callbacks=[progress, CheckpointMarkerCallback()],
-    ))
+    ), runtime)
     trainer.train(resume_from_checkpoint=last_checkpoint(runtime))
     history = [
         {"step": h["step"], **{ours: h[theirs] for theirs, ours in TRL_TO_PPO_NAMES.items() if theirs in h}}

@@ -68,7 +68,7 @@ def validate_request(params: dict[str, Any], service_model: Any) -> None:
     check("RoleArn", params["RoleArn"], "execution role ARN")
     check("S3Uri", params["OutputDataConfig"]["S3OutputPath"], "output path")
     check("S3Uri", params["CheckpointConfig"]["S3Uri"], "checkpoint URI")
-    for channel in params["InputDataConfig"]:
+    for channel in params.get("InputDataConfig", []):
         check("ChannelName", channel["ChannelName"], "input channel name")
         check("S3Uri", channel["DataSource"]["S3DataSource"]["S3Uri"], f"channel {channel['ChannelName']!r} URI")
 
@@ -133,12 +133,6 @@ class SageMakerComputeBackend(ConfigurableResource):
             "HyperParameters": {"sagemaker_program": json.dumps(ENTRY_POINT),
                                 "sagemaker_submit_directory": json.dumps(code_uri),
                                 "sagemaker_region": json.dumps(region)},
-            "InputDataConfig": [
-                {"ChannelName": name, "DataSource": {"S3DataSource": {
-                    "S3DataType": "S3Prefix", "S3Uri": input_uris[name].rstrip("/") + "/",
-                    "S3DataDistributionType": "FullyReplicated"}}}
-                for name in sorted(request.inputs)
-            ],
             "OutputDataConfig": {"S3OutputPath": f"s3://{self.bucket}/{self.prefix}/output", "CompressionType": "NONE"},
             "ResourceConfig": {"InstanceType": self.instance_for(request),
                                "InstanceCount": request.instance_count, "VolumeSizeInGB": self.volume_size_gb},
@@ -152,6 +146,13 @@ class SageMakerComputeBackend(ConfigurableResource):
                             **({} if request.step in REACHES_OUTSIDE else OFFLINE_ENVIRONMENT)},
             "EnableManagedSpotTraining": self.use_spot,
         }
+        if request.inputs:  # SageMaker takes no InputDataConfig rather than an empty one (a hub snapshot has none)
+            params["InputDataConfig"] = [
+                {"ChannelName": name, "DataSource": {"S3DataSource": {
+                    "S3DataType": "S3Prefix", "S3Uri": input_uris[name].rstrip("/") + "/",
+                    "S3DataDistributionType": "FullyReplicated"}}}
+                for name in sorted(request.inputs)
+            ]
         if self.use_spot:
             params["StoppingCondition"]["MaxWaitTimeInSeconds"] = max(self.max_wait_seconds, self.max_runtime_seconds)
         return params
