@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     mirror = commands.add_parser("mirror", help="build the local hub mirror every preset runs against in miniature")
     mirror.add_argument("directory", nargs="?", type=Path, default=PROJECT_ROOT / "var" / "hub-mirror")
     mirror.add_argument("--print-env", action="store_true", help="print the mirror's environment as shell exports")
+    mirror.add_argument("--real-dimensions", action="store_true",
+                        help="EleutherAI/pythia-160m at its real shape (random weights), for the GPU check")
     return parser
 
 
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "workers":
         return _workers(args.action)
     if args.command == "mirror":
-        return _mirror(args.directory, args.print_env)
+        return _mirror(args.directory, args.print_env, args.real_dimensions)
     store = LabelStore(Path(args.db or default_labeling_db()))
     try:
         if args.command == "label":
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _mirror(directory: Path, print_env: bool) -> int:
+def _mirror(directory: Path, print_env: bool, real_dimensions: bool) -> int:
     """Build the mirror from the shared HH and RTP data (kept when already built); optionally print its exports."""
     from rlhf_assets.miniature.mirror import build_hub_mirror, mirror_environment
 
@@ -108,7 +110,7 @@ def _mirror(directory: Path, print_env: bool) -> int:
               file=sys.stderr)
         return 1
     record = build_hub_mirror(directory.resolve(), hh_source=SHARED_HH_PATH, rtp_dir=SHARED_RTP_DIR,
-                              log=lambda line: print(line, file=sys.stderr))
+                              log=lambda line: print(line, file=sys.stderr), real_dimensions=real_dimensions)
     if print_env:
         for name, value in mirror_environment(directory.resolve()).items():
             print(f"export {name}={shlex.quote(value)}")

@@ -7,6 +7,8 @@
 # 2. Resume: for each launch mode — one process in bf16 mixed precision, and DeepSpeed ZeRO-2 bf16 — it trains 4
 #    PPO steps on a tiny model, then resumes a second run from the first run's step-2 checkpoint and compares
 #    the final weights.
+# 3. The whole `small` graph at Pythia-160M's real dimensions (random weights from the hub mirror): per-step wall
+#    time and peak GPU memory beside the memory plan (needs the project's .venv; SMALL_GRAPH=0 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-var/gpu_check}"
@@ -66,3 +68,15 @@ assert b["resumed_from"] == 2 and b["step"] == a["step"] == 4
 assert diff < 1e-2, "resumed run drifted from the uninterrupted one"
 PY
 done
+
+# 3. The small graph at its real dimensions (issue 25): EleutherAI/pythia-160m's real shape with random weights from
+#    the hub mirror, every step as `small` configures it (bf16, TRL trainers, our PPO, Detoxify), with the
+#    miniature's row and step counts; per-step wall time and peak GPU memory beside each step's memory plan.
+#    Needs the project's environment (bash scripts/setup.sh, which needs the package registry) and ../shared/data.
+if [[ -x .venv/bin/rlhf-assets && "${SMALL_GRAPH:-1}" == 1 ]]; then
+  export RLHF_HUB_MIRROR="$OUT/hub-mirror-real" DAGSTER_HOME="$PWD/$OUT/small/dagster_home"
+  export RLHF_ARTIFACT_ROOT="$PWD/$OUT/small/artifacts" RLHF_LABELING_DB="$PWD/$OUT/small/labels.sqlite"
+  .venv/bin/rlhf-assets mirror --real-dimensions "$RLHF_HUB_MIRROR" >/dev/null
+  bash scripts/run_miniature.sh small 2>&1 | tail -n 3
+  .venv/bin/python -m bench.step_memory_table
+fi

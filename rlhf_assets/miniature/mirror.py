@@ -129,8 +129,16 @@ def _rtp_lines(rtp_dir: Path) -> list[str]:
     return lines
 
 
-def build_hub_mirror(root: Path, *, hh_source: Path, rtp_dir: Path, log: Callable[[str], None] = print) -> dict:
-    """Write the mirror under `root` (idempotent: an existing complete mirror is kept) and return its record."""
+PYTHIA_160M_DIMENSIONS = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                          "intermediate_size": 3072, "vocab_size": 50304}  # EleutherAI/pythia-160m's config.json
+
+
+def build_hub_mirror(root: Path, *, hh_source: Path, rtp_dir: Path, log: Callable[[str], None] = print,
+                     real_dimensions: bool = False) -> dict:
+    """Write the mirror under `root` (idempotent: an existing complete mirror is kept) and return its record.
+
+    `real_dimensions` gives `EleutherAI/pythia-160m` its real shape (768 wide, 12 layers, 50,304-row embedding;
+    random weights), for measuring the `small` graph's memory on a GPU (scripts/gpu_check.sh)."""
     ready = root / READY_FILE
     if ready.exists():
         return json.loads(ready.read_text())
@@ -176,15 +184,17 @@ def build_hub_mirror(root: Path, *, hh_source: Path, rtp_dir: Path, log: Callabl
 
     def pythia(folder: Path) -> None:
         torch.manual_seed(3)
-        config = GPTNeoXConfig(vocab_size=len(pythia_tokenizer), hidden_size=64, num_hidden_layers=2,
-                               num_attention_heads=4, intermediate_size=256, max_position_embeddings=2048,
-                               rotary_pct=0.25, use_parallel_residual=True, tie_word_embeddings=False,
-                               bos_token_id=pythia_tokenizer.eos_token_id, eos_token_id=pythia_tokenizer.eos_token_id)
+        shape = PYTHIA_160M_DIMENSIONS if real_dimensions else {
+            "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 256,
+            "vocab_size": len(pythia_tokenizer)}
+        config = GPTNeoXConfig(**shape, max_position_embeddings=2048, rotary_pct=0.25, use_parallel_residual=True,
+                               tie_word_embeddings=False, bos_token_id=pythia_tokenizer.eos_token_id,
+                               eos_token_id=pythia_tokenizer.eos_token_id)
         GPTNeoXForCausalLM(config).save_pretrained(folder, safe_serialization=True)
         pythia_tokenizer.save_pretrained(folder)
 
     commits["models/EleutherAI/pythia-160m"] = hub.write("model", "EleutherAI/pythia-160m", pythia)
-    log("mirror: EleutherAI/pythia-160m (random GPT-NeoX, 64 wide, 2 layers)")
+    log(f"mirror: EleutherAI/pythia-160m (random GPT-NeoX, {'real dimensions' if real_dimensions else '64 wide'})")
 
     bert_tokenizer = standin_tokenizer(texts[:500], vocab_size=1000, max_length=128)
     torch.manual_seed(4)
@@ -206,6 +216,7 @@ def build_hub_mirror(root: Path, *, hh_source: Path, rtp_dir: Path, log: Callabl
                            "dataset": {"args": {"classes": list(ORIGINAL_CLASSES)}}},
                 "state_dict": bert.state_dict()}, checkpoints / DETOXIFY_ORIGINAL_FILE)
     log("mirror: Detoxify original (random BERT, 32 wide) and bert-base-uncased")
-    record = {"commits": commits, "hh_source": str(hh_source), "rtp_dir": str(rtp_dir)}
+    record = {"commits": commits, "hh_source": str(hh_source), "rtp_dir": str(rtp_dir),
+              "real_dimensions": real_dimensions}
     ready.write_text(json.dumps(record, indent=2))
     return record

@@ -177,6 +177,9 @@ class StepRuntime:
             return
         if self.startup_seconds is not None:
             metadata = {**metadata, "step_startup_seconds": round(self.startup_seconds, 3)}
+        torch = sys.modules.get("torch")  # a step that never touched CUDA has no peak to report
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            metadata = {**metadata, "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)}
         self.reported.update(metadata)
         if self.pipes is not None:
             self.pipes.report_asset_materialization(metadata=metadata)

@@ -98,8 +98,9 @@ def trainer_arguments(spec: TrainSpec, runtime: StepRuntime) -> dict[str, Any]:
         "bf16": spec.bf16 and (torch.cuda.is_available() or deepspeed),
         "gradient_checkpointing": spec.gradient_checkpointing,
         "use_cpu": not torch.cuda.is_available(),
-        # ranks on CPUs talk over gloo (NCCL needs GPUs); None keeps the default on GPUs
-        "ddp_backend": None if torch.cuda.is_available() else "gloo",
+        # ranks on CPUs talk over gloo (NCCL needs GPUs); None keeps the default on GPUs and for one process
+        "ddp_backend": "gloo" if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        else None,
         "dataloader_num_workers": 0,
         "disable_tqdm": True,
         "include_num_input_tokens_seen": "non_padding",
