@@ -30,6 +30,7 @@ from pydantic import Field
 from rlhf_assets.assets.common import manifest_output, summary_first
 from rlhf_assets.code_versions import step_code_version
 from rlhf_assets.compute.backend import ComputeBackend
+from rlhf_assets.compute.hardware import Hardware
 from rlhf_assets.presets import Preset
 from rlhf_assets.resources import ArtifactStoreResource
 from rlhf_assets.storage import Manifest, hash_json
@@ -67,6 +68,7 @@ def run_step_and_publish(
     compute: ComputeBackend,
     artifacts: ArtifactStoreResource,
     reserved_processes: int = 0,
+    hardware: Hardware | None = None,
     preview: Callable[[Path], dict[str, MetadataValue]] | None = None,
 ) -> Output[Manifest]:
     """Run `steps/<step>.py` on the inputs' artifacts (or reuse an identical result) and publish its output.
@@ -92,7 +94,7 @@ def run_step_and_publish(
                                                       "reused_from_run": MetadataValue.text(record["run_id"]),
                                                       "artifact_uri": MetadataValue.path(store.resolve(manifest.uri))}))
     run = compute.run_step(context, step=step, preset=preset, inputs=inputs, store=store, config=step_config,
-                           resume_key=resume_key, reserved_processes=reserved_processes)
+                           resume_key=resume_key, reserved_processes=reserved_processes, hardware=hardware)
     counts, metrics = _numbers(run.metadata)
     shown = {k: v for k, v in run.metadata.items() if k not in counts and k not in metrics}
     published = run.publish(store, context.asset_key.to_python_identifier())

@@ -11,6 +11,7 @@ from rlhf_assets.assets.snapshots import snapshot_key
 from rlhf_assets.assets.step_runs import StepConfig, run_step_and_publish
 from rlhf_assets.code_versions import step_code_version
 from rlhf_assets.compute.backend import ComputeBackend
+from rlhf_assets.compute.hardware import Hardware
 from rlhf_assets.overrides import literal_enum, merged, override
 from rlhf_assets.presets import DPOSpec, PPOSpec, Preset, RewardSpec, TrainSpec
 from rlhf_assets.resources import ArtifactStoreResource, PresetResource
@@ -99,10 +100,11 @@ def _reward_asset(name: str, train_split: str, spec_of: Callable[[Preset], Rewar
         step_config = {"reward": spec.model_dump(), "train_split": train_split,
                        "force_memory_plan": config.force_memory_plan}
         inputs = {"sft_model": sft_model, "preference_dataset": preference_dataset}
-        if spec.mode == "pretrained":
+        if spec.mode == "pretrained":  # converting and scoring a published model: one GPU, not the training ranks
             inputs["reward_snapshot"] = reward_snapshot
         return run_step_and_publish(context, config=config, step="reward", preset=chosen, step_config=step_config,
-                                    inputs=inputs, compute=compute, artifacts=artifacts)
+                                    inputs=inputs, compute=compute, artifacts=artifacts,
+                                    hardware=Hardware.GPU if spec.mode == "pretrained" else None)
 
     return reward_asset
 

@@ -42,6 +42,7 @@ class ComputeBackend(ConfigurableResource):
         config: dict[str, Any],
         resume_key: dict[str, Any],
         reserved_processes: int = 0,
+        hardware: Hardware | None = None,
     ) -> StepRun:
         """Run `steps/<step>.py` on the inputs' artifacts wherever the preset or config says."""
         name = self.backend or preset.compute.backend
@@ -49,15 +50,19 @@ class ComputeBackend(ConfigurableResource):
         if name not in backends:
             raise Failure(description=f"compute backend {name!r} is not one of {', '.join(backends)}")
         request = step_request(step, asset=context.asset_key.to_python_identifier(), preset=preset, inputs=inputs,
-                               config=config, resume_key=resume_key, reserved_processes=reserved_processes)
+                               config=config, resume_key=resume_key, reserved_processes=reserved_processes,
+                               hardware=hardware)
         return backends[name].run_step(context, request, store)
 
 
 def step_request(step: str, *, asset: str, preset: Preset, inputs: dict[str, Manifest], config: dict[str, Any],
-                 resume_key: dict[str, Any], reserved_processes: int = 0) -> StepRequest:
+                 resume_key: dict[str, Any], reserved_processes: int = 0,
+                 hardware: Hardware | None = None) -> StepRequest:
     """The request for one step, on the machine its declared hardware calls for: only training steps get the
-    training instance and its ranks; sampling and scoring one GPU; everything else a CPU instance."""
-    compute, hardware = preset.compute, step_hardware(step)
+    training instance and its ranks; sampling and scoring one GPU; everything else a CPU instance. An asset whose
+    configuration needs less than the step's declaration (a pretrained reward model: scoring, no training)
+    passes `hardware`."""
+    compute, hardware = preset.compute, hardware or step_hardware(step)
     common = {"step": step, "asset": asset, "inputs": inputs, "config": config, "resume_key": resume_key,
               "hardware": hardware.value}
     if hardware is Hardware.TRAINING:

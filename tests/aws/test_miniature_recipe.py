@@ -70,15 +70,18 @@ def test_only_gpu_work_starts_gpu_instances(recipe) -> None:
     _, platform, _, _ = recipe
     for job in platform.requests:
         step, instance_type = job["Environment"]["RLHF_STEP"], job["ResourceConfig"]["InstanceType"]
+        # the pretrained reward model is converted and scored, not trained: one GPU
+        hardware = Hardware.GPU if job["TrainingJobName"].startswith("rlhf-reward-model-") else STEP_HARDWARE[step]
         expected = {Hardware.CPU: "ml.m5.xlarge", Hardware.GPU: "ml.g6e.xlarge",
-                    Hardware.TRAINING: "ml.p4d.24xlarge"}[STEP_HARDWARE[step]]
+                    Hardware.TRAINING: "ml.p4d.24xlarge"}[hardware]
         assert instance_type == expected, (step, instance_type)
 
 
 def test_the_recipes_zero2_launch_runs_on_two_ranks(recipe) -> None:
     """accelerate launch with zero2_bf16.yaml on two CPU ranks: DeepSpeed's CPU accelerator over gloo, bf16."""
     _, platform, _, logs = recipe
-    training = [job for job in platform.requests if STEP_HARDWARE[job["Environment"]["RLHF_STEP"]] is Hardware.TRAINING]
+    training = [job for job in platform.requests if STEP_HARDWARE[job["Environment"]["RLHF_STEP"]] is Hardware.TRAINING
+                and not job["TrainingJobName"].startswith("rlhf-reward-model-")]
     assert {job["Environment"]["RLHF_ACCELERATE_CONFIG"] for job in training} == {
         "rlhf_assets/compute/accelerate/zero2_bf16.yaml"}
     assert {job["Environment"]["RLHF_NUM_PROCESSES"] for job in training} == {"2"}
