@@ -103,7 +103,8 @@ def _step_processes(step: str) -> list[psutil.Process]:
 
 
 def test_cancelling_a_run_in_the_ui_stops_its_step_process(dev: DagsterDev, browser: WebDriver) -> None:
-    prepared = dev.materialize("hh_raw,preference_dataset,base_model")
+    prepared = dev.materialize("hub_snapshots/preference_data,hub_snapshots/base_model,hh_raw,preference_dataset,"
+                               "base_model")
     assert prepared.returncode == 0, prepared.stderr[-3000:]
     open_launchpad(browser, dev, "sft_model")
     set_launchpad_config(browser, "ops:\n  sft_model:\n    config:\n      recompute: true\n")

@@ -113,12 +113,8 @@ def test_one_worker_serves_every_step_and_the_cli_lists_and_stops_it(worker_env:
     directory = Path(worker_env[DIR_ENV])
     workers = running_workers(directory)
     assert len(workers) == 1
-    # The key as a client computes it: in a fresh interpreter (this one's sys.path may have grown, e.g. by a
-    # JIT-built extension's directory, which a step process would not have).
-    socket_path = subprocess.run(
-        [sys.executable, "-c", "from rlhf_assets.compute.warm.protocol import worker_paths; "
-         "print(worker_paths().socket)"], env=worker_env, capture_output=True, text=True, check=True).stdout.strip()
-    assert set(workers.values()) == {Path(socket_path)}
+    assert _run(worker_env, "exit", "3").returncode == 3
+    assert running_workers(directory) == workers, "the next step was served by the same worker"
     assert oct(directory.stat().st_mode & 0o777) == "0o700", "only this user may ask the worker to run code"
     listed = subprocess.run([sys.executable, "-m", "rlhf_assets.cli", "workers"], env=worker_env,
                             capture_output=True, text=True, check=True).stdout
