@@ -13,8 +13,6 @@ import gzip
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +29,7 @@ from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.compute.warm.protocol import DIR_ENV, stop_workers
 from rlhf_assets.definitions import all_assets, materialize_all
 from rlhf_assets.miniature.mirror import build_hub_mirror
-from rlhf_assets.presets import PROJECT_ROOT, SHARED_HH_PATH, SHARED_RTP_DIR
+from rlhf_assets.presets import SHARED_HH_PATH, SHARED_RTP_DIR
 from rlhf_assets.resources import (
     ArtifactStoreResource,
     LabelingResource,
@@ -60,45 +58,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                      for fixture, tier in FIXTURE_TIERS.items() if fixture in item.fixturenames and tier not in tiers]
     if problems:
         raise pytest.UsageError("tests without the tier markers they need:\n" + "\n".join(problems))
-    recipe = [item for item in items if item.path.name == RECIPE_TEST_MODULE]
-    if recipe and not config.option.collectonly and SHARED_HH_PATH.exists():
-        items[:] = [item for item in items if item not in recipe] + recipe  # last: its run overlaps the rest
-        out = Path(tempfile.mkdtemp(prefix="recipe-miniature-"))
-        log = (out / "run.log").open("w")
-        config.stash[RECIPE_RUN] = (out, subprocess.Popen(
-            [sys.executable, "-m", "tests.recipe_miniature", str(out)], cwd=PROJECT_ROOT, stdout=log,
-            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}))
-
-
-RECIPE_TEST_MODULE = "test_miniature_recipe.py"
-RECIPE_RUN = pytest.StashKey[tuple[Path, subprocess.Popen]]()
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    """A session that ends early (-x, ^C) does not leave the recipe's run behind."""
-    if RECIPE_RUN in config.stash:
-        out, process = config.stash[RECIPE_RUN]
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        shutil.rmtree(out, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def recipe_run(request: pytest.FixtureRequest) -> dict:
-    """The result of `tests/recipe_miniature.py`, started at collection: waits for it (at most 30 minutes)."""
-    if RECIPE_RUN not in request.config.stash:
-        pytest.skip(f"real HH data not found at {SHARED_HH_PATH} (../shared/data is provided in CI)")
-    out, process = request.config.stash[RECIPE_RUN]
-    try:
-        process.wait(timeout=1800)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        pytest.fail(f"the recipe's miniature run took over 30 minutes; its log: {out / 'run.log'}")
-    log = (out / "run.log").read_text()
-    if process.returncode != 0:
-        pytest.fail(f"the recipe's miniature run exited {process.returncode}:\n{log[-5000:]}")
-    return json.loads((out / "result.json").read_text())
 
 
 TIER_SECONDS: dict[str, float] = dict.fromkeys(TIERS, 0.0)

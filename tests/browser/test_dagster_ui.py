@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import time
@@ -93,12 +92,15 @@ def test_materialize_from_the_launchpad_and_see_the_metadata(dev: DagsterDev, br
     browser.save_screenshot(str(SCREENSHOTS / "runs.png"))
 
 
-def _step_processes(step: str) -> list[psutil.Process]:
+def _step_processes(step: str, dev: DagsterDev) -> list[psutil.Process]:
+    """This `dagster dev`'s processes of `step` (its model directory is under the dev's scratch), not another
+    run's on the same machine (the recipe's miniature runs beside the suite)."""
+    scratch = dev.env["RLHF_SCRATCH_DIR"]
     found = []
-    for process in psutil.process_iter(["cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if f"rlhf_assets.steps.{step}" in " ".join(process.info["cmdline"] or []):
-                found.append(process)
+    for process in psutil.process_iter(["cmdline", "environ"]):
+        if f"rlhf_assets.steps.{step}" in " ".join(process.info["cmdline"] or []) and \
+                (process.info["environ"] or {}).get("SM_MODEL_DIR", "").startswith(scratch):
+            found.append(process)
     return found
 
 
@@ -111,7 +113,7 @@ def test_cancelling_a_run_in_the_ui_stops_its_step_process(dev: DagsterDev, brow
     WebDriverWait(browser, 30).until(lambda d: "No errors" in _body(d))
     _launch(browser)
     deadline = time.monotonic() + 180
-    while not (processes := _step_processes("sft")):
+    while not (processes := _step_processes("sft", dev)):
         assert time.monotonic() < deadline, "the sft step process never started"
         time.sleep(0.5)
     click(browser, "//button[normalize-space()='Terminate']")

@@ -69,8 +69,8 @@ def test_a_step_killed_with_sigkill_leaves_nothing_valid_looking_and_the_rerun_r
     while not list(checkpoints.glob("*/checkpoint-*/_COMPLETE.algo-1.json")):  # a checkpoint marked whole
         assert victim.poll() is None and time.monotonic() < deadline, "SFT ended before its first checkpoint"
         time.sleep(0.2)
-    step = next(p for p in psutil.process_iter(["cmdline"]) if "rlhf_assets.steps.sft" in " ".join(
-        p.info["cmdline"] or []))
+    step = next(p for p in psutil.process_iter(["cmdline", "environ"]) if "rlhf_assets.steps.sft" in " ".join(
+        p.info["cmdline"] or []) and (p.info["environ"] or {}).get("SM_MODEL_DIR", "").startswith(str(tmp_path)))
     step.send_signal(signal.SIGKILL)
     output = victim.communicate(timeout=300)[0]
     assert victim.returncode != 0, output[-3000:]
