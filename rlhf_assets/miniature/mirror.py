@@ -43,6 +43,7 @@ from rlhf_assets.data.hh import read_jsonl, to_preference_pairs
 from rlhf_assets.modeling.detoxify_format import ORIGINAL_CLASSES
 from rlhf_assets.modeling.standin_vocabulary import standin_tokenizer
 from rlhf_assets.modeling.tokenizer import train_bpe_tokenizer
+from rlhf_assets.storage import file_hashes
 
 DETOXIFY_ORIGINAL_FILE = "toxic_original-c1212f89.ckpt"  # Detoxify's MODEL_URLS["original"], as torch hub caches it
 RM_STATIC_FILES = {"train": "data/train-00000-of-00001-2a1df75c6bce91ab.parquet",
@@ -70,7 +71,7 @@ class HubCacheWriter:
             staging = Path(scratch)
             fill(staging)
             files = sorted(p for p in staging.rglob("*") if p.is_file())
-            digests = {p.relative_to(staging).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+            digests = file_hashes(staging)
             commit = hashlib.sha1(json.dumps(digests, sort_keys=True).encode()).hexdigest()
             repo = self.cache / f"{repo_type}s--{repo_id.replace('/', '--')}"
             snapshot = repo / "snapshots" / commit

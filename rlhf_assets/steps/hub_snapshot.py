@@ -12,24 +12,15 @@ Weights: a repository that ships safetensors is taken without its pickled copies
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 from rlhf_assets.data.hub_sources import FILES_DIR, SNAPSHOT_FILE, HubSource
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime, run_step
+from rlhf_assets.storage import file_hashes
 
 PICKLED_WEIGHTS = ("*.bin", "*.pt")
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, streamed (model files are gigabytes)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _matches(name: str, patterns: tuple[str, ...]) -> bool:
@@ -78,7 +69,7 @@ def stage(source: HubSource, out: Path) -> dict[str, object]:
                              f"{', '.join(source.allow_patterns)}")
     return {"role": source.role, "source": source.source, "repo_type": source.repo_type,
             "revision": source.revision, "commit": commit,
-            "files": {name: file_sha256(out / FILES_DIR / name) for name in sorted(files)}}
+            "files": file_hashes(out / FILES_DIR)}
 
 
 def main(runtime: StepRuntime) -> None:
