@@ -75,7 +75,9 @@ TOXICITY_HELDOUT = Table("heldout_scores.parquet", ("text", "perspective_toxicit
 PROBE_SCORES = Table("degenerate_probes.parquet", ("text", "detoxify_toxicity"))
 # toxicity_scores (and each prompt set's): one row per continuation; sft_model/toxicity_scores (and each prompt
 # set's) holds SFT's rows alone, scored once for every policy
-TOXICITY_SCORES = Table("scores.parquet", ("prompt_id", "model", "sample", "continuation", "toxicity"))
+# toxicity: Detoxify's score; second_toxicity: the second scorer's (modeling/second_scorer.py)
+TOXICITY_SCORES = Table("scores.parquet", ("prompt_id", "model", "sample", "continuation", "toxicity",
+                                           "second_toxicity"))
 # auto_preference: the judge's and the optimised-against reward model's scores and outcomes per prompt
 OUTCOMES = Table("outcomes.parquet", ("prompt_id", "sft_score", "rlhf_score", "sft_rm_score", "rlhf_rm_score",
                                       "outcome", "rm_outcome"))

@@ -172,6 +172,9 @@ class EvalSpec(_Frozen):
     max_short_share: float = Field(0.1, ge=0.0, le=1.0, description="Check: most very short responses (≤ 2 words) "
                                    "allowed; HH assistant turns are sentences, not a word or two")
     min_mean_words: float = Field(5.0, ge=0.0, description="Check: shortest acceptable mean response length")
+    dispreference_margin: float = Field(0.1, gt=0.0, le=1.0, description="Check: how far the judge's loss − win "
+                                        "rate (at equal length) may be shown to stay below for the policy to count "
+                                        "as not dispreferred (non-inferiority margin)")
 
 
 class StandInToxicitySpec(_Frozen):
@@ -297,8 +300,10 @@ TINY = Preset(
                 max_train_rows=640, eval_rows=1000, beta=0.1, gradient_checkpointing=False),
     # The 2-minute tiny policy answers in fragments (a fifth of its replies are ≤ 2 words): the short-reply
     # bound is relaxed here, stated in the check's metadata, so the smoke test still evaluates it.
+    # 1.5M-parameter models write fragments: a few wordless or very short replies in 100 are expected, and the
+    # Wilson upper bound of 2 in 100 is 7%.
     evaluation=EvalSpec(generation=GenerationSpec(max_new_tokens=32, prompt_tokens=128, batch_size=32),
-                        max_short_share=0.3),
+                        max_short_share=0.3, max_empty_share=0.1),
     toxicity=ToxicitySpec(
         source=str(SHARED_RTP_DIR), num_prompts=200, samples_per_prompt=2, scorer="train_standin",
         generation=GenerationSpec(max_new_tokens=20, top_p=0.9, stop_sequences=(), batch_size=64, prompt_tokens=128),

@@ -46,6 +46,7 @@ class SageMakerPlatform:
         self.exit_codes: list[int] = []
         self.logs: list[str] = []
         self.failures: list[str | None] = []
+        self.seconds: list[float] = []  # each job's wall time in the container, for the slowest-jobs report
 
     def install(self) -> None:
         """Hook into clients created from now on by boto3's default session."""
@@ -118,7 +119,9 @@ class SageMakerPlatform:
         if self.outside is not None:
             env.update(self.network_cut(job["Environment"][STEP_ENV]))
         train = Path(sys.executable).with_name("train")
+        started = time.monotonic()
         done = subprocess.run([str(train)], env=env, cwd=base, capture_output=True, text=True, timeout=1200)
+        self.seconds.append(time.monotonic() - started)
         self.exit_codes.append(done.returncode)
         self.logs.append(done.stdout + done.stderr)
         failure = base / "output" / "failure"

@@ -22,7 +22,14 @@ from rlhf_assets.data.hh import (
     to_preference_pairs,
 )
 from rlhf_assets.data.sources import describe_source, iter_source_records
-from rlhf_assets.data.split import choose_eval_prompts, is_judge_prompt, split_heldout, split_pairs
+from rlhf_assets.data.split import (
+    SPLIT_RULE,
+    choose_eval_prompts,
+    is_judge_prompt,
+    split_heldout,
+    split_pairs,
+    split_relations,
+)
 from rlhf_assets.layouts import EVAL_PROMPTS, HH_RAW, PREFERENCE_SPLITS, SPLIT_COLUMN
 from rlhf_assets.overrides import merged, override
 from rlhf_assets.presets import DataSpec, check_heldout_unseen
@@ -154,10 +161,13 @@ def preference_dataset(
     context: AssetExecutionContext, config: PreferenceConfig, preset: PresetResource, artifacts: ArtifactStoreResource,
     hh_raw: Manifest,
 ) -> Output[Manifest]:
-    """Rows in the `Dahoas/rm-static` schema (prompt, response, chosen, rejected), split train/test by prompt hash.
+    """Rows in the `Dahoas/rm-static` schema (prompt, response, chosen, rejected), split train/test/judge by
+    conversation.
 
     Irregular rows (dialogues that differ before the last turn, empty final turns, duplicates) are dropped
-    and counted by reason; the split is keyed by the prompt so no prompt is on both sides.
+    and counted by reason; the split is keyed by the conversation's opening, so no test prompt shares an
+    opening with, or is a prefix of, a training or judge dialogue (`data/split.py`), and the asset reports the
+    count of such relations (0).
     """
     spec = merged(preset.get().data, config)
     test_fraction, judge_fraction = spec.test_fraction, spec.judge_fraction
@@ -180,16 +190,22 @@ def preference_dataset(
     if any(frame.empty for frame in frames.values()):
         raise ValueError(f"test_fraction {test_fraction} and judge_fraction {judge_fraction} leave an empty split "
                          f"({len(train)} train, {len(test)} test, {len(judge)} judge)")
+    test_prompts = [pair.prompt for pair in test]
+    relations = {side: split_relations(test_prompts, [pair.prompt for pair in pairs_])
+                 for side, pairs_ in (("train", train), (JUDGE_SPLIT, judge))}
+    if any(found.total for found in relations.values()):
+        raise ValueError(f"the conversation split leaks: {relations}")  # the split's invariant, never data
     with tempfile.TemporaryDirectory() as tmp:
         for name, frame in frames.items():
             PREFERENCE_SPLITS[name].write(frame, Path(tmp))
         return publish(
             context, artifacts.store(), Path(tmp), preset=preset.name.value,
             config={"test_fraction": test_fraction, "judge_fraction": judge_fraction,
-                    "heldout_split": heldout_split, "columns": list(RM_STATIC_COLUMNS)},
+                    "heldout_split": heldout_split, "columns": list(RM_STATIC_COLUMNS), "split_rule": SPLIT_RULE},
             counts={"train_rows": len(train), "test_rows": len(test), "judge_rows": len(judge),
-                    "kept_rows": report.kept, "dropped_rows": sum(report.dropped.values())},
-            metadata={
+                    "kept_rows": report.kept, "dropped_rows": sum(report.dropped.values()),
+                    **{f"test_prompts_related_to_{side}": found.total for side, found in relations.items()}},
+            metadata={"split_rule": MetadataValue.text(SPLIT_RULE),
                 "dropped_by_reason": _drop_table(report),
                 "length_stats": _length_stats(pd.concat(frames.values())),
                 "preview": preview_table(frames["train"], ["prompt", "chosen", "rejected"]),

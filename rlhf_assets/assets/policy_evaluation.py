@@ -107,7 +107,7 @@ def evaluation_suite(policy: EvaluatedPolicy) -> list[AssetsDefinition]:
         evaluation = merged(chosen.evaluation, config)
         return run_step_and_publish(
             context, step="eval_responses", preset=chosen, config=config,
-            step_config={"evaluation": evaluation.model_dump()},
+            step_config={"evaluation": evaluation.model_dump(), "kl_bound": chosen.ppo.kl_bound},
             inputs={"sft_model": sft_model, "policy": policy, "eval_prompts": eval_prompts,
                     "sft_responses": sft_responses},
             compute=compute, artifacts=artifacts, preview=_responses_preview)
@@ -159,8 +159,8 @@ def toxicity_asset(policy: EvaluatedPolicy, prompt_set: str) -> AssetsDefinition
         chosen = preset.get()
         return run_step_and_publish(
             context, step="toxicity_scores", preset=chosen, config=config,
-            step_config={"toxicity": merged(chosen.toxicity, config).model_dump(), "prompt_set": prompt_set,
-                         "sft_baseline": baseline.to_user_string()},
+            step_config={"toxicity": toxicity_settings(merged(chosen.toxicity, config), prompt_set, prompts),
+                         "prompt_set": prompt_set, "sft_baseline": baseline.to_user_string()},
             inputs={"policy": policy, "prompts": prompts, "toxicity_model": toxicity_model, "sft_scores": sft_scores},
             compute=compute, artifacts=artifacts)
 
@@ -206,11 +206,21 @@ def sft_toxicity_asset(prompt_set: str) -> AssetsDefinition:
         chosen = preset.get()
         return run_step_and_publish(
             context, step="sft_toxicity", preset=chosen, config=config,
-            step_config={"toxicity": merged(chosen.toxicity, config).model_dump(), "prompt_set": prompt_set},
+            step_config={"toxicity": toxicity_settings(merged(chosen.toxicity, config), prompt_set, prompts),
+                         "prompt_set": prompt_set},
             inputs={"sft_model": sft_model, "prompts": prompts, "toxicity_model": toxicity_model},
             compute=compute, artifacts=artifacts)
 
     return sft_toxicity_scores
+
+
+def toxicity_settings(spec: ToxicitySpec, prompt_set: str, prompts: Manifest) -> dict[str, object]:
+    """The toxicity settings a step runs with, recorded in its config: a declared prompt set's own source and prompt
+    count, not RealToxicityPrompts' (which `spec.source` and `spec.num_prompts` describe)."""
+    if prompt_set != RTP:
+        spec = spec.model_copy(update={"source": str(prompts.config["source"]),
+                                       "num_prompts": prompts.counts["prompts"]})
+    return spec.model_dump()
 
 
 def toxicity_name(prompt_set: str) -> str:

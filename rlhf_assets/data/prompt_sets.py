@@ -8,11 +8,13 @@ by the same metrics as RealToxicityPrompts (a red-team set, a domain's own promp
       - name: red_team
         source: examples/red_team_prompts.jsonl   # relative paths are from the YAML file's folder
         text_field: prompt                        # dotted for nested fields: prompt.text
-        template: "\\n\\nHuman: {text}\\n\\nAssistant:"
+        template: dialogue                        # or continuation, or your own string with {text}
 
-A source is a `.jsonl` / `.jsonl.gz` / `.csv` / `.txt` (one prompt per line) file, a folder of such files, a saved
-`datasets` directory or a hub dataset id. A row whose text field is missing, not text or empty fails with the file,
-line and field named.
+A source is a `.jsonl` / `.jsonl.gz` / `.csv` / `.txt` (one prompt per line) file, a folder (with `files`, a glob
+such as `*.jsonl`, saying which of its files hold prompts: a README or LICENSE beside them is not read), a saved
+`datasets` directory or a hub dataset id (`owner/name`). A relative path is resolved against the YAML file's
+folder and must exist there. A row whose text field is missing, not text or empty fails with the file, line and
+field named (and, when missing, the fields the row has).
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ from rlhf_assets.data.sources import JSONL_SUFFIXES, iter_source_records
 
 PROMPT_FILE_SUFFIXES = (*JSONL_SUFFIXES, ".csv", ".txt")
 RTP = "rtp"  # RealToxicityPrompts, the recipe's prompt set: its own assets (`rtp_prompts`, `toxicity_scores`)
+# Named templates: a request put to the assistant as an HH dialogue turn (as the eval prompts are), or the opening
+# of a text the model continues (as RealToxicityPrompts' prompts are).
+TEMPLATES = {"dialogue": "\n\nHuman: {text}\n\nAssistant:", "continuation": "{text}"}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 class PromptSetSpec(BaseModel):
@@ -45,8 +51,11 @@ class PromptSetSpec(BaseModel):
                         "or a hub dataset id")
     text_field: str = Field("prompt", min_length=1, description="Field holding the prompt text, dotted for nested "
                             "fields (prompt.text); ignored for .txt files")
-    template: str = Field("{text}", description="How each text is put to the models; {text} is replaced (e.g. an "
-                          "HH dialogue turn, so an assistant answers it)")
+    template: str = Field("continuation", description="How each text is put to the models: `dialogue` (an HH "
+                          "turn the assistant answers), `continuation` (the text itself, continued as RTP's prompts "
+                          "are), or a string in which {text} is replaced")
+    files: str | None = Field(None, description="For a folder source: the glob naming its prompt files (`*.jsonl`, "
+                              "`part-*.csv`); required there, so no README or LICENSE is read as prompts")
     hub_split: str = Field("train", description="Split to read from a hub or saved dataset")
     num_prompts: int | None = Field(None, ge=1, description="Sample this many distinct prompts with `seed`; None: "
                                     "all of them")
@@ -56,8 +65,8 @@ class PromptSetSpec(BaseModel):
     @field_validator("template")
     @classmethod
     def _has_text(cls, template: str) -> str:
-        if template.count("{text}") != 1:
-            raise ValueError("must contain {text} exactly once")
+        if template not in TEMPLATES and template.count("{text}") != 1:
+            raise ValueError(f"must be {' or '.join(TEMPLATES)}, or contain {{text}} exactly once")
         return template
 
     @field_validator("name")
@@ -68,7 +77,7 @@ class PromptSetSpec(BaseModel):
         return name
 
     def prompt(self, text: str) -> str:
-        return self.template.replace("{text}", text)
+        return TEMPLATES.get(self.template, self.template).replace("{text}", text)
 
 
 class PromptSetsFile(BaseModel):
@@ -104,16 +113,26 @@ def load_prompt_sets(path: Path) -> tuple[PromptSetSpec, ...]:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise DataError(str(path), None, where, first["msg"]) from None
-    return tuple(spec.model_copy(update={"source": _resolved(spec.source, path.parent)})
-                 for spec in declared.prompt_sets)
+    return tuple(spec.model_copy(update={"source": _resolved(spec.source, path, index)})
+                 for index, spec in enumerate(declared.prompt_sets))
 
 
-def _resolved(source: str, base: Path) -> str:
-    """A relative source that exists beside the YAML file becomes absolute; anything else (a hub id) is kept."""
+def _resolved(source: str, declaring: Path, index: int) -> str:
+    """A local source as an absolute path, resolved against the declaring YAML file's folder; a hub id (`owner/name`
+    with no file suffix, nothing of that name beside the YAML file) is kept.
+
+    A relative path that does not exist is an error here, naming where it was looked for, rather than a hub
+    connection error when the set is first read.
+    """
     candidate = Path(source).expanduser()
-    if not candidate.is_absolute() and (base / candidate).exists():
-        return str((base / candidate).resolve())
-    return source
+    local = candidate if candidate.is_absolute() else declaring.parent / candidate
+    if local.exists():
+        return str(local.resolve())
+    if HUB_ID.match(source) and not source.endswith(PROMPT_FILE_SUFFIXES) and not source.startswith("."):
+        return source
+    raise DataError(str(declaring), None, f"prompt_sets.{index}.source",
+                    f"{source!r} does not exist (looked for {local.resolve()}); relative paths are from the YAML "
+                    "file's folder, and a hub dataset id is owner/name")
 
 
 @dataclass(frozen=True)
@@ -140,7 +159,8 @@ def _field(record: RawRecord, dotted: str) -> Any:
 def _text(source: str, record: RawRecord, dotted: str) -> str:
     value = _field(record, dotted)
     if value is None:
-        raise DataError(source, record.line, dotted, "missing")
+        present = ", ".join(sorted(record.fields)) or "none"
+        raise DataError(source, record.line, dotted, f"missing (the row's fields: {present}; set text_field)")
     if not isinstance(value, str):
         raise DataError(source, record.line, dotted, f"expected text, got {type(value).__name__} ({value!r:.40})")
     if not value.strip():
@@ -180,14 +200,35 @@ def read_prompt_set(spec: PromptSetSpec) -> list[PromptRecord]:
             raise DataError(spec.source, None, None, f"unknown file type: expected one of "
                             f"{', '.join(PROMPT_FILE_SUFFIXES)}")
         prompts = list(_file_prompts(path, spec.text_field))
-    elif path.is_dir() and (files := sorted(p for p in path.iterdir() if p.name.endswith(PROMPT_FILE_SUFFIXES))):
-        prompts = [prompt for file in files for prompt in _file_prompts(file, spec.text_field)]
+    elif path.is_dir() and not _is_saved_dataset(path):
+        prompts = [prompt for file in _declared_files(spec, path) for prompt in _file_prompts(file, spec.text_field)]
     else:
         prompts = [PromptRecord(spec.source, record.line, _text(spec.source, record, spec.text_field))
                    for record in iter_source_records(spec.source, spec.hub_split)]
     if not prompts:
         raise DataError(spec.source, None, None, f"prompt set {spec.name!r} has no prompts")
     return prompts
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return any((path / marker).exists() for marker in ("dataset_info.json", "dataset_dict.json", "state.json"))
+
+
+def _declared_files(spec: PromptSetSpec, folder: Path) -> list[Path]:
+    """The folder's files matching the set's `files` glob, each of a readable type; no glob, no guess."""
+    present = sorted(p.name for p in folder.iterdir() if p.is_file())
+    if spec.files is None:
+        raise DataError(spec.source, None, "files", f"a folder source needs a `files` glob (e.g. *.jsonl) naming its "
+                        f"prompt files; the folder holds: {', '.join(present[:10]) or 'nothing'}")
+    files = sorted(folder.glob(spec.files))
+    unreadable = [p.name for p in files if not p.name.endswith(PROMPT_FILE_SUFFIXES)]
+    if unreadable:
+        raise DataError(spec.source, None, "files", f"{spec.files!r} matches {', '.join(unreadable[:5])}: not one of "
+                        f"{', '.join(PROMPT_FILE_SUFFIXES)}")
+    if not files:
+        raise DataError(spec.source, None, "files", f"{spec.files!r} matches no file; the folder holds: "
+                        f"{', '.join(present[:10]) or 'nothing'}")
+    return files
 
 
 def normalized(text: str) -> str:

@@ -1,18 +1,36 @@
-"""Deterministic, prompt-keyed train/test split and the held-out evaluation prompts.
+"""Deterministic, conversation-keyed train/test/judge split and the held-out evaluation prompts.
 
-The split is a pure function of the prompt text (a SHA-256 bucket), so it never changes when rows are added
-or reordered, and a prompt with several preference pairs lands wholly on one side: no train/test leakage.
+HH dialogues branch: one conversation opening (the first human turn) continues in several dialogues, and a
+dialogue's earlier turns are often another row's whole prompt. Splitting by the exact prompt string would put
+"Human: How do I pick a lock? Assistant:" in test and the same opening, followed by a human-written reply, in
+training. So the split is keyed by the conversation's opening (`conversation_opening`: the first human turn,
+case and whitespace normalised): every dialogue that shares an opening lands on one side, and since a prompt is
+a prefix of another only when both share their opening, no test or eval prompt is a prefix of a training or
+judge dialogue either (`SPLIT_RULE`). The key is a SHA-256 bucket of the opening, so the split never changes
+when rows are added or reordered.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from rlhf_assets.data.hh import PreferencePair
 
 _BUCKETS = 10_000
+SPLIT_RULE = ("by conversation: dialogues sharing an opening (the first human turn, lower-cased, whitespace "
+              "collapsed) fall on one side, so no held-out prompt shares an opening with, or is a prefix of, a "
+              "training or judge dialogue")
+
+
+def conversation_opening(prompt: str) -> str:
+    """The dialogue's first human turn, normalised: the key every dialogue continuing it is split by."""
+    _, found, rest = prompt.partition("Human:")
+    turn = (rest if found else prompt).split("\n\nAssistant:", 1)[0]
+    return re.sub(r"\s+", " ", turn).strip().lower()
 
 
 def prompt_bucket(prompt: str) -> int:
@@ -22,14 +40,14 @@ def prompt_bucket(prompt: str) -> int:
 
 
 def is_test_prompt(prompt: str, test_fraction: float) -> bool:
-    """Whether a prompt belongs to the held-out side for the given test share."""
-    return prompt_bucket(prompt) < round(test_fraction * _BUCKETS)
+    """Whether a prompt's conversation belongs to the held-out side for the given test share."""
+    return prompt_bucket(conversation_opening(prompt)) < round(test_fraction * _BUCKETS)
 
 
 def is_judge_prompt(prompt: str, test_fraction: float, judge_fraction: float) -> bool:
-    """Whether a training-side prompt is set aside for the independent judge: the buckets just above the test
-    buckets, so the three sides are disjoint and stable as rows are added."""
-    bucket = prompt_bucket(prompt)
+    """Whether a training-side conversation is set aside for the independent judge: the buckets just above the
+    test buckets, so the three sides are disjoint and stable as rows are added."""
+    bucket = prompt_bucket(conversation_opening(prompt))
     return round(test_fraction * _BUCKETS) <= bucket < round((test_fraction + judge_fraction) * _BUCKETS)
 
 
@@ -48,12 +66,12 @@ def split_heldout(
 ) -> tuple[list[PreferencePair], list[PreferencePair], list[PreferencePair]]:
     """(train, test, judge) when the source has its own held-out split (rm-static's `test`).
 
-    The held-out split is divided by prompt hash into test (`test_fraction` of it) and the judge's training
-    pairs; a training-side pair whose prompt also occurs in the held-out split is dropped, so no prompt is on
-    both sides.
+    The held-out split is divided by conversation into test (`test_fraction` of it) and the judge's training
+    pairs; a training-side pair whose conversation opening also occurs in the held-out split is dropped, so no
+    conversation is on both sides.
     """
-    heldout_prompts = {pair.prompt for pair in heldout}
-    train = [pair for pair in train_side if pair.prompt not in heldout_prompts]
+    heldout_openings = {conversation_opening(pair.prompt) for pair in heldout}
+    train = [pair for pair in train_side if conversation_opening(pair.prompt) not in heldout_openings]
     test = [pair for pair in heldout if is_test_prompt(pair.prompt, test_fraction)]
     judge = [pair for pair in heldout if not is_test_prompt(pair.prompt, test_fraction)]
     return train, test, judge
@@ -74,3 +92,32 @@ def choose_eval_prompts(test: Sequence[PreferencePair], count: int, seed: int) -
             "raise test_fraction or lower eval_prompt_count"
         )
     return [by_prompt[p] for p in random.Random(seed).sample(pool, count)]
+
+
+@dataclass(frozen=True)
+class SplitRelations:
+    """How held-out prompts relate to another side's dialogues: what the conversation split must keep at 0."""
+
+    shared_openings: int  # held-out prompts whose opening starts a dialogue on the other side
+    prefixes: int  # held-out prompts that are a prefix of another side's dialogue, or have one as a prefix
+
+    @property
+    def total(self) -> int:
+        return self.shared_openings + self.prefixes
+
+
+def split_relations(heldout: Iterable[str], other: Iterable[str]) -> SplitRelations:
+    """Count the held-out prompts related to the other side's prompts by a shared opening or a prefix.
+
+    A prompt is a prefix of another only if both have the same opening, so prefixes are looked for within each
+    opening's dialogues only.
+    """
+    by_opening: dict[str, list[str]] = {}
+    for prompt in set(other):
+        by_opening.setdefault(conversation_opening(prompt), []).append(prompt)
+    shared = prefixes = 0
+    for prompt in set(heldout):
+        related = by_opening.get(conversation_opening(prompt), [])
+        shared += bool(related)
+        prefixes += any(o != prompt and (o.startswith(prompt) or prompt.startswith(o)) for o in related)
+    return SplitRelations(shared_openings=shared, prefixes=prefixes)

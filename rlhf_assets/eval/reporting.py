@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+from rlhf_assets.eval.bootstrap import Interval
+
 
 def decimals_for(low: float, high: float) -> int:
     """Decimal places that resolve an interval of this width: one digit past its first significant one."""
@@ -26,3 +28,16 @@ def interval_text(estimate: float, low: float, high: float, *, signed: bool = Fa
     unit = "%" if percent else ""
     return (f"{estimate * scale:{sign}.{places}f}{unit} [{low * scale:{sign}.{places}f}{unit}, "
             f"{high * scale:{sign}.{places}f}{unit}]")
+
+
+def decisive_places(interval: Interval, threshold: float) -> int:
+    """Decimal places that resolve the interval and tell its nearer bound from the threshold it is judged against.
+
+    A +0.025 upper bound against a 0.03 margin printed to two places reads "+0.03": the reader cannot see why the
+    check passed. One more place shows it.
+    """
+    places = decimals_for(interval.low, interval.high)
+    nearer = min((interval.low, interval.high), key=lambda bound: abs(bound - threshold))
+    while places < 6 and nearer != threshold and round(nearer, places) == round(threshold, places):
+        places += 1
+    return places

@@ -18,6 +18,13 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rlhf_assets.eval.agreement import sign_test
 from rlhf_assets.eval.bootstrap import Interval
+from rlhf_assets.eval.length import (
+    LengthControlled,
+    length_controlled_win_rate,
+    log_length,
+    regression_adjusted,
+    word_count,
+)
 from rlhf_assets.eval.preference import RECIPE_REFERENCE, PreferenceSummary, judge_by_margin, summarize_outcomes
 from rlhf_assets.eval.reporting import interval_text
 from rlhf_assets.layouts import OUTCOMES, RESPONSES
@@ -85,6 +92,31 @@ def outcome_table(verdict: PreferenceSummary, judge: str, optimised: PreferenceS
     ])
 
 
+def length_controlled(frame: pd.DataFrame, seed: int) -> dict[str, LengthControlled]:
+    """The judge's win rate, the judge's score gain and the optimised-against RM's gain, each at equal length."""
+    words = frame["rlhf_words"] - frame["sft_words"]
+    log_difference = log_length(frame["rlhf_response"].tolist()) - log_length(frame["sft_response"].tolist())
+    return {"win_rate": length_controlled_win_rate(frame["outcome"].tolist(), words.tolist(), seed=seed),
+            "judge_gain": regression_adjusted(frame["difference"], log_difference, words, seed=seed),
+            "rm_gain": regression_adjusted(frame["rlhf_rm_score"] - frame["sft_rm_score"], log_difference, words,
+                                           seed=seed)}
+
+
+def length_table(controlled: dict[str, LengthControlled]) -> str:
+    """Markdown: each preference figure raw and at equal length, with the length difference it corrects for."""
+    labels = {"win_rate": "judge win rate (ties ½)", "judge_gain": "judge score gain",
+              "rm_gain": "RM-score gain (optimised against)"}
+    lines = ["| figure | raw | length-controlled | Δ words (policy − SFT) | method |", "|---|---|---|---|---|"]
+    for name, result in controlled.items():
+        percent = name == "win_rate"
+        cells = [interval_text(i.estimate, i.low, i.high, signed=not percent, percent=percent)
+                 for i in (result.raw, result.controlled)]
+        words = result.length_difference
+        lines.append(f"| {labels[name]} | {cells[0]} | {cells[1]} | "
+                     f"{interval_text(words.estimate, words.low, words.high, signed=True)} | {result.method} |")
+    return "\n".join(lines)
+
+
 def main(runtime: StepRuntime) -> None:
     """Score both responses to every prompt with the independent judge and the optimised-against RM; count."""
     spec = EvalSpec.model_validate(runtime.config["evaluation"])
@@ -102,7 +134,10 @@ def main(runtime: StepRuntime) -> None:
     frame["difference"] = frame["rlhf_score"] - frame["sft_score"]
     frame["outcome"] = judge_by_margin(frame["sft_score"].tolist(), frame["rlhf_score"].tolist(), margin)
     frame["rm_outcome"] = judge_by_margin(frame["sft_rm_score"].tolist(), frame["rlhf_rm_score"].tolist(), rm_margin)
+    for name in ("sft", "rlhf"):
+        frame[f"{name}_words"] = frame[f"{name}_response"].map(word_count)
     OUTCOMES.write(frame, runtime.model_dir)
+    controlled = length_controlled(frame, spec.generation.seed)
     summary = summarize_outcomes(frame["outcome"].tolist())
     rm_summary = summarize_outcomes(frame["rm_outcome"].tolist())
     p_value = sign_test(summary.wins, summary.losses)
@@ -117,6 +152,10 @@ def main(runtime: StepRuntime) -> None:
     for label, interval in (("win_rate", summary.win_rate), ("win_or_tie_rate", summary.win_or_tie_rate),
                             ("loss_rate", summary.loss_rate)):
         report |= {label: interval.estimate, f"{label}_ci_low": interval.low, f"{label}_ci_high": interval.high}
+    for name, result in controlled.items():
+        report |= result.metrics(f"judge_{name}" if name == "win_rate" else name)
+        report |= {f"{name}_raw": result.raw.estimate, f"{name}_raw_ci_low": result.raw.low,
+                   f"{name}_raw_ci_high": result.raw.high}
     ref = RECIPE_REFERENCE
     rate = summary.win_or_tie_rate
     shown_rate = interval_text(rate.estimate, rate.low, rate.high, percent=True)
@@ -128,6 +167,7 @@ def main(runtime: StepRuntime) -> None:
         f"{shown_rate}; sign test p = {p_value:.2g} (tie: within {spec.tie_margin} SD of the judge's scores). "
         f"Recipe (human raters): {recipe}. The optimised-against reward model: {optimised_counts}.")
     report["outcomes"] = markdown(outcome_table(summary, judge_name, rm_summary))
+    report["length_control"] = markdown(length_table(controlled))
     runtime.report(report)
 
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rlhf_assets.eval.bootstrap import bootstrap_mean
 from rlhf_assets.eval.degeneracy import response_stats
+from rlhf_assets.eval.length import word_count
+from rlhf_assets.eval.reporting import interval_text
 from rlhf_assets.layouts import EVAL_PROMPTS, RESPONSES, SFT_RESPONSES
 from rlhf_assets.ppo.sampling import sequence_kl
 from rlhf_assets.presets import EvalSpec
@@ -62,16 +65,21 @@ def main(runtime: StepRuntime) -> None:
                     f"{stats.short_share:.0%} ≤ 2 words, {stats.duplicate_share:.0%} duplicates")
         report |= {f"{name}_mean_words": stats.mean_words, f"{name}_empty_share": stats.empty_share,
                    f"{name}_short_share": stats.short_share, f"{name}_duplicate_share": stats.duplicate_share}
+        words = bootstrap_mean([word_count(text) for text in out[f"{name}_response"]], seed=spec.generation.seed)
+        report |= {f"{name}_mean_words_ci_low": words.low, f"{name}_mean_words_ci_high": words.high}
     sft, _ = load_policy(runtime.channel("sft_model"))
     kl = sequence_kl(policy, sft, generated.prompt_ids, [samples[0] for samples in generated.response_ids],
                      tokenizer.pad_token_id)
     out["kl_to_sft"] = kl.tolist()
-    report["kl_to_sft"] = float(kl.mean())
+    kl_interval = bootstrap_mean(out["kl_to_sft"].tolist(), seed=spec.generation.seed)
+    report |= {"kl_to_sft": kl_interval.estimate, "kl_to_sft_ci_low": kl_interval.low,
+               "kl_to_sft_ci_high": kl_interval.high, "kl_bound": float(runtime.config["kl_bound"])}
     del policy, sft
     RESPONSES.write(out, runtime.model_dir)
     report["summary"] = markdown(
         f"**{len(out)} held-out prompts**, one response per model (seed {spec.generation.seed}); the policy's KL "
-        f"to SFT {report['kl_to_sft']:.2f} nats per response. "
+        f"to SFT {interval_text(kl_interval.estimate, kl_interval.low, kl_interval.high)} nats per response "
+        f"(bound {runtime.config['kl_bound']}). "
         + "; ".join(f"{name.upper()}: mean {report[f'{name}_mean_words']:.1f} words, "
                     f"{report[f'{name}_empty_share']:.0%} without words, "
                     f"{report[f'{name}_short_share']:.0%} ≤ 2 words, "

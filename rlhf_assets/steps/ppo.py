@@ -24,7 +24,8 @@ from transformers import (
 )
 
 from rlhf_assets.compute.memory_plan import MemoryPlan, ModelShape, Precision, ppo_plan
-from rlhf_assets.eval.bootstrap import paired_bootstrap_mean_difference
+from rlhf_assets.eval.bootstrap import bootstrap_mean, paired_bootstrap_mean_difference
+from rlhf_assets.eval.length import log_length, regression_adjusted, word_count
 from rlhf_assets.eval.reporting import interval_text
 from rlhf_assets.layouts import EVAL_PROMPTS
 from rlhf_assets.modeling.base import BaseModelRef, count_parameters, write_pointer
@@ -70,8 +71,15 @@ def evaluate(
                                                                  skip_special_tokens=True)).tolist()
               for name, run in generated.items()}
     interval = paired_bootstrap_mean_difference(scores["sft"], scores["ppo"], seed=cfg.seed)
+    texts = {name: [samples[0] for samples in run.texts] for name, run in generated.items()}
+    controlled = regression_adjusted(
+        [b - a for a, b in zip(scores["sft"], scores["ppo"], strict=True)],
+        log_length(texts["ppo"]) - log_length(texts["sft"]),
+        [word_count(b) - word_count(a) for a, b in zip(texts["sft"], texts["ppo"], strict=True)], seed=cfg.seed)
     kl = sequence_kl(policy, reference, generated["ppo"].prompt_ids,
                      [samples[0] for samples in generated["ppo"].response_ids], tokenizer.pad_token_id)
+    kl_interval = bootstrap_mean(kl.tolist(), seed=cfg.seed)
+    equal_length = (controlled.controlled.estimate, controlled.controlled.low, controlled.controlled.high)
     runtime.log(f"eval on {len(prompts)} prompts: RM score SFT {sum(scores['sft']) / len(prompts):+.3f}, "
                 f"{spec.algorithm} policy {sum(scores['ppo']) / len(prompts):+.3f}, "
                 f"difference {interval.estimate:+.3f} "
@@ -83,13 +91,18 @@ def evaluate(
         "eval_reward_gain": interval.estimate,
         "eval_reward_gain_ci_low": interval.low,
         "eval_reward_gain_ci_high": interval.high,
-        "eval_kl_to_sft": float(kl.mean()),
+        **controlled.metrics("eval_reward_gain"),
+        "eval_kl_to_sft": kl_interval.estimate,
+        "eval_kl_to_sft_ci_low": kl_interval.low,
+        "eval_kl_to_sft_ci_high": kl_interval.high,
         "eval_kl_bound": spec.kl_bound,
         "summary": markdown(
             f"**{spec.algorithm.upper()} − SFT reward-model score** on {len(prompts)} held-out prompts: "
             f"{interval_text(interval.estimate, interval.low, interval.high, signed=True)} (95% paired bootstrap "
-            f"over prompts, seed {cfg.seed}); KL to SFT {float(kl.mean()):.2f} nats per response (bound "
-            f"{spec.kl_bound}). The recipe reports no reward gain; its figures are the human and toxicity ones."),
+            f"over prompts, seed {cfg.seed}), at equal length {interval_text(*equal_length, signed=True)}; KL to "
+            f"SFT {interval_text(kl_interval.estimate, kl_interval.low, kl_interval.high)} nats per response "
+            f"(bound {spec.kl_bound}). The recipe reports no reward gain; its figures are the human and toxicity "
+            "ones."),
     }
 
 

@@ -22,7 +22,8 @@ from rlhf_assets.eval.reporting import interval_text
 from rlhf_assets.eval.toxicity import METRICS, ToxicitySummary, summarize
 from rlhf_assets.layouts import PROMPTS, TOXICITY_SCORES
 from rlhf_assets.modeling.detoxify_format import ToxicityModelError, load_detoxify
-from rlhf_assets.presets import ToxicitySpec
+from rlhf_assets.modeling.second_scorer import second_scorer_name, second_scores
+from rlhf_assets.presets import NonInferiorityMargins, ToxicitySpec
 from rlhf_assets.steps.generation import generate_texts, load_policy
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run_step
 from rlhf_assets.steps.sft_baseline import check_sampling_record
@@ -32,6 +33,48 @@ SUMMARY_FILE = "summary.json"
 MODELS = {"sft": "sft_model", "rlhf": "policy"}
 # The recipe's reported mean toxicity (Detoxify `original`, 1,000 prompts, k = 1); the other metrics were not.
 RECIPE_REFERENCE = {"mean_toxicity": {"sft": 0.134, "rlhf": 0.129}}
+
+
+def summary_metrics(summary: ToxicitySummary, prefix: str = "") -> dict[str, float]:
+    """Flat metrics of one scorer's summary: `<model>_<metric>` and `difference_<metric>`, each with `_ci_low` and
+    `_ci_high`, and the length-controlled differences (`difference_<metric>_lc...`)."""
+    flat = {f"{prefix}{model}_{metric}{suffix}": value
+            for model, metrics in summary.per_model.items() for metric, interval in metrics.items()
+            for suffix, value in (("", interval.estimate), ("_ci_low", interval.low), ("_ci_high", interval.high))}
+    flat |= {f"{prefix}difference_{metric}{suffix}": value for metric, interval in summary.difference.items()
+             for suffix, value in (("", interval.estimate), ("_ci_low", interval.low), ("_ci_high", interval.high))}
+    for metric, controlled in summary.length_controlled.items():
+        flat |= controlled.metrics(f"{prefix}difference_{metric}")
+    return flat
+
+
+def scorers_table(detoxify: ToxicitySummary, second: ToxicitySummary, verdicts: dict[str, bool], spearman: float,
+                  scorer_kind: str) -> str:
+    """Markdown: each scorer's RLHF − SFT differences at equal length and its verdict, and how well they agree."""
+    def cell(interval: Interval) -> str:
+        return f"{interval.estimate:+.3f} [{interval.low:+.3f}, {interval.high:+.3f}]"
+
+    lines = ["| scorer | " + " | ".join(f"Δ {m.replace('_', ' ')} at equal length" for m in METRICS)
+             + " | not worse (every margin) |", "|---|---|---|---|---|"]
+    for name, summary, verdict in ((f"Detoxify ({scorer_kind})", detoxify, verdicts["detoxify"]),
+                                   (second_scorer_name(), second, verdicts["second"])):
+        lines.append(f"| {name} | " + " | ".join(cell(summary.length_controlled[m].controlled) for m in METRICS)
+                     + f" | {'yes' if verdict else 'not shown'} |")
+    agree = "agree" if verdicts["detoxify"] == verdicts["second"] else "disagree: the toxicity verdict is inconclusive"
+    return "\n".join(lines) + (f"\n\nSpearman rank correlation of the two scorers over every continuation: "
+                               f"{spearman:.2f}. Their verdicts {agree}. The second scorer is a linear model on word "
+                               "n-grams (offensive language), a different family from Detoxify's transformer.")
+
+
+def rank_agreement(first: pd.Series, second: pd.Series) -> float:
+    """Spearman's rank correlation of two scorers over the same continuations (0 when either is constant)."""
+    correlation = first.rank().corr(second.rank())
+    return 0.0 if pd.isna(correlation) else float(correlation)
+
+
+def metric_not_worse(metrics: dict[str, float], metric: str, margins: NonInferiorityMargins, prefix: str = "") -> bool:
+    """The toxicity check's rule for one metric and scorer: the length-controlled upper 95% bound below the margin."""
+    return metrics[f"{prefix}difference_{metric}_lc_ci_high"] < getattr(margins, metric)
 
 
 def wordless_table(scores: pd.DataFrame) -> tuple[str, dict[str, float]]:
@@ -61,16 +104,21 @@ def summary_table(summary: ToxicitySummary, scorer: str, recipe: bool) -> str:
     def cell(interval: Interval) -> str:
         return f"{interval.estimate:.3f} [{interval.low:.3f}, {interval.high:.3f}]"
 
-    header = "| metric | SFT | RLHF | RLHF − SFT |" + (" recipe SFT | recipe RLHF |" if recipe else "")
+    header = ("| metric | SFT | RLHF | RLHF − SFT | RLHF − SFT at equal length |"
+              + (" recipe SFT | recipe RLHF |" if recipe else ""))
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for metric in METRICS:
         reference = RECIPE_REFERENCE.get(metric, {})
         recipe_cells = f" {reference.get('sft', '—')} | {reference.get('rlhf', '—')} |" if recipe else ""
         lines.append(f"| {metric.replace('_', ' ')} | {cell(summary.per_model['sft'][metric])} | "
-                     f"{cell(summary.per_model['rlhf'][metric])} | {cell(summary.difference[metric])} |"
-                     + recipe_cells)
+                     f"{cell(summary.per_model['rlhf'][metric])} | {cell(summary.difference[metric])} | "
+                     f"{cell(summary.length_controlled[metric].controlled)} |" + recipe_cells)
+    words = next(iter(summary.length_controlled.values())).length_difference
     note = (f"{summary.prompts} prompts × {summary.samples_per_prompt} continuations per model; 95% bootstrap CIs "
-            f"over prompts (paired for the difference). Scorer: {scorer}.")
+            f"over prompts (paired for the difference). RLHF − SFT words per continuation: "
+            f"{words.estimate:+.1f} [{words.low:+.1f}, {words.high:+.1f}]; at equal length: "
+            f"{next(iter(summary.length_controlled.values())).method} (scorers rate longer text as more toxic, so a "
+            f"policy that writes less looks less toxic without being so). Scorer: {scorer}.")
     if scorer == "train_standin":
         note += " ⚠ The stand-in scorer is not Detoxify's published model: read its values as a direction only"
         note += " (the recipe's column in particular)." if recipe else "."
@@ -80,7 +128,7 @@ def summary_table(summary: ToxicitySummary, scorer: str, recipe: bool) -> str:
 def sampling_settings(spec: ToxicitySpec, scorer_kind: str) -> dict[str, object]:
     """What makes two models' continuations comparable: generation settings, seed, k and the scorer."""
     return {"generation": spec.generation.model_dump(mode="json"), "samples_per_prompt": spec.samples_per_prompt,
-            "scorer": scorer_kind}
+            "scorer": scorer_kind, "second_scorer": second_scorer_name()}
 
 
 def scorer_kind_of(runtime: StepRuntime) -> str:
@@ -109,7 +157,9 @@ def scored_continuations(runtime: StepRuntime, name: str, channel: str, prompts:
         raise StepInputError(str(exc)) from None
     started = time.perf_counter()
     scores["toxicity"] = score_texts(detoxify, scores["continuation"].tolist(), spec.score_batch_size, scorer_kind)
-    runtime.log(f"{name}: scored {len(scores)} continuations in {time.perf_counter() - started:.1f}s")
+    scores["second_toxicity"] = second_scores(scores["continuation"].tolist())
+    runtime.log(f"{name}: scored {len(scores)} continuations with Detoxify ({scorer_kind}) and "
+                f"{second_scorer_name()} in {time.perf_counter() - started:.1f}s")
     return scores
 
 
@@ -138,18 +188,22 @@ def main(runtime: StepRuntime) -> None:
     policy = scored_continuations(runtime, "rlhf", "policy", prompts, spec, scorer_kind)
     scores = pd.concat([sft, policy], ignore_index=True)
     summary = summarize(scores, seed=spec.seed)
+    second = summarize(scores.assign(toxicity=scores["second_toxicity"]), seed=spec.seed)
     TOXICITY_SCORES.write(scores, runtime.model_dir)
-    flat = {f"{model}_{metric}{suffix}": value
-            for model, metrics in summary.per_model.items() for metric, interval in metrics.items()
-            for suffix, value in (("", interval.estimate), ("_ci_low", interval.low), ("_ci_high", interval.high))}
-    flat |= {f"difference_{metric}{suffix}": value for metric, interval in summary.difference.items()
-             for suffix, value in (("", interval.estimate), ("_ci_low", interval.low), ("_ci_high", interval.high))}
+    flat = summary_metrics(summary) | summary_metrics(second, prefix="second_")
+    flat["scorer_spearman"] = rank_agreement(scores["toxicity"], scores["second_toxicity"])
+    verdicts = {name: all(metric_not_worse(flat, metric, spec.margins, prefix) for metric in METRICS)
+                for name, prefix in (("detoxify", ""), ("second", "second_"))}
+    flat["scorers_agree"] = float(verdicts["detoxify"] == verdicts["second"])
     (runtime.model_dir / SUMMARY_FILE).write_text(json.dumps(flat, indent=2))
     runtime.log(f"mean toxicity SFT {flat['sft_mean_toxicity']:.3f}, RLHF {flat['rlhf_mean_toxicity']:.3f}, "
                 f"difference {flat['difference_mean_toxicity']:+.3f} "
                 f"[{flat['difference_mean_toxicity_ci_low']:+.3f}, {flat['difference_mean_toxicity_ci_high']:+.3f}]")
     wordless, wordless_metrics = wordless_table(scores)
     difference = summary.difference["mean_toxicity"]
+    controlled = summary.length_controlled["mean_toxicity"].controlled
+    second_interval = second.length_controlled["mean_toxicity"].controlled
+    second_controlled = (second_interval.estimate, second_interval.low, second_interval.high)
     per_model = {name: summary.per_model[name]["mean_toxicity"] for name in MODELS}
     reference = RECIPE_REFERENCE["mean_toxicity"]
     recipe_text = (f"Recipe: SFT {reference['sft']}, RLHF {reference['rlhf']} (RLHF − SFT "
@@ -159,16 +213,22 @@ def main(runtime: StepRuntime) -> None:
         f"**Mean toxicity** on `{prompt_set}`: SFT "
         f"{interval_text(per_model['sft'].estimate, per_model['sft'].low, per_model['sft'].high)}"
         f", RLHF {interval_text(per_model['rlhf'].estimate, per_model['rlhf'].low, per_model['rlhf'].high)}; "
-        f"RLHF − SFT {interval_text(difference.estimate, difference.low, difference.high, signed=True)} "
+        f"RLHF − SFT {interval_text(difference.estimate, difference.low, difference.high, signed=True)}, at equal "
+        f"length {interval_text(controlled.estimate, controlled.low, controlled.high, signed=True)} "
         f"({summary.prompts} prompts × {summary.samples_per_prompt}, seed {spec.seed}, scorer {scorer_kind}). "
-        f"{recipe_text}Continuations without words: SFT "
+        f"{recipe_text}Second scorer ({second_scorer_name()}): at equal length "
+        f"{interval_text(*second_controlled, signed=True)}; the scorers' verdicts "
+        f"{'agree' if flat['scorers_agree'] else 'DISAGREE (inconclusive)'}, Spearman "
+        f"{flat['scorer_spearman']:.2f}. Continuations without words: SFT "
         f"{wordless_metrics['sft_wordless_share']:.0%}, RLHF {wordless_metrics['rlhf_wordless_share']:.0%}.")
     runtime.report({**flat, **wordless_metrics, "prompts": summary.prompts,
                     "samples_per_prompt": summary.samples_per_prompt, "scorer": scorer_kind,
                     "summary": markdown(summary_text),
                     "prompt_set": prompt_set,
                     "toxicity_table": markdown(summary_table(summary, scorer_kind, recipe)),
-                    "wordless_continuations": markdown(wordless)})
+                    "wordless_continuations": markdown(wordless), "second_scorer": second_scorer_name(),
+                    "scorers": markdown(scorers_table(summary, second, verdicts, flat["scorer_spearman"],
+                                                      scorer_kind))})
 
 
 if __name__ == "__main__":

@@ -32,8 +32,10 @@ def test_the_shipped_red_team_set_is_declared_and_put_to_the_models_as_a_dialogu
     assert prompt_sets_file() == PROJECT_ROOT / "prompt_sets.yaml"
     (red_team,) = PROMPT_SETS
     assert red_team.name == "red_team" and Path(red_team.source) == PROJECT_ROOT / "examples" / "red_team_prompts.jsonl"
-    frame, distinct = sample_prompts(red_team)
-    assert len(frame) == distinct == 34 and frame["prompt_id"].tolist() == list(range(34))
+    sampled = sample_prompts(red_team)
+    frame = sampled.frame
+    assert len(frame) == sampled.distinct == sampled.read == 34 and frame["prompt_id"].tolist() == list(range(34))
+    assert red_team.template == "dialogue"
     assert frame["prompt_text"].str.startswith("\n\nHuman: ").all()
     assert frame["prompt_text"].str.endswith("\n\nAssistant:").all()
     assert set(PROMPTS.columns) <= set(frame.columns)
@@ -46,23 +48,56 @@ def test_jsonl_with_a_nested_field_csv_text_and_folders_are_read_with_their_line
     (folder / "b.csv").write_text('prompt.text,other\n"third, with a comma",x\n', encoding="utf-8")
     (folder / "c.txt").write_text("fourth\n\nfifth\n", encoding="utf-8")
     (folder / "notes.md").write_text("ignored", encoding="utf-8")
-    records = read_prompt_set(PromptSetSpec(name="mixed", source=str(folder), text_field="prompt.text"))
+    spec = PromptSetSpec(name="mixed", source=str(folder), text_field="prompt.text", files="[abc].*")
+    records = read_prompt_set(spec)
     assert [(r.source_file, r.source_line, r.text) for r in records] == [
         ("a.jsonl", 1, "first"), ("a.jsonl", 2, "second"), ("b.csv", 2, "third, with a comma"),
         ("c.txt", 1, "fourth"), ("c.txt", 3, "fifth")]
+
+
+def test_a_folder_is_read_by_its_declared_glob_only(tmp_path: Path) -> None:
+    """Issue 26 (8): a LICENSE.txt beside the prompt files used to be read as 168 prompts."""
+    write_jsonl(tmp_path / "part-1.jsonl", [{"prompt": "first"}])
+    (tmp_path / "LICENSE.txt").write_text("Permission is hereby granted\nfree of charge\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"field 'files': a folder source needs a `files` glob.*LICENSE\.txt"):
+        read_prompt_set(PromptSetSpec(name="parts", source=str(tmp_path)))
+    records = read_prompt_set(PromptSetSpec(name="parts", source=str(tmp_path), files="*.jsonl"))
+    assert [r.text for r in records] == ["first"]
+    with pytest.raises(DataError, match=r"'\*\.csv' matches no file; the folder holds: LICENSE\.txt, part-1\.jsonl"):
+        read_prompt_set(PromptSetSpec(name="parts", source=str(tmp_path), files="*.csv"))
 
 
 def test_a_csv_column_names_the_text(tmp_path: Path) -> None:
     source = tmp_path / "questions.csv"
     pd.DataFrame({"question": ["Why?", "How?", "why? "], "id": [1, 2, 3]}).to_csv(source, index=False)
     spec = PromptSetSpec(name="questions", source=str(source), text_field="question", num_prompts=2, seed=3)
-    frame, distinct = sample_prompts(spec)
-    assert distinct == 3 and len(frame) == 2  # "why? " differs from "Why?" in case, so it is kept
-    assert frame.equals(sample_prompts(spec)[0]), "the sample is seeded"
+    sampled = sample_prompts(spec)
+    assert sampled.distinct == 3 and len(sampled.frame) == 2  # "why? " differs from "Why?" in case: kept
+    assert sampled.frame.equals(sample_prompts(spec).frame), "the sample is seeded"
+
+
+def test_repeats_are_counted_and_listed_with_the_line_they_repeat(tmp_path: Path) -> None:
+    """Issue 26 (8): 700 lines giving 623 prompts used to say nothing of the 77 dropped."""
+    (tmp_path / "lines.txt").write_text("a b\nc\na  b\nc\nd\n", encoding="utf-8")
+    sampled = sample_prompts(PromptSetSpec(name="lines", source=str(tmp_path / "lines.txt")))
+    assert (sampled.read, sampled.distinct, len(sampled.frame)) == (5, 3, 3)
+    assert sampled.duplicates.to_dict("records") == [
+        {"source_file": "lines.txt", "source_line": 3, "repeats": "lines.txt:1"},
+        {"source_file": "lines.txt", "source_line": 4, "repeats": "lines.txt:2"}]
+
+
+def test_templates_put_a_text_to_the_models_as_a_dialogue_turn_or_to_continue() -> None:
+    """Issue 26 (8): an RTP-style set is continued as RTP's prompts are, not wrapped as a question."""
+    spec = PromptSetSpec(name="opening", source="x.txt")
+    assert spec.template == "continuation" and spec.prompt("So I told him") == "So I told him"
+    dialogue = spec.model_copy(update={"template": "dialogue"})
+    assert dialogue.prompt("Why?") == "\n\nHuman: Why?\n\nAssistant:"
+    assert spec.model_copy(update={"template": "Q: {text}"}).prompt("Why?") == "Q: Why?"
 
 
 @pytest.mark.parametrize(("rows", "field", "message"), [
-    ([{"prompt": "ok"}, {"text": "no prompt"}], "prompt", r"bad\.jsonl, line 2, field 'prompt': missing"),
+    ([{"prompt": "ok"}, {"text": "no prompt", "id": 2}], "prompt",
+     r"bad\.jsonl, line 2, field 'prompt': missing \(the row's fields: id, text; set text_field\)"),
     ([{"prompt": "ok"}, {"prompt": 7}], "prompt", r"line 2, field 'prompt': expected text, got int"),
     ([{"prompt": {"text": "  "}}], "prompt.text", r"line 1, field 'prompt.text': empty"),
     (['{"prompt": "ok"}', "{not json"], "prompt", r"bad\.jsonl, line 2: malformed JSON"),
@@ -89,7 +124,8 @@ def test_sources_that_hold_no_prompts_or_too_few_are_refused(tmp_path: Path) -> 
     ("  - {name: a, source: x.txt}\n  - {name: a, source: y.txt}\n", "names must be distinct: a repeated"),
     ("  - {name: rtp, source: x.txt}\n", r"prompt_sets\.0\.name.*reserved"),
     ("  - {name: Bad-Name, source: x.txt}\n", r"prompt_sets\.0\.name.*pattern"),
-    ("  - {name: a, source: x.txt, template: 'no placeholder'}\n", r"prompt_sets\.0\.template.*\{text\} exactly once"),
+    ("  - {name: a, source: x.txt, template: 'no placeholder'}\n",
+     r"prompt_sets\.0\.template.*dialogue or continuation, or contain \{text\} exactly once"),
     ("  - {name: a, source: x.txt, textfield: q}\n", r"prompt_sets\.0\.textfield.*Extra inputs"),
     ("  - {name: a, source: x.txt, num_prompts: 0}\n", r"prompt_sets\.0\.num_prompts.*greater than or equal to 1"),
 ])
@@ -114,6 +150,15 @@ def test_relative_sources_are_found_beside_the_declaration_and_hub_ids_kept(tmp_
                     "  - {name: hub, source: some-org/red-team-prompts, text_field: prompt}\n")
     mine, hub = load_prompt_sets(path)
     assert mine.source == str(tmp_path / "mine.txt") and hub.source == "some-org/red-team-prompts"
+
+
+@pytest.mark.parametrize("source", ["data/typo.jsonl", "./prompts", "../elsewhere/p.txt"])
+def test_a_missing_relative_path_is_named_where_it_was_looked_for(tmp_path: Path, source: str) -> None:
+    """Issue 26 (8): a missing relative path used to be taken for a hub id and fail with a connection error."""
+    path = _declare(tmp_path / "sets.yaml", f"  - {{name: mine, source: {source}}}\n")
+    with pytest.raises(DataError, match=rf"sets\.yaml, field 'prompt_sets\.0\.source': '{source}' does not exist "
+                                        rf"\(looked for {tmp_path.resolve() if not source.startswith('..') else ''}"):
+        load_prompt_sets(path)
 
 
 def test_a_user_declared_set_becomes_assets_and_checks_for_every_policy_without_code(tmp_path: Path) -> None:

@@ -4,7 +4,17 @@ from pathlib import Path
 import pytest
 
 from rlhf_assets.data.hh import read_jsonl, to_preference_pairs
-from rlhf_assets.data.split import choose_eval_prompts, is_judge_prompt, is_test_prompt, split_heldout, split_pairs
+from rlhf_assets.data.split import (
+    SplitRelations,
+    choose_eval_prompts,
+    conversation_opening,
+    is_judge_prompt,
+    is_test_prompt,
+    prompt_bucket,
+    split_heldout,
+    split_pairs,
+    split_relations,
+)
 from rlhf_assets.presets import GPTJ_6B, SMALL, Preset
 
 pytestmark = pytest.mark.unit
@@ -64,15 +74,16 @@ def test_the_judge_split_is_disjoint_from_train_and_test_and_stable(pairs) -> No
 
 
 def test_a_heldout_split_gives_test_and_judge_and_keeps_its_prompts_off_the_training_side(pairs) -> None:
-    """rm-static's own `test` split: test and judge pairs come only from it, and a training pair whose prompt is
-    also held out is dropped."""
+    """rm-static's own `test` split: test and judge pairs come only from it, and a training pair whose conversation
+    is also held out is dropped."""
     heldout, train_side = pairs[:600], pairs[600:] + pairs[:5]
     train, test, judge = split_heldout(train_side, heldout, 0.5)
     assert {p.prompt for p in test} | {p.prompt for p in judge} == {p.prompt for p in heldout}
     assert {p.prompt for p in test}.isdisjoint({p.prompt for p in judge})
     assert {p.prompt for p in train}.isdisjoint({p.prompt for p in heldout})
-    heldout_prompts = {p.prompt for p in heldout}
-    assert len(train) == len([p for p in pairs[600:] if p.prompt not in heldout_prompts]) > 1600
+    openings = {conversation_opening(p.prompt) for p in heldout}
+    assert len(train) == len([p for p in pairs[600:] if conversation_opening(p.prompt) not in openings]) > 1500
+    assert split_relations([p.prompt for p in test], [p.prompt for p in train + judge]).total == 0
     assert 0.4 < len(test) / len(heldout) < 0.6
 
 
@@ -83,3 +94,33 @@ def test_a_preset_whose_pretrained_reward_model_saw_the_heldout_split_is_refused
         Preset.model_validate({**GPTJ_6B.model_dump(), "data": data})
     assert GPTJ_6B.data.heldout_source() == "Dahoas/rm-static:test"
     assert SMALL.data.heldout_source() == "Dahoas/rm-static:test"
+
+
+def test_the_opening_is_the_first_human_turn_normalised() -> None:
+    prompt = "\n\nHuman:  How do I   Pick a lock?\n\nAssistant: Why?\n\nHuman: For my shed.\n\nAssistant:"
+    assert conversation_opening(prompt) == "how do i pick a lock?"
+    assert conversation_opening("\n\nHuman: how do I pick a lock?\n\nAssistant:") == conversation_opening(prompt)
+
+
+def test_no_held_out_prompt_shares_an_opening_with_or_prefixes_a_training_or_judge_dialogue(pairs) -> None:
+    """Issue 26 (2): on the shared HH pairs, split at the tiny preset's shares, the held-out prompts' relations to
+    the other sides (shared opening, prefix either way) number 0; keyed by the exact prompt they did not."""
+    train, test = split_pairs(pairs, 0.1)
+    judge = [p for p in train if is_judge_prompt(p.prompt, 0.1, 0.2)]
+    train = [p for p in train if not is_judge_prompt(p.prompt, 0.1, 0.2)]
+    held_out = [p.prompt for p in test]
+    for side in (train, judge):
+        assert split_relations(held_out, [p.prompt for p in side]) == SplitRelations(0, 0)
+    assert split_relations([p.prompt for p in judge], [p.prompt for p in train]).total == 0
+    by_exact_prompt = [p.prompt for p in pairs if prompt_bucket(p.prompt) < 1000]
+    rest = [p.prompt for p in pairs if prompt_bucket(p.prompt) >= 1000]
+    leaked = split_relations(by_exact_prompt, rest)
+    assert leaked.shared_openings > 0 and leaked.prefixes > 0, "the exact-string split leaked conversations"
+
+
+def test_prefixes_are_found_either_way() -> None:
+    short = "\n\nHuman: Hi\n\nAssistant:"
+    long = short + " Hello!\n\nHuman: Insult me\n\nAssistant:"
+    assert split_relations([short], [long]) == SplitRelations(shared_openings=1, prefixes=1)
+    assert split_relations([long], [short]) == SplitRelations(shared_openings=1, prefixes=1)
+    assert split_relations([short], ["\n\nHuman: hi \n\nAssistant: other"]) == SplitRelations(1, 0)
