@@ -50,11 +50,15 @@ def manifest_output(
     return Output(manifest, data_version=DataVersion(content_hash), metadata=shown)
 
 
+LEADING_ENTRIES = ("policy_table", "summary")  # what a reader starts with: policy_comparison's table, else the summary
+
+
 def summary_first(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The metadata with its `summary` (if any) first: the UI lists entries in order, and a reader starts there.
-    Stored results come back in another order (serialization sorts keys), so reuse passes through here too."""
-    summary = {"summary": metadata["summary"]} if "summary" in metadata else {}
-    return {**summary, **{k: v for k, v in metadata.items() if k != "summary"}}
+    """The metadata with its leading entries (`LEADING_ENTRIES`, where present) first, then the rest: the UI lists
+    entries in order, and a reader should not scroll past 60 numbers to the table. Stored results come back in
+    another order (serialization sorts keys), so reuse passes through here too."""
+    leading = {key: metadata[key] for key in LEADING_ENTRIES if key in metadata}
+    return {**leading, **{k: v for k, v in metadata.items() if k not in leading}}
 
 
 def preview_table(frame: pd.DataFrame, columns: list[str], rows: int = 5, width: int = 160) -> MetadataValue:

@@ -2,7 +2,9 @@
 
 It depends on every policy's evaluation suite (lineage shows them all) and reads each suite's latest *recorded*
 materialization; a policy whose suite was never materialized is listed as not evaluated rather than failing the
-comparison, so materializing one new policy and its suite is enough to see it beside the others.
+comparison, so materializing one new policy and its suite is enough to see it beside the others. The table comes
+first in the metadata, with a pass/fail column computed by the same gates as the asset checks. Where a policy's
+`human_eval_results` are recorded, the automatic judge's agreement with the people (Cohen's κ) is shown too.
 """
 
 import tempfile
@@ -21,18 +23,30 @@ from rlhf_assets.assets.policy_evaluation import (
 )
 from rlhf_assets.assets.prompt_sets import PROMPT_SETS
 from rlhf_assets.code_versions import code_version, step_code_version
-from rlhf_assets.eval.bootstrap import Interval
+from rlhf_assets.eval.agreement import OUTCOMES as AGREEMENT_OUTCOMES
+from rlhf_assets.eval.agreement import cohen_kappa
 from rlhf_assets.eval.comparison import (
     PolicyRow,
+    SuiteFigures,
+    Verdict,
     comparison_plot,
     comparison_table,
     policy_row,
     prompt_set_table,
     rows_frame,
+    shown,
     versions_table,
 )
-from rlhf_assets.eval.reporting import interval_text
-from rlhf_assets.layouts import COMPARISON, OUTCOMES, RESPONSES
+from rlhf_assets.eval.gates import GateResult
+from rlhf_assets.eval.suite_gates import (
+    degeneracy_gate,
+    dispreference_gate,
+    judge_gain_gate,
+    kl_gate,
+    reward_gain_gate,
+    toxicity_gate,
+)
+from rlhf_assets.layouts import COMPARISON, OUTCOMES, PER_PROMPT, RESPONSES
 from rlhf_assets.resources import ArtifactStoreResource, ManifestRecordError, PresetResource, recorded_manifest
 from rlhf_assets.storage import ArtifactStore, Manifest
 
@@ -40,17 +54,59 @@ COMPARISON_KEY = AssetKey("policy_comparison")
 VERSION_CHARS = 12
 
 
+def _verdict(policy: EvaluatedPolicy, trained: Manifest, suite: dict[str, Manifest]) -> Verdict:
+    """Every gate of the policy's suite (and PPO's own), by the same code as its asset checks."""
+    toxicity = toxicity_gate(suite["toxicity_scores"])
+    gates = {"degeneracy": degeneracy_gate(suite["eval_responses"]), "KL": kl_gate(suite["eval_responses"]),
+             "judge gain": judge_gain_gate(suite["auto_preference"]),
+             "not dispreferred": dispreference_gate(suite["auto_preference"]),
+             "toxicity": GateResult(toxicity.passed, toxicity.verdict, {})}
+    if policy.asset == "ppo_policy":
+        gates["RM gain"] = reward_gain_gate(trained)
+    return Verdict(gates, inconclusive=("toxicity",) if toxicity.inconclusive else ())
+
+
 def _suite_row(policy: EvaluatedPolicy, trained: Manifest, suite: dict[str, Manifest],
                prompt_sets: dict[str, Manifest], store: ArtifactStore) -> PolicyRow:
-    outcomes = OUTCOMES.read(store.local_path(suite["auto_preference"].uri))
     responses = RESPONSES.read(store.local_path(suite["eval_responses"].uri))
     versions = {"policy": trained.content_hash[:VERSION_CHARS], "policy code": step_code_version(policy.step)}
     versions |= {name: manifest.content_hash[:VERSION_CHARS] for name, manifest in suite.items()}
     versions |= {toxicity_name(name): m.content_hash[:VERSION_CHARS] for name, m in prompt_sets.items()}
-    return policy_row(policy.label, outcomes, responses, suite["auto_preference"].metrics,
-                      suite["auto_preference"].counts, suite["toxicity_scores"].metrics,
-                      suite["toxicity_scores"].counts["prompts"], versions,
-                      prompt_sets={name: (m.metrics, m.counts["prompts"]) for name, m in prompt_sets.items()})
+    figures = SuiteFigures(judge=suite["auto_preference"].metrics, judge_counts=suite["auto_preference"].counts,
+                           responses=suite["eval_responses"].metrics, kl_per_prompt=responses["kl_to_sft"].tolist(),
+                           toxicity=suite["toxicity_scores"].metrics,
+                           toxicity_prompts=suite["toxicity_scores"].counts["prompts"])
+    return policy_row(policy.label, figures, _verdict(policy, trained, suite), policy.optimises_reward_model,
+                      versions, prompt_sets={name: (m.metrics, m.counts["prompts"]) for name, m in prompt_sets.items()})
+
+
+def _judge_against_people(context: AssetExecutionContext, manifests: str, store: ArtifactStore,
+                          suites: dict[str, dict[str, Manifest]]) -> str | None:
+    """Markdown: for each policy whose human_eval_results exist, the automatic judge's agreement with the human
+    majority per prompt (Cohen's kappa, raw agreement, the confusion table, n); None when no policy has any."""
+    sections = []
+    for policy in POLICIES:
+        if policy.label not in suites:
+            continue
+        try:
+            people = recorded_manifest(context.instance, policy.key("human_eval_results"), manifests)
+        except ManifestRecordError:
+            continue
+        human = PER_PROMPT.read(store.local_path(people.uri)).set_index("prompt_id")["outcome"]
+        judge = OUTCOMES.read(store.local_path(suites[policy.label]["auto_preference"].uri)).set_index(
+            "prompt_id")["outcome"]
+        shared = sorted(set(human.index) & set(judge.index))
+        if not shared:
+            continue
+        result = cohen_kappa(judge.loc[shared].tolist(), human.loc[shared].tolist())
+        kappa = "undefined (one outcome only)" if result.kappa is None else f"{result.kappa:.2f}"
+        rows = [f"| judge {a} | " + " | ".join(str(result.confusion[(a, b)]) for b in AGREEMENT_OUTCOMES) + " |"
+                for a in AGREEMENT_OUTCOMES]
+        sections.append("\n".join([
+            f"**{policy.label}**: Cohen's κ {kappa}, agreement {result.agreement:.0%}, n = {result.n} prompts "
+            f"(the judge's outcome against the human majority).", "",
+            "| | people: win | people: tie | people: loss |", "|---|---|---|---|", *rows]))
+    return "\n\n".join(sections) if sections else None
 
 
 def _recorded_prompt_sets(context: AssetExecutionContext, policy: EvaluatedPolicy,
@@ -65,13 +121,11 @@ def _recorded_prompt_sets(context: AssetExecutionContext, policy: EvaluatedPolic
     return found
 
 
-def _signed(interval: Interval) -> str:
-    return interval_text(interval.estimate, interval.low, interval.high, signed=True)
-
-
 def _summary(rows: list[PolicyRow], missing: list[str]) -> str:
-    parts = [f"{r.policy}: RM-score gain {_signed(r.reward_gain)}, judge {r.wins} / {r.ties} / {r.losses}, "
-             f"Δ mean toxicity {_signed(r.toxicity['mean_toxicity'])}" for r in rows]
+    parts = [f"{r.policy} {'passes' if r.verdict.passed else 'fails'} ({r.verdict.reason()}): judge win rate at "
+             f"equal length {shown(r.judge_win_rate, signed=False, percent=True, against=0.5)}, Δ mean toxicity at "
+             f"equal length {shown(r.toxicity['mean_toxicity'], against=0.0)}, {r.length_difference.estimate:+.1f} "
+             "words against SFT" for r in rows]
     note = f" Not evaluated yet: {', '.join(missing)}." if missing else ""
     policies = f"{len(rows)} polic{'y' if len(rows) == 1 else 'ies'}"
     return (f"**{policies} against SFT** on the same {rows[0].eval_prompts} eval prompts and "
@@ -89,7 +143,7 @@ def policy_comparison(context: AssetExecutionContext, preset: PresetResource,
     differences, each with its 95% CI and n, and the data and code versions each row came from."""
     store = artifacts.store()
     manifests = f"{artifacts.root.rstrip('/')}/manifests"
-    rows, missing = [], []
+    rows, missing, suites = [], [], {}
     for policy in POLICIES:
         try:
             trained = recorded_manifest(context.instance, AssetKey(policy.asset), manifests)
@@ -98,21 +152,25 @@ def policy_comparison(context: AssetExecutionContext, preset: PresetResource,
             context.log.info(f"{policy.asset} is not in the comparison: {exc}")
             missing.append(policy.asset)
             continue
+        suites[policy.label] = suite
         rows.append(_suite_row(policy, trained, suite, _recorded_prompt_sets(context, policy, manifests), store))
     if not rows:
         raise Failure(f"no policy has a materialized evaluation suite ({', '.join(missing)}): materialize a policy "
                       "and its eval_responses, toxicity_scores and auto_preference first")
+    people = _judge_against_people(context, manifests, store, suites)
+    metadata = {"policy_table": MetadataValue.md(comparison_table(rows)),
+                "summary": MetadataValue.md(_summary(rows, missing)),
+                "plot": MetadataValue.md(comparison_plot(rows))}
+    if people is not None:
+        metadata["judge_vs_people"] = MetadataValue.md(people)
+    metadata |= {"toxicity_by_prompt_set": MetadataValue.md(prompt_set_table(rows, [s.name for s in PROMPT_SETS])),
+                 "versions": MetadataValue.md(versions_table(rows))}
     with tempfile.TemporaryDirectory() as tmp:
         COMPARISON.write(rows_frame(rows), Path(tmp))
         metrics = {k: v for r in rows for k, v in r.flat().items()}
         return publish(
             context, store, Path(tmp), preset=preset.name.value,
             config={"policies": [r.policy for r in rows], "not_evaluated": missing},
-            counts={"policies": len(rows)}, metrics=metrics,
-            metadata={"summary": MetadataValue.md(_summary(rows, missing)),
-                      "comparison": MetadataValue.md(comparison_table(rows)),
-                      "toxicity_by_prompt_set": MetadataValue.md(
-                          prompt_set_table(rows, [spec.name for spec in PROMPT_SETS])),
-                      "plot": MetadataValue.md(comparison_plot(rows)),
-                      "versions": MetadataValue.md(versions_table(rows))},
+            counts={"policies": len(rows), "passed": sum(r.verdict.passed for r in rows)}, metrics=metrics,
+            metadata=metadata,
         )

@@ -43,6 +43,7 @@ class EvaluatedPolicy:
     step: str  # the step program that trains it (its code version is part of the comparison)
     prefix: tuple[str, ...]  # () keeps the recipe's original evaluation keys
     group: str
+    optimises_reward_model: bool  # trained to maximise `reward_model` (PPO, RLOO, GRPO), so its RM gain is its target
 
     def key(self, name: str) -> AssetKey:
         """The key of this policy's `name` asset (`eval_responses`, `toxicity_scores`, `auto_preference`)."""
@@ -54,8 +55,8 @@ class EvaluatedPolicy:
 
 
 POLICIES = (
-    EvaluatedPolicy("ppo_policy", "ppo", (), "evaluation"),
-    EvaluatedPolicy("dpo_policy", "dpo", ("dpo_policy",), "dpo_policy_evaluation"),
+    EvaluatedPolicy("ppo_policy", "ppo", (), "evaluation", optimises_reward_model=True),
+    EvaluatedPolicy("dpo_policy", "dpo", ("dpo_policy",), "dpo_policy_evaluation", optimises_reward_model=False),
 )
 
 

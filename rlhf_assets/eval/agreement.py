@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 
 
 def sign_test(wins: int, losses: int) -> float:
@@ -49,3 +50,38 @@ def majority_outcome(outcomes: Sequence[str]) -> str:
         raise ValueError("a prompt needs at least one judgement")
     label, count = Counter(outcomes).most_common(1)[0]
     return label if count * 2 > len(outcomes) else "tie"
+
+
+OUTCOMES = ("win", "tie", "loss")
+
+
+@dataclass(frozen=True)
+class RaterAgreement:
+    """How two raters of the same prompts agree: Cohen's kappa, the raw agreement and the confusion counts."""
+
+    kappa: float | None  # None when chance agreement is total (both always said the same one outcome)
+    agreement: float
+    n: int
+    confusion: dict[tuple[str, str], int]  # (first rater's outcome, second rater's) -> prompts
+
+
+def cohen_kappa(first: Sequence[str], second: Sequence[str], labels: Sequence[str] = OUTCOMES) -> RaterAgreement:
+    """Cohen's kappa of two raters' labels on the same items: agreement beyond what their label shares alone give.
+
+    Used for the automatic judge against people (the human majority per prompt): a judge that agrees with raters
+    no more than chance would is no stand-in for them, whatever its win rate says.
+    """
+    if len(first) != len(second) or not first:
+        raise ValueError("need the same, non-empty list of items rated by both")
+    unknown = (set(first) | set(second)) - set(labels)
+    if unknown:
+        raise ValueError(f"labels must be {', '.join(labels)}, got {sorted(unknown)}")
+    n = len(first)
+    confusion = {(a, b): 0 for a in labels for b in labels}
+    for a, b in zip(first, second, strict=True):
+        confusion[(a, b)] += 1
+    observed = sum(confusion[(label, label)] for label in labels) / n
+    expected = sum((sum(confusion[(label, b)] for b in labels) / n) * (sum(confusion[(a, label)] for a in labels) / n)
+                   for label in labels)
+    kappa = None if math.isclose(expected, 1.0) else (observed - expected) / (1 - expected)
+    return RaterAgreement(kappa=kappa, agreement=observed, n=n, confusion=confusion)

@@ -2,11 +2,16 @@
 
 The figures come from each policy's own evaluation suite (eval responses, toxicity scores, the judge's
 outcomes), so every policy is measured by the same code on the same prompts, with the same sampling seed:
-- reward gain: mean over the eval prompts of RM(policy) − RM(SFT), scored by the reward model PPO optimises
-  (so it flatters PPO by construction; the judge's column is the independent one), paired bootstrap CI;
+- verdict: every gate of the suite (`eval/suite_gates.py`, and PPO's own reward-gain and KL gates), pass or fail
+  with the first reason;
+- the independent judge: its win rate (ties ½) and score gain at equal length (`eval/length.py`), raw beside;
+  wins / ties / losses and the sign test;
+- reward gain: mean over the eval prompts of RM(policy) − RM(SFT) at equal length, scored by the reward model
+  PPO optimises. For a policy trained against that model it is flagged "optimised against": it measures the
+  target, not alignment;
 - KL to SFT: mean Σ_t log π − log π_SFT over the policy's own responses, bootstrap CI over prompts;
-- the independent judge's wins / ties / losses, the preferred-or-tied share with its Wilson CI, the sign test;
-- RLHF − SFT mean toxicity, expected maximum toxicity and toxicity probability, paired bootstrap CIs.
+- the policy − SFT length difference in words, which every "at equal length" figure corrects for;
+- RLHF − SFT toxicity (three Gehman metrics) at equal length by Detoxify, and mean toxicity by the second scorer.
 """
 
 from __future__ import annotations
@@ -17,10 +22,31 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from rlhf_assets.eval.bootstrap import Interval, bootstrap_mean, paired_bootstrap_mean_difference
-from rlhf_assets.eval.reporting import interval_text
+from rlhf_assets.eval.bootstrap import Interval, bootstrap_mean
+from rlhf_assets.eval.gates import GateResult, p_value_text
+from rlhf_assets.eval.reporting import decisive_places, interval_text
+from rlhf_assets.eval.suite_gates import interval
 
 TOXICITY_METRICS = ("mean_toxicity", "expected_max_toxicity", "toxicity_probability")
+OPTIMISED_FLAG = "⚠ optimised against"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A policy's gates together: passed when every one did; the reasons of those that did not."""
+
+    gates: dict[str, GateResult]
+    inconclusive: tuple[str, ...] = ()  # gates whose scorers disagreed: failed, but as "inconclusive"
+
+    @property
+    def passed(self) -> bool:
+        return all(gate.passed for gate in self.gates.values())
+
+    def reason(self) -> str:
+        failed = [name for name, gate in self.gates.items() if not gate.passed]
+        if not failed:
+            return f"all {len(self.gates)} gates pass"
+        return "; ".join(f"{name} {'inconclusive' if name in self.inconclusive else 'not shown'}" for name in failed)
 
 
 @dataclass(frozen=True)
@@ -28,93 +54,160 @@ class PolicyRow:
     """One policy's figures against SFT, and where they came from."""
 
     policy: str
-    reward_gain: Interval
+    verdict: Verdict
+    judge_win_rate: Interval  # ties ½, at equal length
+    judge_win_rate_raw: Interval
+    judge_gain: Interval  # at equal length
+    reward_gain: Interval  # at equal length
+    reward_gain_raw: Interval
+    optimised_against_reward_model: bool
     kl_to_sft: Interval
+    kl_bound: float
+    length_difference: Interval  # policy − SFT words per eval response
     wins: int
     ties: int
     losses: int
     preferred_or_tied: Interval
     sign_test_p: float
-    toxicity: dict[str, Interval]
+    toxicity: dict[str, Interval]  # at equal length, Detoxify
+    toxicity_raw: dict[str, Interval]
+    second_toxicity: Interval  # Δ mean toxicity at equal length by the second scorer
+    scorers_agree: bool
     eval_prompts: int
     toxicity_prompts: int
     versions: dict[str, str]  # "policy" and each suite asset -> data version (shortened); "policy code" -> trainer
-    prompt_sets: dict[str, dict[str, Interval]] = field(default_factory=dict)  # declared set -> metric -> RLHF − SFT
+    # declared set -> metric -> RLHF − SFT at equal length
+    prompt_sets: dict[str, dict[str, Interval]] = field(default_factory=dict)
     prompt_set_sizes: dict[str, int] = field(default_factory=dict)
 
     def flat(self) -> dict[str, float]:
         """The figures as flat metrics (`<policy>_<figure>`, `_ci_low`, `_ci_high`) for plots over time."""
         out: dict[str, float] = {}
-        intervals = {"reward_gain": self.reward_gain, "kl_to_sft": self.kl_to_sft,
-                     "preferred_or_tied": self.preferred_or_tied,
-                     **{f"difference_{k}": v for k, v in self.toxicity.items()},
-                     **{f"{name}_difference_{k}": v for name, metrics in self.prompt_sets.items()
+        intervals = {"judge_win_rate_lc": self.judge_win_rate, "judge_win_rate": self.judge_win_rate_raw,
+                     "judge_gain_lc": self.judge_gain, "reward_gain_lc": self.reward_gain,
+                     "reward_gain": self.reward_gain_raw, "kl_to_sft": self.kl_to_sft,
+                     "length_difference": self.length_difference, "preferred_or_tied": self.preferred_or_tied,
+                     "second_difference_mean_toxicity_lc": self.second_toxicity,
+                     **{f"difference_{k}_lc": v for k, v in self.toxicity.items()},
+                     **{f"difference_{k}": v for k, v in self.toxicity_raw.items()},
+                     **{f"{name}_difference_{k}_lc": v for name, metrics in self.prompt_sets.items()
                         for k, v in metrics.items()}}
-        for name, interval in intervals.items():
-            out |= {f"{self.policy}_{name}": interval.estimate, f"{self.policy}_{name}_ci_low": interval.low,
-                    f"{self.policy}_{name}_ci_high": interval.high}
-        return out | {f"{self.policy}_sign_test_p": self.sign_test_p}
+        for name, value in intervals.items():
+            out |= {f"{self.policy}_{name}": value.estimate, f"{self.policy}_{name}_ci_low": value.low,
+                    f"{self.policy}_{name}_ci_high": value.high}
+        return out | {f"{self.policy}_sign_test_p": self.sign_test_p,
+                      f"{self.policy}_passed": float(self.verdict.passed),
+                      f"{self.policy}_scorers_agree": float(self.scorers_agree)}
 
 
-def toxicity_differences(metrics: dict[str, float]) -> dict[str, Interval]:
-    """The three RLHF − SFT toxicity differences with their CIs, from a toxicity asset's metrics."""
-    return {m: Interval(metrics[f"difference_{m}"], metrics[f"difference_{m}_ci_low"],
-                        metrics[f"difference_{m}_ci_high"], 0.95) for m in TOXICITY_METRICS}
+def toxicity_differences(metrics: dict[str, float], suffix: str = "_lc") -> dict[str, Interval]:
+    """The three RLHF − SFT toxicity differences with their CIs from a toxicity asset's metrics (at equal length
+    by default; `suffix=""` for the raw ones)."""
+    return {m: interval(metrics, f"difference_{m}{suffix}") for m in TOXICITY_METRICS}
 
 
-def policy_row(policy: str, outcomes: pd.DataFrame, responses: pd.DataFrame, judge: dict[str, float],
-               judge_counts: dict[str, int], toxicity: dict[str, float], toxicity_prompts: int,
+@dataclass(frozen=True)
+class SuiteFigures:
+    """What one policy's evaluation suite recorded: the manifests' metrics and counts, and its per-prompt KL."""
+
+    judge: dict[str, float]
+    judge_counts: dict[str, int]
+    responses: dict[str, float]
+    kl_per_prompt: list[float]
+    toxicity: dict[str, float]
+    toxicity_prompts: int
+
+
+def policy_row(policy: str, suite: SuiteFigures, verdict: Verdict, optimised_against_reward_model: bool,
                versions: dict[str, str], seed: int = 0,
                prompt_sets: dict[str, tuple[dict[str, float], int]] | None = None) -> PolicyRow:
-    """A policy's row from its suite's artifacts (`outcomes.parquet`, `responses.parquet`) and metrics;
-    `prompt_sets` maps each declared prompt set the policy was evaluated on to its toxicity metrics and size."""
+    """A policy's row from its suite's figures; `prompt_sets` maps each declared prompt set the policy was
+    evaluated on to its toxicity metrics and size."""
+    judge = suite.judge
     return PolicyRow(
-        policy=policy,
-        reward_gain=paired_bootstrap_mean_difference(outcomes["sft_rm_score"], outcomes["rlhf_rm_score"], seed=seed),
-        kl_to_sft=bootstrap_mean(responses["kl_to_sft"].tolist(), seed=seed),
-        wins=judge_counts["wins"], ties=judge_counts["ties"], losses=judge_counts["losses"],
-        preferred_or_tied=Interval(judge["win_or_tie_rate"], judge["win_or_tie_rate_ci_low"],
-                                   judge["win_or_tie_rate_ci_high"], 0.95),
-        sign_test_p=judge["sign_test_p"],
-        toxicity=toxicity_differences(toxicity),
-        eval_prompts=len(outcomes), toxicity_prompts=toxicity_prompts, versions=versions,
+        policy=policy, verdict=verdict,
+        judge_win_rate=interval(judge, "judge_win_rate_lc"), judge_win_rate_raw=interval(judge, "win_rate_raw"),
+        judge_gain=interval(judge, "judge_gain_lc"),
+        reward_gain=interval(judge, "rm_gain_lc"), reward_gain_raw=interval(judge, "rm_gain_raw"),
+        optimised_against_reward_model=optimised_against_reward_model,
+        kl_to_sft=bootstrap_mean(suite.kl_per_prompt, seed=seed), kl_bound=suite.responses["kl_bound"],
+        length_difference=interval(judge, "judge_gain_length_difference"),
+        wins=suite.judge_counts["wins"], ties=suite.judge_counts["ties"], losses=suite.judge_counts["losses"],
+        preferred_or_tied=interval(judge, "win_or_tie_rate"), sign_test_p=judge["sign_test_p"],
+        toxicity=toxicity_differences(suite.toxicity), toxicity_raw=toxicity_differences(suite.toxicity, ""),
+        second_toxicity=interval(suite.toxicity, "second_difference_mean_toxicity_lc"),
+        scorers_agree=bool(suite.toxicity["scorers_agree"]),
+        eval_prompts=int(suite.judge_counts["wins"] + suite.judge_counts["ties"] + suite.judge_counts["losses"]),
+        toxicity_prompts=suite.toxicity_prompts, versions=versions,
         prompt_sets={name: toxicity_differences(metrics) for name, (metrics, _) in (prompt_sets or {}).items()},
         prompt_set_sizes={name: size for name, (_, size) in (prompt_sets or {}).items()},
     )
 
 
-def _shown(interval: Interval, signed: bool = True, percent: bool = False) -> str:
-    return interval_text(interval.estimate, interval.low, interval.high, signed=signed, percent=percent)
+def shown(value: Interval, *, signed: bool = True, percent: bool = False, against: float | None = None) -> str:
+    """`estimate [low, high]`, to the places the interval needs, or more when the bound nearest `against` (the
+    figure's no-difference point or margin) would otherwise round onto it."""
+    text = interval_text(value.estimate, value.low, value.high, signed=signed, percent=percent)
+    if against is None:
+        return text
+    scale, unit, sign = (100.0, "%", "+" if signed else "") if percent else (1.0, "", "+" if signed else "")
+    scaled = Interval(value.estimate * scale, value.low * scale, value.high * scale, value.level)
+    places = decisive_places(scaled, against * scale)
+    return (f"{scaled.estimate:{sign}.{places}f}{unit} [{scaled.low:{sign}.{places}f}{unit}, "
+            f"{scaled.high:{sign}.{places}f}{unit}]") if places > _places(text) else text
+
+
+def _places(text: str) -> int:
+    first = text.split(" ", 1)[0].rstrip("%")
+    return len(first.split(".", 1)[1]) if "." in first else 0
 
 
 def comparison_table(rows: list[PolicyRow]) -> str:
-    """The markdown table: one row per policy, each figure as estimate [95% CI]."""
-    lines = ["| policy | RM-score gain vs SFT | KL to SFT (nats) | judge: wins / ties / losses | preferred or tied | "
-             "sign test p | Δ mean toxicity | Δ expected max toxicity | Δ toxicity probability | n (eval, RTP) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    """The markdown table a reader starts with: one row per policy, verdict first, each figure at equal length
+    with its 95% CI (raw beside where it differs in meaning), a column measured by the model a policy was trained
+    against flagged in its cell."""
+    lines = ["| policy | verdict | judge win rate, ties ½ (at equal length; raw) | judge score gain (at equal length) "
+             "| RM-score gain (at equal length) | KL to SFT (nats) | Δ words | Δ mean toxicity (at equal length: "
+             "Detoxify; second scorer) | n (eval, RTP) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        toxicity = " | ".join(_shown(r.toxicity[m]) for m in TOXICITY_METRICS)
-        lines.append(f"| {r.policy} | {_shown(r.reward_gain)} | {_shown(r.kl_to_sft, signed=False)} | "
-                     f"{r.wins} / {r.ties} / {r.losses} | {_shown(r.preferred_or_tied, signed=False, percent=True)} "
-                     f"| {r.sign_test_p:.2g} | {toxicity} | {r.eval_prompts}, {r.toxicity_prompts} |")
-    return "\n".join(lines)
+        verdict = ("✅ pass" if r.verdict.passed else "❌ fail") + f": {r.verdict.reason()}"
+        words = r.length_difference
+        flag = f" {OPTIMISED_FLAG}" if r.optimised_against_reward_model else ""
+        toxicity = (f"{shown(r.toxicity['mean_toxicity'], against=0.0)}; {shown(r.second_toxicity, against=0.0)}"
+                    + ("" if r.scorers_agree else " (scorers disagree)"))
+        lines.append(
+            f"| {r.policy} | {verdict} | {shown(r.judge_win_rate, signed=False, percent=True, against=0.5)}; raw "
+            f"{shown(r.judge_win_rate_raw, signed=False, percent=True)} | {shown(r.judge_gain, against=0.0)} | "
+            f"{shown(r.reward_gain, against=0.0)}{flag} | "
+            f"{shown(r.kl_to_sft, signed=False, against=r.kl_bound)} (bound {r.kl_bound}) | "
+            f"{interval_text(words.estimate, words.low, words.high, signed=True)} | {toxicity} | "
+            f"{r.eval_prompts}, {r.toxicity_prompts} |")
+    notes = [f"{OPTIMISED_FLAG}: measured by the reward model this policy was trained to maximise — its target, not "
+             "evidence of alignment; the judge's columns are the independent ones."] if any(
+                 r.optimised_against_reward_model for r in rows) else []
+    notes.append("At equal length: read at zero policy − SFT length difference (judge: AlpacaEval 2's GLM; scores: "
+                 "regression on log length). Δ words is the difference corrected for. Judge: "
+                 + "; ".join(f"{r.policy} {r.wins} / {r.ties} / {r.losses}, sign test p = "
+                             f"{p_value_text(r.sign_test_p)}" for r in rows) + ".")
+    return "\n".join(lines) + "\n\n" + "\n\n".join(notes)
 
 
 def prompt_set_table(rows: list[PolicyRow], prompt_sets: list[str]) -> str:
-    """Markdown: each policy's RLHF − SFT toxicity differences on RealToxicityPrompts and on every declared prompt
-    set, one row per (policy, set); a set a policy was not evaluated on says so."""
+    """Markdown: each policy's RLHF − SFT toxicity differences at equal length on RealToxicityPrompts and on every
+    declared prompt set, one row per (policy, set); a set a policy was not evaluated on says so."""
     lines = ["| policy | prompt set | n | Δ mean toxicity | Δ expected max toxicity | Δ toxicity probability |",
              "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.policy} | rtp | {r.toxicity_prompts} | "
-                     + " | ".join(_shown(r.toxicity[m]) for m in TOXICITY_METRICS) + " |")
+                     + " | ".join(shown(r.toxicity[m], against=0.0) for m in TOXICITY_METRICS) + " |")
         for name in prompt_sets:
             if name in r.prompt_sets:
-                cells = " | ".join(_shown(r.prompt_sets[name][m]) for m in TOXICITY_METRICS)
+                cells = " | ".join(shown(r.prompt_sets[name][m], against=0.0) for m in TOXICITY_METRICS)
                 lines.append(f"| {r.policy} | {name} | {r.prompt_set_sizes[name]} | {cells} |")
             else:
                 lines.append(f"| {r.policy} | {name} | — | not evaluated | | |")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\nDifferences at equal continuation length (Detoxify), 95% bootstrap CIs."
 
 
 def versions_table(rows: list[PolicyRow]) -> str:
@@ -126,30 +219,32 @@ def versions_table(rows: list[PolicyRow]) -> str:
 
 
 def comparison_plot(rows: list[PolicyRow]) -> str:
-    """Three panels (reward gain, preferred-or-tied share, Δ mean toxicity): each policy's estimate and 95% CI."""
+    """Three panels at equal length (judge win rate with ties ½, RM-score gain, Δ mean toxicity): each policy's
+    estimate and 95% CI, against a dashed line at the figure's no-difference point."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = (("RM-score gain vs SFT", lambda r: r.reward_gain, 0.0),
-              ("judge: preferred or tied", lambda r: r.preferred_or_tied, 0.5),
-              ("Δ mean toxicity (RLHF − SFT)", lambda r: r.toxicity["mean_toxicity"], 0.0))
-    fig, axes = plt.subplots(1, len(panels), figsize=(10, 0.6 + 0.5 * len(rows)), dpi=90, sharey=True)
+    panels = (("judge win rate, ties ½ (no difference: 0.5)", lambda r: r.judge_win_rate, 0.5),
+              ("RM-score gain (no difference: 0)", lambda r: r.reward_gain, 0.0),
+              ("Δ mean toxicity, Detoxify (no difference: 0)", lambda r: r.toxicity["mean_toxicity"], 0.0))
+    fig, axes = plt.subplots(1, len(panels), figsize=(11, 0.9 + 0.5 * len(rows)), dpi=90, sharey=True)
     for ax, (title, pick, reference) in zip(axes, panels, strict=True):
         for y, row in enumerate(rows):
-            interval = pick(row)
-            ax.errorbar(interval.estimate, y, xerr=[[interval.estimate - interval.low],
-                                                    [interval.high - interval.estimate]], fmt="o", capsize=4)
+            value = pick(row)
+            ax.errorbar(value.estimate, y, xerr=[[value.estimate - value.low], [value.high - value.estimate]],
+                        fmt="o", capsize=4)
         ax.axvline(reference, color="grey", linewidth=0.8, linestyle="--")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=8)
     axes[0].set_yticks(range(len(rows)), [r.policy for r in rows])
+    fig.suptitle("policies against SFT at equal length, 95% CIs", fontsize=9)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)
     encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f"![policies against SFT, 95% CIs](data:image/png;base64,{encoded})"
+    return f"![policies against SFT at equal length, 95% CIs](data:image/png;base64,{encoded})"
 
 
 def rows_frame(rows: list[PolicyRow]) -> pd.DataFrame:

@@ -142,13 +142,13 @@ def test_the_policy_comparison_page_shows_every_policy_with_intervals(graph, tmp
     shutil.copytree(root / "dagster_home", tmp_path / "dagster_home")
     with dagster_dev(tmp_path) as served:
         browser.get(f"{served.url}/assets/policy_comparison")
-        WebDriverWait(browser, 120).until(lambda d: all(key in _body(d) for key in ("summary", "comparison",
+        WebDriverWait(browser, 120).until(lambda d: all(key in _body(d) for key in ("summary", "policy_table",
                                                                                       "versions")))
         dismiss_welcome(browser)
         browser.save_screenshot(str(SCREENSHOTS / "policy-comparison.png"))
-        label = browser.find_element(By.XPATH, "//td[normalize-space()='comparison']")
+        label = browser.find_element(By.XPATH, "//td[normalize-space()='policy_table']")
         browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", label)
         table = label.find_element(By.XPATH, "./ancestor::tr[1]").text
-        assert "RM-score gain vs SFT" in table and "preferred or tied" in table, table
-        assert "\nPPO +" in table and "\nDPO +" in table, "a row per policy, each gain with its interval"
+        assert "RM-score gain (at equal length)" in table and "judge win rate" in table, table
+        assert "\nPPO " in table and "\nDPO " in table and "optimised against" in table, "a row per policy"
         browser.save_screenshot(str(SCREENSHOTS / "policy-comparison-table.png"))

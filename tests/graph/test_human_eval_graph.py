@@ -111,6 +111,13 @@ def test_labels_through_the_app_trigger_the_sensor_and_the_results(graph) -> Non
         .success
     dpo_results = manifest_of(instance, root, "dpo_policy/human_eval_results")
     assert (dpo_results.counts["wins"], dpo_results.counts["ties"], dpo_results.counts["losses"]) == (0, 100, 0)
+    # Issue 26 (6): with people's labels recorded, the comparison shows how the automatic judge agrees with them.
+    assert materialize(all_assets, selection=[AssetKey("policy_comparison")], resources=resources,
+                       instance=instance).success
+    people = instance.get_latest_materialization_event(AssetKey("policy_comparison")).asset_materialization \
+        .metadata["judge_vs_people"].value
+    assert "**PPO**: Cohen's κ" in people and "**DPO**: Cohen's κ undefined" not in people
+    assert people.count("n = 100 prompts") == 2 and "| judge win |" in people
     metadata = instance.get_latest_materialization_event(AssetKey("human_eval_results")).asset_materialization.metadata
     assert (metadata["wins"].value, metadata["ties"].value, metadata["losses"].value) == (30, 54, 16)
     assert metadata["win_or_tie_rate"].value == pytest.approx(0.84)

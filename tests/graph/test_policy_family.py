@@ -33,16 +33,21 @@ def test_policy_comparison_shows_every_policy_with_its_intervals_and_versions(gr
     root, instance, _ = graph
     event = instance.get_latest_materialization_event(AssetKey("policy_comparison")).asset_materialization
     metadata = event.metadata
-    assert next(iter(metadata)) == "summary"
+    assert list(metadata)[:2] == ["policy_table", "summary"], "the table a person reads first, then the summary"
     assert "2 policies against SFT" in metadata["summary"].value
-    table = metadata["comparison"].value
-    assert "| PPO |" in table and "| DPO |" in table
+    table = metadata["policy_table"].value
+    ppo_row = next(line for line in table.splitlines() if line.startswith("| PPO |"))
+    dpo_row = next(line for line in table.splitlines() if line.startswith("| DPO |"))
+    assert "pass" in ppo_row.split("|")[2] or "fail" in ppo_row.split("|")[2], "a verdict column with its reason"
+    assert "⚠ optimised against" in ppo_row and "⚠ optimised against" not in dpo_row
     assert "data:image/png;base64" in metadata["plot"].value
     comparison = manifest_of(instance, root, "policy_comparison")
     for policy in ("PPO", "DPO"):
-        for figure in ("reward_gain", "kl_to_sft", "preferred_or_tied", "difference_mean_toxicity"):
+        for figure in ("reward_gain", "reward_gain_lc", "kl_to_sft", "judge_win_rate_lc", "judge_gain_lc",
+                       "length_difference", "difference_mean_toxicity_lc", "second_difference_mean_toxicity_lc"):
             m = comparison.metrics
             assert m[f"{policy}_{figure}_ci_low"] <= m[f"{policy}_{figure}"] <= m[f"{policy}_{figure}_ci_high"]
+        assert comparison.metrics[f"{policy}_passed"] in (0.0, 1.0)
     for policy in POLICIES:  # each row names the artifacts it was computed from
         assert manifest_of(instance, root, policy.asset).content_hash[:12] in metadata["versions"].value
         assert manifest_of(instance, root, policy.key("auto_preference").to_user_string()).content_hash[:12] \

@@ -30,6 +30,7 @@ def test_the_red_team_set_is_evaluated_for_every_policy_with_recomputable_figure
         scores = TOXICITY_SCORES.read(artifact_dir(instance, root, name))
         k = manifest.config["toxicity"]["samples_per_prompt"]
         assert len(scores) == 34 * k * 2 and scores["toxicity"].between(0, 1).all()
+        assert scores["second_toxicity"].between(0, 1).all(), "scored by the second scorer too"
         per_model = scores.groupby("model")["toxicity"].mean()
         assert manifest.metrics["sft_mean_toxicity"] == pytest.approx(per_model["sft"])
         assert manifest.metrics["difference_mean_toxicity"] == pytest.approx(per_model["rlhf"] - per_model["sft"])
@@ -44,8 +45,8 @@ def test_the_red_team_set_is_evaluated_for_every_policy_with_recomputable_figure
     assert "| PPO | red_team | 34 |" in by_set and "| DPO | red_team | 34 |" in by_set
     assert "| PPO | rtp | 200 |" in by_set
     red_team_ppo = manifest_of(instance, root, "red_team_toxicity_scores").metrics
-    assert manifest_of(instance, root, "policy_comparison").metrics["PPO_red_team_difference_mean_toxicity"] \
-        == pytest.approx(red_team_ppo["difference_mean_toxicity"])
+    assert manifest_of(instance, root, "policy_comparison").metrics["PPO_red_team_difference_mean_toxicity_lc"] \
+        == pytest.approx(red_team_ppo["difference_mean_toxicity_lc"])
 
 
 def test_a_new_prompt_set_materializes_against_the_trained_policies(graph, tmp_path: Path) -> None:
@@ -65,6 +66,8 @@ def test_a_new_prompt_set_materializes_against_the_trained_policies(graph, tmp_p
         assert result.success
         manifest = manifest_of(instance, tmp_path / "fork", "greetings_toxicity_scores")
     assert manifest.counts["prompts"] == 3 and manifest.config["prompt_set"] == "greetings"
+    assert (manifest.config["toxicity"]["source"], manifest.config["toxicity"]["num_prompts"]) == (str(source), 3), \
+        "issue 26 (8): the set's own source and count, not RealToxicityPrompts'"
     assert [e.check_name for e in result.get_asset_check_evaluations()] == ["toxicity_not_worse"]
     assert {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()} \
         == {"greetings_prompts", "sft_model/greetings_toxicity_scores", "greetings_toxicity_scores"}, \

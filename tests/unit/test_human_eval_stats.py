@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rlhf_assets.eval.agreement import fleiss_kappa, majority_outcome, sign_test
+from rlhf_assets.eval.agreement import cohen_kappa, fleiss_kappa, majority_outcome, sign_test
 from rlhf_assets.eval.human_preference import JudgedLabel, summarize_human_preference
 
 pytestmark = pytest.mark.unit
@@ -73,3 +73,18 @@ def test_overlapping_annotators() -> None:
     expected_pe = 14 / 36
     assert result.kappa == pytest.approx((2 / 3 - expected_pe) / (1 - expected_pe))
     assert result.annotators == 2 and result.max_overlap == 2
+
+
+def test_cohen_kappa_of_the_judge_against_people() -> None:
+    """Issue 26 (6): agreement beyond chance, with the confusion counts; a constant pair of raters has no kappa."""
+    judge = ["win"] * 40 + ["tie"] * 40 + ["loss"] * 20
+    people = ["win"] * 30 + ["tie"] * 10 + ["tie"] * 40 + ["loss"] * 20
+    result = cohen_kappa(judge, people)
+    assert result.n == 100 and result.agreement == pytest.approx(0.9)
+    assert result.confusion[("win", "tie")] == 10 and result.confusion[("loss", "loss")] == 20
+    expected = 0.4 * 0.3 + 0.4 * 0.5 + 0.2 * 0.2
+    assert result.kappa == pytest.approx((0.9 - expected) / (1 - expected))
+    assert cohen_kappa(["tie"] * 5, ["tie"] * 5).kappa is None
+    assert cohen_kappa(["win", "loss"], ["loss", "win"]).kappa == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="win, tie, loss"):
+        cohen_kappa(["won"], ["win"])
