@@ -58,6 +58,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                      for fixture, tier in FIXTURE_TIERS.items() if fixture in item.fixturenames and tier not in tiers]
     if problems:
         raise pytest.UsageError("tests without the tier markers they need:\n" + "\n".join(problems))
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_work_unit(item)))
+
+
+def _work_unit(item: pytest.Item) -> str:
+    """What runs together in one worker when the suite is spread over processes (`-n 2 --dist loadgroup`): every
+    test on the shared tiny graph (built once, in that worker; some read what an earlier one materialized), and
+    otherwise a module (its module-scoped fixtures, e.g. the recipe's miniature graph, are then built once)."""
+    return "tiny-graph" if "graph" in item.fixturenames else item.module.__name__
 
 
 TIER_SECONDS: dict[str, float] = dict.fromkeys(TIERS, 0.0)
