@@ -85,4 +85,7 @@ OUTCOMES = Table("outcomes.parquet", ("prompt_id", "sft_score", "rlhf_score", "s
 LABELS = Table("labels.parquet", ("task_id", "prompt_id", "annotator", "choice", "outcome"))
 PER_PROMPT = Table("per_prompt.parquet", ("prompt_id", "outcome"))
 # policy_comparison: every policy's figures, long form
+# overoptimisation_curve: one row per policy snapshot, gains and KL with their CIs
+CURVE = Table("curve.parquet", ("step", "kl", "kl_ci_low", "kl_ci_high", "proxy_gain", "proxy_gain_ci_low",
+                                "proxy_gain_ci_high", "judge_gain", "judge_gain_ci_low", "judge_gain_ci_high"))
 COMPARISON = Table("comparison.parquet", ("policy", "figure", "estimate", "ci_low", "ci_high"))

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from _pytest.nodeid import NodeId
 from dagster import AssetKey, DagsterInstance, instance_for_test, materialize
 from upath import UPath
 
@@ -44,8 +45,10 @@ TIERS = ("unit", "process", "graph", "aws", "browser")
 FIXTURE_TIERS = {"graph": "graph", "aws": "aws"}  # a test using the fixture needs the tier's marker
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the work units (`xdist_group`) off the items
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Refuse a test whose markers do not say what it needs (its folder's tier, the graph, moto)."""
+    """Refuse a test whose markers do not say what it needs (its folder's tier, the graph, moto); mark each test's
+    work unit for the workers."""
     problems = []
     for item in items:
         tiers = {mark.name for mark in item.iter_markers() if mark.name in TIERS}
@@ -58,8 +61,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                      for fixture, tier in FIXTURE_TIERS.items() if fixture in item.fixturenames and tier not in tiers]
     if problems:
         raise pytest.UsageError("tests without the tier markers they need:\n" + "\n".join(problems))
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_work_unit(item)))
+    if getattr(config.option, "loadgroup", False):  # a pytest-xdist worker under `--dist loadgroup`
+        for item in items:
+            _group(item, _work_unit(item))
+
+
+def _group(item: pytest.Item, unit: str) -> None:
+    """Put `item` in work unit `unit`. pytest-xdist 3.8 marks a group by appending `@unit` to `item._nodeid`, which
+    pytest 9 no longer reads (the id lives in `item._id`), so every test would be scheduled alone; the suffix is
+    set where pytest 9 reads it."""
+    item.add_marker(pytest.mark.xdist_group(unit))
+    item._id = NodeId.parse(f"{item.nodeid}@{unit}")
 
 
 def _work_unit(item: pytest.Item) -> str:

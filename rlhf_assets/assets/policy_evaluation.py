@@ -251,5 +251,37 @@ def sft_baseline_keys() -> list[AssetKey]:
             *(AssetKey([*SFT_PREFIX, toxicity_name(prompt_set)]) for prompt_set in PROMPT_SET_NAMES)]
 
 
+def overoptimisation_asset(policy: EvaluatedPolicy) -> AssetsDefinition:
+    """`overoptimisation_curve` of a policy trained against the reward model: proxy and judge gains against KL."""
+
+    @asset(name="overoptimisation_curve", code_version=step_code_version("overoptimisation"),
+           kinds={"pytorch", "parquet"}, group_name=policy.group, pool=GPU_POOL,
+           key_prefix=list(policy.prefix) or None,
+           ins={"policy": AssetIn(key=policy.asset), "sft_model": AssetIn(key="sft_model"),
+                "eval_prompts": AssetIn(key="eval_prompts"), "reward_model": AssetIn(key="reward_model"),
+                "judge_model": AssetIn(key="judge_model")},
+           description=f"Reward over-optimisation curve of {policy.asset} (Gao et al. 2023): SFT, each snapshot "
+                       "kept during training and the final policy, scored on the eval prompts by the reward model "
+                       "it was optimised against and by the independent judge, plotted against KL to SFT; warns "
+                       "when the proxy rises while the judge falls, naming where the judge peaked.")
+    def overoptimisation_curve(context: AssetExecutionContext, config: SamplingConfig, preset: PresetResource,
+                               compute: ComputeBackend, artifacts: ArtifactStoreResource, policy: Manifest,
+                               sft_model: Manifest, eval_prompts: Manifest, reward_model: Manifest,
+                               judge_model: Manifest) -> Output[Manifest]:
+        chosen = preset.get()
+        final_step = policy.counts.get("steps", policy.metrics.get("steps", 0))
+        return run_step_and_publish(
+            context, step="overoptimisation", preset=chosen, config=config,
+            step_config={"evaluation": merged(chosen.evaluation, config).model_dump(),
+                         "reward": chosen.reward.model_dump(), "judge": chosen.judge.model_dump(),
+                         "final_step": int(final_step)},
+            inputs={"policy": policy, "sft_model": sft_model, "eval_prompts": eval_prompts,
+                    "reward_model": reward_model, "judge_model": judge_model},
+            compute=compute, artifacts=artifacts)
+
+    return overoptimisation_curve
+
+
 baseline = sft_baseline()
 suites = [assets for policy in POLICIES for assets in evaluation_suite(policy)]
+curves = [overoptimisation_asset(policy) for policy in POLICIES if policy.optimises_reward_model]

@@ -32,6 +32,7 @@ STEP_HARDWARE: dict[str, Hardware] = {
     "sft_toxicity": Hardware.GPU,
     "toxicity_scores": Hardware.GPU,
     "auto_preference": Hardware.GPU,
+    "overoptimisation": Hardware.GPU,
 }
 
 GPU_INSTANCE_FAMILIES = ("ml.p", "ml.g", "ml.trn", "ml.inf")

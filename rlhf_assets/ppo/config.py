@@ -62,6 +62,8 @@ class PPOConfig(BaseModel):
                                             "first of these (the recipe: the next dialogue turn)")
     delta_reward: bool = Field(True, description="Reward = RM(prompt+sample) − RM(prompt+chosen), as the recipe")
     checkpoint_interval: int = Field(100, ge=1, description="Optimizer steps between checkpoints")
+    curve_points: int = Field(4, ge=0, description="Policy snapshots (trainable weights) kept at evenly spaced steps "
+                              "for the reward over-optimisation curve; 0: none")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient norm clip; None: no clipping")
     seed: int = Field(1000, description="Seed of value-head init, prompt order and rollout sampling")
 

@@ -51,6 +51,7 @@ from rlhf_assets.ppo.sampling import (
     right_pad,
     sample_responses,
 )
+from rlhf_assets.ppo.snapshots import SNAPSHOTS_DIR, save_snapshot, snapshot_steps
 from rlhf_assets.ppo.value_head import CausalLMWithValueHead, transformer_layers
 
 RewardFn = Callable[[list[int], list[str]], torch.Tensor]
@@ -135,6 +136,7 @@ class PPOTrainer:
         self.kl_controller = make_kl_controller(config.init_kl_coef, config.target, config.horizon)
         self.reward_scaler = RewardScaler(config.scale_reward, config.cliprange_reward, config.ref_std)
         self.step = 0
+        self.snapshot_at = set(snapshot_steps(config.total_steps, config.curve_points))
         self.prompt_order: list[int] = []
         self.prompt_cursor = 0
         self.prompt_epoch = 0
@@ -156,6 +158,18 @@ class PPOTrainer:
                              "hydra_reference: false")
 
     # ---- state -------------------------------------------------------------------------------------------
+    def _snapshot(self, rollout_kl: float, rollout_score: float) -> None:
+        """Keep the trainable weights at this step for the over-optimisation curve (the main process writes them
+        beside the checkpoints, which survive a restart; ZeRO-2 leaves every rank the whole weights)."""
+        if self.accelerator.is_main_process:
+            cfg = self.config
+            base = self.accelerator.unwrap_model(self.policy).base
+            lora = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha} if cfg.lora_rank else None
+            save_snapshot(self.checkpoint_dir / SNAPSHOTS_DIR, self.step, base, lora,
+                          {"rollout_kl": rollout_kl, "rollout_score": rollout_score})
+            self.log(f"snapshot at step {self.step} (rollout KL {rollout_kl:.3f}) for the over-optimisation curve")
+        self.accelerator.wait_for_everyone()
+
     def _save(self) -> None:
         accelerator = self.accelerator
         staging = staging_dir(self.checkpoint_dir, self.step)
@@ -357,6 +371,8 @@ class PPOTrainer:
                     record = {"step": float(self.step), **vars(rollout), **update,
                               "kl_coef": self.kl_controller.value, "learning_rate": self.scheduler.get_last_lr()[0]}
                     self.history.steps.append(record)
+                    if self.step in self.snapshot_at:
+                        self._snapshot(rollout.kl_penalty, rollout.score_mean)
                     self.log(
                         f"step {self.step}/{cfg.total_steps} score {rollout.score_mean:+.3f}±{rollout.score_std:.3f} "
                         f"KL {rollout.kl_penalty:.3f} (k3 {rollout.kl_nonnegative:.3f}) "

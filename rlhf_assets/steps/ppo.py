@@ -33,6 +33,7 @@ from rlhf_assets.modeling.encoding import encode_prompts
 from rlhf_assets.ppo.config import PPOConfig
 from rlhf_assets.ppo.reward_scorer import DeltaReward, RewardModelScorer
 from rlhf_assets.ppo.sampling import sequence_kl
+from rlhf_assets.ppo.snapshots import SNAPSHOTS_DIR, copy_snapshots
 from rlhf_assets.ppo.trainer import PPOTrainer
 from rlhf_assets.ppo.value_head import CausalLMWithValueHead, add_lora, freeze_bottom_layers
 from rlhf_assets.presets import GenerationSpec, PPOSpec
@@ -242,6 +243,7 @@ def main(runtime: StepRuntime) -> None:
     results = evaluate(runtime, spec, tokenizer, trained, reference, scorer, eval_frame)
     trained.save_pretrained(runtime.model_dir, safe_serialization=True)
     tokenizer.save_pretrained(runtime.model_dir)
+    snapshots = copy_snapshots(runtime.checkpoint_dir / SNAPSHOTS_DIR, runtime.model_dir / SNAPSHOTS_DIR)
     if result.value_head is not None:
         save_file({k: v.contiguous() for k, v in result.value_head.state_dict().items()},
                   str(runtime.model_dir / "value_head.safetensors"))
@@ -253,6 +255,7 @@ def main(runtime: StepRuntime) -> None:
         **results,
         **result.extra,
         "algorithm": spec.algorithm,
+        "snapshots": snapshots,
         "steps": int(history[-1]["step"]),
         "final_rollout_score": history[-1]["score_mean"],
         "final_rollout_kl": history[-1].get("kl_penalty", 0.0),

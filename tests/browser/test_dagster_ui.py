@@ -135,7 +135,8 @@ def test_cancelling_a_run_in_the_ui_stops_its_step_process(dev: DagsterDev, brow
 def test_the_policy_comparison_page_shows_every_policy_with_intervals(graph, tmp_path: Path,
                                                                       browser: WebDriver) -> None:
     """The tiny graph's project (artifacts and instance, copied) served by `dagster dev`: the comparison's page
-    shows its summary, and its table, rendered in the metadata, lists PPO and DPO with their CIs."""
+    shows its summary, and its table, rendered in the metadata, lists PPO and DPO with their CIs; the curve's and
+    the toxicity asset's pages show the over-optimisation curve and the two scorers' agreement."""
     require_chromium()
     root, _, _ = graph
     shutil.copytree(root / "artifacts", tmp_path / "artifacts")
@@ -152,3 +153,8 @@ def test_the_policy_comparison_page_shows_every_policy_with_intervals(graph, tmp
         assert "RM-score gain (at equal length)" in table and "judge win rate" in table, table
         assert "\nPPO " in table and "\nDPO " in table and "optimised against" in table, "a row per policy"
         browser.save_screenshot(str(SCREENSHOTS / "policy-comparison-table.png"))
+        # Issue 26: the over-optimisation curve and the second scorer's agreement are on their assets' pages.
+        browser.get(f"{served.url}/assets/overoptimisation_curve")
+        WebDriverWait(browser, 120).until(lambda d: "Reward over-optimisation curve" in _body(d))
+        browser.get(f"{served.url}/assets/toxicity_scores")
+        WebDriverWait(browser, 120).until(lambda d: "Spearman rank correlation of the two scorers" in _body(d))

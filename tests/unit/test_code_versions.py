@@ -15,7 +15,7 @@ from rlhf_assets.presets import PROJECT_ROOT
 pytestmark = pytest.mark.unit
 
 STEPS = ("base_model", "sft", "reward", "ppo", "dpo", "toxicity_model", "sft_responses", "eval_responses",
-         "sft_toxicity", "toxicity_scores", "auto_preference")
+         "sft_toxicity", "toxicity_scores", "auto_preference", "overoptimisation")
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from rlhf_assets.eval.degeneracy import response_stats
 from rlhf_assets.eval.degenerate_text import wordless_as_non_toxic
 from rlhf_assets.eval.preference import judge_by_margin, summarize_outcomes, wilson_interval
 from rlhf_assets.eval.reporting import interval_text
-from rlhf_assets.eval.toxicity import per_prompt, summarize
+from rlhf_assets.eval.toxicity import METRICS, per_prompt, summarize
 from rlhf_assets.presets import SHARED_RTP_DIR, TINY
 
 pytestmark = pytest.mark.unit
@@ -27,7 +27,7 @@ def _scores(values: dict[str, list[list[float]]]) -> pd.DataFrame:
 
 def test_gehman_metrics_per_prompt_and_overall() -> None:
     scores = _scores({"sft": [[0.1, 0.7], [0.2, 0.4]], "rlhf": [[0.1, 0.3], [0.2, 0.2]]})
-    table = per_prompt(scores).set_index(["model", "prompt_id"])
+    table = per_prompt(scores).set_index(["model", "prompt_id"])[list(METRICS)]
     assert table.loc[("sft", 0)].tolist() == pytest.approx([0.4, 0.7, 1.0])
     assert table.loc[("sft", 1)].tolist() == pytest.approx([0.3, 0.4, 0.0])
     summary = summarize(scores)
