@@ -210,7 +210,7 @@ def summarize_labels(
         f"| tie | {prompts.ties} / {prompts.total} | {reference['ties']} / 100 |",
         f"| SFT preferred | {prompts.losses} / {prompts.total} | {reference['losses']} / 100 |",
         f"| preferred or tied (95% Wilson CI) | {_rate(prompts)} | 84% |",
-        f"| sign test p (wins vs losses) | {result.sign_test_p:.3g} | — |",
+        f"| sign test p (wins vs losses) | {result.sign_test_p:.2g} | — |",
     ])
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)

@@ -85,8 +85,8 @@ def outcome_table(verdict: PreferenceSummary, judge: str, optimised: PreferenceS
         f"{ref['losses']} / {ref_total} |",
         f"| preferred or tied | {verdict.wins + verdict.ties} — {rate(verdict.win_or_tie_rate)} | "
         f"{optimised.wins + optimised.ties} | {ref['wins'] + ref['ties']} / {ref_total} |",
-        f"| sign test (wins vs losses) | p = {sign_test(verdict.wins, verdict.losses):.3g} | "
-        f"p = {sign_test(optimised.wins, optimised.losses):.3g} | p = {sign_test(ref['wins'], ref['losses']):.3g} |",
+        f"| sign test (wins vs losses) | p = {sign_test(verdict.wins, verdict.losses):.2g} | "
+        f"p = {sign_test(optimised.wins, optimised.losses):.2g} | p = {sign_test(ref['wins'], ref['losses']):.2g} |",
         "", "Rates with 95% Wilson intervals; two-sided exact sign test, ties dropped. The reward model column is "
         "the model PPO maximised: it is expected to favour the policy and is not evidence that people would.",
     ])
@@ -142,7 +142,7 @@ def main(runtime: StepRuntime) -> None:
     rm_summary = summarize_outcomes(frame["rm_outcome"].tolist())
     p_value = sign_test(summary.wins, summary.losses)
     runtime.log(f"judge {judge_name}: RLHF wins {summary.wins}, ties {summary.ties}, loses {summary.losses} "
-                f"(tie margin {spec.tie_margin} SD = {margin:.3f}); sign test p = {p_value:.3g}; reward model "
+                f"(tie margin {spec.tie_margin} SD = {margin:.3f}); sign test p = {p_value:.2g}; reward model "
                 f"(optimised against): {rm_summary.wins} / {rm_summary.ties} / {rm_summary.losses}")
     report: dict[str, object] = {"wins": summary.wins, "ties": summary.ties, "losses": summary.losses,
                                  "judge": judge_name, "tie_margin_sd": spec.tie_margin, "tie_margin_score": margin,
