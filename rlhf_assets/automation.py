@@ -34,6 +34,7 @@ from rlhf_assets.assets.human_eval import WAITS_FOR_PEOPLE
 from rlhf_assets.assets.policy_evaluation import (
     POLICIES,
     EvaluatedPolicy,
+    curve_keys,
     sft_baseline_keys,
     suite_keys,
     toxicity_keys,
@@ -75,7 +76,8 @@ def new_policy_sensor(policy: EvaluatedPolicy) -> SensorDefinition:
 
     @asset_sensor(asset_key=policy_key, job=evaluate_latest_policy, name=name,
                   default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=60,
-                  description=f"Evaluate each new {policy.asset} (its suite and the comparison).")
+                  description=f"Evaluate each new {policy.asset} (its suite, its over-optimisation curve where it "
+                              "has one, and the comparison).")
     def evaluate_new(context: SensorEvaluationContext, asset_event: EventLogEntry) -> RunRequest | SkipReason:
         policy_record = context.instance.get_latest_materialization_event(policy_key)
         policy_time = asset_event.timestamp if policy_record is None else max(asset_event.timestamp,
@@ -84,7 +86,8 @@ def new_policy_sensor(policy: EvaluatedPolicy) -> SensorDefinition:
         if all(event is not None and event.timestamp > policy_time for event in evaluated):
             return SkipReason(f"the {policy.asset} from run {asset_event.run_id} is already evaluated")
         return RunRequest(run_key=f"{policy.asset}-{asset_event.run_id}-{asset_event.timestamp}",
-                          asset_selection=[*SHARED_EVALUATION, *suite_keys(policy), COMPARISON_KEY],
+                          asset_selection=[*SHARED_EVALUATION, *suite_keys(policy), *curve_keys(policy),
+                                           COMPARISON_KEY],
                           tags={"rlhf/trigger": "new_policy", "rlhf/policy": policy.asset,
                                 "rlhf/policy_run": asset_event.run_id})
 

@@ -245,6 +245,11 @@ def suite_keys(policy: EvaluatedPolicy) -> list[AssetKey]:
     return [policy.key(name) for name in SUITE] + list(prompt_set_toxicity_keys(policy).values())
 
 
+def curve_keys(policy: EvaluatedPolicy) -> list[AssetKey]:
+    """The policy's over-optimisation curve, for a policy trained against the reward model; none otherwise."""
+    return [policy.key("overoptimisation_curve")] if policy.optimises_reward_model else []
+
+
 def sft_baseline_keys() -> list[AssetKey]:
     """SFT's shared samples, read by every policy's suite."""
     return [AssetKey([*SFT_PREFIX, "eval_responses"]),

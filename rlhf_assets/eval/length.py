@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rlhf_assets.eval.bootstrap import Interval
+from rlhf_assets.eval.bootstrap import Interval, bootstrap_mean
 from rlhf_assets.eval.degenerate_text import is_empty_or_punctuation
 
 RESAMPLES = 2_000
@@ -101,7 +101,7 @@ def regression_adjusted(differences: Sequence[float], log_length_differences: Se
     rows = _resample_indices(d.size, seed)
     intercept, slope = _ols(x, d)
     intercepts, _ = _ols(x[rows], d[rows])
-    return LengthControlled(raw=_percentile(d[rows].mean(axis=1), d.mean()),
+    return LengthControlled(raw=bootstrap_mean(d.tolist(), seed=seed),  # as every raw paired difference here
                             controlled=_percentile(intercepts, float(intercept)),
                             length_difference=_percentile(words[rows].mean(axis=1), words.mean()),
                             slope=float(slope), n=int(d.size), method=SCORE_METHOD)

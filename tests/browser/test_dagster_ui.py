@@ -149,7 +149,13 @@ def test_the_policy_comparison_page_shows_every_policy_with_intervals(graph, tmp
         browser.save_screenshot(str(SCREENSHOTS / "policy-comparison.png"))
         label = browser.find_element(By.XPATH, "//td[normalize-space()='policy_table']")
         browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", label)
-        table = label.find_element(By.XPATH, "./ancestor::tr[1]").text
+        row = label.find_element(By.XPATH, "./ancestor::tr[1]")
+        # A long markdown value is folded behind "[Show Markdown]" in the metadata table: open it.
+        folded = row.find_elements(By.XPATH, ".//*[normalize-space()='[Show Markdown]']")
+        if folded:
+            folded[0].click()
+            WebDriverWait(browser, 30).until(lambda d: "RM-score gain (at equal length)" in _body(d))
+        table = _body(browser) if folded else row.text
         assert "RM-score gain (at equal length)" in table and "judge win rate" in table, table
         assert "\nPPO " in table and "\nDPO " in table and "optimised against" in table, "a row per policy"
         browser.save_screenshot(str(SCREENSHOTS / "policy-comparison-table.png"))

@@ -22,7 +22,8 @@ SHARED = {"rtp_records", "rtp_prompts", "red_team_prompts", "toxicity_model", "p
           "sft_model/eval_responses", "sft_model/toxicity_scores", "sft_model/red_team_toxicity_scores"}
 PPO_SUITE = {"eval_responses", "toxicity_scores", "red_team_toxicity_scores", "auto_preference"}
 DPO_SUITE = {f"dpo_policy/{name}" for name in PPO_SUITE}
-EVALUATION_ASSETS = SHARED | PPO_SUITE | DPO_SUITE
+PPO_CURVE = {"overoptimisation_curve"}  # PPO is trained against the reward model; DPO is not
+EVALUATION_ASSETS = SHARED | PPO_SUITE | DPO_SUITE | PPO_CURVE
 evaluate_new_policy = next(s for s in new_policy_sensors if s.name == "evaluate_new_policy")
 
 
@@ -58,14 +59,14 @@ def test_new_policy_triggers_evaluation_and_the_job_runs(graph) -> None:
     assert len(results) == 1 and isinstance(results[0], RunRequest)
     assert results[0].tags["rlhf/trigger"] == "new_policy" and results[0].tags["rlhf/policy"] == "ppo_policy"
     requested = {k.to_user_string() for k in results[0].asset_selection}
-    assert requested == SHARED | PPO_SUITE, "a new PPO policy re-evaluates PPO's suite, not DPO's"
+    assert requested == SHARED | PPO_SUITE | PPO_CURVE, "a new PPO policy re-evaluates PPO's suite, not DPO's"
 
     job = Definitions(assets=all_assets, asset_checks=all_checks, jobs=[evaluate_latest_policy],
                       resources=graph_resources(root)).get_job_def("evaluate_latest_policy")
     run = job.execute_in_process(instance=instance, tags=results[0].tags, asset_selection=results[0].asset_selection)
     assert run.success
     materialized = {e.asset_key.to_user_string() for e in run.get_asset_materialization_events()}
-    assert materialized == SHARED | PPO_SUITE
+    assert materialized == SHARED | PPO_SUITE | PPO_CURVE
     latest = instance.get_latest_materialization_event(AssetKey("toxicity_scores")).asset_materialization
     assert "reused_from_run" in latest.metadata, "same policy, data and code: the scores are reused, not recomputed"
 

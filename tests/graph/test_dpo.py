@@ -110,7 +110,7 @@ def test_dpo_policy_materializes_in_the_tiny_graph(graph) -> None:
     event = instance.get_latest_materialization_event(AssetKey("dpo_policy")).asset_materialization
     metadata = event.metadata
     assert next(iter(metadata)) == "summary"
-    assert metadata["eval_pairs"].value == 222 and metadata["train_rows"].value == 640
+    assert metadata["eval_pairs"].value == 243 and metadata["train_rows"].value == 640
     assert 0.0 <= metadata["eval_accuracy_ci_low"].value <= metadata["eval_accuracy"].value
     assert "Implicit reward" in metadata["reward_curves"].value
     model, _ = load_policy(artifact_dir(instance, root, "dpo_policy"))

@@ -100,7 +100,7 @@ def test_the_judge_is_a_second_reward_model_trained_on_pairs_no_other_model_saw(
     assert len(judge_pairs) > 200
     assert not set(judge_pairs["prompt"]) & (set(train["prompt"]) | set(test["prompt"]))
     judge = manifest_of(instance, root, "judge_model")
-    assert judge.config["train_split"] == "judge_train" and judge.counts["eval_pairs"] == 222
+    assert judge.config["train_split"] == "judge_train" and judge.counts["eval_pairs"] == 243
     assert judge.metrics["eval_accuracy"] > 0.5
     preference = manifest_of(instance, root, "auto_preference")
     spread = pd.read_parquet(artifact_dir(instance, root, "auto_preference") / "outcomes.parquet")
