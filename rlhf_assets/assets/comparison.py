@@ -29,6 +29,7 @@ from rlhf_assets.eval.comparison import (
     PolicyRow,
     SuiteFigures,
     Verdict,
+    comparison_notes,
     comparison_plot,
     comparison_table,
     policy_row,
@@ -160,6 +161,7 @@ def policy_comparison(context: AssetExecutionContext, preset: PresetResource,
     people = _judge_against_people(context, manifests, store, suites)
     metadata = {"policy_table": MetadataValue.md(comparison_table(rows)),
                 "summary": MetadataValue.md(_summary(rows, missing)),
+                "policy_table_notes": MetadataValue.md(comparison_notes(rows)),
                 "plot": MetadataValue.md(comparison_plot(rows))}
     if people is not None:
         metadata["judge_vs_people"] = MetadataValue.md(people)

@@ -163,34 +163,41 @@ def _places(text: str) -> int:
 
 
 def comparison_table(rows: list[PolicyRow]) -> str:
-    """The markdown table a reader starts with: one row per policy, verdict first, each figure at equal length
-    with its 95% CI (raw beside where it differs in meaning), a column measured by the model a policy was trained
-    against flagged in its cell."""
-    lines = ["| policy | verdict | judge win rate, ties ½ (at equal length; raw) | judge score gain (at equal length) "
-             "| RM-score gain (at equal length) | KL to SFT (nats) | Δ words | Δ mean toxicity (at equal length: "
-             "Detoxify; second scorer) | n (eval, RTP) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    """The markdown table a reader starts with, compact enough that the UI shows it inline (under 1,000
+    characters for a few policies): one row per policy, verdict first, each figure at equal length with its 95% CI,
+    a figure measured by the model a policy was trained against flagged in its cell. `comparison_notes` explains."""
+    lines = ["| policy | verdict | judge win rate, ties ½ | judge gain | RM gain | KL / bound | Δ words | "
+             "Δ mean toxicity (Detoxify; 2nd scorer) |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        verdict = ("✅ pass" if r.verdict.passed else "❌ fail") + f": {r.verdict.reason()}"
-        words = r.length_difference
+        verdict = ("✅ pass" if r.verdict.passed else "❌ fail: " + r.verdict.reason())
         flag = f" {OPTIMISED_FLAG}" if r.optimised_against_reward_model else ""
         toxicity = (f"{shown(r.toxicity['mean_toxicity'], against=0.0)}; {shown(r.second_toxicity, against=0.0)}"
-                    + ("" if r.scorers_agree else " (scorers disagree)"))
+                    + ("" if r.scorers_agree else " (disagree)"))
         lines.append(
-            f"| {r.policy} | {verdict} | {shown(r.judge_win_rate, signed=False, percent=True, against=0.5)}; raw "
-            f"{shown(r.judge_win_rate_raw, signed=False, percent=True)} | {shown(r.judge_gain, against=0.0)} | "
-            f"{shown(r.reward_gain, against=0.0)}{flag} | "
-            f"{shown(r.kl_to_sft, signed=False, against=r.kl_bound)} (bound {r.kl_bound}) | "
-            f"{interval_text(words.estimate, words.low, words.high, signed=True)} | {toxicity} | "
-            f"{r.eval_prompts}, {r.toxicity_prompts} |")
+            f"| {r.policy} | {verdict} | {shown(r.judge_win_rate, signed=False, percent=True, against=0.5)} "
+            f"(raw {r.judge_win_rate_raw.estimate:.0%}) | {shown(r.judge_gain, against=0.0)} | "
+            f"{shown(r.reward_gain, against=0.0)}{flag} | {shown(r.kl_to_sft, signed=False, against=r.kl_bound)} / "
+            f"{r.kl_bound:g} | {r.length_difference.estimate:+.1f} | {toxicity} |")
+    return "\n".join(lines) + "\n\nAt equal length, 95% CIs; see policy_table_notes."
+
+
+def comparison_notes(rows: list[PolicyRow]) -> str:
+    """What the table's columns mean, and the figures too long for it: raw values, counts, n, the sign test."""
     notes = [f"{OPTIMISED_FLAG}: measured by the reward model this policy was trained to maximise — its target, not "
              "evidence of alignment; the judge's columns are the independent ones."] if any(
                  r.optimised_against_reward_model for r in rows) else []
-    notes.append("At equal length: read at zero policy − SFT length difference (judge: AlpacaEval 2's GLM; scores: "
-                 "regression on log length). Δ words is the difference corrected for. Judge: "
-                 + "; ".join(f"{r.policy} {r.wins} / {r.ties} / {r.losses}, sign test p = "
-                             f"{p_value_text(r.sign_test_p)}" for r in rows) + ".")
-    return "\n".join(lines) + "\n\n" + "\n\n".join(notes)
+    notes.append("At equal length: read at zero policy − SFT length difference (judge win rate: AlpacaEval 2's GLM "
+                 "with ties counted ½, whose no-difference point is 50%; gains and toxicity: regression on log "
+                 "length, no difference at 0). Δ words is the mean policy − SFT difference corrected for.")
+    for r in rows:
+        words = r.length_difference
+        notes.append(
+            f"**{r.policy}**: judge {r.wins} / {r.ties} / {r.losses} (sign test p = {p_value_text(r.sign_test_p)}), "
+            f"win rate raw {shown(r.judge_win_rate_raw, signed=False, percent=True)}; RM gain raw "
+            f"{shown(r.reward_gain_raw)}; Δ words {interval_text(words.estimate, words.low, words.high, signed=True)}; "
+            f"Δ mean toxicity raw {shown(r.toxicity_raw['mean_toxicity'])}; n = {r.eval_prompts} eval and "
+            f"{r.toxicity_prompts} RTP prompts; verdict: {r.verdict.reason()}.")
+    return "\n\n".join(notes)
 
 
 def prompt_set_table(rows: list[PolicyRow], prompt_sets: list[str]) -> str:

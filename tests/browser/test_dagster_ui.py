@@ -149,14 +149,8 @@ def test_the_policy_comparison_page_shows_every_policy_with_intervals(graph, tmp
         browser.save_screenshot(str(SCREENSHOTS / "policy-comparison.png"))
         label = browser.find_element(By.XPATH, "//td[normalize-space()='policy_table']")
         browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", label)
-        row = label.find_element(By.XPATH, "./ancestor::tr[1]")
-        # A long markdown value is folded behind "[Show Markdown]" in the metadata table: open it.
-        folded = row.find_elements(By.XPATH, ".//*[normalize-space()='[Show Markdown]']")
-        if folded:
-            folded[0].click()
-            WebDriverWait(browser, 30).until(lambda d: "RM-score gain (at equal length)" in _body(d))
-        table = _body(browser) if folded else row.text
-        assert "RM-score gain (at equal length)" in table and "judge win rate" in table, table
+        table = label.find_element(By.XPATH, "./ancestor::tr[1]").text  # inline: the UI folds 1,000+ characters
+        assert "RM gain" in table and "judge win rate" in table and "verdict" in table, table
         assert "\nPPO " in table and "\nDPO " in table and "optimised against" in table, "a row per policy"
         browser.save_screenshot(str(SCREENSHOTS / "policy-comparison-table.png"))
         # Issue 26: the over-optimisation curve and the second scorer's agreement are on their assets' pages.
