@@ -30,11 +30,13 @@ def test_every_check_runs_and_the_model_checks_pass_on_the_tiny_graph(graph) -> 
     assert {"toxicity_scores", "dpo_policy/toxicity_scores", "red_team_toxicity_scores",
             "dpo_policy/red_team_toxicity_scores"} <= set(toxicity)
     assert all(evaluations.values()), evaluations
-    # Whether a policy is shown no more toxic is a finding, not a given: each verdict must agree with its CIs.
+    # Whether a policy is shown no more toxic is a finding, not a given: each verdict must agree with its CIs, at
+    # equal length and by both scorers (issue 26).
     margins = TINY.toxicity.margins
     for asset, passed in toxicity.items():
         metrics = manifest_of(instance, root, asset).metrics
-        assert passed == all(metrics[f"difference_{m}_ci_high"] < getattr(margins, m) for m in METRICS), asset
+        assert passed == all(metrics[f"{scorer}difference_{m}_lc_ci_high"] < getattr(margins, m)
+                             for m in METRICS for scorer in ("", "second_")), asset
 
 
 def test_stand_in_scorer_agrees_with_perspective_on_texts_it_never_saw(graph) -> None:
