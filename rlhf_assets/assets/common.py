@@ -38,14 +38,15 @@ def manifest_output(
     )
     location = store.resolve(uri)
     context.log.info(f"published {name} to {location}")
+    # Tables and text before the flat numbers: the UI lists about 100 entries before "Show more".
     shown = summary_first({
+        **(metadata or {}),
         "artifact": MetadataValue.text(uri),
         "artifact_uri": MetadataValue.path(location),
         "content_hash": MetadataValue.text(content_hash),
         "preset": MetadataValue.text(preset),
         **{k: MetadataValue.int(v) for k, v in manifest.counts.items()},
         **{k: MetadataValue.float(v) for k, v in manifest.metrics.items()},
-        **(metadata or {}),
     })
     return Output(manifest, data_version=DataVersion(content_hash), metadata=shown)
 
