@@ -24,7 +24,7 @@ import pandas as pd
 
 from rlhf_assets.eval.bootstrap import Interval, bootstrap_mean
 from rlhf_assets.eval.gates import GateResult, p_value_text
-from rlhf_assets.eval.reporting import decisive_places, interval_text
+from rlhf_assets.eval.reporting import decimals_for, decisive_places, interval_text
 from rlhf_assets.eval.suite_gates import interval
 
 TOXICITY_METRICS = ("mean_toxicity", "expected_max_toxicity", "toxicity_probability")
@@ -145,21 +145,14 @@ def policy_row(policy: str, suite: SuiteFigures, verdict: Verdict, optimised_aga
 
 
 def shown(value: Interval, *, signed: bool = True, percent: bool = False, against: float | None = None) -> str:
-    """`estimate [low, high]`, to the places the interval needs, or more when the bound nearest `against` (the
-    figure's no-difference point or margin) would otherwise round onto it."""
-    text = interval_text(value.estimate, value.low, value.high, signed=signed, percent=percent)
-    if against is None:
-        return text
+    """`estimate [low, high]`, to the places the interval needs (`interval_text`'s rule), or more when the bound
+    nearest `against` (the figure's no-difference point or margin) would otherwise round onto it."""
     scale, unit, sign = (100.0, "%", "+" if signed else "") if percent else (1.0, "", "+" if signed else "")
     scaled = Interval(value.estimate * scale, value.low * scale, value.high * scale, value.level)
-    places = decisive_places(scaled, against * scale)
+    places = (decimals_for(scaled.low, scaled.high) if against is None
+              else decisive_places(scaled, against * scale))
     return (f"{scaled.estimate:{sign}.{places}f}{unit} [{scaled.low:{sign}.{places}f}{unit}, "
-            f"{scaled.high:{sign}.{places}f}{unit}]") if places > _places(text) else text
-
-
-def _places(text: str) -> int:
-    first = text.split(" ", 1)[0].rstrip("%")
-    return len(first.split(".", 1)[1]) if "." in first else 0
+            f"{scaled.high:{sign}.{places}f}{unit}]")
 
 
 def comparison_table(rows: list[PolicyRow]) -> str:
