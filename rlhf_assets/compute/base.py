@@ -9,7 +9,7 @@ that implements `StepBackend` and one entry in `ComputeBackend.backends` (`compu
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,11 +53,15 @@ class StepRun:
     description: OutputDescription
     metadata: dict[str, Any]
     scratch: list[Path] = field(default_factory=list)
+    published: list[Callable[[], object]] = field(default_factory=list)
 
     def cleanup(self) -> None:
-        """Drop the scratch trees (and local checkpoints) once the output is safely published."""
+        """Drop the scratch trees (and local checkpoints) and run the backend's clean-ups (a job's checkpoint
+        prefix on S3) once the output is safely published; never before, so a failed publish can resume."""
         for path in self.scratch:
             shutil.rmtree(path, ignore_errors=True)
+        for clean in self.published:
+            clean()
 
     def publish(self, store: ArtifactStore, name: str) -> tuple[str, str, list[str]]:
         """Put the output in the artifact store as `name`: a copy or streamed upload of a local directory, a

@@ -3,11 +3,11 @@
 trlx's resume restored weights and optimizer only; the KL coefficient, running reward moments and step count
 restarted from scratch. Ours restores all of it, so a killed run continues where it stopped and ends at the
 same total step count. `accelerate`'s `save_state` writes the model, optimizer, scheduler and every process's
-RNG states (and DeepSpeed's sharded optimizer, one shard per rank) into a staging directory of each host; the
-main process adds the trainer state, and then each host's local main process moves its host's files into
-`step-N/` and marks them (`rlhf_assets.checkpoint_integrity`). A checkpoint is resumed from only when every host
-of the job has marked it and every marked file is whole, so neither a crash mid-save nor a partial S3 restore
-after a spot interruption is ever picked up.
+RNG states (and DeepSpeed's sharded optimizer, one shard per rank) into a staging directory of each host (outside
+the directory SageMaker syncs); the main process adds the trainer state, and then each host's local main process
+moves its host's files into `step-N/` and marks them (`rlhf_assets.checkpoint_integrity`). A checkpoint is
+resumed from only when every host of the job has marked it and every marked file is whole, so neither a crash
+mid-save nor a partial S3 restore after a spot interruption is ever picked up.
 """
 
 from __future__ import annotations
@@ -25,8 +25,12 @@ PREFIX = "step-"
 
 
 def staging_dir(directory: Path, step: int, host: str | None = None) -> Path:
-    """The temporary directory the ranks of one host write step `step` into (per host: hosts may share a disk)."""
-    return directory / f".tmp-{PREFIX}{step:08d}-{host or current_host()}"
+    """The temporary directory the ranks of one host write step `step` into (per host: hosts may share a disk).
+
+    It lies beside `directory`, not in it: SageMaker uploads every file that appears in `/opt/ml/checkpoints`, so
+    staging there would upload each ~90 GB checkpoint twice (once staged, once moved into `step-N/`). A sibling
+    on the same disk keeps the move a rename."""
+    return directory.parent / f"{directory.name}.staging" / f"{PREFIX}{step:08d}-{host or current_host()}"
 
 
 def checkpoint_dir(directory: Path, step: int) -> Path:

@@ -36,6 +36,7 @@ from rlhf_assets.compute.base import StepRequest
 from rlhf_assets.compute.launch import step_command
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import PipesSageMakerClient, SageMakerComputeBackend
+from rlhf_assets.compute.sagemaker.account import AccountSettings
 from rlhf_assets.compute.sagemaker.backend import validate_request
 from rlhf_assets.compute.sagemaker.pipes import RankedS3MessageReader
 from rlhf_assets.compute.sagemaker.pricing import estimate_cost
@@ -57,6 +58,7 @@ from tests.sagemaker_platform import SageMakerPlatform
 pytestmark = pytest.mark.aws
 
 ROLE = "arn:aws:iam::123456789012:role/rlhf-sagemaker"
+KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
 
 def _resources(tmp_path: Path, backend: str) -> dict[str, Any]:
@@ -313,6 +315,14 @@ def test_a_quota_refusal_names_the_quota_and_instance_type(aws, monkeypatch: pyt
     ({"role_arn": ""}, "needs a role and a bucket"),
     ({"role_arn": "not-an-arn"}, "execution role ARN 'not-an-arn' does not match"),
     ({"bucket": "no-such-bucket"}, "s3://no-such-bucket is not usable"),
+    ({"instance_type": "ml.p4d.24xlarge", "settings": AccountSettings(volume_kms_key_id=KEY)},
+     "volume_kms_key_id cannot be used with ml.p4d.24xlarge: its storage is local NVMe"),
+    ({"settings": AccountSettings(subnets=["subnet-0abc"])}, "a VPC needs both subnets and security_group_ids"),
+    ({"settings": AccountSettings(subnets=["subnet_0abc"], security_group_ids=["sg-1"])},
+     "'subnet_0abc' is not a subnet or security group ID"),
+    ({"settings": AccountSettings(tags={"aws:owner": "x"})}, "the aws: prefix is reserved"),
+    ({"settings": AccountSettings(max_pending_seconds=60)}, "SageMaker takes 1800 to 2419200"),
+    ({"settings": AccountSettings(network_isolation=True)}, "network_isolation cuts the container off"),
 ])
 def test_bad_settings_fail_before_any_job_is_created(aws, tmp_path: Path, change: dict, expected: str) -> None:
     backend = SageMakerComputeBackend(**{"role_arn": ROLE, "bucket": BUCKET, **change})
@@ -332,6 +342,28 @@ def test_bad_settings_fail_before_any_job_is_created(aws, tmp_path: Path, change
     boto3.setup_default_session()
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert expected in str(failure.event_specific_data.error) and created == []
+
+
+def test_account_settings_reach_the_job_request_and_sagemaker_accepts_them(aws) -> None:
+    settings = AccountSettings(subnets=["subnet-0a1b", "subnet-0c2d"], security_group_ids=["sg-0e3f"],
+                               encrypt_inter_container_traffic=True, output_kms_key_id=KEY, volume_kms_key_id=KEY,
+                               tags={"cost-centre": "ml-research", "owner": "rlhf team"}, max_pending_seconds=7200)
+    backend = SageMakerComputeBackend(role_arn=ROLE, bucket=BUCKET, settings=settings)
+    assert backend.settings.problem("ml.p3.16xlarge", install_requirements=True) is None
+    params = backend.training_job_params(job_name="rlhf-sft-settings", request=REQUEST, input_uris={
+        "preference_dataset": f"s3://{BUCKET}/rlhf/preference_dataset/a"}, code_uri=f"s3://{BUCKET}/c.tar.gz",
+        checkpoint_uri=f"s3://{BUCKET}/checkpoints/sft", region="us-east-1", tags=[{"Key": "run", "Value": "r1"}])
+    sagemaker = boto3.client("sagemaker")
+    validate_request(params, sagemaker.meta.service_model)
+    sagemaker.create_training_job(**{**params, "ResourceConfig": {**params["ResourceConfig"],
+                                                                  "InstanceType": "ml.p3.16xlarge"}})
+    job = sagemaker.describe_training_job(TrainingJobName="rlhf-sft-settings")
+    assert job["VpcConfig"] == {"Subnets": ["subnet-0a1b", "subnet-0c2d"], "SecurityGroupIds": ["sg-0e3f"]}
+    assert job["EnableInterContainerTrafficEncryption"] is True and job["OutputDataConfig"]["KmsKeyId"] == KEY
+    assert job["ResourceConfig"]["VolumeKmsKeyId"] == KEY
+    assert job["StoppingCondition"]["MaxPendingTimeInSeconds"] == 7200
+    tags = {t["Key"]: t["Value"] for t in sagemaker.list_tags(ResourceArn=job["TrainingJobArn"])["Tags"]}
+    assert tags == {"cost-centre": "ml-research", "owner": "rlhf team", "run": "r1"}
 
 
 def test_a_channel_name_sagemaker_would_reject_is_refused_by_the_model_check() -> None:

@@ -85,3 +85,38 @@ def test_a_commit_drops_checkpoints_left_after_the_step_it_resumed_from(tmp_path
     _host_part(tmp_path, "algo-1", 6, b"\x06")
     assert sorted(p.name for p in tmp_path.glob("step-*")) == ["step-00000004", "step-00000006"]
     assert latest_checkpoint(tmp_path) == tmp_path / "step-00000006"
+
+
+class SimulatedSync:
+    """SageMaker's checkpoint sync as far as bytes go: every file that appears (or changes) in the synced directory
+    is uploaded, under its path; a rename is a new file. Scanned after each stage of a save."""
+
+    def __init__(self, synced: Path) -> None:
+        self.synced, self.seen, self.uploaded = synced, set(), 0
+
+    def scan(self) -> None:
+        for path in self.synced.rglob("*"):
+            if path.is_file():
+                stat = path.stat()
+                key = (path.relative_to(self.synced).as_posix(), stat.st_size, stat.st_mtime_ns)
+                if key not in self.seen:
+                    self.seen.add(key)
+                    self.uploaded += stat.st_size
+
+
+def test_a_checkpoint_is_uploaded_once_because_staging_is_outside_the_synced_directory(tmp_path: Path) -> None:
+    synced = tmp_path / "opt" / "ml" / "checkpoints"
+    synced.mkdir(parents=True)
+    sync = SimulatedSync(synced)
+    staging = staging_dir(synced, 3)
+    assert synced not in staging.parents and staging.parent.parent == synced.parent, "a sibling on the same disk"
+    (staging / "pytorch_model").mkdir(parents=True)
+    (staging / "pytorch_model" / "shard_0.pt").write_bytes(b"w" * (4 << 20))  # what save_state writes, rank by rank
+    (staging / "optimizer.bin").write_bytes(b"o" * (2 << 20))
+    write_state(staging, 3, {"kl": 0.05})
+    sync.scan()  # the sync runs all the while the ranks write
+    final = commit_host_part(synced, staging, 3)
+    sync.scan()
+    checkpoint_bytes = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
+    assert sync.uploaded == checkpoint_bytes, "each byte of the checkpoint goes up once"
+    assert not staging.exists() and latest_checkpoint(synced) == final

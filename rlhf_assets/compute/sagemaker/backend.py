@@ -13,8 +13,7 @@ import hashlib
 import json
 import os
 import re
-import time
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 from botocore.config import Config
@@ -25,7 +24,16 @@ from pydantic import Field
 
 from rlhf_assets.compute.base import StepRequest, StepRun, output_description
 from rlhf_assets.compute.hardware import REACHES_OUTSIDE, Hardware
+from rlhf_assets.compute.sagemaker.account import AccountSettings
 from rlhf_assets.compute.sagemaker.client import PipesSageMakerClient
+from rlhf_assets.compute.sagemaker.jobs import (
+    RUN_ID_TAG,
+    CheckpointLease,
+    JobIdentity,
+    running_job_for,
+    wait_until_ended,
+    work_key,
+)
 from rlhf_assets.compute.sagemaker.packaging import ImageNotInRegion, default_image_uri, source_tarball
 from rlhf_assets.compute.sagemaker.pipes import RankedS3MessageReader
 from rlhf_assets.contract import (
@@ -106,6 +114,14 @@ class SageMakerComputeBackend(ConfigurableResource):
     prices_usd_per_hour: dict[str, float] = Field(default_factory=dict, description="Overrides of the price table")
     capacity_retries: int = Field(3, ge=0, description="Retries (from the checkpoint) when no capacity is available")
     capacity_retry_seconds: float = Field(600.0, ge=0, description="Wait before such a retry")
+    orphans: Literal["adopt", "stop"] = Field(
+        "adopt", description="A job doing the same work whose run is over (its worker was killed): wait for it "
+        "(adopt), or stop it and start a new job that resumes from its checkpoints (stop)")
+    keep_checkpoints: bool = Field(False, description="Keep a job's checkpoint prefix after its output is "
+                                   "published (deleted by default: a ZeRO-2 GPT-J checkpoint is ~90 GB)")
+    settings: AccountSettings = Field(default_factory=AccountSettings,
+                                      description="What an enterprise account requires of every job (VPC, keys, "
+                                                  "tags, isolation)")
 
     def resolved_image(self, region: str) -> str:
         """The configured image, or the default training image in `region`'s registry."""
@@ -117,12 +133,15 @@ class SageMakerComputeBackend(ConfigurableResource):
             raise Failure(description=str(error)) from None
 
     def training_job_params(self, *, job_name: str, request: StepRequest, input_uris: dict[str, str], code_uri: str,
-                            checkpoint_uri: str, region: str) -> dict[str, Any]:
+                            checkpoint_uri: str, region: str,
+                            tags: list[dict[str, str]] | None = None) -> dict[str, Any]:
         """`create_training_job` arguments for one step (the Pipes bootstrap is added by the client).
 
         `input_uris` are the inputs' S3 locations (resolved in the artifact store). Each channel's recorded
         content hash travels in the environment, so the step re-hashes what SageMaker downloaded before use.
+        `tags` identify the work and the run (`jobs.JobIdentity.tags`), beside the account's own.
         """
+        tags = tags or []
         if not self.role_arn or not self.bucket:
             raise Failure(description="the SageMaker backend needs a role and a bucket: set RLHF_SAGEMAKER_ROLE_ARN "
                                       "and RLHF_SAGEMAKER_BUCKET (or the `compute.sagemaker` resource config)")
@@ -145,7 +164,9 @@ class SageMakerComputeBackend(ConfigurableResource):
                                for name, manifest in request.inputs.items()},
                             **({} if request.step in REACHES_OUTSIDE else OFFLINE_ENVIRONMENT)},
             "EnableManagedSpotTraining": self.use_spot,
+            "Tags": [*self.settings.job_tags(), *tags],
         }
+        self.settings.apply(params)
         if request.inputs:  # SageMaker takes no InputDataConfig rather than an empty one (a hub snapshot has none)
             params["InputDataConfig"] = [
                 {"ChannelName": name, "DataSource": {"S3DataSource": {
@@ -178,12 +199,19 @@ class SageMakerComputeBackend(ConfigurableResource):
         return f"s3://{self.bucket}/{self.prefix}/code/{hashlib.sha256(tarball).hexdigest()[:16]}/sourcedir.tar.gz"
 
     def run_step(self, context: AssetExecutionContext, request: StepRequest, store: ArtifactStore) -> StepRun:
-        """Run one step as a training job; its output stays on S3, described by the step, for adoption."""
+        """Run one step as a training job; its output stays on S3, described by the step, for adoption.
+
+        The job is found before it is made: an in-progress job doing the same work is adopted (or stopped, see
+        `orphans`), another live run's is refused, and the checkpoint prefix is leased to one job at a time.
+        """
         input_uris = {name: store.resolve(manifest.uri) for name, manifest in request.inputs.items()}
         not_on_s3 = {name: uri for name, uri in input_uris.items() if not uri.startswith("s3://")}
         if not_on_s3:
             raise Failure(description=f"SageMaker reads its inputs from S3, but {sorted(not_on_s3)} are local: "
                                       "root the artifact store on S3 (RLHF_ARTIFACT_ROOT=s3://bucket/prefix)")
+        problem = self.settings.problem(self.instance_for(request), install_requirements=self.install_requirements)
+        if problem:
+            raise Failure(description=f"SageMaker settings: {problem}")
         try:
             s3, sagemaker, logs = (boto3.client(name, region_name=self.region, config=RETRIES)
                                    for name in ("s3", "sagemaker", "logs"))
@@ -191,29 +219,50 @@ class SageMakerComputeBackend(ConfigurableResource):
             raise Failure(description="no AWS region configured: set AWS_DEFAULT_REGION or the sagemaker resource's "
                                       "region") from None
         region = sagemaker.meta.region_name
-        job_name = f"rlhf-{request.asset.replace('_', '-')}-{context.run_id[:8]}-{int(time.time())}"[:63]
-        checkpoint_uri = (f"s3://{self.bucket}/{self.prefix}/checkpoints/{request.asset}/"
-                          f"{hash_json(request.resume_key)[:16]}")
+        identity = JobIdentity(asset=request.asset, work=work_key(request.asset, request.resume_key),
+                               run_id=context.run_id, attempt=context.retry_number)
+        checkpoint_key = f"{self.prefix}/checkpoints/{request.asset}/{hash_json(request.resume_key)[:16]}"
         tarball = source_tarball(with_requirements=self.install_requirements)
-        params = self.training_job_params(job_name=job_name, request=request, input_uris=input_uris,
-                                          code_uri=self.code_uri(tarball),
-                                          checkpoint_uri=checkpoint_uri, region=region)
+        params = self.training_job_params(job_name=identity.name, request=request, input_uris=input_uris,
+                                          code_uri=self.code_uri(tarball), checkpoint_uri=f"s3://{self.bucket}/"
+                                          f"{checkpoint_key}", region=region, tags=identity.tags())
         validate_request(params, sagemaker.meta.service_model)
         self.check_bucket(s3)
+        running = running_job_for(sagemaker, identity, context.instance)
+        adopt = running is not None and self.orphans == "adopt"
+        if running is not None and not adopt:
+            context.log.warning(f"stopping training job {running['name']} of ended run {running.get(RUN_ID_TAG)}: "
+                                "a new job resumes from its checkpoints")
+            sagemaker.stop_training_job(TrainingJobName=running["name"])
+            wait_until_ended(sagemaker, running["name"], poll=self.poll_interval_seconds, timeout=3600)
+        job_name = running["name"] if adopt and running else identity.name
         s3.put_object(Bucket=self.bucket, Key=split_s3(self.code_uri(tarball))[1], Body=tarball)
         client = PipesSageMakerClient(
             context_injector=PipesS3ContextInjector(bucket=self.bucket, client=s3,
                                                     key_prefix=f"{self.prefix}/pipes/context/"),
             message_reader=RankedS3MessageReader(bucket=self.bucket, client=s3, world_size=request.world_size,
-                                                 key_prefix=f"{self.prefix}/pipes/messages",
+                                                 key_prefix=f"{self.prefix}/pipes/messages/{job_name}",
                                                  interval=self.message_interval_seconds),
             client=sagemaker, logs_client=logs, poll_interval=self.poll_interval_seconds,
             prices=self.prices_usd_per_hour, capacity_retries=self.capacity_retries,
             capacity_retry_seconds=self.capacity_retry_seconds,
         )
-        invocation = client.run(context=context, create_training_job_params=params,
-                                extras={"config": request.config})
+        lease = CheckpointLease(s3, self.bucket, checkpoint_key.replace("/checkpoints/", "/leases/", 1) + ".json")
+        invocation = client.run(context=context, create_training_job_params={**params, "TrainingJobName": job_name},
+                                extras={"config": request.config}, adopt=adopt, lease=lease)
         metadata = dict(invocation.get_materialize_result().metadata or {})
         return StepRun(output_uri=f"{params['OutputDataConfig']['S3OutputPath']}/{job_name}/output/model",
                        description=output_description(invocation.get_custom_messages(), request.step),
-                       metadata=metadata)
+                       metadata=metadata, published=[] if self.keep_checkpoints else [
+                           lambda: delete_prefix(s3, self.bucket, checkpoint_key + "/")])
+
+
+def delete_prefix(s3: Any, bucket: str, prefix: str) -> int:
+    """Delete every object under `prefix` (a finished job's checkpoints); the number deleted."""
+    deleted = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+            deleted += len(keys)
+    return deleted

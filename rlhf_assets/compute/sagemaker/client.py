@@ -6,7 +6,8 @@ the job, composes the job's CloudWatch streams into the message reader, polls `d
 job ends and returns a completed invocation whose metadata carries the job's identity, times and estimated cost.
 
 Whatever goes wrong while the job runs (a cancelled Dagster run, a throttled or expired credential, a bug), the
-job is stopped before the error propagates: a p4d job must never be left running unwatched. No capacity (a
+job is stopped before the error propagates: a p4d job must never be left running unwatched. Creation is
+idempotent (a resent create adopts the job the lost one made) and sits inside the same guard. No capacity (a
 `CapacityError` failure, or a spot job `Stopped` at `MaxWaitTimeExceeded`) asks Dagster to retry the step, which
 resumes from the job's checkpoints; a quota refusal at creation names the quota to raise.
 """
@@ -33,6 +34,16 @@ from dagster import (
 )
 from dagster._core.definitions.resource_annotation import TreatAsResourceParam  # not public; dagster-aws uses it too
 
+from rlhf_assets.compute.sagemaker.jobs import (
+    ACTIVE,
+    NAME_IN_USE,
+    RUN_ID_TAG,
+    WORK_KEY_TAG,
+    CheckpointLease,
+    error_code,
+    job_status,
+    job_tags,
+)
 from rlhf_assets.compute.sagemaker.logs import THROTTLING_CODES, TrainingJobLogReader
 from rlhf_assets.compute.sagemaker.pricing import LIST_PRICES_USD_PER_HOUR, PRICE_SOURCE, estimate_cost
 
@@ -78,16 +89,27 @@ class PipesSageMakerClient(PipesClient, TreatAsResourceParam):
         context: OpExecutionContext | AssetExecutionContext,
         create_training_job_params: dict[str, Any],
         extras: dict[str, Any] | None = None,
+        adopt: bool = False,
+        lease: CheckpointLease | None = None,
     ) -> PipesClientCompletedInvocation:
-        """Create the training job with the Pipes bootstrap in its environment and wait for it to finish."""
+        """Create the training job with the Pipes bootstrap in its environment and wait for it to finish.
+
+        `adopt` waits for the already running job of that name instead of creating one (a job whose run worker
+        died, found by `jobs.running_job_for`); `lease` is held on the job's checkpoint prefix from before the
+        job exists until it has ended, and kept when it may not have (a failed stop), so no second job trains there.
+        """
         with open_pipes_session(context=context, message_reader=self.message_reader,
                                 context_injector=self.context_injector, extras=extras) as session:
             params = self._enrich(create_training_job_params, session.get_bootstrap_env_vars(),
                                   session.default_remote_invocation_info)
             name = params["TrainingJobName"]
-            response = self._create(params)
+            if lease is not None:
+                lease.acquire(name, context.run_id, self.client)
+            if adopt:
+                context.log.info(f"[pipes] adopting SageMaker training job {name}, still in progress")
+            else:
+                self._create(context, params)
             try:  # from here on the job exists: whatever happens, it is stopped before the error propagates
-                context.log.info(f"[pipes] SageMaker training job {name} created: {response['TrainingJobArn']}")
                 add_log_reader = getattr(self.message_reader, "add_log_reader", None)
                 if add_log_reader is not None:
                     add_log_reader(TrainingJobLogReader(self.logs_client, name))
@@ -99,6 +121,8 @@ class PipesSageMakerClient(PipesClient, TreatAsResourceParam):
             except BaseException as error:
                 self._stop(context, name, f"{type(error).__name__} while waiting for it")
                 raise
+            if lease is not None:  # the job has ended: the prefix is free
+                lease.release()
             self._raise_unless_completed(context, description)
             return PipesClientCompletedInvocation(session, metadata=self._metadata(description))
 
@@ -108,23 +132,57 @@ class PipesSageMakerClient(PipesClient, TreatAsResourceParam):
         job_tags = [*params.get("Tags", []), *({"Key": k, "Value": v} for k, v in tags.items())]
         return {**params, "Environment": environment, "Tags": job_tags}
 
-    def _create(self, params: dict[str, Any]) -> dict[str, Any]:
+    def _create(self, context: OpExecutionContext | AssetExecutionContext, params: dict[str, Any]) -> None:
+        """Create the job, idempotently: botocore resends a create whose response was lost, and the resent call
+        meets the job the first one made ("already exists"), which is then adopted. A create that fails in any
+        other way may still have reached SageMaker: a job it made is stopped before the error propagates."""
+        name = params["TrainingJobName"]
         try:
-            return self.client.create_training_job(**params)
+            response = self.client.create_training_job(**params)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ResourceLimitExceeded":
-                raise
-            resources = params["ResourceConfig"]
-            kind = "spot training job usage" if params.get("EnableManagedSpotTraining") else "training job usage"
-            raise Failure(description=(
-                f"SageMaker refused {resources.get('InstanceCount', 1)} × {resources['InstanceType']} "
-                f"({error.response['Error'].get('Message', '')}). Raise the Service Quotas value "
-                f"'{resources['InstanceType']} for {kind}' (service: Amazon SageMaker) in region "
-                f"{self.client.meta.region_name}, or choose another instance type or spot setting "
-                "(the `compute.sagemaker` resource's instance_type / use_spot)."),
-                metadata={"instance_type": resources["InstanceType"],
-                          "quota": f"{resources['InstanceType']} for {kind}"},
-            ) from None
+            if error_code(error) in NAME_IN_USE:
+                self._adopt_own(context, params)
+                return
+            if error_code(error) == "ResourceLimitExceeded":
+                raise self._quota_failure(params, error) from None
+            self._stop_if_created(context, name, f"{error_code(error)} from CreateTrainingJob")
+            raise
+        except BaseException as error:
+            self._stop_if_created(context, name, f"{type(error).__name__} during CreateTrainingJob")
+            raise
+        context.log.info(f"[pipes] SageMaker training job {name} created: {response['TrainingJobArn']}")
+
+    def _adopt_own(self, context: OpExecutionContext | AssetExecutionContext, params: dict[str, Any]) -> None:
+        name = params["TrainingJobName"]
+        arn = self.client.describe_training_job(TrainingJobName=name)["TrainingJobArn"]
+        ours = {tag["Key"]: tag["Value"] for tag in params.get("Tags", []) if tag["Key"] in (WORK_KEY_TAG, RUN_ID_TAG)}
+        found = job_tags(self.client, arn)
+        if not ours or any(found.get(key) != value for key, value in ours.items()):
+            raise Failure(description=f"a training job named {name} already exists and was not started by this "
+                                      f"run for this work (its tags: {found}); refusing to watch a stranger's job")
+        context.log.info(f"[pipes] SageMaker training job {name} already exists (a create resent after a lost "
+                         f"response): adopting it: {arn}")
+
+    def _stop_if_created(self, context: OpExecutionContext | AssetExecutionContext, name: str, why: str) -> None:
+        try:
+            status = job_status(self.client, name)
+        except Exception as error:  # the create's own error matters more; say how to check by hand
+            context.log.error(f"[pipes] could not tell whether training job {name} was created ({error}); check: "
+                              f"aws sagemaker describe-training-job --training-job-name {name}")
+            return
+        if status in ACTIVE:
+            self._stop(context, name, why)
+
+    def _quota_failure(self, params: dict[str, Any], error: ClientError) -> Failure:
+        resources = params["ResourceConfig"]
+        kind = "spot training job usage" if params.get("EnableManagedSpotTraining") else "training job usage"
+        return Failure(description=(
+            f"SageMaker refused {resources.get('InstanceCount', 1)} × {resources['InstanceType']} "
+            f"({error.response['Error'].get('Message', '')}). Raise the Service Quotas value "
+            f"'{resources['InstanceType']} for {kind}' (service: Amazon SageMaker) in region "
+            f"{self.client.meta.region_name}, or choose another instance type or spot setting "
+            "(the `compute.sagemaker` resource's instance_type / use_spot)."),
+            metadata={"instance_type": resources["InstanceType"], "quota": f"{resources['InstanceType']} for {kind}"})
 
     def _wait(self, context: OpExecutionContext | AssetExecutionContext, name: str) -> dict[str, Any]:
         """Poll until the job reaches a terminal status; throttled polls back off instead of failing."""

@@ -6,13 +6,13 @@ the stock reader would stop at the first `closed` it sees. Here each rank writes
 `<key_prefix>/rank-<r>/<attempt>/` (`rlhf_assets.steps.runtime.RankedS3MessageWriter`; one attempt per container
 start), and `RankedS3MessageReader` drains every rank's backlog on each poll and counts the session closed only
 when all ranks have closed. Message keys live under the backend's
-`pipes/messages/` prefix, so a prefix-scoped IAM policy covers them.
+`pipes/messages/<job name>/` prefix, so a prefix-scoped IAM policy covers them, and a run that adopts a job whose
+worker died reads that job's messages, from the first.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -47,8 +47,7 @@ class RankedS3MessageReader(PipesS3MessageReader):
     @contextmanager
     def get_params(self) -> Iterator[dict[str, Any]]:
         self.next_chunk, self.closed_ranks = {}, set()
-        yield {"bucket": self.bucket, "key_prefix": f"{self.key_prefix}/{uuid.uuid4().hex}",
-               "include_stdio_in_messages": False}
+        yield {"bucket": self.bucket, "key_prefix": self.key_prefix, "include_stdio_in_messages": False}
 
     def messages_are_readable(self, params: dict[str, Any]) -> bool:
         return bool(self._attempts(params["key_prefix"], 0))
