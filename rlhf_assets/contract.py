@@ -29,9 +29,18 @@ ACCELERATE_CONFIG_ENV = "RLHF_ACCELERATE_CONFIG"
 # Set by the local backend to the Unix time it launched the step: the step reports how long it took to start.
 LAUNCHED_AT_ENV = "RLHF_STEP_LAUNCHED_AT"
 
-# How the Pipes context and messages travel: local files (default) or S3 (`s3`, set by the SageMaker backend).
+# How the Pipes context and messages travel: local files (default), S3 (`s3`, set by the SageMaker backend), or,
+# for a network-isolated job that may call nothing, S3 itself included (`synced`), through what SageMaker moves for
+# it: the context as a file in an input channel, the messages as files in the checkpoint directory it uploads.
 PIPES_TRANSPORT_ENV = "RLHF_PIPES_TRANSPORT"
 PIPES_TRANSPORT_S3 = "s3"
+PIPES_TRANSPORT_SYNCED = "synced"
+PIPES_CONTEXT_CHANNEL = "rlhf_pipes_context"
+PIPES_CONTEXT_FILE = "context.json"
+# Under the checkpoint directory: `<SYNCED_MESSAGES_DIR>/<job name>/rank-<r>/<attempt>/<n>.json`.
+SYNCED_MESSAGES_DIR = "pipes-messages"
+# An isolated job cannot download its source tarball: it comes as this input channel.
+SOURCE_CHANNEL = "rlhf_source"
 # Each rank writes its Pipes messages under `<key_prefix>/<RANK_PREFIX><rank>/<attempt>/` (one attempt per
 # container start), so ranks and spot restarts never share a chunk stream; the orchestrator's reader merges them
 # and waits for every rank to close.

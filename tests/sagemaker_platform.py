@@ -8,9 +8,14 @@ what the SageMaker service does with the captured request, and nothing the conta
   module (`SAGEMAKER_TRAINING_MODULE`, as the image's Dockerfile sets it), in the job's `Environment`. The toolkit
   itself downloads our source tarball from S3, pip-installs its `requirements.txt`, runs `rlhf_entry.py` and
   writes or keeps the failure file;
-- uploads `/opt/ml/model` uncompressed to `<S3OutputPath>/<job>/output/model/` (`CompressionType: NONE`), the
-  container's output to CloudWatch Logs, and records the failure file (moto cannot report a Failed job: tests
-  read `failures`).
+- restores `CheckpointConfig.S3Uri` into `/opt/ml/checkpoints` before the container starts and uploads what the
+  container left there afterwards (SageMaker syncs it while the job runs);
+- uploads `/opt/ml/model` uncompressed to `<S3OutputPath>/<job>/output/model/` (`CompressionType: NONE`), in 5 MiB
+  parts above 5 MiB, the container's output to CloudWatch Logs, and records the failure file (moto cannot report
+  a Failed job: tests read `failures`);
+- runs a job with `EnableNetworkIsolation` with no AWS credentials and no network at all: every call the
+  container makes fails, so only what SageMaker moves for it (channels, checkpoints, model) gets through.
+`/opt/ml` is relocated to a scratch directory, and `/opt/ml/...` paths in the hyperparameters with it.
 `SM_STUDIO_LOCAL_MODE=true` skips the toolkit's DNS wait for `algo-1` (a name only SageMaker's network resolves).
 """
 
@@ -25,9 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from boto3.s3.transfer import TransferConfig
 
 from rlhf_assets.compute.hardware import REACHES_OUTSIDE
 from rlhf_assets.contract import CHECKPOINT_ENV, STEP_ENV
+
+PARTS = TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20)  # S3's smallest part
 
 
 class SageMakerPlatform:
@@ -93,7 +101,9 @@ class SageMakerPlatform:
         for directory in ("input/config", "model", "output/data", "code", "checkpoints"):
             (base / directory).mkdir(parents=True, exist_ok=True)
         config = base / "input" / "config"
-        (config / "hyperparameters.json").write_text(json.dumps(job["HyperParameters"]))
+        hyperparameters = {key: value.replace('"/opt/ml/', f'"{base}/')
+                           for key, value in job["HyperParameters"].items()}
+        (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
         (config / "resourceconfig.json").write_text(json.dumps({
             "current_host": "algo-1", "hosts": [f"algo-{i + 1}" for i in range(job["ResourceConfig"]["InstanceCount"])],
             "current_instance_type": job["ResourceConfig"]["InstanceType"], "network_interface_name": "eth0"}))
@@ -103,6 +113,15 @@ class SageMakerPlatform:
         for channel in job.get("InputDataConfig", []):
             self._download(channel["DataSource"]["S3DataSource"]["S3Uri"], base / "input" / "data" /
                            channel["ChannelName"])
+        self._download(job["CheckpointConfig"]["S3Uri"], base / "checkpoints")
+
+    def _upload(self, directory: Path, uri: str, kms_key: str | None = None) -> None:
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        s3 = self._client("s3")
+        encryption = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key} if kms_key else {}
+        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+            s3.upload_file(str(path), bucket, f"{prefix.rstrip('/')}/{path.relative_to(directory).as_posix()}",
+                           Config=PARTS, ExtraArgs=encryption)
 
     def _run(self, **_: Any) -> None:
         job = self.requests[-1]
@@ -118,6 +137,10 @@ class SageMakerPlatform:
         env.pop("PYTHONPATH", None)
         if self.outside is not None:
             env.update(self.network_cut(job["Environment"][STEP_ENV]))
+        if job.get("EnableNetworkIsolation"):
+            env = {key: value for key, value in env.items() if not key.startswith("AWS_")}
+            env.update(self.network_cut(job["Environment"][STEP_ENV]), AWS_ENDPOINT_URL="http://127.0.0.1:9",
+                       AWS_EC2_METADATA_DISABLED="true", NO_PROXY="")
         train = Path(sys.executable).with_name("train")
         started = time.monotonic()
         done = subprocess.run([str(train)], env=env, cwd=base, capture_output=True, text=True, timeout=1200)
@@ -127,11 +150,10 @@ class SageMakerPlatform:
         failure = base / "output" / "failure"
         self.failures.append(failure.read_text() if failure.exists() else None)
         self._to_cloudwatch(name, done.stdout + done.stderr)
-        bucket, _, prefix = job["OutputDataConfig"]["S3OutputPath"].removeprefix("s3://").partition("/")
+        self._upload(checkpoints, job["CheckpointConfig"]["S3Uri"])
         assert job["OutputDataConfig"].get("CompressionType") == "NONE", "model output must not be gzipped"
-        s3 = self._client("s3")
-        for path in sorted(p for p in (base / "model").rglob("*") if p.is_file()):
-            s3.upload_file(str(path), bucket, f"{prefix}/{name}/output/model/{path.relative_to(base / 'model')}")
+        self._upload(base / "model", f"{job['OutputDataConfig']['S3OutputPath']}/{name}/output/model",
+                     job["OutputDataConfig"].get("KmsKeyId"))  # SageMaker encrypts the output with its key
 
     def network_cut(self, step: str) -> dict[str, str]:
         """A job's environment without a network: pip has no index, the hub is an empty offline cache (the

@@ -135,11 +135,15 @@ class TrainingJobService:
         if self.listing_lags:
             return 200, {"TrainingJobSummaries": []}
         contains = params.get("NameContains", "")
-        return 200, {"TrainingJobSummaries": [
-            {"TrainingJobName": name, "TrainingJobArn": self._arn(name), "TrainingJobStatus": job["status"],
-             "CreationTime": datetime(2026, 12, 6, tzinfo=UTC)}
-            for name, job in state["jobs"].items() if contains in name
-            and params.get("StatusEquals", job["status"]) == job["status"]]}
+        found = [{"TrainingJobName": name, "TrainingJobArn": self._arn(name), "TrainingJobStatus": job["status"],
+                  "CreationTime": datetime(2026, 12, 6, tzinfo=UTC)}
+                 for name, job in state["jobs"].items() if contains in name
+                 and params.get("StatusEquals", job["status"]) == job["status"]]
+        start = int(params.get("NextToken", 0))  # one job a page, so the callers' paging is exercised
+        page: dict[str, Any] = {"TrainingJobSummaries": found[start:start + 1]}
+        if start + 1 < len(found):
+            page["NextToken"] = str(start + 1)
+        return 200, page
 
     def _ListTags(self, state: dict[str, Any], params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         name = params["ResourceArn"].rsplit("/", 1)[1]
@@ -147,8 +151,10 @@ class TrainingJobService:
 
     def _StopTrainingJob(self, state: dict[str, Any], params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         job = state["jobs"][params["TrainingJobName"]]
-        if job["status"] == "InProgress":
-            job["status"] = "Stopping"
+        if job["status"] != "InProgress":
+            return self._error("ValidationException", f"The request was rejected because the training job is in "
+                               f"status {job['status']}.")
+        job["status"] = "Stopping"
         return 200, {}
 
     def _finish(self, params: dict[str, Any]) -> None:

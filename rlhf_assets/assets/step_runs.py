@@ -77,8 +77,8 @@ def run_step_and_publish(
     """
     store = artifacts.store()
     resume_key = {"step": step, "config": step_config, "inputs": {n: m.content_hash for n, m in inputs.items()}}
-    result_key = hash_json({"asset": context.asset_key.to_python_identifier(), "code": step_code_version(step),
-                            **resume_key})
+    code = step_code_version(step)
+    result_key = hash_json({"asset": context.asset_key.to_python_identifier(), "code": code, **resume_key})
     if not config.recompute and reuse_enabled():
         kept = store.recall(result_key)
         if kept is not None:
@@ -94,7 +94,8 @@ def run_step_and_publish(
                                                       "reused_from_run": MetadataValue.text(record["run_id"]),
                                                       "artifact_uri": MetadataValue.path(store.resolve(manifest.uri))}))
     run = compute.run_step(context, step=step, preset=preset, inputs=inputs, store=store, config=step_config,
-                           resume_key=resume_key, reserved_processes=reserved_processes, hardware=hardware)
+                           resume_key=resume_key, reserved_processes=reserved_processes, hardware=hardware,
+                           code_version=code)
     counts, metrics = _numbers(run.metadata)
     shown = {k: v for k, v in run.metadata.items() if k not in counts and k not in metrics}
     published = run.publish(store, context.asset_key.to_python_identifier())

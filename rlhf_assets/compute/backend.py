@@ -43,6 +43,7 @@ class ComputeBackend(ConfigurableResource):
         resume_key: dict[str, Any],
         reserved_processes: int = 0,
         hardware: Hardware | None = None,
+        code_version: str = "",
     ) -> StepRun:
         """Run `steps/<step>.py` on the inputs' artifacts wherever the preset or config says."""
         name = self.backend or preset.compute.backend
@@ -51,20 +52,20 @@ class ComputeBackend(ConfigurableResource):
             raise Failure(description=f"compute backend {name!r} is not one of {', '.join(backends)}")
         request = step_request(step, asset=context.asset_key.to_python_identifier(), preset=preset, inputs=inputs,
                                config=config, resume_key=resume_key, reserved_processes=reserved_processes,
-                               hardware=hardware)
+                               hardware=hardware, code_version=code_version)
         return backends[name].run_step(context, request, store)
 
 
 def step_request(step: str, *, asset: str, preset: Preset, inputs: dict[str, Manifest], config: dict[str, Any],
                  resume_key: dict[str, Any], reserved_processes: int = 0,
-                 hardware: Hardware | None = None) -> StepRequest:
+                 hardware: Hardware | None = None, code_version: str = "") -> StepRequest:
     """The request for one step, on the machine its declared hardware calls for: only training steps get the
     training instance and its ranks; sampling and scoring one GPU; everything else a CPU instance. An asset whose
     configuration needs less than the step's declaration (a pretrained reward model: scoring, no training)
     passes `hardware`."""
     compute, hardware = preset.compute, hardware or step_hardware(step)
     common = {"step": step, "asset": asset, "inputs": inputs, "config": config, "resume_key": resume_key,
-              "hardware": hardware.value}
+              "hardware": hardware.value, "code_version": code_version}
     if hardware is Hardware.TRAINING:
         return StepRequest(**common, num_processes=max(1, compute.num_processes - reserved_processes),
                            accelerate_config=compute.accelerate_config, instance_type=compute.instance_type,

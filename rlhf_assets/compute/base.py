@@ -38,6 +38,7 @@ class StepRequest:
     instance_type: str = "local"
     instance_count: int = 1
     hardware: str = "training"  # compute.hardware.Hardware: what the step needs (a backend may override GPU types)
+    code_version: str = ""  # the step program's code version: a job of older code is not the same work
 
     @property
     def world_size(self) -> int:

@@ -29,6 +29,7 @@ from rlhf_assets.compute.container import ContainerLayout
 from rlhf_assets.compute.launch import step_command
 from rlhf_assets.compute.warm.protocol import DISABLE_ENV
 from rlhf_assets.contract import LAUNCHED_AT_ENV
+from rlhf_assets.ppo.checkpoint import staging_root
 from rlhf_assets.presets import PROJECT_ROOT
 from rlhf_assets.storage import ArtifactStore, hash_json
 
@@ -107,4 +108,5 @@ class LocalComputeBackend(ConfigurableResource):
         result = invocation.get_materialize_result()
         return StepRun(output_uri=str(layout.model_dir),
                        description=output_description(invocation.get_custom_messages(), request.step),
-                       metadata=dict(result.metadata or {}), scratch=[layout.root, layout.checkpoint_dir])
+                       metadata=dict(result.metadata or {}),
+                       scratch=[layout.root, layout.checkpoint_dir, staging_root(layout.checkpoint_dir)])

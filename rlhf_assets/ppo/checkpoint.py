@@ -29,8 +29,23 @@ def staging_dir(directory: Path, step: int, host: str | None = None) -> Path:
 
     It lies beside `directory`, not in it: SageMaker uploads every file that appears in `/opt/ml/checkpoints`, so
     staging there would upload each ~90 GB checkpoint twice (once staged, once moved into `step-N/`). A sibling
-    on the same disk keeps the move a rename."""
-    return directory.parent / f"{directory.name}.staging" / f"{PREFIX}{step:08d}-{host or current_host()}"
+    on the same disk keeps the move a rename; where the parent is not writable or another disk (a mount point),
+    staging falls back to a hidden folder inside, which costs the second upload but never fails."""
+    name = f"{PREFIX}{step:08d}-{host or current_host()}"
+    sibling = staging_root(directory)
+    try:
+        sibling.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True)
+        if sibling.stat().st_dev == directory.stat().st_dev:
+            return sibling / name
+    except OSError:
+        pass
+    return directory / f".tmp-{name}"
+
+
+def staging_root(directory: Path) -> Path:
+    """Where the hosts stage checkpoints of `directory` (a backend removes it with the checkpoints)."""
+    return directory.parent / f"{directory.name}.staging"
 
 
 def checkpoint_dir(directory: Path, step: int) -> Path:

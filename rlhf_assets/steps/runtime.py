@@ -21,7 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dagster_pipes import (
+    PipesBlobStoreMessageWriter,
+    PipesBlobStoreMessageWriterChannel,
     PipesContext,
+    PipesContextData,
+    PipesContextLoader,
     PipesEnvVarParamsLoader,
     PipesParams,
     PipesS3ContextLoader,
@@ -39,9 +43,12 @@ from rlhf_assets.contract import (
     MODEL_DIR_ENV,
     OUTPUT_DATA_DIR_ENV,
     OUTPUT_DESCRIPTION_MESSAGE,
+    PIPES_CONTEXT_CHANNEL,
+    PIPES_CONTEXT_FILE,
     PIPES_RANK_PREFIX,
     PIPES_TRANSPORT_ENV,
     PIPES_TRANSPORT_S3,
+    PIPES_TRANSPORT_SYNCED,
     channel_env,
     failure_file,
     input_hash_env,
@@ -75,9 +82,47 @@ class RankedS3MessageWriter(PipesS3MessageWriter):
         rank, _ = process_rank()
         # A spot restart runs the container again with the same environment: each start gets its own segment
         # (named by its start time, so the reader knows the newest), as chunk numbers restart at 1.
-        attempt = f"attempt-{time.time_ns():020d}-{os.getpid()}"
         return super().make_channel({**params,
-                                     "key_prefix": f"{params['key_prefix']}/{PIPES_RANK_PREFIX}{rank}/{attempt}"})
+                                     "key_prefix": f"{params['key_prefix']}/{PIPES_RANK_PREFIX}{rank}/{_attempt()}"})
+
+
+def _attempt() -> str:
+    return f"attempt-{time.time_ns():020d}-{os.getpid()}"
+
+
+class ChannelContextLoader(PipesContextLoader):
+    """The Pipes context from a file SageMaker downloaded into an input channel (a network-isolated job)."""
+
+    @contextmanager
+    def load_context(self, params: PipesParams) -> Iterator[PipesContextData]:
+        path = Path(os.environ[channel_env(PIPES_CONTEXT_CHANNEL)]) / PIPES_CONTEXT_FILE
+        yield json.loads(path.read_text())
+
+
+class SyncedFileMessageWriter(PipesBlobStoreMessageWriter):
+    """For a network-isolated job: each rank writes its chunks as files under the checkpoint directory, laid out as
+    `RankedS3MessageWriter` lays out keys; SageMaker uploads that directory to the checkpoint prefix with the
+    execution role, and the orchestrator reads the chunks there with the same ranked reader."""
+
+    def make_channel(self, params: PipesParams) -> SyncedFileChannel:
+        rank, _ = process_rank()
+        root = Path(os.environ.get(CHECKPOINT_ENV, str(CONTAINER_CHECKPOINT_DIR)))
+        return SyncedFileChannel(root / params["synced_dir"] / f"{PIPES_RANK_PREFIX}{rank}" / _attempt(),
+                                 interval=self.interval)
+
+
+class SyncedFileChannel(PipesBlobStoreMessageWriterChannel):
+    """Writes chunk `n` as `<n>.json` whole (staged, then renamed), so a sync never uploads half a chunk."""
+
+    def __init__(self, directory: Path, *, interval: float) -> None:
+        super().__init__(interval=interval)
+        self.directory = directory
+
+    def upload_messages_chunk(self, payload: Any, index: int) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        staged = self.directory / f".{index}.json.partial"
+        staged.write_text(payload.read(), encoding="utf-8")
+        os.replace(staged, self.directory / f"{index}.json")
 
 
 class StepInputError(ValueError):
@@ -195,13 +240,16 @@ def markdown(text: str) -> dict[str, Any]:
 @contextmanager
 def _open_runtime(argv: list[str] | None) -> Iterator[StepRuntime]:
     if PipesEnvVarParamsLoader().is_dagster_pipes_process():
-        transport = {}
+        transport: dict[str, Any] = {}
         if os.environ.get(PIPES_TRANSPORT_ENV) == PIPES_TRANSPORT_S3:
             import boto3
 
             s3 = boto3.client("s3")
             transport = {"context_loader": PipesS3ContextLoader(s3),
                          "message_writer": RankedS3MessageWriter(s3, interval=5.0)}
+        elif os.environ.get(PIPES_TRANSPORT_ENV) == PIPES_TRANSPORT_SYNCED:
+            transport = {"context_loader": ChannelContextLoader(),
+                         "message_writer": SyncedFileMessageWriter(interval=5.0)}
         with open_dagster_pipes(**transport) as pipes:
             runtime = StepRuntime(config=dict(pipes.extras.get("config", {})), pipes=pipes)
             if process_rank()[1] > 1:

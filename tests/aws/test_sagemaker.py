@@ -320,7 +320,8 @@ def test_a_quota_refusal_names_the_quota_and_instance_type(aws, monkeypatch: pyt
     ({"settings": AccountSettings(subnets=["subnet-0abc"])}, "a VPC needs both subnets and security_group_ids"),
     ({"settings": AccountSettings(subnets=["subnet_0abc"], security_group_ids=["sg-1"])},
      "'subnet_0abc' is not a subnet or security group ID"),
-    ({"settings": AccountSettings(tags={"aws:owner": "x"})}, "the aws: prefix is reserved"),
+    ({"settings": AccountSettings(tags={"aws:owner": "x"})}, "and dagster prefixes are reserved"),
+    ({"settings": AccountSettings(tags={"rlhf-assets:run-id": "forged"})}, "prefixes are reserved"),
     ({"settings": AccountSettings(max_pending_seconds=60)}, "SageMaker takes 1800 to 2419200"),
     ({"settings": AccountSettings(network_isolation=True)}, "network_isolation cuts the container off"),
 ])

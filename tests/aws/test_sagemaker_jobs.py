@@ -28,6 +28,7 @@ from dagster._core.test_utils import create_run_for_test
 
 from rlhf_assets.compute.base import StepRequest, StepRun
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
+from rlhf_assets.compute.sagemaker.backend import delete_prefix
 from rlhf_assets.compute.sagemaker.jobs import RUN_ID_TAG, WORK_KEY_TAG, CheckpointLease, JobIdentity, work_key
 from rlhf_assets.presets import PROJECT_ROOT
 from rlhf_assets.storage import ArtifactStore, hash_json
@@ -53,7 +54,9 @@ def _backend(**change: Any) -> SageMakerComputeBackend:
 def _step(backend: SageMakerComputeBackend, runs: list[StepRun]) -> Any:
     @asset(name="sft_model")
     def sft_model(context: AssetExecutionContext) -> MaterializeResult:
-        runs.append(backend.run_step(context, REQUEST, ArtifactStore(f"s3://{BUCKET}/rlhf")))
+        run = backend.run_step(context, REQUEST, ArtifactStore(f"s3://{BUCKET}/rlhf"))
+        runs.append(run)
+        run.cleanup()  # as run_step_and_publish does once the output is published
         return MaterializeResult()
 
     return sft_model
@@ -78,6 +81,7 @@ def _fresh_session(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     of these jobs is on S3 when they end: no need for the Pipes reader's 10-second grace."""
     monkeypatch.setattr(pipes_utils, "WAIT_FOR_LOGS_AFTER_EXECUTION_INTERVAL", 0)
     boto3.setup_default_session()
+    delete_prefix(boto3.client("s3"), BUCKET, "rlhf-assets/")  # leases and checkpoints of the last test
     yield
     boto3.setup_default_session()
 
@@ -98,8 +102,7 @@ def test_a_create_whose_answer_was_lost_adopts_the_job_it_made(aws, tmp_path: Pa
     assert "already exists (a create resent after a lost response): adopting it" in logs
     assert "step ran in the job" in logs and runs[0].description.content_hash == DESCRIPTION["content_hash"]
     assert _keys(LEASE) == [], "the lease is released once the job has ended"
-    assert _keys(CHECKPOINTS) != []
-    runs[0].cleanup()  # what run_step_and_publish does once the output is published
+    assert "deleted 1 checkpoint objects under" in logs
     assert _keys(CHECKPOINTS) == [], "the checkpoint prefix is deleted after a successful publish"
 
 
@@ -109,7 +112,6 @@ def test_keep_checkpoints_keeps_the_prefix(aws, tmp_path: Path) -> None:
     runs: list[StepRun] = []
     with instance_for_test() as instance:
         assert _materialize(instance, _backend(keep_checkpoints=True), runs).success
-    runs[0].cleanup()
     assert _keys(CHECKPOINTS) != []
 
 
@@ -150,6 +152,7 @@ def test_a_job_whose_worker_was_killed_is_adopted_or_stopped_by_the_re_execution
         assert f"adopting SageMaker training job {orphan}" in logs and "step ran in the job" in logs
     else:  # stopped it, then a new job resumed from the same checkpoint prefix, taking over the stale lease
         assert service.calls("StopTrainingJob") == [{"TrainingJobName": orphan}]
+        assert f"training job {orphan} of run {first.run_id} is InProgress: stopping it" in logs
         assert jobs[orphan]["status"] == "Stopped" and len(jobs) == 2
         new = next(name for name in jobs if name != orphan)
         assert (jobs[new]["params"]["CheckpointConfig"]["S3Uri"]
@@ -179,7 +182,24 @@ def test_the_lease_stops_a_second_job_when_the_listing_lags(aws, tmp_path: Path)
         other_job = JobIdentity(REQUEST.asset, WORK, other.run_id, 0)
         service.add_job(other_job.name, {WORK_KEY_TAG: WORK, RUN_ID_TAG: other.run_id})
         CheckpointLease(boto3.client("s3"), BUCKET, LEASE).acquire(other_job.name, other.run_id,
-                                                                   boto3.client("sagemaker"))
+                                                                   boto3.client("sagemaker"), instance)
         result = _materialize(instance, _backend(), [])
     assert not result.success and service.calls("CreateTrainingJob") == []
     assert f"is leased by training job {other_job.name} (run {other.run_id}), which is InProgress" in _failure(result)
+
+
+def test_a_lease_taken_by_a_live_run_that_has_not_created_its_job_yet_is_respected(aws, tmp_path: Path) -> None:
+    """The other run leased the prefix and is about to call CreateTrainingJob: its job does not exist yet, but
+    the lease is not stale while that run is live."""
+    service = TrainingJobService(tmp_path / "jobs.json").install()
+    with instance_for_test() as instance:
+        other = create_run_for_test(instance, status=DagsterRunStatus.STARTED)
+        other_job = JobIdentity(REQUEST.asset, WORK, other.run_id, 0)
+        CheckpointLease(boto3.client("s3"), BUCKET, LEASE).acquire(other_job.name, other.run_id,
+                                                                   boto3.client("sagemaker"), instance)
+        refused = _materialize(instance, _backend(), [])
+        instance.report_run_failed(other)  # it died before creating its job: the lease is stale now
+        taken_over = _materialize(instance, _backend(), [])
+    assert not refused.success and "which is being created" in _failure(refused)
+    assert taken_over.success and len(service.calls("CreateTrainingJob")) == 1
+    assert _keys(LEASE) == []

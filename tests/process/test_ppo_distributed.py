@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_assets.ppo.checkpoint import latest_checkpoint
+from rlhf_assets.ppo.checkpoint import latest_checkpoint, staging_root
 from rlhf_assets.presets import PROJECT_ROOT
 
 pytestmark = pytest.mark.process
@@ -75,6 +75,7 @@ def test_two_hosts_commit_their_own_checkpoint_parts_and_resume_from_the_restore
     straight = _launch_two_hosts(disks, tmp_path / "straight")
     for host, disk in disks.items():
         assert not list(disk.glob(".tmp-*")), f"{host} left its staging uncommitted"
+        assert not [p for p in staging_root(disk).rglob("*") if p.is_file()], f"{host} left staged files"
         assert [p.name for p in disk.glob("step-*/_COMPLETE.*.json")] == [f"_COMPLETE.{host}.json"] * 2
     assert {p.name for p in disks["algo-2"].glob("step-00000002/random_states_*")} == {"random_states_1.pkl"}
     assert latest_checkpoint(disks["algo-1"]) is None, "one host's part alone is not a checkpoint"

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from rlhf_assets.checkpoint_integrity import incomplete_reason, write_marker
-from rlhf_assets.ppo.checkpoint import commit_host_part, latest_checkpoint, staging_dir, write_state
+from rlhf_assets.ppo.checkpoint import (
+    commit_host_part,
+    latest_checkpoint,
+    staging_dir,
+    staging_root,
+    write_state,
+)
 from rlhf_assets.steps.reward_scoring import reward_gpu
 
 pytestmark = pytest.mark.unit
@@ -42,6 +48,8 @@ def test_a_checkpoint_is_complete_only_with_every_hosts_marker_and_whole_files(t
         shutil.copytree(disk, merged, dirs_exist_ok=True)
     assert latest_checkpoint(merged) == merged / "step-00000004"
     assert not list(merged.glob(".tmp-*")), "every host committed its staging"
+    for disk in host_disks.values():
+        assert not [p for p in staging_root(disk).rglob("*") if p.is_file()], "and left none behind"
 
     # A shard still uploading (short), a small file changed, a file never uploaded: each is seen and skipped.
     newest = merged / "step-00000004"

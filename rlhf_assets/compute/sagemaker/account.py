@@ -24,7 +24,7 @@ LOCAL_NVME_FAMILIES = ("ml.p3dn", "ml.p4d", "ml.p4de", "ml.p5", "ml.p5e", "ml.p5
 ID_PATTERN = re.compile(r"[-0-9a-zA-Z]{1,32}")  # botocore: SubnetId / SecurityGroupId
 KMS_PATTERN = re.compile(r"[a-zA-Z0-9:/_-]{1,2048}")  # botocore: KmsKeyId
 TAG_PATTERN = re.compile(r"[\w\s.:/=+\-@]*")  # botocore's [\p{L}\p{Z}\p{N}_.:/=+\-@]*
-OWN_TAGS = 8  # the work and run tags ours adds (jobs.JobIdentity.tags) and Dagster's run tags
+OWN_TAGS = 13  # ours (jobs.JobIdentity.tags: 4) and Dagster's run information (up to 9)
 
 
 def local_nvme(instance_type: str) -> bool:
@@ -39,7 +39,9 @@ class AccountSettings(Config):
                                "groups); the VPC needs S3, ECR, CloudWatch Logs and STS endpoints (README)")
     security_group_ids: list[str] = Field(default_factory=list, description="Security groups (1-5, with subnets)")
     network_isolation: bool = Field(False, description="EnableNetworkIsolation: the container reaches nothing, "
-                                    "AWS services included; needs install_requirements=false (a derived image)")
+                                    "AWS services included (code, Pipes context and messages then travel through "
+                                    "channels and the synced checkpoint directory); needs install_requirements="
+                                    "false (a derived image). The two steps that stage hub sources run without it")
     encrypt_inter_container_traffic: bool = Field(False, description="EnableInterContainerTrafficEncryption "
                                                   "(multi-instance jobs; slower collective communication)")
     output_kms_key_id: str | None = Field(None, description="KMS key for the job's model output on S3")
@@ -74,8 +76,8 @@ class AccountSettings(Config):
         if len(self.tags) + OWN_TAGS > 50:
             return f"{len(self.tags)} tags: SageMaker takes 50 per job and {OWN_TAGS} are ours"
         for key, value in self.tags.items():
-            if key.lower().startswith("aws:"):
-                return f"tag {key!r}: the aws: prefix is reserved by AWS"
+            if key.lower().startswith(("aws:", "rlhf-assets:", "dagster")):
+                return f"tag {key!r}: the aws:, rlhf-assets: and dagster prefixes are reserved (AWS, job ownership)"
             if not (1 <= len(key) <= 128 and len(value) <= 256 and TAG_PATTERN.fullmatch(key)
                     and TAG_PATTERN.fullmatch(value)):
                 return f"tag {key!r}={value!r} is not a valid SageMaker tag (key 1-128, value 0-256 characters)"
@@ -86,11 +88,11 @@ class AccountSettings(Config):
     def job_tags(self) -> list[dict[str, str]]:
         return [{"Key": key, "Value": value} for key, value in sorted(self.tags.items())]
 
-    def apply(self, params: dict[str, Any]) -> None:
-        """Add these settings to `create_training_job` arguments."""
+    def apply(self, params: dict[str, Any], *, isolated: bool) -> None:
+        """Add these settings to `create_training_job` arguments (`isolated`: this job runs network-isolated)."""
         if self.subnets:
             params["VpcConfig"] = {"Subnets": list(self.subnets), "SecurityGroupIds": list(self.security_group_ids)}
-        if self.network_isolation:
+        if isolated:
             params["EnableNetworkIsolation"] = True
         if self.encrypt_inter_container_traffic:
             params["EnableInterContainerTrafficEncryption"] = True

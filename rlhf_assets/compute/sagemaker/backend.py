@@ -13,12 +13,13 @@ import hashlib
 import json
 import os
 import re
+from pathlib import Path
 from typing import Any, Literal
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError, NoRegionError
-from dagster import AssetExecutionContext, ConfigurableResource, Failure
+from dagster import AssetExecutionContext, ConfigurableResource, Failure, PipesContextInjector
 from dagster_aws.pipes import PipesS3ContextInjector
 from pydantic import Field
 
@@ -30,21 +31,27 @@ from rlhf_assets.compute.sagemaker.jobs import (
     RUN_ID_TAG,
     CheckpointLease,
     JobIdentity,
+    job_status,
     running_job_for,
     wait_until_ended,
     work_key,
 )
 from rlhf_assets.compute.sagemaker.packaging import ImageNotInRegion, default_image_uri, source_tarball
-from rlhf_assets.compute.sagemaker.pipes import RankedS3MessageReader
+from rlhf_assets.compute.sagemaker.pipes import ChannelContextInjector, RankedS3MessageReader
 from rlhf_assets.contract import (
     ACCELERATE_CONFIG_ENV,
     CHECKPOINT_ENV,
     CONTAINER_CHECKPOINT_DIR,
+    CONTAINER_ROOT,
     ENTRY_POINT,
     NUM_PROCESSES_ENV,
+    PIPES_CONTEXT_CHANNEL,
     PIPES_TRANSPORT_ENV,
     PIPES_TRANSPORT_S3,
+    PIPES_TRANSPORT_SYNCED,
+    SOURCE_CHANNEL,
     STEP_ENV,
+    SYNCED_MESSAGES_DIR,
     input_hash_env,
 )
 from rlhf_assets.storage import ArtifactStore, hash_json
@@ -142,15 +149,15 @@ class SageMakerComputeBackend(ConfigurableResource):
         `tags` identify the work and the run (`jobs.JobIdentity.tags`), beside the account's own.
         """
         tags = tags or []
-        if not self.role_arn or not self.bucket:
-            raise Failure(description="the SageMaker backend needs a role and a bucket: set RLHF_SAGEMAKER_ROLE_ARN "
-                                      "and RLHF_SAGEMAKER_BUCKET (or the `compute.sagemaker` resource config)")
+        isolated = self.isolated(request)
+        submit = (f"{CONTAINER_ROOT}/input/data/{SOURCE_CHANNEL}/{Path(split_s3(code_uri)[1]).name}" if isolated
+                  else code_uri)
         params: dict[str, Any] = {
             "TrainingJobName": job_name,
             "RoleArn": self.role_arn,
             "AlgorithmSpecification": {"TrainingImage": self.resolved_image(region), "TrainingInputMode": "File"},
             "HyperParameters": {"sagemaker_program": json.dumps(ENTRY_POINT),
-                                "sagemaker_submit_directory": json.dumps(code_uri),
+                                "sagemaker_submit_directory": json.dumps(submit),
                                 "sagemaker_region": json.dumps(region)},
             "OutputDataConfig": {"S3OutputPath": f"s3://{self.bucket}/{self.prefix}/output", "CompressionType": "NONE"},
             "ResourceConfig": {"InstanceType": self.instance_for(request),
@@ -159,24 +166,37 @@ class SageMakerComputeBackend(ConfigurableResource):
             "CheckpointConfig": {"S3Uri": checkpoint_uri, "LocalPath": str(CONTAINER_CHECKPOINT_DIR)},
             "Environment": {STEP_ENV: request.step, NUM_PROCESSES_ENV: str(request.num_processes),
                             ACCELERATE_CONFIG_ENV: request.accelerate_config or "",
-                            PIPES_TRANSPORT_ENV: PIPES_TRANSPORT_S3, CHECKPOINT_ENV: str(CONTAINER_CHECKPOINT_DIR),
+                            PIPES_TRANSPORT_ENV: PIPES_TRANSPORT_SYNCED if isolated else PIPES_TRANSPORT_S3,
+                            CHECKPOINT_ENV: str(CONTAINER_CHECKPOINT_DIR),
                             **{input_hash_env(name): manifest.content_hash
                                for name, manifest in request.inputs.items()},
                             **({} if request.step in REACHES_OUTSIDE else OFFLINE_ENVIRONMENT)},
             "EnableManagedSpotTraining": self.use_spot,
             "Tags": [*self.settings.job_tags(), *tags],
         }
-        self.settings.apply(params)
-        if request.inputs:  # SageMaker takes no InputDataConfig rather than an empty one (a hub snapshot has none)
+        channels = {name: input_uris[name] for name in request.inputs}
+        if isolated:  # what an isolated container cannot fetch itself comes as channels, downloaded by SageMaker
+            channels[SOURCE_CHANNEL] = code_uri.rsplit("/", 1)[0]
+            channels[PIPES_CONTEXT_CHANNEL] = f"s3://{self.bucket}/{self.context_prefix(job_name)}"
+        if channels:  # SageMaker takes no InputDataConfig rather than an empty one (a hub snapshot has none)
             params["InputDataConfig"] = [
                 {"ChannelName": name, "DataSource": {"S3DataSource": {
-                    "S3DataType": "S3Prefix", "S3Uri": input_uris[name].rstrip("/") + "/",
+                    "S3DataType": "S3Prefix", "S3Uri": channels[name].rstrip("/") + "/",
                     "S3DataDistributionType": "FullyReplicated"}}}
-                for name in sorted(request.inputs)
+                for name in sorted(channels)
             ]
         if self.use_spot:
             params["StoppingCondition"]["MaxWaitTimeInSeconds"] = max(self.max_wait_seconds, self.max_runtime_seconds)
+        self.settings.apply(params, isolated=isolated)
         return params
+
+    def isolated(self, request: StepRequest) -> bool:
+        """Whether the step's job runs network-isolated: every step when the account asks for it, except the
+        steps that stage outside sources (the hub), which cannot work without a network."""
+        return self.settings.network_isolation and request.step not in REACHES_OUTSIDE
+
+    def context_prefix(self, job_name: str) -> str:
+        return f"{self.prefix}/pipes/context/{job_name}"
 
     def instance_for(self, request: StepRequest) -> str:
         """The request's instance, or the configured override for a training step."""
@@ -219,7 +239,8 @@ class SageMakerComputeBackend(ConfigurableResource):
             raise Failure(description="no AWS region configured: set AWS_DEFAULT_REGION or the sagemaker resource's "
                                       "region") from None
         region = sagemaker.meta.region_name
-        identity = JobIdentity(asset=request.asset, work=work_key(request.asset, request.resume_key),
+        identity = JobIdentity(asset=request.asset,
+                               work=work_key(request.asset, request.resume_key, request.code_version),
                                run_id=context.run_id, attempt=context.retry_number)
         checkpoint_key = f"{self.prefix}/checkpoints/{request.asset}/{hash_json(request.resume_key)[:16]}"
         tarball = source_tarball(with_requirements=self.install_requirements)
@@ -229,40 +250,86 @@ class SageMakerComputeBackend(ConfigurableResource):
         validate_request(params, sagemaker.meta.service_model)
         self.check_bucket(s3)
         running = running_job_for(sagemaker, identity, context.instance)
-        adopt = running is not None and self.orphans == "adopt"
-        if running is not None and not adopt:
-            context.log.warning(f"stopping training job {running['name']} of ended run {running.get(RUN_ID_TAG)}: "
-                                "a new job resumes from its checkpoints")
-            sagemaker.stop_training_job(TrainingJobName=running["name"])
-            wait_until_ended(sagemaker, running["name"], poll=self.poll_interval_seconds, timeout=3600)
+        ours = running is not None and running.get(RUN_ID_TAG) == identity.run_id
+        adopt = running is not None and running["status"] == "InProgress" and (ours or self.orphans == "adopt")
+        if running is not None and not adopt:  # stopping already, or to be stopped: a new job resumes after it
+            context.log.warning(f"training job {running['name']} of run {running.get(RUN_ID_TAG)} is "
+                                f"{running['status']}: stopping it; a new job resumes from its checkpoints")
+            stop_and_wait(sagemaker, running["name"], poll=self.poll_interval_seconds)
         job_name = running["name"] if adopt and running else identity.name
         s3.put_object(Bucket=self.bucket, Key=split_s3(self.code_uri(tarball))[1], Body=tarball)
+        if self.isolated(request):  # context through a channel, messages through the synced checkpoint directory
+            synced = f"{SYNCED_MESSAGES_DIR}/{job_name}"
+            injector: PipesContextInjector = ChannelContextInjector(bucket=self.bucket, client=s3,
+                                                                    key_prefix=self.context_prefix(job_name))
+            reader = RankedS3MessageReader(bucket=self.bucket, client=s3, world_size=request.world_size,
+                                           key_prefix=f"{checkpoint_key}/{synced}", synced_dir=synced,
+                                           interval=self.message_interval_seconds)
+        else:
+            injector = PipesS3ContextInjector(bucket=self.bucket, client=s3, key_prefix=f"{self.prefix}/pipes/context/")
+            reader = RankedS3MessageReader(bucket=self.bucket, client=s3, world_size=request.world_size,
+                                           key_prefix=f"{self.prefix}/pipes/messages/{job_name}",
+                                           interval=self.message_interval_seconds)
         client = PipesSageMakerClient(
-            context_injector=PipesS3ContextInjector(bucket=self.bucket, client=s3,
-                                                    key_prefix=f"{self.prefix}/pipes/context/"),
-            message_reader=RankedS3MessageReader(bucket=self.bucket, client=s3, world_size=request.world_size,
-                                                 key_prefix=f"{self.prefix}/pipes/messages/{job_name}",
-                                                 interval=self.message_interval_seconds),
-            client=sagemaker, logs_client=logs, poll_interval=self.poll_interval_seconds,
-            prices=self.prices_usd_per_hour, capacity_retries=self.capacity_retries,
-            capacity_retry_seconds=self.capacity_retry_seconds,
+            context_injector=injector, message_reader=reader, client=sagemaker, logs_client=logs,
+            poll_interval=self.poll_interval_seconds, prices=self.prices_usd_per_hour,
+            capacity_retries=self.capacity_retries, capacity_retry_seconds=self.capacity_retry_seconds,
         )
-        lease = CheckpointLease(s3, self.bucket, checkpoint_key.replace("/checkpoints/", "/leases/", 1) + ".json")
+        lease = self.lease(s3, checkpoint_key)
         invocation = client.run(context=context, create_training_job_params={**params, "TrainingJobName": job_name},
                                 extras={"config": request.config}, adopt=adopt, lease=lease)
         metadata = dict(invocation.get_materialize_result().metadata or {})
         return StepRun(output_uri=f"{params['OutputDataConfig']['S3OutputPath']}/{job_name}/output/model",
                        description=output_description(invocation.get_custom_messages(), request.step),
                        metadata=metadata, published=[] if self.keep_checkpoints else [
-                           lambda: delete_prefix(s3, self.bucket, checkpoint_key + "/")])
+                           lambda: self.delete_checkpoints(context, s3, sagemaker, checkpoint_key, identity)])
+
+    def lease(self, s3: Any, checkpoint_key: str) -> CheckpointLease:
+        """The lease object of a checkpoint prefix (beside the checkpoints: SageMaker restores that prefix)."""
+        return CheckpointLease(s3, self.bucket, checkpoint_key.replace("/checkpoints/", "/leases/", 1) + ".json")
+
+    def delete_checkpoints(self, context: AssetExecutionContext, s3: Any, sagemaker: Any, checkpoint_key: str,
+                           identity: JobIdentity) -> None:
+        """Delete a published job's checkpoints, holding the prefix's lease meanwhile (a job that has started on
+        the same prefix since keeps them). A failure is logged, not raised: the output is already published."""
+        lease = self.lease(s3, checkpoint_key)
+        try:
+            lease.acquire(f"{identity.name}-cleanup", identity.run_id, sagemaker, context.instance)
+        except Failure as busy:
+            context.log.warning(f"checkpoints kept: {busy.description}")
+            return
+        try:
+            deleted = delete_prefix(s3, self.bucket, checkpoint_key + "/")
+            context.log.info(f"deleted {deleted} checkpoint objects under s3://{self.bucket}/{checkpoint_key}/ "
+                             "(keep_checkpoints keeps them)")
+        except (ClientError, OSError) as error:
+            context.log.warning(f"could not delete the checkpoints under s3://{self.bucket}/{checkpoint_key}/ "
+                                f"({error}); delete them by hand, the output is published")
+        finally:
+            lease.release()
+
+
+def stop_and_wait(sagemaker: Any, name: str, *, poll: float) -> None:
+    """Stop a job (one already ending is left to end) and wait until it has, so its checkpoints are final."""
+    try:
+        sagemaker.stop_training_job(TrainingJobName=name)
+    except ClientError:  # it ended, or is stopping, between the listing and the stop
+        if job_status(sagemaker, name) in ("InProgress",):
+            raise
+    wait_until_ended(sagemaker, name, poll=poll, timeout=3600)
 
 
 def delete_prefix(s3: Any, bucket: str, prefix: str) -> int:
-    """Delete every object under `prefix` (a finished job's checkpoints); the number deleted."""
+    """Delete every object under `prefix` (a finished job's checkpoints); the number deleted. On a versioned
+    bucket this leaves noncurrent versions, which the bucket's lifecycle rule must expire (README: Deploying)."""
     deleted = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
         if keys:
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+            answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+            if answer.get("Errors"):
+                first = answer["Errors"][0]
+                raise OSError(f"{len(answer['Errors'])} objects not deleted, e.g. {first.get('Key')}: "
+                              f"{first.get('Code')}")
             deleted += len(keys)
     return deleted

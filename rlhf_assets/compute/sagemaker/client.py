@@ -104,11 +104,16 @@ class PipesSageMakerClient(PipesClient, TreatAsResourceParam):
                                   session.default_remote_invocation_info)
             name = params["TrainingJobName"]
             if lease is not None:
-                lease.acquire(name, context.run_id, self.client)
+                lease.acquire(name, context.run_id, self.client, context.instance)
             if adopt:
                 context.log.info(f"[pipes] adopting SageMaker training job {name}, still in progress")
             else:
-                self._create(context, params)
+                try:
+                    self._create(context, params)
+                except BaseException:
+                    if lease is not None and job_status(self.client, name) is None:
+                        lease.release()  # no job was made: the prefix is free again
+                    raise
             try:  # from here on the job exists: whatever happens, it is stopped before the error propagates
                 add_log_reader = getattr(self.message_reader, "add_log_reader", None)
                 if add_log_reader is not None:
@@ -141,7 +146,12 @@ class PipesSageMakerClient(PipesClient, TreatAsResourceParam):
             response = self.client.create_training_job(**params)
         except ClientError as error:
             if error_code(error) in NAME_IN_USE:
-                self._adopt_own(context, params)
+                try:
+                    self._adopt_own(context, params)
+                except BaseException as adopting:  # a job of ours may run: never leave it unwatched
+                    if not isinstance(adopting, Failure):
+                        self._stop_if_created(context, name, f"{type(adopting).__name__} while adopting it")
+                    raise
                 return
             if error_code(error) == "ResourceLimitExceeded":
                 raise self._quota_failure(params, error) from None

@@ -42,9 +42,10 @@ NAME_IN_USE = ("ResourceInUse", "ResourceInUseException")
 LEASE_TAKEN = ("PreconditionFailed", "ConditionalRequestConflict")
 
 
-def work_key(asset: str, resume_key: dict[str, Any]) -> str:
-    """The identity of one piece of work: the asset and everything its result depends on."""
-    return hash_json({"asset": asset, "resume": resume_key})[:16]
+def work_key(asset: str, resume_key: dict[str, Any], code_version: str = "") -> str:
+    """The identity of one piece of work: the asset and everything its result depends on, the step's code
+    included (a job still running older code is not this work: its result would be filed under the new code)."""
+    return hash_json({"asset": asset, "resume": resume_key, "code": code_version})[:16]
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,8 @@ def running_job_for(client: Any, identity: JobIdentity, instance: DagsterInstanc
             if tags.get(WORK_KEY_TAG) != identity.work:
                 continue
             owner = tags.get(RUN_ID_TAG)
-            if owner != identity.run_id and run_is_live(instance, owner):
+            if owner != identity.run_id and summary["TrainingJobStatus"] == "InProgress" and run_is_live(instance,
+                                                                                                        owner):
                 raise Failure(description=(
                     f"the same work ({identity.asset}, work key {identity.work}) is already running as SageMaker "
                     f"training job {summary['TrainingJobName']} for run {owner}, which is still live; wait for "
@@ -150,8 +152,9 @@ class CheckpointLease:
         self.s3, self.bucket, self.key = s3, bucket, key
         self.etag: str | None = None
 
-    def acquire(self, job_name: str, run_id: str, sagemaker: Any) -> None:
-        """Hold the prefix for `job_name`; take over a lease whose job has ended; refuse one whose job runs."""
+    def acquire(self, job_name: str, run_id: str, sagemaker: Any, instance: DagsterInstance) -> None:
+        """Hold the prefix for `job_name`; take over a lease whose job has ended; refuse one whose job runs, or
+        whose job is not created yet by a run that is still live (it leases before it creates)."""
         for _ in range(2):
             try:
                 response = self.s3.put_object(Bucket=self.bucket, Key=self.key, IfNoneMatch="*",
@@ -168,11 +171,13 @@ class CheckpointLease:
                 self.etag = etag
                 return
             status = job_status(sagemaker, str(holder.get("job")))
-            if status in ACTIVE:
+            about_to_create = (status is None and holder.get("run_id") != run_id
+                               and run_is_live(instance, holder.get("run_id")))
+            if status in ACTIVE or about_to_create:
                 raise Failure(description=(
                     f"checkpoint prefix s3://{self.bucket}/{self.key} is leased by training job {holder.get('job')} "
-                    f"(run {holder.get('run_id')}), which is {status}: two jobs must not train on one prefix"),
-                    metadata={"training_job_name": str(holder.get("job"))})
+                    f"(run {holder.get('run_id')}), which is {status or 'being created'}: two jobs must not train "
+                    "on one prefix"), metadata={"training_job_name": str(holder.get("job"))})
             self._delete(etag)  # stale: its job ended without releasing it (its worker was killed)
         raise Failure(description=f"could not lease s3://{self.bucket}/{self.key}: another run took it at once")
 

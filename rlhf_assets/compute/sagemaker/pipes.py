@@ -18,10 +18,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from botocore.exceptions import ClientError
-from dagster import PipesLogReader
+from dagster import PipesContextInjector, PipesLogReader
 from dagster_aws.pipes import PipesS3MessageReader
+from dagster_pipes import PipesContextData, PipesParams
 
-from rlhf_assets.contract import PIPES_RANK_PREFIX
+from rlhf_assets.contract import PIPES_CONTEXT_CHANNEL, PIPES_CONTEXT_FILE, PIPES_RANK_PREFIX
 
 
 class RankedS3MessageReader(PipesS3MessageReader):
@@ -33,9 +34,11 @@ class RankedS3MessageReader(PipesS3MessageReader):
     """
 
     def __init__(self, *, bucket: str, client: Any, key_prefix: str, world_size: int, interval: float = 10.0,
-                 log_readers: Sequence[PipesLogReader] | None = None) -> None:
+                 log_readers: Sequence[PipesLogReader] | None = None, synced_dir: str | None = None) -> None:
+        """`synced_dir`: the writers write files under that folder of the job's checkpoint directory, which
+        SageMaker uploads to `key_prefix` (a network-isolated job); otherwise they write to `key_prefix` on S3."""
         super().__init__(interval=interval, bucket=bucket, client=client, log_readers=log_readers)
-        self.key_prefix, self.world_size = key_prefix.strip("/"), world_size
+        self.key_prefix, self.world_size, self.synced_dir = key_prefix.strip("/"), world_size, synced_dir
         self.next_chunk: dict[str, int] = {}
         self.closed_ranks: set[int] = set()
 
@@ -47,7 +50,8 @@ class RankedS3MessageReader(PipesS3MessageReader):
     @contextmanager
     def get_params(self) -> Iterator[dict[str, Any]]:
         self.next_chunk, self.closed_ranks = {}, set()
-        yield {"bucket": self.bucket, "key_prefix": self.key_prefix, "include_stdio_in_messages": False}
+        yield {"bucket": self.bucket, "key_prefix": self.key_prefix, "include_stdio_in_messages": False,
+               **({"synced_dir": self.synced_dir} if self.synced_dir else {})}
 
     def messages_are_readable(self, params: dict[str, Any]) -> bool:
         return bool(self._attempts(params["key_prefix"], 0))
@@ -96,3 +100,24 @@ def _is_closed(line: str) -> bool:
         return json.loads(line).get("method") == "closed"
     except (ValueError, AttributeError):
         return False
+
+
+class ChannelContextInjector(PipesContextInjector):
+    """The Pipes context as `context.json` under an S3 prefix that the job mounts as an input channel: SageMaker
+    downloads it with the execution role, so a network-isolated container, which may call nothing, still gets it."""
+
+    def __init__(self, *, bucket: str, client: Any, key_prefix: str) -> None:
+        self.bucket, self.client, self.key_prefix = bucket, client, key_prefix.strip("/")
+
+    @contextmanager
+    def inject_context(self, context_data: PipesContextData) -> Iterator[PipesParams]:
+        key = f"{self.key_prefix}/{PIPES_CONTEXT_FILE}"
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=json.dumps(context_data).encode())
+        try:
+            yield {"channel": PIPES_CONTEXT_CHANNEL}
+        finally:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def no_messages_debug_text(self) -> str:
+        return (f"The context was written to s3://{self.bucket}/{self.key_prefix}/{PIPES_CONTEXT_FILE}, the job's "
+                f"{PIPES_CONTEXT_CHANNEL} channel")
