@@ -148,6 +148,9 @@ class SageMakerComputeBackend(ConfigurableResource):
         content hash travels in the environment, so the step re-hashes what SageMaker downloaded before use.
         `tags` identify the work and the run (`jobs.JobIdentity.tags`), beside the account's own.
         """
+        if not self.role_arn or not self.bucket:
+            raise Failure(description="the SageMaker backend needs a role and a bucket: set RLHF_SAGEMAKER_ROLE_ARN "
+                                      "and RLHF_SAGEMAKER_BUCKET (or the `compute.sagemaker` resource config)")
         tags = tags or []
         isolated = self.isolated(request)
         submit = (f"{CONTAINER_ROOT}/input/data/{SOURCE_CHANNEL}/{Path(split_s3(code_uri)[1]).name}" if isolated
