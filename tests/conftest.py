@@ -41,7 +41,7 @@ from rlhf_assets.resources import (
 from rlhf_assets.storage import COMPLETE_MARKER, ArtifactStore, Manifest
 from tests.moto_aws import aws  # noqa: F401  (the moto-server fixture, shared by the AWS tests)
 
-TIERS = ("unit", "process", "graph", "aws", "browser")
+TIERS = ("unit", "process", "graph", "aws", "service", "browser")
 FIXTURE_TIERS = {"graph": "graph", "aws": "aws"}  # a test using the fixture needs the tier's marker
 
 
