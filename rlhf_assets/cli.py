@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -41,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="largest JSON body the API accepts (413 above it)")
     label.add_argument("--tls-cert", type=Path, help="PEM certificate: serve HTTPS (needs --tls-key)")
     label.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    label.add_argument("--forwarded-allow-ips", help="behind a load balancer that ends TLS: its addresses (comma-"
+                       "separated, or '*' inside a private network), whose X-Forwarded-Proto/-For are trusted")
+    label.add_argument("--max-leases-per-annotator", type=int,
+                       default=int(os.environ.get("RLHF_LABELING_MAX_LEASES", "1")),
+                       help="tasks one annotator may hold at once (default 1, or RLHF_LABELING_MAX_LEASES)")
     annotators = commands.add_parser("annotators", help="manage annotators and their tokens")
     actions = annotators.add_subparsers(dest="action", required=True)
     for action in ("add", "reset-token"):
@@ -68,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         return _workers(args.action)
     if args.command == "mirror":
         return _mirror(args.directory, args.print_env, args.real_dimensions)
-    store = LabelStore(Path(args.db or default_labeling_db()))
+    leases = getattr(args, "max_leases_per_annotator", 1)
+    if leases < 1:
+        print("error: --max-leases-per-annotator must be at least 1", file=sys.stderr)
+        return 2
+    store = LabelStore(Path(args.db or default_labeling_db()), max_leases_per_annotator=leases)
     try:
         if args.command == "label":
             if (args.tls_cert is None) != (args.tls_key is None):
@@ -79,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"labeling database {store.path}; queued batches (served oldest first): {batches}")
             scheme = "https" if tls else "http"
             print(f"annotators sign in at {scheme}://{args.host}:{args.port}/login#token=<their token>")
-            serve(store, args.host, args.port, args.max_body_bytes, tls)
+            serve(store, args.host, args.port, args.max_body_bytes, tls, args.forwarded_allow_ips)
         elif args.command == "annotators" and args.action == "list":
             print("\n".join(store.annotators()) or "no annotators yet")
         elif args.command == "annotators":

@@ -5,8 +5,7 @@
 # SageMaker job installs, requirements/job.lock), installed by uv (seconds, where pip takes over a minute), which
 # keeps the installed torch because the lock pins the same version. `--compile-bytecode` writes the .pyc files pip
 # would (with PYTHONDONTWRITEBYTECODE set, as here, every process would otherwise compile its imports from source:
-# seconds per process). --with-browser also installs Debian's chromium
-# + chromium-driver for the browser tests.
+# seconds per process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
@@ -15,9 +14,19 @@ python3 -m venv .venv
 .venv/bin/python -m uv pip install --python .venv/bin/python --quiet --compile-bytecode -r requirements/dev.lock
 .venv/bin/python -m uv pip install --python .venv/bin/python --quiet --no-deps -e .
 .venv/bin/python -m compileall -q rlhf_assets
-if [[ "${1:-}" == "--with-browser" ]] && ! { command -v chromium && command -v chromedriver; } >/dev/null; then
+# --with-browser installs Debian's chromium + chromium-driver (the browser tests); --with-postgres Debian's
+# postgresql (the service tests start a private server of their own; nothing is started here).
+packages=()
+for flag in "$@"; do
+    case "$flag" in
+        --with-browser) { command -v chromium && command -v chromedriver; } >/dev/null || packages+=(chromium chromium-driver) ;;
+        --with-postgres) ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql) ;;
+        *) echo "unknown option $flag (--with-browser, --with-postgres)" >&2; exit 2 ;;
+    esac
+done
+if (( ${#packages[@]} )); then
     sudo_cmd=""
     [[ "$(id -u)" != 0 ]] && sudo_cmd="sudo"
     $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium chromium-driver >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${packages[@]}" >/dev/null
 fi

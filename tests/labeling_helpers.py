@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,12 +53,13 @@ def queue_tasks(store: LabelStore, count: int, overlap: int = 1, **kwargs: bool)
 
 
 @contextmanager
-def labeling_server(db: Path, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
-    """`rlhf-assets label` as users start it, on a free 127.0.0.1 port (HTTPS with `tls`); yields its base URL."""
+def labeling_server(db: Path, tls: tuple[Path, Path] | None = None, options: Sequence[str] = ()) -> Iterator[str]:
+    """`rlhf-assets label` as users start it, on a free 127.0.0.1 port (HTTPS with `tls`; more command-line
+    `options`); yields its base URL."""
     port = free_port()
     log_path = db.parent / f"server-{port}.log"
     log = log_path.open("w")
-    extra = ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []
+    extra = [*(["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []), *options]
     process = subprocess.Popen(
         [sys.executable, "-m", "rlhf_assets.cli", "--db", str(db), "label", "--port", str(port), *extra],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -318,16 +318,19 @@ async def _json_object(request: Request, max_body_bytes: int) -> dict[str, Any]:
 
 def serve(
     store: LabelStore, host: str, port: int, max_body_bytes: int = MAX_BODY_BYTES,
-    tls: tuple[Path, Path] | None = None,
+    tls: tuple[Path, Path] | None = None, forwarded_allow_ips: str | None = None,
 ) -> None:
     """Run the app until interrupted (uvicorn, one process: SQLite serialises the writes anyway).
 
     With `tls` (certificate, key) it serves HTTPS and its cookie is `Secure`; beyond localhost without TLS,
-    tokens and labels would cross the network in clear, which it says loudly.
+    tokens and labels would cross the network in clear, which it says loudly. Behind a load balancer that ends
+    TLS, `forwarded_allow_ips` (the balancer's addresses) makes the app trust its X-Forwarded-Proto and -For, so
+    the cookie is still `Secure` and logs show the annotators' addresses.
     """
-    if tls is None and host not in ("127.0.0.1", "localhost", "::1"):
+    if tls is None and forwarded_allow_ips is None and host not in ("127.0.0.1", "localhost", "::1"):
         print(f"WARNING: serving on {host} without TLS: tokens and labels cross the network in clear; "
               "pass --tls-cert and --tls-key", file=sys.stderr, flush=True)
     certificate, key = tls or (None, None)
     uvicorn.run(create_app(store, max_body_bytes), host=host, port=port, log_level="info",
-                ssl_certfile=certificate and str(certificate), ssl_keyfile=key and str(key))
+                ssl_certfile=certificate and str(certificate), ssl_keyfile=key and str(key),
+                proxy_headers=forwarded_allow_ips is not None, forwarded_allow_ips=forwarded_allow_ips)

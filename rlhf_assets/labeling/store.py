@@ -106,8 +106,12 @@ def token_digest(token: str) -> str:
 class LabelStore:
     """Tasks, annotators and labels in one SQLite file (created with its schema on first use)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Path, max_leases_per_annotator: int = 1) -> None:
+        """`max_leases_per_annotator`: how many tasks one annotator may hold at once (one per open tab or batch);
+        past it, their oldest lease is given up, so nobody keeps tasks from others by asking for more."""
+        if max_leases_per_annotator < 1:
+            raise ValueError("max_leases_per_annotator must be at least 1")
+        self.path, self.max_leases = Path(path), max_leases_per_annotator
         # It holds the un-blinding key and annotators' comments: a new directory and database are owner-only
         # (SQLite gives its -wal/-shm files the database's mode).
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -273,7 +277,12 @@ class LabelStore:
             row = self._open_task(db, annotator, batch_id, now)
             if row is None:
                 return None
-            db.execute("DELETE FROM assignments WHERE annotator = ?", (annotator,))
+            db.execute("DELETE FROM assignments WHERE annotator = ? AND (task_id = ? OR expires_at <= ?)",
+                       (annotator, row["task_id"], now))
+            kept = [r["task_id"] for r in db.execute(
+                "SELECT task_id FROM assignments WHERE annotator = ? ORDER BY expires_at DESC", (annotator,))]
+            for task_id in kept[self.max_leases - 1:]:  # the oldest beyond the cap make room for this one
+                db.execute("DELETE FROM assignments WHERE annotator = ? AND task_id = ?", (annotator, task_id))
             db.execute("INSERT INTO assignments VALUES (?, ?, ?)",
                        (row["task_id"], annotator, now + ASSIGNMENT_LEASE_SECONDS))
         return PairwiseTask(row["task_id"], row["prompt_id"], row["prompt"], row["response_a"], row["response_b"],

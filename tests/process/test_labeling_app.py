@@ -200,3 +200,18 @@ def test_tls_serves_https_with_a_secure_cookie(store: LabelStore, tmp_path: Path
     half = subprocess.run([sys.executable, "-m", "rlhf_assets.cli", "--db", str(store.path), "label",
                            "--tls-cert", str(cert)], capture_output=True, text=True, timeout=60)
     assert half.returncode == 2 and "--tls-cert and --tls-key go together" in half.stderr
+
+
+def test_behind_a_load_balancer_that_ends_tls_the_cookie_is_still_secure(store: LabelStore) -> None:
+    """The balancer speaks HTTPS to annotators and HTTP to the app, saying so in X-Forwarded-Proto: trusted from
+    the addresses given, the app sets a `Secure` cookie; from anywhere else the header is ignored."""
+    queue_tasks(store, 1)
+    token = store.add_annotator("fay")
+    sign_in = {"token": token, "confirm": "yes"}
+    balancer = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"}
+    with labeling_server(store.path, options=["--forwarded-allow-ips", "127.0.0.1"]) as url:
+        behind = requests.post(url + "/login", data=sign_in, headers=balancer, allow_redirects=False, timeout=10)
+    with labeling_server(store.path) as url:
+        direct = requests.post(url + "/login", data=sign_in, headers=balancer, allow_redirects=False, timeout=10)
+    assert behind.status_code == direct.status_code == 303
+    assert "Secure" in behind.headers["set-cookie"] and "Secure" not in direct.headers["set-cookie"]

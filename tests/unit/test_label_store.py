@@ -258,3 +258,37 @@ def test_an_annotator_done_with_a_batch_moves_on_while_others_still_label_it(sto
     assert store.active_batch("slow") == batch_id(ppo)
     assert store.active_batch("fast") == batch_id(dpo)
     assert store.next_task("fast", batch_id(dpo)) is not None
+
+
+def _live_leases(store: LabelStore, annotator: str) -> int:
+    with sqlite3.connect(store.path) as db:
+        return db.execute("SELECT COUNT(*) FROM assignments WHERE annotator = ? AND expires_at > strftime('%s','now')",
+                          (annotator,)).fetchone()[0]
+
+
+@pytest.mark.parametrize("cap", [1, 2])
+def test_one_annotator_holds_no_more_leases_than_the_cap(tmp_path: Path, cap: int) -> None:
+    """Three policies' batches queued at once (one per stream): an annotator who opens all of them, again and
+    again, and skips around, keeps at most `cap` tasks from the others; the oldest lease gives way."""
+    store = LabelStore(tmp_path / "labels.sqlite", max_leases_per_annotator=cap)
+    batches = []
+    for stream in ("ppo_policy", "dpo_policy", "rloo_policy"):
+        tasks = build_tasks(responses_table(2), rlhf_first=fixed_order(2), guidelines="g")
+        store.register_batch(tasks, f"{stream}-batch", 1, source="test", guidelines="g", stream=stream)
+        batches.append((f"{stream}-batch", tasks))
+    for name in ("hoarder", "other"):
+        store.add_annotator(name)
+    for _ in range(3):
+        for batch, _ in batches:
+            held = store.next_task("hoarder", batch)
+            store.skip("hoarder", held.task_id)
+            store.next_task("hoarder", batch)
+            assert _live_leases(store, "hoarder") <= cap
+    assert _live_leases(store, "hoarder") == cap
+    first_batch, first_tasks = batches[0]
+    offered = {store.next_task("other", first_batch).task_id}  # the oldest lease gave way: both tasks are open
+    store.skip("other", next(iter(offered)))
+    offered.add(store.next_task("other", first_batch).task_id)
+    assert offered == {task.task_id for task in first_tasks}
+    with pytest.raises(ValueError, match="at least 1"):
+        LabelStore(tmp_path / "labels.sqlite", max_leases_per_annotator=0)
