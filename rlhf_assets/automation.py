@@ -7,7 +7,9 @@ default) requests that policy's evaluation suite and the comparison when the pol
 newer than its evaluation, e.g. after a training run that stopped at the policy. One labels-complete sensor per
 policy (`human_eval_labels_complete` for PPO, `human_eval_labels_complete_dpo_policy`, ...; on by default) requests
 that policy's `human_eval_results` once every task of its latest `human_eval_tasks` batch has its labels in the
-app's database, or its Ground Truth job has completed.
+app's database, or its Ground Truth job has completed. `orphaned_training_jobs` (on by default, idle unless the
+SageMaker backend is configured) stops SageMaker jobs whose run ended without them, once a re-execution had
+half an hour to adopt them.
 """
 
 import os
@@ -23,6 +25,7 @@ from dagster import (
     ScheduleDefinition,
     SensorDefinition,
     SensorEvaluationContext,
+    SensorResult,
     SkipReason,
     asset_sensor,
     define_asset_job,
@@ -40,6 +43,8 @@ from rlhf_assets.assets.policy_evaluation import (
     toxicity_keys,
 )
 from rlhf_assets.assets.prompt_sets import PROMPT_SETS
+from rlhf_assets.compute.backend import ComputeBackend
+from rlhf_assets.compute.sagemaker.jobs import orphaned_jobs
 from rlhf_assets.resources import LabelingResource
 
 SHARED_EVALUATION = (AssetKey("rtp_records"), AssetKey("rtp_prompts"), AssetKey("toxicity_model"),
@@ -141,3 +146,27 @@ def labels_complete_sensor(policy: EvaluatedPolicy) -> SensorDefinition:
 
 
 labels_complete_sensors = [labels_complete_sensor(policy) for policy in POLICIES]
+
+
+ORPHAN_GRACE_SECONDS = 1800
+
+
+@sensor(name="orphaned_training_jobs", default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=300,
+        description="Stop SageMaker jobs whose Dagster run ended without them (a killed worker), once a "
+                    "re-execution has had 30 minutes to adopt them.")
+def orphaned_training_jobs(context: SensorEvaluationContext, compute: ComputeBackend) -> SkipReason | SensorResult:
+    """A job whose run worker was killed keeps running, billed, until a re-execution adopts it; if none comes, this
+    stops it (its checkpoints stay, so a later re-execution still resumes from them)."""
+    sagemaker = compute.sagemaker
+    if not sagemaker.role_arn or not sagemaker.bucket:
+        return SkipReason("the SageMaker backend is not configured (RLHF_SAGEMAKER_ROLE_ARN, RLHF_SAGEMAKER_BUCKET)")
+    client = sagemaker.client("sagemaker")
+    orphans = orphaned_jobs(client, context.instance, ORPHAN_GRACE_SECONDS)
+    for orphan in orphans:
+        context.log.warning(f"stopping training job {orphan.name}: its run {orphan.run_id} is {orphan.run_status} "
+                            f"since {orphan.ended_seconds_ago / 60:.0f} min and nobody adopted it")
+        client.stop_training_job(TrainingJobName=orphan.name)
+    if not orphans:
+        return SkipReason("no orphaned training job")
+    return SensorResult(skip_reason=SkipReason(f"stopped {len(orphans)} orphaned training job(s): "
+                                               f"{', '.join(o.name for o in orphans)}"))

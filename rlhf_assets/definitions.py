@@ -21,6 +21,7 @@ from rlhf_assets.automation import (
     evaluate_latest_policy,
     labels_complete_sensors,
     new_policy_sensors,
+    orphaned_training_jobs,
 )
 from rlhf_assets.checks import all_checks
 from rlhf_assets.compute.backend import ComputeBackend
@@ -45,7 +46,7 @@ defs = Definitions(
     asset_checks=all_checks,
     jobs=[materialize_all, evaluate_latest_policy, collect_human_eval],
     schedules=[build_evaluation_schedule()],
-    sensors=[*new_policy_sensors, *labels_complete_sensors],
+    sensors=[*new_policy_sensors, *labels_complete_sensors, orphaned_training_jobs],
     executor=in_process_executor,
     resources={
         "preset": PresetResource(),

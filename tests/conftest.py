@@ -44,6 +44,13 @@ from tests.moto_aws import aws  # noqa: F401  (the moto-server fixture, shared b
 TIERS = ("unit", "process", "graph", "aws", "service", "browser")
 FIXTURE_TIERS = {"graph": "graph", "aws": "aws"}  # a test using the fixture needs the tier's marker
 
+# The work units that take longest (the `--durations` report of a whole run), handed out first: the workers take
+# units in collection order (`--no-loadscope-reorder`; xdist's default orders units by their number of tests,
+# which puts the 3-test recipe, minutes long, behind dozens of short modules, where it can end the run alone).
+LONGEST_FIRST = ("tiny-graph", "tests.aws.test_miniature_recipe", "tests.service.test_deployment",
+                 "tests.graph.test_operations", "tests.graph.test_miniature", "tests.process.test_ppo_distributed",
+                 "tests.aws.test_sagemaker", "tests.graph.test_crash_consistency")
+
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the work units (`xdist_group`) off the items
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -64,6 +71,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if getattr(config.option, "loadgroup", False):  # a pytest-xdist worker under `--dist loadgroup`
         for item in items:
             _group(item, _work_unit(item))
+        rank = {unit: position for position, unit in enumerate(LONGEST_FIRST)}
+        items.sort(key=lambda item: rank.get(_work_unit(item), len(rank)))  # stable: the rest keep their order
+
 
 
 def _group(item: pytest.Item, unit: str) -> None:

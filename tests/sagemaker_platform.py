@@ -8,8 +8,10 @@ what the SageMaker service does with the captured request, and nothing the conta
   module (`SAGEMAKER_TRAINING_MODULE`, as the image's Dockerfile sets it), in the job's `Environment`. The toolkit
   itself downloads our source tarball from S3, pip-installs its `requirements.txt`, runs `rlhf_entry.py` and
   writes or keeps the failure file;
-- restores `CheckpointConfig.S3Uri` into `/opt/ml/checkpoints` before the container starts and uploads what the
-  container left there afterwards (SageMaker syncs it while the job runs);
+- for a network-isolated job, restores `CheckpointConfig.S3Uri` into `/opt/ml/checkpoints` before the container
+  starts and uploads what the container left there afterwards (SageMaker syncs it while any job runs; only an
+  isolated job's Pipes messages travel that way, so only there is the sync played: it costs a minute over the
+  recipe's jobs);
 - uploads `/opt/ml/model` uncompressed to `<S3OutputPath>/<job>/output/model/` (`CompressionType: NONE`), in 5 MiB
   parts above 5 MiB, the container's output to CloudWatch Logs, and records the failure file (moto cannot report
   a Failed job: tests read `failures`);
@@ -113,7 +115,8 @@ class SageMakerPlatform:
         for channel in job.get("InputDataConfig", []):
             self._download(channel["DataSource"]["S3DataSource"]["S3Uri"], base / "input" / "data" /
                            channel["ChannelName"])
-        self._download(job["CheckpointConfig"]["S3Uri"], base / "checkpoints")
+        if job.get("EnableNetworkIsolation"):
+            self._download(job["CheckpointConfig"]["S3Uri"], base / "checkpoints")
 
     def _upload(self, directory: Path, uri: str, kms_key: str | None = None) -> None:
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
@@ -150,7 +153,8 @@ class SageMakerPlatform:
         failure = base / "output" / "failure"
         self.failures.append(failure.read_text() if failure.exists() else None)
         self._to_cloudwatch(name, done.stdout + done.stderr)
-        self._upload(checkpoints, job["CheckpointConfig"]["S3Uri"])
+        if job.get("EnableNetworkIsolation"):
+            self._upload(checkpoints, job["CheckpointConfig"]["S3Uri"])
         assert job["OutputDataConfig"].get("CompressionType") == "NONE", "model output must not be gzipped"
         self._upload(base / "model", f"{job['OutputDataConfig']['S3OutputPath']}/{name}/output/model",
                      job["OutputDataConfig"].get("KmsKeyId"))  # SageMaker encrypts the output with its key

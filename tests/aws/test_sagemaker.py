@@ -38,6 +38,7 @@ from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import PipesSageMakerClient, SageMakerComputeBackend
 from rlhf_assets.compute.sagemaker.account import AccountSettings
 from rlhf_assets.compute.sagemaker.backend import validate_request
+from rlhf_assets.compute.sagemaker.jobs import RUN_ID_TAG, WORK_KEY_TAG
 from rlhf_assets.compute.sagemaker.pipes import RankedS3MessageReader
 from rlhf_assets.compute.sagemaker.pricing import estimate_cost
 from rlhf_assets.definitions import all_assets
@@ -297,6 +298,30 @@ def test_an_expired_credential_while_waiting_stops_the_job_before_failing(aws, m
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "ExpiredTokenException" in str(failure.event_specific_data.error)
     stubber.assert_no_pending_responses()  # stop_training_job was called before the error propagated
+
+
+def test_a_create_answered_already_exists_adopts_the_job_when_its_tags_are_ours(aws, monkeypatch) -> None:
+    """botocore resent a create whose answer was lost: the resend gets ResourceInUse, the job the first call
+    made is described, its tags name this run and work, and it is waited for, not created again; a job of that
+    name with someone else's tags is refused."""
+    ours = [{"Key": WORK_KEY_TAG, "Value": "w" * 16}, {"Key": RUN_ID_TAG, "Value": "run-1"}]
+    arn = _description("x")["TrainingJobArn"]
+    for tags, succeeds in ((ours, True), ([{"Key": RUN_ID_TAG, "Value": "someone-else"}], False)):
+        client, stubber, _ = _stubbed_client(aws, monkeypatch)
+        stubber.add_client_error("create_training_job", "ResourceInUse", "Training job names must be unique within "
+                                 "an AWS account and region, and a training job with this name already exists")
+        stubber.add_response("describe_training_job", _description("InProgress"), {"TrainingJobName": "rlhf-sft-test"})
+        stubber.add_response("list_tags", {"Tags": tags}, {"ResourceArn": arn})
+        if succeeds:
+            stubber.add_response("describe_training_job", _description("Completed", TrainingTimeInSeconds=60),
+                                 {"TrainingJobName": "rlhf-sft-test"})
+        with stubber:
+            result = _run_client(client, {**PARAMS, "Tags": ours})
+        assert result.success is succeeds
+        if not succeeds:
+            assert "refusing to watch a stranger's job" in str(next(
+                e for e in result.all_events if e.event_type_value == "STEP_FAILURE").event_specific_data.error)
+        stubber.assert_no_pending_responses()
 
 
 def test_a_quota_refusal_names_the_quota_and_instance_type(aws, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,13 +20,18 @@ from dagster import (
     DagsterRunStatus,
     MaterializeResult,
     asset,
+    build_sensor_context,
     instance_for_test,
     materialize,
 )
 from dagster._core.pipes import utils as pipes_utils
 from dagster._core.test_utils import create_run_for_test
 
+from rlhf_assets import automation
+from rlhf_assets.automation import orphaned_training_jobs
+from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.base import StepRequest, StepRun
+from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.compute.sagemaker.backend import delete_prefix
 from rlhf_assets.compute.sagemaker.jobs import RUN_ID_TAG, WORK_KEY_TAG, CheckpointLease, JobIdentity, work_key
@@ -203,3 +208,32 @@ def test_a_lease_taken_by_a_live_run_that_has_not_created_its_job_yet_is_respect
     assert not refused.success and "which is being created" in _failure(refused)
     assert taken_over.success and len(service.calls("CreateTrainingJob")) == 1
     assert _keys(LEASE) == []
+
+
+def test_the_sweep_stops_jobs_whose_run_ended_once_nobody_adopted_them(aws, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's `orphaned_training_jobs` sensor: a job of a failed run is stopped once the grace has passed;
+    a live run's job, another deployment's, and any job within the grace are left alone."""
+    service = TrainingJobService(tmp_path / "jobs.json").install()
+    compute = ComputeBackend(local=LocalComputeBackend(scratch_dir=str(tmp_path)), sagemaker=_backend())
+    with instance_for_test() as instance:
+        dead = create_run_for_test(instance, status=DagsterRunStatus.STARTED)
+        instance.report_run_failed(dead)
+        live = create_run_for_test(instance, status=DagsterRunStatus.STARTED)
+        for name, run_id in (("rlhf-sft-model-0a-dead", dead.run_id), ("rlhf-sft-model-0b-live", live.run_id),
+                             ("rlhf-sft-model-0c-elsewhere", "a-run-of-another-instance")):
+            service.add_job(name, {WORK_KEY_TAG: WORK, RUN_ID_TAG: run_id})
+
+        def sweep(backend: ComputeBackend) -> Any:
+            with build_sensor_context(instance=instance, resources={"compute": backend}) as context:
+                return orphaned_training_jobs(context)
+
+        within_grace = sweep(compute)
+        assert service.calls("StopTrainingJob") == [] and "no orphaned training job" in str(within_grace)
+        monkeypatch.setattr(automation, "ORPHAN_GRACE_SECONDS", 0)  # the half hour has passed
+        swept = sweep(compute)
+        unconfigured = sweep(ComputeBackend(local=LocalComputeBackend(scratch_dir=str(tmp_path)),
+                                            sagemaker=SageMakerComputeBackend(role_arn="", bucket="")))
+    assert service.calls("StopTrainingJob") == [{"TrainingJobName": "rlhf-sft-model-0a-dead"}]
+    assert "stopped 1 orphaned training job(s): rlhf-sft-model-0a-dead" in str(swept.skip_reason)
+    assert "not configured" in str(unconfigured)

@@ -130,6 +130,14 @@ class SageMakerComputeBackend(ConfigurableResource):
                                       description="What an enterprise account requires of every job (VPC, keys, "
                                                   "tags, isolation)")
 
+    def client(self, service: str) -> Any:
+        """A boto3 client of this backend's region, with botocore's standard retries."""
+        try:
+            return boto3.client(service, region_name=self.region, config=RETRIES)
+        except NoRegionError:
+            raise Failure(description="no AWS region configured: set AWS_DEFAULT_REGION or the sagemaker resource's "
+                                      "region") from None
+
     def resolved_image(self, region: str) -> str:
         """The configured image, or the default training image in `region`'s registry."""
         if self.image_uri:
@@ -235,12 +243,7 @@ class SageMakerComputeBackend(ConfigurableResource):
         problem = self.settings.problem(self.instance_for(request), install_requirements=self.install_requirements)
         if problem:
             raise Failure(description=f"SageMaker settings: {problem}")
-        try:
-            s3, sagemaker, logs = (boto3.client(name, region_name=self.region, config=RETRIES)
-                                   for name in ("s3", "sagemaker", "logs"))
-        except NoRegionError:
-            raise Failure(description="no AWS region configured: set AWS_DEFAULT_REGION or the sagemaker resource's "
-                                      "region") from None
+        s3, sagemaker, logs = (self.client(name) for name in ("s3", "sagemaker", "logs"))
         region = sagemaker.meta.region_name
         identity = JobIdentity(asset=request.asset,
                                work=work_key(request.asset, request.resume_key, request.code_version),

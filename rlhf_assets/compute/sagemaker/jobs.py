@@ -122,6 +122,32 @@ def running_job_for(client: Any, identity: JobIdentity, instance: DagsterInstanc
     return None
 
 
+@dataclass(frozen=True)
+class OrphanedJob:
+    name: str
+    run_id: str
+    run_status: str
+    ended_seconds_ago: float
+
+
+def orphaned_jobs(client: Any, instance: DagsterInstance, grace_seconds: float) -> list[OrphanedJob]:
+    """In-progress jobs of ours whose run, in this instance, ended more than `grace_seconds` ago: nobody watches
+    them, and no re-execution has adopted them in that time. Jobs of runs this instance does not know (another
+    deployment's) and of live runs are left alone."""
+    found = []
+    for page in client.get_paginator("list_training_jobs").paginate(NameContains="rlhf-", StatusEquals="InProgress"):
+        for summary in page.get("TrainingJobSummaries", []):
+            run_id = job_tags(client, summary["TrainingJobArn"]).get(RUN_ID_TAG)
+            record = instance.get_run_record_by_id(run_id) if run_id else None
+            if record is None or record.dagster_run.status in LIVE_RUNS or record.end_time is None:
+                continue
+            ago = time.time() - record.end_time
+            if ago >= grace_seconds:
+                found.append(OrphanedJob(summary["TrainingJobName"], str(run_id), record.dagster_run.status.value,
+                                         ago))
+    return found
+
+
 def wait_until_ended(client: Any, name: str, *, poll: float, timeout: float) -> str:
     """Poll a job being stopped until it is no longer in progress; its final status."""
     deadline = time.monotonic() + timeout
