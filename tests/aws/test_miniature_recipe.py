@@ -2,7 +2,11 @@
 `Dahoas/gptj-rm-static`, published Detoxify, SageMaker with 8-process accelerate + DeepSpeed ZeRO-2 bf16 on
 p4d), with only sizes shrunk, through the SageMaker backend (moto + the real training toolkit) and with the
 jobs' network cut: pip has no index and the hub is unreachable, except for the jobs that stage outside sources,
-which see the hub mirror. Every other job must pass on the pinned snapshots alone."""
+which see the hub mirror. Every other job must pass on the pinned snapshots alone.
+
+Every step program runs as a job; DPO's evaluation suite and the policy comparison are left out: they run the
+same step programs as PPO's suite (each job here costs ~11 s of toolkit and interpreter start-up, and CI has 15
+minutes), and the tiny graph runs them on every build."""
 
 from pathlib import Path
 from typing import Any
@@ -10,7 +14,9 @@ from typing import Any
 import pytest
 from dagster import AssetKey, AssetSelection, materialize
 
+from rlhf_assets.assets.comparison import COMPARISON_KEY
 from rlhf_assets.assets.human_eval import WAITS_FOR_PEOPLE
+from rlhf_assets.assets.policy_evaluation import POLICIES, suite_keys
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.hardware import REACHES_OUTSIDE, STEP_HARDWARE, Hardware
 from rlhf_assets.compute.local import LocalComputeBackend
@@ -41,7 +47,9 @@ def recipe(aws, hub_mirror: Path, tmp_path_factory: pytest.TempPathFactory):
                                                                     message_interval_seconds=0.5)),
         "labeling": LabelingResource(db_path=str(root / "labels.sqlite")),
     }
-    selection = AssetSelection.all() - AssetSelection.tag(*WAITS_FOR_PEOPLE)
+    dpo = next(policy for policy in POLICIES if policy.asset == "dpo_policy")
+    selection = (AssetSelection.all() - AssetSelection.tag(*WAITS_FOR_PEOPLE)
+                 - AssetSelection.assets(*suite_keys(dpo), dpo.key("human_eval_tasks"), COMPARISON_KEY))
     with SageMakerPlatform(root / "container", outside=mirror_environment(hub_mirror)) as platform, \
             project_instance(root) as instance:
         result = materialize(all_assets, selection=selection, resources=resources, instance=instance,
