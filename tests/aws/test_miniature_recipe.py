@@ -4,9 +4,9 @@ p4d), with only sizes shrunk, through the SageMaker backend (moto + the real tra
 jobs' network cut: pip has no index and the hub is unreachable, except for the jobs that stage outside sources,
 which see the hub mirror. Every other job must pass on the pinned snapshots alone.
 
-Every step program runs as a job; DPO's evaluation suite and the policy comparison are left out: they run the
-same step programs as PPO's suite (each job here costs ~11 s of toolkit and interpreter start-up, and CI has 15
-minutes), and the tiny graph runs them on every build."""
+Every step program runs as a job; DPO's evaluation suite, the declared prompt sets' toxicity (red team) and the
+policy comparison are left out: they run the same step programs again on other inputs (each job here costs ~11 s
+of toolkit and interpreter start-up, and CI has 15 minutes), and the tiny graph runs them on every build."""
 
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from dagster import AssetKey, AssetSelection, materialize
 
 from rlhf_assets.assets.comparison import COMPARISON_KEY
 from rlhf_assets.assets.human_eval import WAITS_FOR_PEOPLE
-from rlhf_assets.assets.policy_evaluation import POLICIES, suite_keys
+from rlhf_assets.assets.policy_evaluation import POLICIES, prompt_set_toxicity_keys, sft_baseline_keys, suite_keys
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.hardware import REACHES_OUTSIDE, STEP_HARDWARE, Hardware
 from rlhf_assets.compute.local import LocalComputeBackend
@@ -48,8 +48,10 @@ def recipe(aws, hub_mirror: Path, tmp_path_factory: pytest.TempPathFactory):
         "labeling": LabelingResource(db_path=str(root / "labels.sqlite")),
     }
     dpo = next(policy for policy in POLICIES if policy.asset == "dpo_policy")
+    prompt_sets = [key for policy in POLICIES for key in prompt_set_toxicity_keys(policy).values()]
+    prompt_sets += [key for key in sft_baseline_keys() if key.path[-1] not in ("eval_responses", "toxicity_scores")]
     selection = (AssetSelection.all() - AssetSelection.tag(*WAITS_FOR_PEOPLE)
-                 - AssetSelection.assets(*suite_keys(dpo), dpo.key("human_eval_tasks"), COMPARISON_KEY))
+                 - AssetSelection.assets(*suite_keys(dpo), dpo.key("human_eval_tasks"), *prompt_sets, COMPARISON_KEY))
     with SageMakerPlatform(root / "container", outside=mirror_environment(hub_mirror)) as platform, \
             project_instance(root) as instance:
         result = materialize(all_assets, selection=selection, resources=resources, instance=instance,
