@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +14,8 @@ import pytest
 import requests
 import s3fs
 from moto.server import ThreadedMotoServer
+
+from tests.servers import free_port, wait_until_serving
 
 BUCKET = "rlhf-sagemaker"
 SECRET = "moto-secret-key-never-logged"
@@ -51,24 +51,16 @@ def aws() -> Iterator[dict[str, str]]:
 def recording_aws(recording: Path) -> Iterator[dict[str, str]]:
     """A moto server of its own (a process) that records every request it gets into `recording`, one JSON line
     each (moto's recorder: method, URL, headers, body); `reset_recording(env)` starts the record afresh."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              env={**os.environ, "MOTO_ENABLE_RECORDING": "1",
-                                   "MOTO_RECORDER_FILEPATH": str(recording)},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = free_port()
+    log = recording.with_name(f"{recording.name}.server.log")
+    with log.open("w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                  env={**os.environ, "MOTO_ENABLE_RECORDING": "1",
+                                       "MOTO_RECORDER_FILEPATH": str(recording)},
+                                  stdout=out, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(f"{endpoint}/moto-api/", timeout=2)
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("the recording moto server did not start") from None
-                time.sleep(0.2)
+        wait_until_serving(f"{endpoint}/moto-api/", server, log, timeout=60)
         with _pointed_at(endpoint) as env:
             yield env
     finally:
