@@ -147,7 +147,7 @@ def _clean_rows_check(name: str, tables: tuple[Table, ...], columns: tuple[str, 
     @asset_check(asset=name, name=f"{name}_rows_clean", blocking=BLOCKING,
                  description=f"No empty {', '.join(columns)} and no duplicate rows")
     def check(dataset: Manifest, artifacts: ArtifactStoreResource) -> AssetCheckResult:
-        directory = artifacts.store().local_path(dataset.uri)
+        directory = artifacts.store().verified_path(dataset)
         present = [table for table in tables if table.file in dataset.files]  # the judge split when configured
         frame = pd.concat([table.read(directory) for table in present], ignore_index=True)
         empty = int(frame[list(columns)].apply(lambda c: c.astype(str).str.strip() == "").any(axis=1).sum())

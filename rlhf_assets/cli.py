@@ -23,9 +23,11 @@ import shlex
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from rlhf_assets.compute.warm.protocol import running_workers, stop_workers, worker_directory
-from rlhf_assets.labeling.app import MAX_BODY_BYTES, serve
-from rlhf_assets.labeling.store import LabelError, LabelStore
+from rlhf_assets.labeling.app import BODY_TIMEOUT_SECONDS, HEADER_TIMEOUT_SECONDS, MAX_BODY_BYTES, serve
+from rlhf_assets.labeling.store import LabelError, LabelPacing, LabelStore
 from rlhf_assets.presets import PROJECT_ROOT, SHARED_HH_PATH, SHARED_RTP_DIR
 from rlhf_assets.resources import ManifestRecordError, default_labeling_db, latest_artifact
 from rlhf_assets.storage import ArtifactIntegrityError, ArtifactLocationError
@@ -47,6 +49,18 @@ def _parser() -> argparse.ArgumentParser:
     label.add_argument("--max-leases-per-annotator", type=int,
                        default=int(os.environ.get("RLHF_LABELING_MAX_LEASES", "1")),
                        help="tasks one annotator may hold at once (default 1, or RLHF_LABELING_MAX_LEASES)")
+    label.add_argument("--header-timeout", type=float, default=HEADER_TIMEOUT_SECONDS,
+                       help="seconds a client has to send a request's head (slow clients are cut off)")
+    label.add_argument("--body-timeout", type=float, default=BODY_TIMEOUT_SECONDS,
+                       help="seconds a client has to send a request's body (408 after)")
+    label.add_argument("--min-seconds-per-pair", type=float,
+                       default=float(os.environ.get("RLHF_LABELING_MIN_SECONDS", "3")),
+                       help="a label or skip counts only this long after the pair was shown (default 3, or "
+                       "RLHF_LABELING_MIN_SECONDS)")
+    label.add_argument("--max-labels-per-annotator", type=int,
+                       default=int(os.environ["RLHF_LABELING_MAX_LABELS"]) if os.environ.get(
+                           "RLHF_LABELING_MAX_LABELS") else None,
+                       help="labels one annotator may give per batch (default: no cap, or RLHF_LABELING_MAX_LABELS)")
     annotators = commands.add_parser("annotators", help="manage annotators and their tokens")
     actions = annotators.add_subparsers(dest="action", required=True)
     for action in ("add", "reset-token"):
@@ -78,7 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     if leases < 1:
         print("error: --max-leases-per-annotator must be at least 1", file=sys.stderr)
         return 2
-    store = LabelStore(Path(args.db or default_labeling_db()), max_leases_per_annotator=leases)
+    try:
+        pacing = LabelPacing(min_seconds_per_pair=getattr(args, "min_seconds_per_pair", 0.0),
+                             max_labels_per_annotator=getattr(args, "max_labels_per_annotator", None))
+    except ValidationError as error:
+        print(f"error: {error.errors()[0]['loc'][0]}: {error.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+    store = LabelStore(Path(args.db or default_labeling_db()), max_leases_per_annotator=leases, pacing=pacing)
     try:
         if args.command == "label":
             if (args.tls_cert is None) != (args.tls_key is None):
@@ -89,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"labeling database {store.path}; queued batches (served oldest first): {batches}")
             scheme = "https" if tls else "http"
             print(f"annotators sign in at {scheme}://{args.host}:{args.port}/login#token=<their token>")
-            serve(store, args.host, args.port, args.max_body_bytes, tls, args.forwarded_allow_ips)
+            serve(store, args.host, args.port, args.max_body_bytes, tls, args.forwarded_allow_ips,
+                  (args.header_timeout, args.body_timeout))
         elif args.command == "annotators" and args.action == "list":
             print("\n".join(store.annotators()) or "no annotators yet")
         elif args.command == "annotators":

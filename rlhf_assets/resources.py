@@ -21,6 +21,7 @@ from dagster import (
     ConfigurableIOManagerFactory,
     ConfigurableResource,
     DagsterInstance,
+    EventLogEntry,
     InputContext,
     IOManager,
     MetadataValue,
@@ -113,18 +114,26 @@ def recorded_manifest(instance: DagsterInstance, asset_key: AssetKey, base_dir: 
     This is what every downstream step reads, and what scripts should read: the manifest file the event names,
     checked against its content-hash name and against the data version the event records.
     """
-    base_dir = base_dir or default_manifest_dir()
-    shown = asset_key.to_user_string()
     event = instance.get_latest_materialization_event(asset_key)
     if event is None or event.asset_materialization is None:
-        raise ManifestRecordError(f"asset {shown} has no recorded materialization in this Dagster instance: "
-                                  "materialize it first")
+        raise ManifestRecordError(f"asset {asset_key.to_user_string()} has no recorded materialization in this "
+                                  "Dagster instance: materialize it first")
+    return manifest_of_event(event, asset_key, base_dir)
+
+
+def manifest_of_event(event: EventLogEntry, asset_key: AssetKey, base_dir: str | None = None) -> Manifest:
+    """The manifest one recorded materialization of `asset_key` names, checked against its content-hash name and
+    the data version the event records: the instance, not any file in the store, says what the value was."""
+    base_dir = base_dir or default_manifest_dir()
+    shown = asset_key.to_user_string()
     materialization = event.asset_materialization
+    if materialization is None:
+        raise ManifestRecordError(f"event of run {event.run_id} is not a materialization of asset {shown}")
     entry = materialization.metadata.get(MANIFEST_METADATA_KEY)
     name = str(entry.value) if entry is not None else ""
     parts = name.split("/")
     if not name or any(part in ("", ".", "..") for part in parts) or parts[:-1] != list(asset_key.path):
-        raise ManifestRecordError(f"asset {shown}'s latest materialization (run {event.run_id}) names no manifest "
+        raise ManifestRecordError(f"asset {shown}'s materialization in run {event.run_id} names no manifest "
                                   f"of this asset ({MANIFEST_METADATA_KEY}={name!r}): re-materialize {shown}")
     path = _manifest_base(base_dir) / name
     if not path.exists():
@@ -155,7 +164,7 @@ def latest_artifact(asset: str, *, dagster_home: str | None = None,
     root = artifact_root or default_artifact_root()
     with DagsterInstance.from_config(home) as instance:
         manifest = recorded_manifest(instance, AssetKey.from_user_string(asset), f"{root.rstrip('/')}/manifests")
-    return manifest, ArtifactStore(root).local_path(manifest.uri)
+    return manifest, ArtifactStore(root).verified_path(manifest)
 
 
 class _ManifestIO(IOManager):

@@ -11,11 +11,14 @@ dagster nor torch: step programs use it too.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import math
 import os
 import shutil
+import stat
 import tempfile
 import uuid
 from collections.abc import Mapping
@@ -26,6 +29,7 @@ from pydantic import BaseModel, Field, field_validator
 from upath import UPath
 
 RESULTS_DIR = "_results"
+CACHE_DIR_ENV = "RLHF_CACHE_DIR"  # where S3 artifacts are downloaded (default: a private folder in the temp dir)
 COMPLETE_MARKER = "_COMPLETE"
 _CHUNK = 1 << 20
 # Multipart uploads hold about part size × concurrency in memory (s3fs's defaults, 50 MiB × 10, took ~1 GB for a
@@ -78,10 +82,42 @@ def hash_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def regular_files(directory: Path) -> list[str]:
+    """Every file under `directory` by relative name, refusing anything but directories and regular files.
+
+    A symbolic link would publish (and hash) whatever it points at, a secret included, and a linked directory
+    would be copied but never hashed; a FIFO blocks whoever opens it; sockets and devices are no data. None of
+    them is followed or opened: the entry is named and the publish (or the check) stops.
+    """
+    names = []
+    for parent, dirs, files in os.walk(directory):
+        for entry in sorted((*dirs, *files)):
+            path = Path(parent, entry)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISREG(mode):
+                names.append(path.relative_to(directory).as_posix())
+            elif not stat.S_ISDIR(mode):
+                raise UnpublishableEntryError(directory, path.relative_to(directory).as_posix(), _entry_kind(mode))
+    return sorted(names)
+
+
+def _entry_kind(mode: int) -> str:
+    kinds = {stat.S_ISLNK: "symbolic link", stat.S_ISFIFO: "FIFO", stat.S_ISSOCK: "socket",
+             stat.S_ISCHR: "character device", stat.S_ISBLK: "block device"}
+    return next((name for test, name in kinds.items() if test(mode)), "special file")
+
+
 def file_hashes(directory: Path, *, skip: str | None = None) -> dict[str, str]:
     """SHA-256 of every file under `directory` by relative name (`skip`: a top-level file left out)."""
-    names = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
-    return {name: hash_file(directory / name) for name in names if name != skip}
+    return {name: hash_file(directory / name) for name in regular_files(directory) if name != skip}
+
+
+def read_marker(directory: Path) -> dict[str, Any]:
+    """An artifact's `_COMPLETE` marker, opened only if it is a regular file (a FIFO there would block)."""
+    path = directory / COMPLETE_MARKER
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        raise ArtifactIntegrityError(f"{path} is not a regular file")
+    return json.loads(path.read_text())
 
 
 def combined_hash(hashes: Mapping[str, str]) -> str:
@@ -104,17 +140,15 @@ def verify_directory(directory: Path, uri: str, expected_hash: str | None = None
     An edited, added or removed file fails here, naming the file and both hashes, instead of quietly feeding
     every downstream asset while the lineage still shows the original hash. The content must match
     `expected_hash` when given (a downloaded copy checked against its recorded lineage), else the hash prefix
-    in the artifact's name, so a rewritten marker cannot vouch for edited files. Published artifacts never hold
-    links (publishing copies bytes), so any link inside one is refused: it could point anywhere.
+    in the artifact's name, so a rewritten marker cannot vouch for edited files. Published artifacts hold only
+    regular files (publishing copies bytes), so a link, FIFO or device inside one is refused without opening it.
     """
-    for parent, dirs, files in os.walk(directory):
-        for entry in (*dirs, *files):
-            if os.path.islink(os.path.join(parent, entry)):
-                name = Path(parent, entry).relative_to(directory).as_posix()
-                raise ArtifactIntegrityError(f"artifact {uri}: {name} is a symbolic link, which no published "
-                                             "artifact holds; re-materialize the asset that produced it to repair it")
-    marker = json.loads((directory / COMPLETE_MARKER).read_text())
-    actual = file_hashes(directory, skip=COMPLETE_MARKER)
+    try:
+        actual = file_hashes(directory, skip=COMPLETE_MARKER)
+        marker = read_marker(directory)
+    except UnpublishableEntryError as error:
+        raise ArtifactIntegrityError(f"artifact {uri}: {error.name} is a {error.kind}, which no published artifact "
+                                     "holds; re-materialize the asset that produced it to repair it") from None
     recorded: dict[str, str] = marker.get("hashes", {})
     repair = "; re-materialize the asset that produced it to repair it"
     for name in sorted(set(actual) | set(marker["files"])):
@@ -156,6 +190,68 @@ def _checked_parts(name: str, shown: str | None = None) -> list[str]:
         raise ArtifactLocationError(f"artifact name {shown or name!r} has an empty, '.', '..' or backslashed part: "
                                     "artifact names stay inside the artifact root")
     return parts
+
+
+STAGING_PREFIX, LOCK_SUFFIX = ".tmp-", ".lock"
+
+
+def _copy_described(source: Path, target: Path, description: OutputDescription) -> None:
+    """Copy the regular files of `source` to a new owner-only `target`, hashing each as it is copied: what is
+    published is byte for byte what the step described (a file changed, added or removed since is refused)."""
+    names = regular_files(source)
+    if names != description.files:
+        changed = sorted(set(names) ^ set(description.files))
+        raise ArtifactStoreError(f"{source}: its files changed after the step described them ({', '.join(changed)})")
+    target.mkdir(mode=0o700)
+    for name in names:
+        destination = target / name
+        destination.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        digest, size = hashlib.sha256(), 0
+        descriptor = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with (source / name).open("rb") as reader, os.fdopen(descriptor, "wb") as writer:
+            while chunk := reader.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                writer.write(chunk)
+        expected = description.hashes.get(name)
+        if size != description.sizes[name] or (expected is not None and digest.hexdigest() != expected):
+            raise ArtifactStoreError(f"{source / name}: changed after the step described it "
+                                     f"({size} bytes, {digest.hexdigest()}; described {description.sizes[name]} "
+                                     f"bytes, {expected})")
+
+
+def _remove_entry(path: Path) -> None:
+    """Remove a directory tree or any other entry (a FIFO or link left at an artifact's place included)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def _remove_abandoned_staging(folder: Path) -> None:
+    """Delete staging directories whose publisher is gone (its lock is free): a publish killed mid-copy leaves
+    up to a whole checkpoint behind, which nothing else would ever remove."""
+    for lock_path in folder.glob(f"{STAGING_PREFIX}*{LOCK_SUFFIX}"):
+        try:
+            handle = open(lock_path)  # noqa: SIM115 - held across the removal below
+        except FileNotFoundError:
+            continue
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its publisher is still copying
+            _remove_entry(Path(str(lock_path)[: -len(LOCK_SUFFIX)]))
+            lock_path.unlink(missing_ok=True)
+
+
+class UnpublishableEntryError(ValueError):
+    """A step's output holds something other than regular files and directories (a link, FIFO, socket, device)."""
+
+    def __init__(self, directory: Path, name: str, kind: str) -> None:
+        super().__init__(f"{directory}: {name} is a {kind}, not a regular file; artifacts hold only regular files "
+                         "and directories (write the bytes in its place)")
+        self.name, self.kind = name, kind
 
 
 class ArtifactStoreError(OSError):
@@ -214,7 +310,7 @@ class ArtifactStore:
                 raise ArtifactStoreError(f"cannot adopt remote output {source} into the local root {self.root}: "
                                          "root the artifact store on S3 (RLHF_ARTIFACT_ROOT=s3://bucket/prefix)")
             else:
-                self._publish_local(Path(source), Path(str(final)), json.dumps(marker))
+                self._publish_local(Path(source), Path(str(final)), json.dumps(marker), description)
         except ArtifactStoreError:
             raise
         except OSError as error:
@@ -264,25 +360,35 @@ class ArtifactStore:
         return etags
 
     @staticmethod
-    def _publish_local(local_dir: Path, final: Path, marker: str) -> None:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        staging = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-        stale = final.parent / f".stale-{final.name}-{uuid.uuid4().hex[:8]}"
-        try:
-            shutil.copytree(local_dir, staging)
-            (staging / COMPLETE_MARKER).write_text(marker)
-            if os.path.lexists(final):  # interrupted, damaged or a link (publish_output checked): set aside
-                os.rename(final, stale)
+    def _publish_local(local_dir: Path, final: Path, marker: str, description: OutputDescription) -> None:
+        """Copy the output into place under a temporary name, then rename it in; owner-only throughout.
+
+        Each staging directory is paired with a lock file its publisher holds (`flock`, released by the kernel
+        when the process dies, SIGKILL included), so the next publish of the asset removes what a killed one
+        left, and never the directory of one still copying.
+        """
+        final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _remove_abandoned_staging(final.parent)
+        token = uuid.uuid4().hex[:8]
+        staging = final.parent / f"{STAGING_PREFIX}{final.name}-{token}"
+        stale = final.parent / f".stale-{final.name}-{token}"
+        with open(f"{staging}{LOCK_SUFFIX}", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                os.rename(staging, final)
-            except OSError:
-                if not (final / COMPLETE_MARKER).exists():
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-            if os.path.islink(stale):
-                os.unlink(stale)
-            shutil.rmtree(stale, ignore_errors=True)
+                _copy_described(local_dir, staging, description)
+                (staging / COMPLETE_MARKER).write_text(marker)
+                os.chmod(staging / COMPLETE_MARKER, 0o600)
+                if os.path.lexists(final):  # interrupted, damaged or not a directory (publish_output checked)
+                    os.rename(final, stale)
+                try:
+                    os.rename(staging, final)
+                except OSError:
+                    if not (final / COMPLETE_MARKER).exists():
+                        raise
+            finally:
+                _remove_entry(staging)
+                _remove_entry(stale)
+                Path(f"{staging}{LOCK_SUFFIX}").unlink(missing_ok=True)  # a cleaner may have taken it first
 
     def remember(self, key: str, record: str) -> None:
         """Keep `record` (a serialized step result) under `key` so identical work can be skipped later."""
@@ -297,9 +403,13 @@ class ArtifactStore:
         os.replace(staging, local)  # a crash or a full disk never leaves a half-written record behind
 
     def recall(self, key: str) -> str | None:
-        """The record kept under `key`, if any."""
+        """The record kept under `key`, if any; undecodable bytes come back replaced, for the reader to refuse."""
         path = self.root / RESULTS_DIR / f"{key}.json"
-        return path.read_text() if path.exists() else None
+        return path.read_bytes().decode("utf-8", errors="replace") if path.exists() else None
+
+    def record_name(self, key: str) -> str:
+        """Where the record kept under `key` lives, for messages."""
+        return str(self.root / RESULTS_DIR / f"{key}.json")
 
     def resolve(self, uri: str) -> str:
         """The location of the artifact a manifest names, refusing any name that leaves this root.
@@ -338,9 +448,11 @@ class ArtifactStore:
         """Whether an artifact directory was fully published (its marker exists)."""
         return (UPath(self.resolve(uri)) / COMPLETE_MARKER).exists()
 
-    def problem(self, uri: str, description: OutputDescription | None = None) -> str | None:
+    def problem(self, uri: str, description: OutputDescription | None = None,
+                expected_hash: str | None = None) -> str | None:
         """Why a stored artifact cannot be used as it is (None when it can): checked before a stored result is
-        reused and before an identical publish is skipped.
+        reused and before an identical publish is skipped. `expected_hash` is the full content hash the lineage
+        records, where there is one; else the artifact must match the hash prefix of its own name.
 
         Locally every file is re-hashed. On S3 a full check would mean a download, so one listing is compared
         with the marker instead: the same files, each with the ETag it had when published (any rewrite of an
@@ -355,17 +467,20 @@ class ArtifactStore:
             return f"artifact {uri} is missing or incomplete (no {COMPLETE_MARKER} marker)"
         try:
             if not self.remote:
-                verify_directory(Path(location), uri)
+                verify_directory(Path(location), uri, expected_hash)
                 return None
-            return self._remote_problem(location, uri, description)
+            return self._remote_problem(location, uri, description, expected_hash)
         except ArtifactIntegrityError as error:
             return str(error)
         except (ValueError, KeyError, TypeError) as error:  # a marker that is not the JSON publishing wrote
             return f"artifact {uri}: its {COMPLETE_MARKER} marker is unreadable ({type(error).__name__}: {error})"
 
-    def _remote_problem(self, location: str, uri: str, description: OutputDescription | None) -> str | None:
+    def _remote_problem(self, location: str, uri: str, description: OutputDescription | None,
+                        expected_hash: str | None) -> str | None:
         """The S3 half of `problem`: one LIST and one small GET (the marker), no download of the files."""
         marker = json.loads((UPath(location) / COMPLETE_MARKER).read_text())
+        if expected_hash is not None and marker["content_hash"] != expected_hash:
+            return f"artifact {uri}: published as {marker['content_hash']}, its lineage records {expected_hash}"
         prefix = location.split("://", 1)[-1].rstrip("/") + "/"
         listing = self.root.fs.find(location.rstrip("/") + "/", detail=True)
         stored = {path.split("://", 1)[-1][len(prefix):]: info for path, info in listing.items()}
@@ -384,29 +499,59 @@ class ArtifactStore:
                         f"{description.sizes.get(name)}")
         return None
 
-    def local_path(self, uri: str, cache_dir: Path | None = None) -> Path:
-        """A local directory holding the artifact: the path itself, or a download of an S3 artifact."""
+    def verified_path(self, manifest: Manifest, cache_dir: Path | None = None) -> Path:
+        """`local_path` of the artifact a manifest names, checked against the manifest's full content hash."""
+        return self.local_path(manifest.uri, cache_dir, manifest.content_hash)
+
+    def local_path(self, uri: str, cache_dir: Path | None = None, expected_hash: str | None = None) -> Path:
+        """A local directory holding the artifact: the path itself, or a download of an S3 artifact, verified
+        against `expected_hash` (the lineage's full content hash) where the caller has one.
+
+        Downloads go to a cache only this user can read (`private_directory`): a shared, predictable `/tmp` path
+        could be prepared by someone else, and a world-readable copy would undo the blinding of eval files.
+        """
         location = self.resolve(uri)
         if not self.is_complete(uri):
             raise FileNotFoundError(f"artifact {uri} is missing or incomplete (no {COMPLETE_MARKER} marker)")
         if not self.remote:
-            verify_directory(Path(location), uri)
+            verify_directory(Path(location), uri, expected_hash)
             return Path(location)
-        cache = cache_dir or Path(tempfile.gettempdir()) / "rlhf-assets-cache"
+        default = Path(os.environ.get(CACHE_DIR_ENV)
+                       or Path(tempfile.gettempdir()) / f"rlhf-assets-cache-{os.getuid()}")
+        cache = private_directory(cache_dir or default)
         target = cache / hash_json({"uri": location})[:16]
         if (target / COMPLETE_MARKER).exists():
             try:
-                verify_directory(target, uri)
+                verify_directory(target, uri, expected_hash)
                 return target
             except ArtifactIntegrityError:
                 shutil.rmtree(target)  # a damaged cached copy: fetch the artifact again
-        cache.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".download-", dir=cache))
         try:
             self.root.fs.get(location + "/", str(staging) + "/", recursive=True)
-            verify_directory(staging, uri)  # only verified downloads enter the cache
+            verify_directory(staging, uri, expected_hash)  # only verified downloads enter the cache
             shutil.rmtree(target, ignore_errors=True)
             os.rename(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return target
+
+
+class UnsafeDirectoryError(OSError):
+    """A directory this process would keep private files in is not private (another owner, a link, open modes)."""
+
+
+def private_directory(path: Path) -> Path:
+    """`path` as a directory only this user can use: created 0700, or refused when it exists as something
+    else (a link, another user's, readable or writable by others), never silently reused."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    info = os.lstat(path)
+    problem = ("is not a directory (a link or a file)" if not stat.S_ISDIR(info.st_mode)
+               else f"belongs to uid {info.st_uid}, not {os.getuid()}" if info.st_uid != os.getuid()
+               else f"has mode {stat.S_IMODE(info.st_mode):04o}; others may read or write it"
+               if stat.S_IMODE(info.st_mode) & 0o077 else None)
+    if problem is not None:
+        raise UnsafeDirectoryError(f"{path} {problem}: it is not reused for private files; remove it, or point "
+                                   "RLHF_CACHE_DIR at a directory of your own")
+    return path

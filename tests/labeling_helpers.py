@@ -59,7 +59,9 @@ def labeling_server(db: Path, tls: tuple[Path, Path] | None = None, options: Seq
     port = free_port()
     log_path = db.parent / f"server-{port}.log"
     log = log_path.open("w")
-    extra = [*(["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []), *options]
+    # Tests about other things label at once; the pacing test passes its own --min-seconds-per-pair.
+    pacing = [] if "--min-seconds-per-pair" in options else ["--min-seconds-per-pair", "0"]
+    extra = [*(["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []), *pacing, *options]
     process = subprocess.Popen(
         [sys.executable, "-m", "rlhf_assets.cli", "--db", str(db), "label", "--port", str(port), *extra],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -69,7 +69,7 @@ def _verdict(policy: EvaluatedPolicy, trained: Manifest, suite: dict[str, Manife
 
 def _suite_row(policy: EvaluatedPolicy, trained: Manifest, suite: dict[str, Manifest],
                prompt_sets: dict[str, Manifest], store: ArtifactStore) -> PolicyRow:
-    responses = RESPONSES.read(store.local_path(suite["eval_responses"].uri))
+    responses = RESPONSES.read(store.verified_path(suite["eval_responses"]))
     versions = {"policy": trained.content_hash[:VERSION_CHARS], "policy code": step_code_version(policy.step)}
     versions |= {name: manifest.content_hash[:VERSION_CHARS] for name, manifest in suite.items()}
     versions |= {toxicity_name(name): m.content_hash[:VERSION_CHARS] for name, m in prompt_sets.items()}
@@ -93,8 +93,8 @@ def _judge_against_people(context: AssetExecutionContext, manifests: str, store:
             people = recorded_manifest(context.instance, policy.key("human_eval_results"), manifests)
         except ManifestRecordError:
             continue
-        human = PER_PROMPT.read(store.local_path(people.uri)).set_index("prompt_id")["outcome"]
-        judge = OUTCOMES.read(store.local_path(suites[policy.label]["auto_preference"].uri)).set_index(
+        human = PER_PROMPT.read(store.verified_path(people)).set_index("prompt_id")["outcome"]
+        judge = OUTCOMES.read(store.verified_path(suites[policy.label]["auto_preference"])).set_index(
             "prompt_id")["outcome"]
         shared = sorted(set(human.index) & set(judge.index))
         if not shared:

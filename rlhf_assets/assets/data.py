@@ -123,7 +123,7 @@ def stored_text_fields(record: RawRecord, source: str) -> dict[str, str]:
 
 def _read_raw(manifest: Manifest, artifacts: ArtifactStoreResource) -> dict[str, list[RawRecord]]:
     """The raw rows by the source split they were read from."""
-    frame = HH_RAW.read(artifacts.store().local_path(manifest.uri))
+    frame = HH_RAW.read(artifacts.store().verified_path(manifest))
     fields = [c for c in frame.columns if c not in ("source_line", SPLIT_COLUMN)]
     splits = frame[SPLIT_COLUMN] if SPLIT_COLUMN in frame else pd.Series([manifest.config["split"]] * len(frame))
     records: dict[str, list[RawRecord]] = {}
@@ -224,7 +224,7 @@ def eval_prompts(
     """The held-out prompts SFT and RLHF models are compared on (100 in the recipe), never seen in training."""
     spec = merged(preset.get().data, config)
     count, seed = spec.eval_prompt_count, spec.seed
-    directory = artifacts.store().local_path(preference_dataset.uri)
+    directory = artifacts.store().verified_path(preference_dataset)
     test_file = PREFERENCE_SPLITS["test"].path(directory)
     test = PREFERENCE_SPLITS["test"].read(directory)
     pairs, _ = to_preference_pairs(

@@ -87,7 +87,7 @@ def rtp_prompts(
     """The prompts models continue for the toxicity evaluation: N distinct prompts sampled with a fixed seed."""
     spec = merged(preset.get().toxicity, config)
     count, challenging_only, seed = spec.num_prompts, spec.challenging_only, spec.seed
-    records = RTP_RECORDS.read(artifacts.store().local_path(rtp_records.uri))
+    records = RTP_RECORDS.read(artifacts.store().verified_path(rtp_records))
     pool = records.drop_duplicates("prompt_text")
     if challenging_only:
         pool = pool[pool["challenging"]]

@@ -92,7 +92,7 @@ def queue_tasks(
     """
     spec = merged(preset.get().human_eval, config)
     store = artifacts.store()
-    responses = RESPONSES.read(store.local_path(eval_responses.uri))
+    responses = RESPONSES.read(store.verified_path(eval_responses))
     guidelines = read_guidelines(spec.guidelines_file)
     guidelines_sha256 = hashlib.sha256(guidelines.encode()).hexdigest()
     tasks = build_tasks(responses, guidelines=guidelines)
@@ -130,7 +130,9 @@ def queue_tasks(
                     "rlhf_shown_as_a": sum(task.rlhf_shown_as == "A" for task in tasks)},
             metadata={"batch_id": MetadataValue.text(batch), "channel": MetadataValue.text(spec.channel),
                       "overlap": MetadataValue.int(spec.overlap), **extra,
-                      "preview": preview_table(blinded, ["task_id", "prompt", "response_a", "response_b"])},
+                      # No response text: next to `eval_responses`' preview (which names each reply's policy),
+                      # task ids with their A/B texts would un-blind the batch for anyone who sees the UI.
+                      "preview": preview_table(blinded, ["task_id", "prompt"])},
         )
 
 
@@ -177,7 +179,7 @@ def summarize_labels(
 ) -> Output[Manifest]:
     """The policy vs SFT by human judgement: wins / ties / losses, Wilson CIs, sign test, kappa, per prompt."""
     store = artifacts.store()
-    tasks = {task.task_id: task for task in read_tasks(store.local_path(human_eval_tasks.uri) / TASKS_FILE)}
+    tasks = {task.task_id: task for task in read_tasks(store.verified_path(human_eval_tasks) / TASKS_FILE)}
     labels = collect_labels(human_eval_tasks, tasks, labeling)
     overlap = int(human_eval_tasks.config["overlap"])
     counted = labels.groupby("task_id", sort=False).cumcount() < overlap  # the earliest `overlap` per task
@@ -241,8 +243,25 @@ def summarize_labels(
                       "batch_id": MetadataValue.text(human_eval_tasks.config["batch_id"]),
                       "guidelines": MetadataValue.md(_guidelines_note(human_eval_tasks)),
                       "comparison": MetadataValue.md(comparison),
+                      "annotators": MetadataValue.md(_annotator_shares(labels, labeling, human_eval_tasks)),
                       "per_prompt": _per_prompt_table(per_prompt)},
         )
+
+
+def _annotator_shares(labels: pd.DataFrame, labeling: LabelingResource, tasks: Manifest) -> str:
+    """Markdown: each annotator's labels, share of the batch and median time on a pair (the app records it), so a
+    batch finished by one person in seconds is seen before its verdict is read."""
+    times: dict[str, float | None] = {}
+    if tasks.config["channel"] == "app":
+        times = {entry.annotator: entry.median_seconds_on_pair
+                 for entry in labeling.store().annotator_summary(tasks.config["batch_id"])}
+    counts = labels.groupby("annotator").size().sort_values(ascending=False)
+    lines = ["| annotator | labels | share | median seconds on a pair |", "|---|---|---|---|"]
+    for annotator, count in counts.items():
+        seconds = times.get(str(annotator))
+        lines.append(f"| {annotator} | {count} | {count / len(labels):.0%} | "
+                     f"{'—' if seconds is None else f'{seconds:.1f}'} |")
+    return "\n".join(lines)
 
 
 def _guidelines_note(tasks: Manifest) -> str:

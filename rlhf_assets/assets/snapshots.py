@@ -59,6 +59,6 @@ def staged_source(source: str, snapshot: Manifest, store: ArtifactStore) -> str:
     if describe_source(source) != "hub_dataset":
         return source
     try:
-        return str(staged_path(store.local_path(snapshot.uri), source))
+        return str(staged_path(store.verified_path(snapshot), source))
     except NotStagedError as exc:
         raise DataError(source, None, None, str(exc)) from None

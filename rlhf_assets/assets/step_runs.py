@@ -5,7 +5,8 @@ seeded). When all three match an earlier, completely published result, the asset
 manifest, same data version, the step's metadata) instead of launching the step again: an unchanged re-run of
 the whole graph takes seconds. "Code" is the step's code version (`rlhf_assets.code_versions`): a fingerprint of
 the step program and every module of the package it imports, so a change to code the step runs runs it again,
-and a change elsewhere (the CLI, the labeling app) does not. `recompute: true` in an asset's config, or
+and a change elsewhere (the CLI, the labeling app) does not. Only a result this Dagster instance recorded is reused
+(`assets/reuse.py`): the store's record of it is an index, not evidence. `recompute: true` in an asset's config, or
 `RLHF_REUSE_RESULTS=0` for a whole session, always runs the step.
 """
 
@@ -22,18 +23,17 @@ from dagster import (
     IntMetadataValue,
     MetadataValue,
     Output,
-    deserialize_value,
-    serialize_value,
 )
 from pydantic import Field
 
 from rlhf_assets.assets.common import manifest_output, summary_first
+from rlhf_assets.assets.reuse import REUSE_KEY_METADATA, RecordedResult, ResultRecord, read_record, recorded_result
 from rlhf_assets.code_versions import step_code_version
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.hardware import Hardware
 from rlhf_assets.presets import Preset
 from rlhf_assets.resources import ArtifactStoreResource
-from rlhf_assets.storage import Manifest, hash_json
+from rlhf_assets.storage import ArtifactStore, Manifest, hash_json
 
 
 class StepConfig(Config):
@@ -78,33 +78,45 @@ def run_step_and_publish(
     store = artifacts.store()
     resume_key = {"step": step, "config": step_config, "inputs": {n: m.content_hash for n, m in inputs.items()}}
     code = step_code_version(step)
-    result_key = hash_json({"asset": context.asset_key.to_python_identifier(), "code": code, **resume_key})
+    asset_name = context.asset_key.to_python_identifier()
+    result_key = hash_json({"asset": asset_name, "code": code, **resume_key})
     if not config.recompute and reuse_enabled():
-        kept = store.recall(result_key)
-        if kept is not None:
-            record = deserialize_value(kept, dict)
-            manifest = Manifest.model_validate_json(record["manifest"])
-            problem = store.problem(manifest.uri)
-            if problem is not None:
-                context.log.warning(f"not reusing the stored result: {problem}")
-            else:
-                context.log.info(f"inputs, config and code unchanged: reusing the result of run {record['run_id']}")
-                return Output(manifest, data_version=DataVersion(manifest.content_hash),
-                              metadata=summary_first({**record["metadata"],
-                                                      "reused_from_run": MetadataValue.text(record["run_id"]),
-                                                      "artifact_uri": MetadataValue.path(store.resolve(manifest.uri))}))
+        reused = _recorded(context, store, artifacts, result_key)
+        if reused is not None:
+            context.log.info(f"inputs, config and code unchanged: reusing the result of run {reused.run_id}")
+            manifest = reused.manifest
+            return Output(manifest, data_version=DataVersion(manifest.content_hash),
+                          metadata=summary_first({**reused.metadata,
+                                                  "reused_from_run": MetadataValue.text(reused.run_id),
+                                                  "artifact_uri": MetadataValue.path(store.resolve(manifest.uri))}))
     run = compute.run_step(context, step=step, preset=preset, inputs=inputs, store=store, config=step_config,
                            resume_key=resume_key, reserved_processes=reserved_processes, hardware=hardware,
                            code_version=code)
     counts, metrics = _numbers(run.metadata)
     shown = {k: v for k, v in run.metadata.items() if k not in counts and k not in metrics}
-    published = run.publish(store, context.asset_key.to_python_identifier())
+    published = run.publish(store, asset_name)
     output = manifest_output(
         context, store, published, preset=preset.name, config=step_config, counts=counts, metrics=metrics,
         metadata={**shown, **(preview(store.local_path(published[0])) if preview else {})},
     )
-    kept = {k: v for k, v in output.metadata.items() if k != "artifact_uri"}  # a path of this project: re-resolved
-    store.remember(result_key, serialize_value({"manifest": output.value.model_dump_json(),
-                                                "metadata": kept, "run_id": context.run_id}))
+    output = output.with_metadata({**output.metadata, REUSE_KEY_METADATA: MetadataValue.text(result_key)})
+    store.remember(result_key, ResultRecord(run_id=context.run_id, asset=asset_name).model_dump_json())
     run.cleanup()
     return output
+
+
+def _recorded(context: AssetExecutionContext, store: ArtifactStore, artifacts: ArtifactStoreResource,
+              result_key: str) -> RecordedResult | None:
+    """The earlier result of this work that the instance recorded, or None (with a warning where a record
+    exists but does not lead to one)."""
+    kept = store.recall(result_key)
+    if kept is None:
+        return None
+    record = read_record(kept, store.record_name(result_key))
+    if isinstance(record, ResultRecord):
+        record = recorded_result(context.instance, store, context.asset_key, result_key, record,
+                                 f"{artifacts.root.rstrip('/')}/manifests")
+    if isinstance(record, str):
+        context.log.warning(f"not reusing the stored result, running the step: {record}")
+        return None
+    return record

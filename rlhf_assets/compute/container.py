@@ -9,6 +9,7 @@ sets the same variables, so a step program tested here runs unchanged in a real 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,27 @@ from rlhf_assets.contract import (
     OUTPUT_DATA_DIR_ENV,
     channel_env,
     failure_file,
+    input_hash_env,
 )
+from rlhf_assets.storage import regular_files
+
+
+def stage_channel(source: Path, target: Path) -> None:
+    """Give the step its own copy of a published artifact, as a SageMaker job gets its own download.
+
+    The step re-hashes this copy before first use (`StepRuntime.channel`, against the hash the lineage records),
+    and nothing done to the store afterwards reaches it: files are hard links where the store shares the disk
+    (free: a file replaced in the store leaves the linked one as it was; published files are owner-only, so
+    nobody else can write into them), and copies where it does not.
+    """
+    target.mkdir(mode=0o700)
+    for name in regular_files(source):
+        destination = target / name
+        destination.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            os.link(source / name, destination)
+        except OSError:  # another filesystem, or links not allowed there
+            shutil.copyfile(source / name, destination)
 
 
 @dataclass(frozen=True)
@@ -53,24 +74,26 @@ class ContainerLayout:
 
     @classmethod
     def create(cls, root: Path, checkpoint_dir: Path, channels: dict[str, Path]) -> ContainerLayout:
-        """Lay out a fresh container tree; channels are linked, not copied, so big inputs cost nothing."""
+        """Lay out a fresh container tree with a private copy of each channel (`stage_channel`)."""
         if root.exists():
             shutil.rmtree(root)
         layout = cls(root=root, checkpoint_dir=checkpoint_dir)
+        root.mkdir(mode=0o700, parents=True)
         for directory in (layout.model_dir, layout.output_dir, checkpoint_dir, root / "input" / "config"):
             directory.mkdir(parents=True, exist_ok=True)
         for name, source in channels.items():
             if not source.is_dir():
                 raise FileNotFoundError(f"input channel {name!r}: {source} is not a directory")
             layout.channel_dir(name).parent.mkdir(parents=True, exist_ok=True)
-            layout.channel_dir(name).symlink_to(source.resolve(), target_is_directory=True)
+            stage_channel(source, layout.channel_dir(name))
         (root / "input" / "config" / "resourceconfig.json").write_text(
             json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]})
         )
         return layout
 
-    def environment(self, channels: list[str], num_gpus: int) -> dict[str, str]:
-        """The `SM_*` variables a SageMaker container would carry for this layout."""
+    def environment(self, channels: dict[str, str], num_gpus: int) -> dict[str, str]:
+        """The `SM_*` variables a SageMaker container would carry for this layout, and each channel's recorded
+        content hash (`channels`: name → hash) for the step to verify its copy against."""
         env = {
             MODEL_DIR_ENV: str(self.model_dir),
             OUTPUT_DATA_DIR_ENV: str(self.output_dir),
@@ -81,6 +104,7 @@ class ContainerLayout:
             NUM_GPUS_ENV: str(num_gpus),
             CHECKPOINT_ENV: str(self.checkpoint_dir),
         }
-        for name in channels:
+        for name, content_hash in channels.items():
             env[channel_env(name)] = str(self.channel_dir(name))
+            env[input_hash_env(name)] = content_hash
         return env

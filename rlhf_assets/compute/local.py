@@ -86,14 +86,14 @@ class LocalComputeBackend(ConfigurableResource):
         S3 inputs are downloaded to a local cache first; the checkpoint directory is named by the request's
         `resume_key`, so a re-run of the same work after a crash resumes.
         """
-        channels = {name: store.local_path(manifest.uri) for name, manifest in request.inputs.items()}
+        channels = {name: store.verified_path(manifest) for name, manifest in request.inputs.items()}
         scratch = Path(self.scratch_dir)
         layout = ContainerLayout.create(
             root=scratch / "runs" / f"{request.asset}-{context.run_id[:8]}",
             checkpoint_dir=scratch / "checkpoints" / request.asset / hash_json(request.resume_key)[:16],
             channels=channels,
         )
-        env = layout.environment(list(channels), num_gpus=0)
+        env = layout.environment({name: m.content_hash for name, m in request.inputs.items()}, num_gpus=0)
         client = PipesSubprocessClient(cwd=str(PROJECT_ROOT), forward_termination=True)
         try:
             with exclusive_checkpoints(layout.checkpoint_dir, context):

@@ -10,6 +10,7 @@ Content-Security-Policy allows only our own script, so markup in a response is s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -24,11 +25,18 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from rlhf_assets.labeling.store import LabelError, LabelStore
 
 COOKIE = "rlhf_label_token"
+# Under TLS the cookie is `__Host-` prefixed: browsers accept it only from a secure origin, with Path=/ and no
+# Domain, so no sibling subdomain (and no plain-HTTP page) can plant one; the unprefixed name is then ignored.
+SECURE_COOKIE = f"__Host-{COOKIE}"
 MAX_BODY_BYTES = 1_000_000
+MAX_HEADERS, MAX_HEADER_BYTES = 100, 16_384  # per request: count, and size of the request line plus headers
+HEADER_TIMEOUT_SECONDS, BODY_TIMEOUT_SECONDS = 10.0, 30.0  # defaults: to send the request head, then the body
+MAX_CONNECTIONS = 200
 HERE = Path(__file__).parent
 SECURITY_HEADERS = {
     "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -85,12 +93,116 @@ class _SameOrigin:
         await self.app(scope, receive, send)
 
 
+class _RequestLimits:
+    """Bounds what one request may cost before any route sees it: the header count, the body's size (413, read
+    at most once, never spooled to disk), the time to send the body (408), and no multipart at all (415: no
+    endpoint takes files, and Starlette would spool uploads to disk)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, body_timeout: float) -> None:
+        self.app, self.max_body_bytes, self.body_timeout = app, max_body_bytes, body_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = scope["headers"]
+        length = next((value for key, value in headers if key.lower() == b"content-length"), None)
+        kind = next((value for key, value in headers if key.lower() == b"content-type"), b"")
+        refusal = (
+            (431, f"more than {MAX_HEADERS} headers") if len(headers) > MAX_HEADERS
+            else (415, "multipart bodies are not accepted (no endpoint takes files)")
+            if kind.lower().startswith(b"multipart/")
+            else (413, f"body is over the {self.max_body_bytes:,}-byte limit")
+            if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes) else None)
+        if refusal is None and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+            body = await self._read_body(receive)
+            if isinstance(body, tuple):
+                refusal = body
+            else:
+                receive = _replay(body, receive)
+        if refusal is not None:
+            status, message = refusal
+            response = (JSONResponse({"error": message}, status_code=status) if scope["path"].startswith("/api/")
+                        else PlainTextResponse(message, status_code=status))
+            response.headers["connection"] = "close"
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    async def _read_body(self, receive: Receive) -> bytes | tuple[int, str]:
+        """The whole body, or why it was refused: held in memory only up to the limit, with a deadline for all
+        of it (a client trickling a byte a second holds no connection for long)."""
+        chunks, size = [], 0
+        deadline = asyncio.get_running_loop().time() + self.body_timeout
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), deadline - asyncio.get_running_loop().time())
+            except TimeoutError:
+                return 408, f"the body took over {self.body_timeout:g} s to arrive"
+            if message["type"] == "http.disconnect":
+                return 400, "client disconnected"
+            size += len(message.get("body", b""))
+            if size > self.max_body_bytes:
+                return 413, f"body is over the {self.max_body_bytes:,}-byte limit"
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _replay(body: bytes, server_receive: Receive) -> Receive:
+    """A `receive` that hands the app the body already read, then passes on the server's (its disconnect)."""
+    sent = False
+
+    async def receive() -> Any:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await server_receive()
+
+    return receive
+
+
+class _HeaderDeadlineH11(H11Protocol):
+    """uvicorn's h11 protocol (which caps the request head at `MAX_HEADER_BYTES`), with a deadline for the
+    head itself: uvicorn's keep-alive timer restarts on every byte, so a client sending one header line every
+    few seconds held its connection for ever."""
+
+    header_timeout = HEADER_TIMEOUT_SECONDS
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_deadline: asyncio.TimerHandle | None = self.loop.call_later(
+            self.header_timeout, self._head_too_slow)
+
+    def _head_too_slow(self) -> None:
+        if self.cycle is None and self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.cycle is not None and self._head_deadline is not None:  # the head is in: the body has its own
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+        super().connection_lost(exc)
+
+
 class _Unauthorized(Exception):
     def __init__(self, status: int) -> None:
         self.status = status
 
 
-def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
+def cookie_name(request: Request) -> str:
+    """The session cookie's name: `__Host-` prefixed under TLS (the only one read there), plain over HTTP."""
+    return SECURE_COOKIE if request.url.scheme == "https" else COOKIE
+
+
+def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES,
+               body_timeout: float = BODY_TIMEOUT_SECONDS) -> Starlette:
     """The ASGI app over one label store; it serves each annotator the oldest queued batch they can still label
     (every policy's latest `human_eval_tasks` batch is queued)."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -100,7 +212,7 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
             header = request.headers.get("authorization", "")
             token = header[7:].strip() if header.lower().startswith("bearer ") else ""
         else:
-            token = request.cookies.get(COOKIE, "")
+            token = request.cookies.get(cookie_name(request), "")
         if not token:
             raise _Unauthorized(401)
         name = store.annotator_for_token(token)
@@ -174,13 +286,13 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
         if form.get("confirm") != "yes":
             return page(request, "login_confirm.html", {"name": name, "token": token})
         response = RedirectResponse("/", status_code=303)
-        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=30 * 24 * 3600,
-                            secure=request.url.scheme == "https")
+        response.set_cookie(cookie_name(request), token, httponly=True, samesite="strict", max_age=30 * 24 * 3600,
+                            secure=request.url.scheme == "https", path="/")
         return response
 
     async def logout(request: Request) -> Response:
         response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(COOKIE)
+        response.delete_cookie(cookie_name(request), path="/", secure=request.url.scheme == "https")
         return response
 
     async def submit_form(request: Request) -> Response:
@@ -272,7 +384,7 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
         message = "Sign in with your access token." if error.status == 401 else "That token is not valid."
         response = page(request, "login.html", {"message": message}, error.status)
         if error.status == 403:
-            response.delete_cookie(COOKIE)
+            response.delete_cookie(cookie_name(request), path="/", secure=request.url.scheme == "https")
         return response
 
     return Starlette(
@@ -286,7 +398,9 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
             Route("/api/guidelines", api_guidelines), Route("/api/guidelines", api_acknowledge, methods=["POST"]),
             Route("/healthz", healthz), Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
         ],
-        middleware=[Middleware(_SecurityHeaders), Middleware(_SameOrigin)],
+        middleware=[Middleware(_SecurityHeaders),
+                    Middleware(_RequestLimits, max_body_bytes=max_body_bytes, body_timeout=body_timeout),
+                    Middleware(_SameOrigin)],
         exception_handlers={_Unauthorized: unauthorized},
     )
 
@@ -319,18 +433,28 @@ async def _json_object(request: Request, max_body_bytes: int) -> dict[str, Any]:
 def serve(
     store: LabelStore, host: str, port: int, max_body_bytes: int = MAX_BODY_BYTES,
     tls: tuple[Path, Path] | None = None, forwarded_allow_ips: str | None = None,
+    timeouts: tuple[float, float] = (HEADER_TIMEOUT_SECONDS, BODY_TIMEOUT_SECONDS),
 ) -> None:
     """Run the app until interrupted (uvicorn, one process: SQLite serialises the writes anyway).
 
     With `tls` (certificate, key) it serves HTTPS and its cookie is `Secure`; beyond localhost without TLS,
     tokens and labels would cross the network in clear, which it says loudly. Behind a load balancer that ends
     TLS, `forwarded_allow_ips` (the balancer's addresses) makes the app trust its X-Forwarded-Proto and -For, so
-    the cookie is still `Secure` and logs show the annotators' addresses.
+    the cookie is still `Secure` and logs show the annotators' addresses. `timeouts`: seconds a client has to
+    send a request's head, then its body.
     """
     if tls is None and forwarded_allow_ips is None and host not in ("127.0.0.1", "localhost", "::1"):
         print(f"WARNING: serving on {host} without TLS: tokens and labels cross the network in clear; "
               "pass --tls-cert and --tls-key", file=sys.stderr, flush=True)
     certificate, key = tls or (None, None)
-    uvicorn.run(create_app(store, max_body_bytes), host=host, port=port, log_level="info",
+    if tls is None and forwarded_allow_ips is None:
+        print("WARNING: over plain HTTP the session cookie cannot be __Host- prefixed: any other service on this "
+              "host (another port) can set it and sign a browser in as someone else; serve with TLS for a team",
+              file=sys.stderr, flush=True)
+    header_timeout, body_timeout = timeouts
+    protocol = type("HeaderDeadlineH11", (_HeaderDeadlineH11,), {"header_timeout": header_timeout})
+    uvicorn.run(create_app(store, max_body_bytes, body_timeout), host=host, port=port, log_level="info",
                 ssl_certfile=certificate and str(certificate), ssl_keyfile=key and str(key),
-                proxy_headers=forwarded_allow_ips is not None, forwarded_allow_ips=forwarded_allow_ips)
+                proxy_headers=forwarded_allow_ips is not None, forwarded_allow_ips=forwarded_allow_ips,
+                http=protocol, h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+                limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=5)

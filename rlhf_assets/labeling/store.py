@@ -12,12 +12,16 @@ import hashlib
 import os
 import secrets
 import sqlite3
+import statistics
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel, Field
+
+from rlhf_assets.labeling.annotator_names import AnnotatorNameError, check_new_name
 from rlhf_assets.labeling.tasks import Choice, PairwiseTask
 
 ASSIGNMENT_LEASE_SECONDS = 600
@@ -78,6 +82,27 @@ class StoredLabel:
     created_at: float
 
 
+class LabelPacing(BaseModel):
+    """What must stand behind a label in the app: time spent on the pair and a share of the batch per person.
+
+    Without them one annotator could page through a batch with next + skip and finish it with 20 "tie" labels in
+    a few seconds, and the results would publish as if people had read the pairs."""
+
+    min_seconds_per_pair: float = Field(3.0, ge=0, le=3600, description="a label or skip counts only this long "
+                                        "after the pair was first shown to the annotator")
+    max_labels_per_annotator: int | None = Field(None, ge=1, description="labels one annotator may give per "
+                                                 "batch (none: no cap)")
+
+
+@dataclass(frozen=True)
+class AnnotatorSummary:
+    """One annotator's share of a batch."""
+
+    annotator: str
+    labels: int
+    median_seconds_on_pair: float | None
+
+
 @dataclass(frozen=True)
 class BatchProgress:
     """How far a batch is: labels counted up to `overlap` per task, and tasks that have all theirs."""
@@ -106,12 +131,15 @@ def token_digest(token: str) -> str:
 class LabelStore:
     """Tasks, annotators and labels in one SQLite file (created with its schema on first use)."""
 
-    def __init__(self, path: Path, max_leases_per_annotator: int = 1) -> None:
+    def __init__(self, path: Path, max_leases_per_annotator: int = 1, pacing: LabelPacing | None = None) -> None:
         """`max_leases_per_annotator`: how many tasks one annotator may hold at once (one per open tab or batch);
-        past it, their oldest lease is given up, so nobody keeps tasks from others by asking for more."""
+        past it, their oldest lease is given up, so nobody keeps tasks from others by asking for more. `pacing`:
+        what a label must have behind it (time on the pair, a share of the batch); none for the store's own
+        tools, the app's settings where annotators label."""
         if max_leases_per_annotator < 1:
             raise ValueError("max_leases_per_annotator must be at least 1")
         self.path, self.max_leases = Path(path), max_leases_per_annotator
+        self.pacing = pacing or LabelPacing(min_seconds_per_pair=0.0)
         # It holds the un-blinding key and annotators' comments: a new directory and database are owner-only
         # (SQLite gives its -wal/-shm files the database's mode).
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -125,6 +153,10 @@ class LabelStore:
                 connection.execute("ALTER TABLE batches ADD COLUMN guidelines TEXT NOT NULL DEFAULT ''")
             if "stream" not in columns:  # from before each policy had its own tasks (all were the recipe PPO's)
                 connection.execute(f"ALTER TABLE batches ADD COLUMN stream TEXT NOT NULL DEFAULT '{DEFAULT_STREAM}'")
+            if "shown_at" not in {row["name"] for row in connection.execute("PRAGMA table_info(assignments)")}:
+                connection.execute("ALTER TABLE assignments ADD COLUMN shown_at REAL NOT NULL DEFAULT 0")
+            if "seconds_on_pair" not in {row["name"] for row in connection.execute("PRAGMA table_info(labels)")}:
+                connection.execute("ALTER TABLE labels ADD COLUMN seconds_on_pair REAL")
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -235,12 +267,18 @@ class LabelStore:
             return self._require_task(db, task_id)["batch_id"]
 
     def add_annotator(self, name: str) -> str:
-        """Create an annotator and return their access token (shown once; only its digest is kept)."""
-        if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-            raise LabelError(f"annotator name {name!r} must be letters, digits, '-', '_' or '.'", 400)
+        """Create an annotator and return their access token (shown once; only its digest is kept).
+
+        The name is what the sign-in page shows to confirm whose token it is, so it must not pass for another
+        (`annotator_names.check_new_name`: normalised, one script, bounded, no look-alike of an existing one)."""
         token = secrets.token_urlsafe(24)
         try:
             with self._write() as db:
+                existing = [row["name"] for row in db.execute("SELECT name FROM annotators")]
+                try:
+                    check_new_name(name, existing)
+                except AnnotatorNameError as error:
+                    raise LabelError(str(error), 409 if error.conflict else 400) from None
                 db.execute("INSERT INTO annotators VALUES (?, ?, ?)", (name, token_digest(token), time.time()))
         except sqlite3.IntegrityError:
             raise LabelError(f"annotator {name!r} already exists (use `reset-token` for a new token)", 409) from None
@@ -274,17 +312,22 @@ class LabelStore:
         """
         now = time.time()
         with self._write() as db:
+            if self._reached_cap(db, annotator, batch_id):
+                return None
             row = self._open_task(db, annotator, batch_id, now)
             if row is None:
                 return None
+            held = db.execute("SELECT shown_at FROM assignments WHERE annotator = ? AND task_id = ? AND expires_at > ?",
+                              (annotator, row["task_id"], now)).fetchone()
+            shown_at = held["shown_at"] if held is not None else now  # a reload keeps the time it was first shown
             db.execute("DELETE FROM assignments WHERE annotator = ? AND (task_id = ? OR expires_at <= ?)",
                        (annotator, row["task_id"], now))
             kept = [r["task_id"] for r in db.execute(
                 "SELECT task_id FROM assignments WHERE annotator = ? ORDER BY expires_at DESC", (annotator,))]
             for task_id in kept[self.max_leases - 1:]:  # the oldest beyond the cap make room for this one
                 db.execute("DELETE FROM assignments WHERE annotator = ? AND task_id = ?", (annotator, task_id))
-            db.execute("INSERT INTO assignments VALUES (?, ?, ?)",
-                       (row["task_id"], annotator, now + ASSIGNMENT_LEASE_SECONDS))
+            db.execute("INSERT INTO assignments (task_id, annotator, expires_at, shown_at) VALUES (?, ?, ?, ?)",
+                       (row["task_id"], annotator, now + ASSIGNMENT_LEASE_SECONDS, shown_at))
         return PairwiseTask(row["task_id"], row["prompt_id"], row["prompt"], row["response_a"], row["response_b"],
                             row["rlhf_shown_as"])
 
@@ -308,9 +351,11 @@ class LabelStore:
             ).fetchone()
 
     def skip(self, annotator: str, task_id: str) -> None:
-        """Put a task behind the annotator's other tasks and release their lease on it."""
+        """Put a task behind the annotator's other tasks and release their lease on it. Under pacing, a skip takes
+        as long on the pair as a label: skipping through a batch reveals its tasks no faster than labelling."""
         with self._write() as db:
             self._require_task(db, task_id)
+            self._time_on_pair(db, annotator, task_id, "skip")
             db.execute("INSERT OR REPLACE INTO skips VALUES (?, ?, ?)", (task_id, annotator, time.time()))
             db.execute("DELETE FROM assignments WHERE task_id = ? AND annotator = ?", (task_id, annotator))
 
@@ -338,10 +383,14 @@ class LabelStore:
                 raise LabelError(f"{annotator} already labelled task {task_id} as {label.choice.value!r}; "
                                  "the first label is kept", 409)
             self._require_open(db, task, annotator)
+            if self._reached_cap(db, annotator, task["batch_id"]):
+                raise LabelError(f"{annotator} has given {self.pacing.max_labels_per_annotator} labels in batch "
+                                 f"{task['batch_id']}, the most one annotator may give", 409)
+            seconds = self._time_on_pair(db, annotator, task_id, "label")
             cursor = db.execute(
-                "INSERT INTO labels (task_id, annotator, choice, comment, rlhf_shown_as, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (task_id, annotator, parsed.value, comment, task["rlhf_shown_as"], time.time()),
+                "INSERT INTO labels (task_id, annotator, choice, comment, rlhf_shown_as, created_at, seconds_on_pair) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (task_id, annotator, parsed.value, comment, task["rlhf_shown_as"], time.time(), seconds),
             )
             db.execute("DELETE FROM assignments WHERE task_id = ? AND annotator = ?", (task_id, annotator))
             db.execute("DELETE FROM skips WHERE task_id = ? AND annotator = ?", (task_id, annotator))
@@ -366,6 +415,39 @@ class LabelStore:
         if labelled + len(leased) >= batch["overlap"]:
             raise LabelError(f"task {task['task_id']} is not open to {annotator}: it has {labelled} of "
                              f"{batch['overlap']} label(s) and {len(leased)} live lease(s) held by others", 409)
+
+    def _reached_cap(self, db: sqlite3.Connection, annotator: str, batch_id: str) -> bool:
+        cap = self.pacing.max_labels_per_annotator
+        return cap is not None and db.execute(
+            "SELECT COUNT(*) FROM labels l JOIN tasks t ON t.task_id = l.task_id WHERE t.batch_id = ? "
+            "AND l.annotator = ?", (batch_id, annotator)).fetchone()[0] >= cap
+
+    def _time_on_pair(self, db: sqlite3.Connection, annotator: str, task_id: str, action: str) -> float | None:
+        """Seconds since the pair was first shown to the annotator (None if it never was); under pacing, a
+        `label` or `skip` needs the pair shown to them (`next`) at least `min_seconds_per_pair` ago."""
+        now = time.time()
+        held = db.execute("SELECT shown_at FROM assignments WHERE task_id = ? AND annotator = ? AND expires_at > ?",
+                          (task_id, annotator, now)).fetchone()
+        seconds = now - held["shown_at"] if held is not None and held["shown_at"] else None
+        minimum = self.pacing.min_seconds_per_pair
+        if minimum > 0 and seconds is None:
+            raise LabelError(f"task {task_id} is not shown to {annotator} now: ask for it first (GET /api/next), "
+                             f"then {action} it", 409)
+        if minimum > 0 and seconds is not None and seconds < minimum:
+            raise LabelError(f"a {action} counts after {minimum:g} s on the pair; task {task_id} was shown "
+                             f"{seconds:.1f} s ago", 425)
+        return seconds
+
+    def annotator_summary(self, batch_id: str) -> list[AnnotatorSummary]:
+        """Per annotator of a batch: labels given and the median time on a pair, for the results to show."""
+        with self._read() as db:
+            rows = db.execute("SELECT l.annotator, l.seconds_on_pair FROM labels l JOIN tasks t ON "
+                              "t.task_id = l.task_id WHERE t.batch_id = ? ORDER BY l.annotator", (batch_id,))
+            times: dict[str, list[float | None]] = {}
+            for row in rows:
+                times.setdefault(row["annotator"], []).append(row["seconds_on_pair"])
+        return [AnnotatorSummary(name, len(seconds), statistics.median(known) if (known := [
+            s for s in seconds if s is not None]) else None) for name, seconds in times.items()]
 
     @staticmethod
     def _require_task(db: sqlite3.Connection, task_id: str) -> sqlite3.Row:

@@ -74,12 +74,26 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, Any], bytes]:
     for field in ("config", "state_dict"):
         if not isinstance(loaded, dict) or field not in loaded:
             raise ToxicityModelError(f"{path}: field {field!r} missing (Detoxify needs config and state_dict)")
-    for field in ("model_type", "model_name", "tokenizer_name", "num_classes"):
-        if field not in loaded["config"].get("arch", {}).get("args", {}):
-            raise ToxicityModelError(f"{path}: field 'config.arch.args.{field}' missing")
-    if "classes" not in loaded["config"].get("dataset", {}).get("args", {}):
-        raise ToxicityModelError(f"{path}: field 'config.dataset.args.classes' missing")
+    types = {"model_type": str, "model_name": str, "tokenizer_name": str, "num_classes": int}
+    for field, kind in types.items():
+        value = _field(loaded, path, "config", "arch", "args", field)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ToxicityModelError(f"{path}: field 'config.arch.args.{field}' is {value!r}; it must be of type "
+                                     f"{kind.__name__}")
+    classes = _field(loaded, path, "config", "dataset", "args", "classes")
+    if not isinstance(classes, list | tuple) or not all(isinstance(name, str) for name in classes):
+        raise ToxicityModelError(f"{path}: field 'config.dataset.args.classes' is {classes!r}, not a list of names")
     return loaded, data
+
+
+def _field(loaded: dict[str, Any], path: Path, *names: str) -> Any:
+    """`loaded[names[0]][names[1]]...`, or a named error for the first level that is missing or not a dict."""
+    value: Any = loaded
+    for depth, name in enumerate(names):
+        if not isinstance(value, dict) or name not in value:
+            raise ToxicityModelError(f"{path}: field '{'.'.join(names[:depth + 1])}' missing")
+        value = value[name]
+    return value
 
 
 def import_checkpoint(checkpoint: Path, huggingface_config_path: Path, directory: Path) -> Path:
@@ -118,21 +132,42 @@ def import_published(model_type: str, directory: Path) -> Path:
     return directory / CHECKPOINT_FILE
 
 
-def _check_shapes(directory: Path, loaded: dict[str, Any]) -> None:
-    """Name the first tensor whose shape the `hf/` config does not give (transformers only says "mismatch")."""
+def _check_weights(directory: Path, loaded: dict[str, Any]) -> None:
+    """Require exactly the weights the `hf/` config's model has, each of its shape, naming the first that is not.
+
+    Detoxify hands the state dict to `from_pretrained`, which initialises a missing weight at random and drops
+    an unknown one with a log line: a checkpoint without its classifier head would score every text about 0.5.
+    Buffers the model computes itself (e.g. BERT's `position_ids`, saved by older transformers) may be present
+    or absent.
+    """
     import transformers
 
     args = loaded["config"]["arch"]["args"]
-    model_class = getattr(transformers, args["model_name"], None)
+    source = directory / CHECKPOINT_FILE
+    model_name = args["model_name"]
+    model_class = getattr(transformers, model_name, None) if isinstance(model_name, str) else None
     if model_class is None:
-        raise ToxicityModelError(f"{directory / CHECKPOINT_FILE}: field 'config.arch.args.model_name' "
-                                 f"{args['model_name']!r} is not a transformers class")
+        raise ToxicityModelError(f"{source}: field 'config.arch.args.model_name' {model_name!r} is not a "
+                                 "transformers class")
     with torch.device("meta"):
-        expected = model_class(model_class.config_class.from_pretrained(directory / HF_DIR)).state_dict()
-    for name, tensor in loaded["state_dict"].items():
+        model = model_class(model_class.config_class.from_pretrained(directory / HF_DIR))
+    expected = model.state_dict()
+    computed = {name for name, _ in model.named_buffers()}
+    given = loaded["state_dict"]
+    if not isinstance(given, dict):
+        raise ToxicityModelError(f"{source}: field 'state_dict' is a {type(given).__name__}, not a dict of tensors")
+    missing = sorted(set(expected) - set(given) - computed)
+    extra = sorted(set(given) - set(expected) - computed)
+    if missing or extra:
+        raise ToxicityModelError(f"{source}: field 'state_dict' does not hold exactly the weights of the model in "
+                                 f"{HF_DIR}/: missing {missing[:5]} ({len(missing)}), not in the model {extra[:5]} "
+                                 f"({len(extra)})")
+    for name, tensor in given.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise ToxicityModelError(f"{source}: field 'state_dict.{name}' is a {type(tensor).__name__}, not a tensor")
         if name in expected and tuple(tensor.shape) != tuple(expected[name].shape):
             raise ToxicityModelError(
-                f"{directory / CHECKPOINT_FILE}: field 'state_dict.{name}' has shape {tuple(tensor.shape)}, "
+                f"{source}: field 'state_dict.{name}' has shape {tuple(tensor.shape)}, "
                 f"the model in {HF_DIR}/ expects {tuple(expected[name].shape)}"
             )
 
@@ -146,7 +181,7 @@ def load_detoxify(directory: Path, device: str = "cpu") -> Any:
     from detoxify import Detoxify
 
     loaded, data = _read_checkpoint(directory / CHECKPOINT_FILE)
-    _check_shapes(directory, loaded)
+    _check_weights(directory, loaded)
     try:
         with contextlib.chdir(directory):
             scorer = Detoxify(checkpoint=io.BytesIO(data), huggingface_config_path=HF_DIR, device=device)

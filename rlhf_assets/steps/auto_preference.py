@@ -28,6 +28,7 @@ from rlhf_assets.eval.length import (
 from rlhf_assets.eval.preference import RECIPE_REFERENCE, PreferenceSummary, judge_by_margin, summarize_outcomes
 from rlhf_assets.eval.reporting import interval_text
 from rlhf_assets.layouts import OUTCOMES, RESPONSES
+from rlhf_assets.modeling.complete_load import load_complete
 from rlhf_assets.modeling.scoring import RewardReadout
 from rlhf_assets.ppo.reward_scorer import RewardModelScorer
 from rlhf_assets.presets import EvalSpec, RewardSpec
@@ -43,7 +44,7 @@ def load_judge(runtime: StepRuntime, spec: EvalSpec, judge: RewardSpec) -> tuple
                                     batch_size=spec.judge_batch_size)
         return scorer, "judge_model"
     device = reward_device()
-    model = AutoModelForSequenceClassification.from_pretrained(spec.judge).to(device)
+    model = load_complete(AutoModelForSequenceClassification, spec.judge).to(device)
     tokenizer = AutoTokenizer.from_pretrained(spec.judge)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -18,6 +18,7 @@ from rlhf_assets.compute.memory_plan import ModelShape, Precision, finetune_plan
 from rlhf_assets.eval.preference import wilson_interval
 from rlhf_assets.eval.reporting import interval_text
 from rlhf_assets.modeling.base import BaseModelRef, count_parameters, write_pointer
+from rlhf_assets.modeling.complete_load import load_complete
 from rlhf_assets.presets import DPOSpec
 from rlhf_assets.steps.data_io import read_split
 from rlhf_assets.steps.memory import check_memory_plan, this_gpu, training_ranks
@@ -58,7 +59,7 @@ def main(runtime: StepRuntime) -> None:
                          frozen_reference=True, gpu=this_gpu())
     plan_metadata = check_memory_plan(runtime, plan)
     tokenizer = sft.tokenizer()
-    model = AutoModelForCausalLM.from_pretrained(sft.weights)
+    model = load_complete(AutoModelForCausalLM, sft.weights)
     preference = runtime.channel("preference_dataset")
     train = preference_texts(read_split(preference, "train", spec.max_train_rows), tokenizer, spec)
     held_out = preference_texts(read_split(preference, "test", spec.eval_rows), tokenizer, spec)

@@ -15,6 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf_assets.modeling.base import BaseModelRef
+from rlhf_assets.modeling.complete_load import load_complete
 from rlhf_assets.modeling.encoding import encode_prompts
 from rlhf_assets.ppo.sampling import sample_responses
 from rlhf_assets.presets import GenerationSpec
@@ -29,7 +30,7 @@ def load_policy(directory: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBa
         raise StepInputError(str(exc)) from None
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(ref.weights, dtype=dtype).to(device).eval()
+    model = load_complete(AutoModelForCausalLM, ref.weights, dtype=dtype).to(device).eval()
     tokenizer = ref.tokenizer()
     tokenizer.padding_side = "left"
     return model, tokenizer

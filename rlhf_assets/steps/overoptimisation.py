@@ -18,6 +18,7 @@ from rlhf_assets.eval.bootstrap import Interval, bootstrap_mean, paired_bootstra
 from rlhf_assets.eval.overoptimisation import CurvePoint, curve_plot, curve_table, over_optimisation_warning
 from rlhf_assets.layouts import CURVE, EVAL_PROMPTS
 from rlhf_assets.modeling.base import BaseModelRef
+from rlhf_assets.modeling.complete_load import load_complete
 from rlhf_assets.ppo.sampling import sequence_kl
 from rlhf_assets.ppo.snapshots import SNAPSHOTS_DIR, apply_snapshot, read_index
 from rlhf_assets.presets import EvalSpec, RewardSpec
@@ -61,7 +62,7 @@ def main(runtime: StepRuntime) -> None:
     kls: dict[int, list[float]] = {0: [0.0] * len(prompts)}
     texts[0], _ = sample_point(runtime, "SFT", sft, sft, tokenizer, prompts, spec)
     for entry in snapshots:
-        fresh = type(sft).from_pretrained(sft_weights, dtype=next(sft.parameters()).dtype)
+        fresh = load_complete(type(sft), sft_weights, dtype=next(sft.parameters()).dtype)
         model = apply_snapshot(fresh, policy_dir / SNAPSHOTS_DIR, entry).to(next(sft.parameters()).device).eval()
         texts[entry["step"]], kls[entry["step"]] = sample_point(runtime, f"step {entry['step']}", model, sft,
                                                                  tokenizer, prompts, spec)

@@ -29,6 +29,7 @@ from rlhf_assets.eval.length import log_length, regression_adjusted, word_count
 from rlhf_assets.eval.reporting import interval_text
 from rlhf_assets.layouts import EVAL_PROMPTS
 from rlhf_assets.modeling.base import BaseModelRef, count_parameters, write_pointer
+from rlhf_assets.modeling.complete_load import load_complete
 from rlhf_assets.modeling.encoding import encode_prompts
 from rlhf_assets.ppo.config import PPOConfig
 from rlhf_assets.ppo.reward_scorer import DeltaReward, RewardModelScorer
@@ -109,7 +110,7 @@ def evaluate(
 
 def load_frozen(weights: str, dtype: torch.dtype | None = None) -> PreTrainedModel:
     """The SFT model as a frozen reference (training with full weights; always for the final comparison)."""
-    return AutoModelForCausalLM.from_pretrained(weights, dtype=dtype).eval().requires_grad_(False)
+    return load_complete(AutoModelForCausalLM, weights, dtype=dtype).eval().requires_grad_(False)
 
 
 def release_training_state(trainer: PPOTrainer) -> None:
@@ -163,7 +164,7 @@ def train_ours(runtime: StepRuntime, spec: PPOSpec, sft: BaseModelRef, tokenizer
     # The value head and LoRA adapters start from random weights: seeded here, not by whatever drew from the
     # global RNG before (two fresh runs trained different value heads from identical rollouts without this).
     torch.manual_seed(cfg.seed)
-    base = AutoModelForCausalLM.from_pretrained(sft.weights)
+    base = load_complete(AutoModelForCausalLM, sft.weights)
     if cfg.lora_rank:
         base = add_lora(base, cfg.lora_rank, cfg.lora_alpha)
         trainable = sum(p.numel() for p in base.parameters() if p.requires_grad)

@@ -20,6 +20,7 @@ from trl import RewardConfig, RewardTrainer
 
 from rlhf_assets.compute.memory_plan import ModelShape, Precision, finetune_plan
 from rlhf_assets.modeling.base import BaseModelRef, count_parameters
+from rlhf_assets.modeling.complete_load import load_complete
 from rlhf_assets.modeling.encoding import encode_prompt_response
 from rlhf_assets.modeling.scoring import RewardReadout, eos_readout, last_attended_positions, reward_scores, rewards_at
 from rlhf_assets.modeling.trlx_reward import load_trlx_reward_model
@@ -96,8 +97,9 @@ def train_reward_model(runtime: StepRuntime, spec: RewardSpec, held_out: pd.Data
     plan_metadata = check_memory_plan(runtime, plan)
     tokenizer = base.tokenizer()
     readout = eos_readout(tokenizer.eos_token_id)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base.weights, num_labels=1, pad_token_id=tokenizer.pad_token_id
+    model = load_complete(  # a new one-output head on the trunk, in place of its language-model head
+        AutoModelForSequenceClassification, base.weights, new_head=("score.",),
+        dropped_head=("embed_out.", "lm_head."), num_labels=1, pad_token_id=tokenizer.pad_token_id
     )
     train = encode_pairs(read_split(runtime.channel("preference_dataset"), train_split, spec.max_train_rows),
                          tokenizer, spec, append_eos=readout.append_eos)

@@ -10,6 +10,7 @@ import torch
 from pydantic import ValidationError
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from rlhf_assets.modeling.complete_load import load_complete
 from rlhf_assets.modeling.scoring import RewardReadout
 from rlhf_assets.ppo.reward_scorer import RewardModelScorer
 from rlhf_assets.steps.reward import REWARD_INFO_FILE
@@ -52,8 +53,8 @@ def load_reward_scorer(
                              f"the reward model with this version: {exc.errors()[0]['msg']}") from exc
     tokenizer = AutoTokenizer.from_pretrained(directory)
     device = reward_device()
-    model = AutoModelForSequenceClassification.from_pretrained(
-        directory, dtype=torch.float16 if device.type == "cuda" else torch.float32
+    model = load_complete(
+        AutoModelForSequenceClassification, directory, dtype=torch.float16 if device.type == "cuda" else torch.float32
     ).to(device)
     return RewardModelScorer(model, tokenizer, readout=readout, max_length=max_length,
                              max_response_tokens=max_response_tokens, batch_size=batch_size,

@@ -16,6 +16,7 @@ from trl import SFTConfig, SFTTrainer
 
 from rlhf_assets.compute.memory_plan import ModelShape, Precision, finetune_plan
 from rlhf_assets.modeling.base import BaseModelRef, count_parameters, write_pointer
+from rlhf_assets.modeling.complete_load import load_complete
 from rlhf_assets.modeling.encoding import encode_prompt_response
 from rlhf_assets.presets import TrainSpec
 from rlhf_assets.steps.data_io import read_split
@@ -53,7 +54,7 @@ def main(runtime: StepRuntime) -> None:
                          max_length=spec.max_length, sequences_per_row=1, language_model_head=True, gpu=this_gpu())
     plan_metadata = check_memory_plan(runtime, plan)
     tokenizer = base.tokenizer()
-    model = AutoModelForCausalLM.from_pretrained(base.weights)
+    model = load_complete(AutoModelForCausalLM, base.weights)
     preference = runtime.channel("preference_dataset")
     train = encode_demonstrations(read_split(preference, "train", spec.max_train_rows), tokenizer, spec)
     held_out = encode_demonstrations(read_split(preference, "test", spec.eval_rows), tokenizer, spec)

@@ -20,7 +20,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from rlhf_assets.checkpoint_integrity import MARKER_PREFIX, incomplete_reason, job_hosts, write_marker
 from rlhf_assets.presets import TrainSpec
-from rlhf_assets.steps.runtime import StepRuntime
+from rlhf_assets.steps.runtime import StepRuntime, launched_with_deepspeed
 
 
 class CheckpointMarkerCallback(TrainerCallback):
@@ -64,11 +64,6 @@ def last_checkpoint(runtime: StepRuntime) -> str | None:
             return str(candidate)
         runtime.log(f"skipping {candidate}: {reason}")
     return None
-
-
-def launched_with_deepspeed() -> bool:
-    """Whether `accelerate launch` started this process with a DeepSpeed config (the recipe's ZeRO-2)."""
-    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
 
 
 def trainer_arguments(spec: TrainSpec, runtime: StepRuntime) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
+from rlhf_assets.modeling.complete_load import load_complete
 from rlhf_assets.ppo.reward_scorer import RewardModelScorer
 from rlhf_assets.presets import PPOSpec
 from rlhf_assets.steps.progress import RuntimeProgressCallback
@@ -54,7 +55,7 @@ def train_with_trl(
     )
     progress = RuntimeProgressCallback(runtime)
     trainer = prepared(trainer_class(
-        model=AutoModelForCausalLM.from_pretrained(sft_weights), reward_funcs=reward_model, args=args,
+        model=load_complete(AutoModelForCausalLM, sft_weights), reward_funcs=reward_model, args=args,
         train_dataset=Dataset.from_dict({"prompt": list(prompts)}), processing_class=tokenizer,
         callbacks=[progress, CheckpointMarkerCallback()],
     ), runtime)

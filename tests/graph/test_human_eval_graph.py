@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import stat
 import time
 from pathlib import Path
 
@@ -51,6 +52,13 @@ def test_tasks_are_blinded_queued_and_exported_for_ground_truth(graph) -> None:
     for line in lines:
         shown = json.loads(json.loads(line)["source"])
         assert set(shown) == {"task_id", "prompt", "response_a", "response_b"}
+    # Blinding survives reading the store and the UI: what pairs a task with its policy is owner-only, and the
+    # tasks' preview shows no reply text to match against eval_responses' (policy-labelled) preview.
+    for paired in (directory, artifact_dir(instance, root, "eval_responses")):
+        modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in paired.rglob("*")}
+        assert all(mode & 0o077 == 0 for mode in modes.values()), modes
+    preview = instance.get_latest_materialization_event(AssetKey("human_eval_tasks")).asset_materialization
+    assert "response_a" not in str(preview.metadata["preview"].value)
     store = LabelStore(root / "labeling" / "labels.sqlite")
     dpo = manifest_of(instance, root, "dpo_policy/human_eval_tasks")
     assert sorted(store.active_batches()) == sorted([manifest.config["batch_id"], dpo.config["batch_id"]]), \

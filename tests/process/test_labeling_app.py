@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 
@@ -196,7 +199,12 @@ def test_tls_serves_https_with_a_secure_cookie(store: LabelStore, tmp_path: Path
                                   allow_redirects=False, timeout=10)
         assert signed_in.status_code == 303
         cookie = signed_in.headers["set-cookie"]
-        assert "rlhf_label_token=" in cookie and "Secure" in cookie and "HttpOnly" in cookie
+        assert cookie.startswith("__Host-rlhf_label_token=") and "Secure" in cookie and "HttpOnly" in cookie
+        assert "Path=/" in cookie and "Domain" not in cookie
+        # Cookie tossing: another service on this host (any port) sets the unprefixed name for the victim's
+        # browser; under TLS only the __Host- cookie, which such a page cannot plant over plain HTTP, is read.
+        tossed = requests.get(url + "/", cookies={"rlhf_label_token": token}, verify=str(cert), timeout=10)
+        assert tossed.status_code == 401
     half = subprocess.run([sys.executable, "-m", "rlhf_assets.cli", "--db", str(store.path), "label",
                            "--tls-cert", str(cert)], capture_output=True, text=True, timeout=60)
     assert half.returncode == 2 and "--tls-cert and --tls-key go together" in half.stderr
@@ -215,3 +223,96 @@ def test_behind_a_load_balancer_that_ends_tls_the_cookie_is_still_secure(store: 
         direct = requests.post(url + "/login", data=sign_in, headers=balancer, allow_redirects=False, timeout=10)
     assert behind.status_code == direct.status_code == 303
     assert "Secure" in behind.headers["set-cookie"] and "Secure" not in direct.headers["set-cookie"]
+
+
+def _server_pid(url: str) -> int:
+    port = int(url.rsplit(":", 1)[1])
+    return next(c.pid for c in psutil.net_connections(kind="tcp") if c.laddr.port == port and c.status == "LISTEN")
+
+
+def _raw(url: str, data: bytes, *, timeout: float = 10) -> bytes:
+    """Send `data` on a fresh connection and return what comes back before the server closes it."""
+    port = int(url.rsplit(":", 1)[1])
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        try:
+            connection.sendall(data)
+            while chunk := connection.recv(65536):
+                received += chunk
+        except (BrokenPipeError, ConnectionResetError):  # refused and closed while we were still sending
+            pass
+    return received
+
+
+def test_the_app_bounds_what_a_client_can_make_it_hold_without_signing_in(store: LabelStore) -> None:
+    """Issue 28 (5): 1,000 x 1 MB form fields took /login from 210 MB to 1.25 GB; a multipart upload spooled
+    400 MB to disk; a 100 MB header stalled the event loop; trickling clients were never cut off."""
+    queue_tasks(store, 1)
+    options = ["--header-timeout", "2", "--body-timeout", "2"]
+    with labeling_server(store.path, options=options) as url:
+        server = psutil.Process(_server_pid(url))
+        before = server.memory_info().rss
+        fields = "&".join(f"f{i}=" + "a" * 1_000_000 for i in range(20))
+        declared = requests.post(url + "/login", data=fields, timeout=30,
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert declared.status_code == 413 and "1,000,000-byte limit" in declared.text
+
+        def chunks():
+            for _ in range(200):  # 200 MB, no Content-Length
+                yield b"f=" + b"a" * 1_000_000 + b"&"
+        try:
+            streamed = requests.post(url + "/login", data=chunks(), timeout=30,
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+            assert streamed.status_code == 413
+        except requests.ConnectionError:
+            pass  # the server answered 413 and closed while the client was still sending: refused either way
+        multipart = requests.post(url + "/login", files={"token": ("t.txt", b"x" * 100_000)}, timeout=30)
+        assert multipart.status_code == 415 and "multipart" in multipart.text
+        grown = (server.memory_info().rss - before) / 2**20
+        assert grown < 50, f"the server grew by {grown:.0f} MiB"
+
+        big_header = _raw(url, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5_000_000 + b"\r\n\r\n")
+        assert big_header == b"" or big_header.split(b" ")[1] in (b"400", b"431"), big_header[:200]
+        many = b"".join(b"X-%d: 1\r\n" % i for i in range(150))
+        counted = _raw(url, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
+        assert counted.startswith(b"HTTP/1.1 431")
+
+        started = time.monotonic()
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as slow:
+            slow.settimeout(0.5)
+            slow.sendall(b"GET /healthz HTTP/1.1\r\n")
+            closed = False
+            while not closed and time.monotonic() - started < 8:
+                try:
+                    slow.sendall(b"X: 1\r\n")  # one header line every half second, for ever
+                    closed = slow.recv(1) == b""
+                except TimeoutError:
+                    continue
+                except OSError:
+                    closed = True
+        assert closed and time.monotonic() - started < 4.5, "a client trickling its headers is cut off"
+        trickled = _raw(url, b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                        b"Content-Type: application/x-www-form-urlencoded\r\n\r\ntoken=")
+        assert trickled.startswith(b"HTTP/1.1 408"), trickled[:200]
+        assert requests.get(url + "/healthz", timeout=5).text == "ok", "still serving everyone else"
+
+
+def test_a_label_needs_time_on_the_pair_through_the_api(store: LabelStore) -> None:
+    """Issue 28 (7), over HTTP with the app's default pacing: 425 until the pair was shown long enough."""
+    tasks = queue_tasks(store, 2)
+    token = store.add_annotator("gil")
+    headers = {"Authorization": f"Bearer {token}"}
+    with labeling_server(store.path, options=["--min-seconds-per-pair", "1.5"]) as url:
+        acknowledge_guidelines(url, headers)
+        shown = requests.get(url + "/api/next", headers=headers, timeout=10).json()
+        early = requests.post(url + "/api/labels", headers=headers, json={"task_id": shown["task_id"], "choice": "tie"},
+                              timeout=10)
+        assert early.status_code == 425 and "counts after 1.5 s on the pair" in early.json()["error"]
+        skipped = requests.post(url + "/api/skip", headers=headers, json={"task_id": shown["task_id"]}, timeout=10)
+        assert skipped.status_code == 425
+        time.sleep(1.6)
+        late = requests.post(url + "/api/labels", headers=headers, json={"task_id": shown["task_id"], "choice": "tie"},
+                             timeout=10)
+        assert late.status_code == 201
+    assert {task.task_id for task in tasks} >= {label.task_id for label in store.labels(store.active_batch())}

@@ -79,6 +79,51 @@ def test_missing_and_malformed_checkpoints_name_the_file_and_field(tiny_bert, tm
         load_detoxify(tmp_path)
 
 
+@pytest.mark.parametrize(("change", "message"), [
+    ("drop_head", r"missing \['classifier.bias', 'classifier.weight'\] \(2\)"),
+    ("extra_key", r"not in the model \['planted.weight'\] \(1\)"),
+    ("drop_buffer", None),
+], ids=["missing-weights", "extra-weight", "computed-buffer-absent"])
+def test_a_checkpoint_loads_completely_or_not_at_all(tiny_bert, tmp_path: Path, change: str,
+                                                     message: str | None) -> None:
+    """Without the head, Detoxify (through `from_pretrained`) would score every text with random weights; an
+    extra tensor would be dropped silently. A buffer the model computes itself may be absent."""
+    model, tokenizer = tiny_bert
+    save_detoxify_checkpoint(tmp_path, model, tokenizer, ORIGINAL_CLASSES)
+    loaded = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    weights = loaded["state_dict"]
+    if change == "drop_head":
+        del weights["classifier.weight"], weights["classifier.bias"]
+    elif change == "extra_key":
+        weights["planted.weight"] = torch.zeros(2)
+    else:
+        weights.pop("bert.embeddings.position_ids", None)
+        weights.pop("bert.embeddings.token_type_ids", None)
+    torch.save(loaded, tmp_path / CHECKPOINT_FILE)
+    if message is None:
+        assert len(toxicity_of(load_detoxify(tmp_path), TEXTS, 4)) == len(TEXTS)
+        return
+    with pytest.raises(ToxicityModelError, match=r"detoxify.ckpt: field 'state_dict' does not hold exactly the "
+                                                 r"weights of the model in hf/: .*" + message):
+        load_detoxify(tmp_path)
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("model_name", 7, r"field 'config.arch.args.model_name' is 7; it must be of type str"),
+    ("num_classes", "6", r"field 'config.arch.args.num_classes' is '6'; it must be of type int"),
+    ("model_name", "NoSuchModel", r"'NoSuchModel' is not a transformers class"),
+])
+def test_config_fields_of_the_wrong_type_are_named(tiny_bert, tmp_path: Path, field: str, value: object,
+                                                   message: str) -> None:
+    model, tokenizer = tiny_bert
+    save_detoxify_checkpoint(tmp_path, model, tokenizer, ORIGINAL_CLASSES)
+    loaded = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    loaded["config"]["arch"]["args"][field] = value
+    torch.save(loaded, tmp_path / CHECKPOINT_FILE)
+    with pytest.raises(ToxicityModelError, match=message):
+        load_detoxify(tmp_path)
+
+
 class _Payload:
     """A pickle that runs a command when unpickled, as an attacker with write access to the store would plant."""
 

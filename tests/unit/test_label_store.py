@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_assets.labeling.store import LabelError, LabelStore
+from rlhf_assets.labeling.store import LabelError, LabelPacing, LabelStore
 from rlhf_assets.labeling.tasks import Choice, TaskFileError, batch_id, build_tasks, read_tasks, write_tasks
 from rlhf_assets.presets import HumanEvalSpec
 from tests.labeling_helpers import fixed_order, queue_tasks, responses_table
@@ -292,3 +292,51 @@ def test_one_annotator_holds_no_more_leases_than_the_cap(tmp_path: Path, cap: in
     assert offered == {task.task_id for task in first_tasks}
     with pytest.raises(ValueError, match="at least 1"):
         LabelStore(tmp_path / "labels.sqlite", max_leases_per_annotator=0)
+
+
+def test_labels_and_skips_count_only_after_time_on_the_pair_and_up_to_the_cap(tmp_path: Path, monkeypatch) -> None:
+    """Issue 28 (7): `/api/next` + `/api/skip` enumerated a batch and 20 "tie" labels finished it in 2.8 s. Under
+    pacing a label or skip needs the pair shown for `min_seconds_per_pair`, and one annotator gives at most
+    `max_labels_per_annotator` labels per batch; the results see each annotator's count and median time."""
+    clock = [1000.0]
+    monkeypatch.setattr("rlhf_assets.labeling.store.time.time", lambda: clock[0])
+    store = LabelStore(tmp_path / "labels.sqlite",
+                       pacing=LabelPacing(min_seconds_per_pair=5, max_labels_per_annotator=2))
+    tasks = queue_tasks(store, 4)
+    store.add_annotator("alice")
+    batch = store.active_batch()
+    with pytest.raises(LabelError, match="is not shown to alice now: ask for it first") as unasked:
+        store.submit("alice", tasks[0].task_id, "tie")
+    assert unasked.value.status == 409
+    first = store.next_task("alice", batch)
+    clock[0] += 1
+    with pytest.raises(LabelError, match=r"a skip counts after 5 s on the pair; task .* was shown 1.0 s ago") as early:
+        store.skip("alice", first.task_id)
+    assert early.value.status == 425
+    assert store.next_task("alice", batch).task_id == first.task_id, "a reload keeps the pair and its clock"
+    clock[0] += 4
+    store.submit("alice", first.task_id, "tie")
+    second = store.next_task("alice", batch)
+    clock[0] += 7
+    store.submit("alice", second.task_id, "A")
+    assert store.next_task("alice", batch) is None, "the cap: two labels per annotator in this batch"
+    (summary,) = store.annotator_summary(batch)
+    assert (summary.annotator, summary.labels, summary.median_seconds_on_pair) == ("alice", 2, 6.0)
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("аlice", "mixes scripts (CYRILLIC, LATIN)"),           # Cyrillic а
+    ("ａｌｉｃｅ", "is not in normal form"),                      # fullwidth
+    ("a" * 100_000, "must be 1 to 40 characters"),
+    ("a1ice", "looks like the existing annotator 'alice'"),
+    ("ALICE", "looks like the existing annotator 'alice'"),
+    ("al ice", "must be letters or digits"),
+    ("-alice", "must be letters or digits"),
+])
+def test_annotator_names_cannot_pass_for_another(store: LabelStore, name: str, message: str) -> None:
+    store.add_annotator("alice")
+    with pytest.raises(LabelError, match=re.escape(message)):
+        store.add_annotator(name)
+    assert store.annotators() == ["alice"]
+    store.add_annotator("Zoë")  # one script, normal form: real names are welcome
+    store.add_annotator("田中")

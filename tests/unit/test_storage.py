@@ -1,9 +1,22 @@
-import shutil
+import fcntl
+import os
+import stat
+import threading
 from pathlib import Path
 
 import pytest
 
-from rlhf_assets.storage import COMPLETE_MARKER, ArtifactStore, hash_directory
+from rlhf_assets import storage
+from rlhf_assets.storage import (
+    COMPLETE_MARKER,
+    ArtifactStore,
+    ArtifactStoreError,
+    UnpublishableEntryError,
+    UnsafeDirectoryError,
+    describe_directory,
+    hash_directory,
+    private_directory,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -40,12 +53,12 @@ def test_crash_while_publishing_leaves_nothing_that_looks_valid(tmp_path: Path, 
     kept_uri, _, _ = store.publish_directory(_model_dir(tmp_path / "old", b"old"), "sft_model")
     kept = tmp_path / "store" / kept_uri
 
-    def copy_then_die(src, dst, *args, **kwargs):
-        Path(dst).mkdir(parents=True)
-        (Path(dst) / "model.safetensors").write_bytes(b"half")
+    def copy_then_die(source, target, description):
+        Path(target).mkdir(parents=True)
+        (Path(target) / "model.safetensors").write_bytes(b"half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(shutil, "copytree", copy_then_die)
+    monkeypatch.setattr(storage, "_copy_described", copy_then_die)
     with pytest.raises(OSError, match="No space left"):
         store.publish_directory(_model_dir(tmp_path / "new", b"new weights"), "sft_model")
     published = [p for p in (tmp_path / "store" / "sft_model").iterdir()]
@@ -92,3 +105,89 @@ def test_a_manifest_refuses_non_finite_metrics_naming_them() -> None:
     with pytest.raises(ValidationError, match=r"metrics must be finite numbers: eval_loss=nan, gain=inf"):
         Manifest(asset="a", uri="", content_hash="0", preset="tiny",
                  metrics={"eval_loss": float("nan"), "gain": float("inf"), "ok": 1.0})
+
+
+@pytest.mark.parametrize("kind", ["symlink-to-secret", "linked-directory", "fifo", "socket"])
+def test_publish_copies_regular_files_only(tmp_path: Path, kind: str) -> None:
+    """A link would publish whatever it points at (a secret) or copy a directory nobody hashed; a FIFO would block
+    the publish for good. Each is refused by name, before anything is opened or copied."""
+    secret = tmp_path / "secret"
+    secret.write_text("api key")
+    output = _model_dir(tmp_path / "out", b"w")
+    entry = output / "sub" / "vocab.txt"
+    if kind == "symlink-to-secret":
+        entry.symlink_to(secret)
+    elif kind == "linked-directory":
+        entry.symlink_to(tmp_path, target_is_directory=True)
+    elif kind == "fifo":
+        os.mkfifo(entry)
+    else:
+        import socket
+
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(entry))
+    expected = {"symlink-to-secret": "symbolic link", "linked-directory": "symbolic link", "fifo": "FIFO",
+                "socket": "socket"}[kind]
+    store = ArtifactStore(str(tmp_path / "store"))
+    with pytest.raises(UnpublishableEntryError, match=f"sub/vocab.txt is a {expected}, not a regular file"):
+        store.publish_directory(output, "toxicity_model")
+    assert not (tmp_path / "store" / "toxicity_model").exists() or not any(
+        (tmp_path / "store" / "toxicity_model").iterdir())
+
+
+def test_published_files_are_owner_only_and_match_what_was_described(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path / "store"))
+    uri, _, _ = store.publish_directory(_model_dir(tmp_path / "a", b"w"), "eval_responses")
+    for path in (tmp_path / "store" / uri).rglob("*"):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+    output = _model_dir(tmp_path / "b", b"described")
+    description = describe_directory(output)
+    (output / "model.safetensors").write_bytes(b"swapped!!")  # same size
+    with pytest.raises(ArtifactStoreError, match="changed after the step described it"):
+        store.publish_output(str(output), "eval_responses", description)
+
+
+def test_a_killed_publish_leaves_staging_that_the_next_publish_removes(tmp_path: Path) -> None:
+    """A SIGKILL mid-copy leaves `.tmp-<hash>-<id>` (up to a whole checkpoint) behind: its lock is free, so the next
+    publish of the asset deletes it; one whose publisher still holds the lock is left alone."""
+    folder = tmp_path / "store" / "sft_model"
+    folder.mkdir(parents=True)
+    abandoned, live = folder / ".tmp-0123456789abcdef-dead0001", folder / ".tmp-0123456789abcdef-live0002"
+    for staging in (abandoned, live):
+        (staging / "sub").mkdir(parents=True)
+        (staging / "model.safetensors").write_bytes(b"x" * 1000)
+        Path(f"{staging}.lock").touch()
+    with open(f"{live}.lock") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        ArtifactStore(str(tmp_path / "store")).publish_directory(_model_dir(tmp_path / "a", b"w"), "sft_model")
+        assert not abandoned.exists() and not Path(f"{abandoned}.lock").exists()
+        assert live.exists(), "a publish still copying keeps its staging directory"
+
+
+def test_a_fifo_at_an_artifacts_place_does_not_hang_the_repair(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path / "store"))
+    uri, _, _ = store.publish_directory(_model_dir(tmp_path / "a", b"w"), "sft_model")
+    marker = tmp_path / "store" / uri / COMPLETE_MARKER
+    marker.unlink()
+    os.mkfifo(marker)
+    assert "_COMPLETE is a FIFO" in (store.problem(uri) or "")
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (store.publish_directory(_model_dir(tmp_path / "b", b"w"), "sft_model"),
+                                              done.set()), daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert done.is_set(), "the repair publish hung on the FIFO"
+    assert store.problem(uri) is None
+
+
+def test_the_download_cache_is_private_and_never_someone_elses(tmp_path: Path) -> None:
+    created = private_directory(tmp_path / "cache")
+    assert stat.S_IMODE(created.stat().st_mode) == 0o700
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    with pytest.raises(UnsafeDirectoryError, match="has mode 0755; others may read or write it"):
+        private_directory(shared)
+    (tmp_path / "planted").symlink_to(created, target_is_directory=True)
+    with pytest.raises(UnsafeDirectoryError, match="is not a directory"):
+        private_directory(tmp_path / "planted")
