@@ -28,14 +28,14 @@ from dagster import (
     OutputContext,
 )
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
-from pydantic import Field
+from pydantic import Field, field_validator
 from upath import UPath
 
 from rlhf_assets.labeling.groundtruth import GroundTruthJobSpec
 from rlhf_assets.labeling.store import LabelStore
 from rlhf_assets.miniature.scale import miniature
 from rlhf_assets.presets import PRESETS, PROJECT_ROOT, Preset, get_preset
-from rlhf_assets.storage import ArtifactStore, Manifest, is_remote
+from rlhf_assets.storage import ArtifactStore, Manifest, check_location, is_remote
 
 PresetName = Enum("PresetName", {name: name for name in PRESETS})  # type: ignore[misc]
 PresetName.__doc__ = "The presets a user can pick in the launchpad (see `rlhf_assets.presets`)."
@@ -71,6 +71,11 @@ class ArtifactStoreResource(ConfigurableResource):
     """Where models and datasets are published (content-addressed, written whole or not at all)."""
 
     root: str = Field(default_factory=default_artifact_root, description="Local directory or s3://bucket/prefix")
+
+    @field_validator("root")
+    @classmethod
+    def _location(cls, root: str) -> str:
+        return check_location(root, "artifacts.root")
 
     def store(self) -> ArtifactStore:
         return ArtifactStore(self.root)
@@ -161,6 +166,9 @@ def latest_artifact(asset: str, *, dagster_home: str | None = None,
     home = dagster_home or os.environ.get("DAGSTER_HOME")
     if not home:
         raise ManifestRecordError("DAGSTER_HOME is not set: point it at the instance that ran the materializations")
+    if not Path(home).is_dir():
+        raise ManifestRecordError(f"DAGSTER_HOME {home!r} is not a directory: point it at the instance that ran the "
+                                  "materializations")
     root = artifact_root or default_artifact_root()
     with DagsterInstance.from_config(home) as instance:
         manifest = recorded_manifest(instance, AssetKey.from_user_string(asset), f"{root.rstrip('/')}/manifests")
@@ -192,6 +200,11 @@ class ManifestIOManager(ConfigurableIOManagerFactory):
     which one is current."""
 
     base_dir: str = Field(default_factory=default_manifest_dir, description="Directory or s3:// prefix for manifests")
+
+    @field_validator("base_dir")
+    @classmethod
+    def _location(cls, base_dir: str) -> str:
+        return check_location(base_dir, "io_manager.base_dir")
 
     def create_io_manager(self, context: object) -> _ManifestIO:
         return _ManifestIO(self.base_dir)

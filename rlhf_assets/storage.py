@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -178,6 +179,19 @@ def hash_json(value: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
+def check_location(value: str, field: str) -> str:
+    """`value` (a path or URI given as `field`), refused with the reason when it cannot be what was meant: a NUL
+    byte (the OS would cut the path there), or a scheme followed by one slash (`s3:/bucket` would be read as a
+    local folder named `s3:`)."""
+    if "\0" in value:
+        raise ArtifactLocationError(f"{field} {value!r} contains a NUL byte")
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):/(?!/)", value)
+    if scheme and len(scheme.group(1)) > 1:  # `C:/...` is a Windows drive, not a scheme
+        raise ArtifactLocationError(f"{field} {value!r} has one slash after '{scheme.group(1)}:'; a URI needs two "
+                                    f"({scheme.group(1)}://bucket/prefix)")
+    return value
+
+
 def is_remote(uri: str) -> bool:
     """Whether a URI needs fsspec (s3:// and friends) rather than plain filesystem calls."""
     return "://" in uri and not uri.startswith("file://")
@@ -270,6 +284,7 @@ class ArtifactStore:
     """Publishes and resolves artifact directories under one root (a local path or an s3:// prefix)."""
 
     def __init__(self, root: str) -> None:
+        check_location(root, "artifact root")
         self.remote = is_remote(root)
         self.root = UPath(root if self.remote else os.path.abspath(root))
 

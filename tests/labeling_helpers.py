@@ -99,7 +99,7 @@ def ground_truth_output(tasks: list[PairwiseTask], answers: list[dict[str, tuple
                for i, line in enumerate(manifest_lines)]
     s3.put_object(Bucket=BUCKET, Key="gt-payload/consolidation-request.json", Body=json.dumps(payload).encode())
     consolidated = consolidate({"payload": {"s3Uri": f"s3://{BUCKET}/gt-payload/consolidation-request.json"},
-                                "labelAttributeName": ATTRIBUTE}, s3=s3)
+                                "labelAttributeName": ATTRIBUTE}, s3=s3, allowed_buckets={BUCKET})
     lines = []
     for line, item in zip(manifest_lines, consolidated, strict=True):
         record = json.loads(line)

@@ -9,10 +9,9 @@ import json
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 
 from rlhf_assets.ppo.config import PPOConfig
-from rlhf_assets.ppo.trainer import PPOTrainer
+from rlhf_assets.ppo.trainer import PPOTrainer, default_accelerator
 from rlhf_assets.ppo.value_head import CausalLMWithValueHead
 from tests.ppo_toys import CharTokenizer, tiny_neox
 
@@ -41,7 +40,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--total-steps", type=int, default=4)
     args = parser.parse_args()
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = default_accelerator()
     config = PPOConfig(seq_length=24, max_new_tokens=6, batch_size=2, num_rollouts=4, chunk_size=2, ppo_epochs=1,
                        total_steps=args.total_steps, checkpoint_interval=2, stop_sequences=(), learning_rate=1e-2,
                        lr_min=1e-3, num_layers_unfrozen=-1)

@@ -326,9 +326,9 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES,
         who = annotator(request, api=True)
         try:
             body = await _json_object(request, max_body_bytes)
-            require_guidelines(who, str(body.get("task_id", "")) or None)
-            label, created = store.submit(who, str(body.get("task_id", "")), str(body.get("choice", "")),
-                                          str(body.get("comment", "") or ""))
+            task_id, choice, comment = (_text(body, name) for name in ("task_id", "choice", "comment"))
+            require_guidelines(who, task_id or None)
+            label, created = store.submit(who, task_id, choice, comment)
         except LabelError as error:
             return JSONResponse({"error": str(error)}, status_code=error.status)
         return JSONResponse({"label_id": label.label_id, "task_id": label.task_id, "choice": label.choice.value,
@@ -338,8 +338,9 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES,
         who = annotator(request, api=True)
         try:
             body = await _json_object(request, max_body_bytes)
-            require_guidelines(who, str(body.get("task_id", "")) or None)
-            store.skip(who, str(body.get("task_id", "")))
+            task_id = _text(body, "task_id")
+            require_guidelines(who, task_id or None)
+            store.skip(who, task_id)
         except LabelError as error:
             return JSONResponse({"error": str(error)}, status_code=error.status)
         return Response(status_code=204)
@@ -353,7 +354,7 @@ def create_app(store: LabelStore, max_body_bytes: int = MAX_BODY_BYTES,
     async def api_acknowledge(request: Request) -> Response:
         who = annotator(request, api=True)
         try:
-            shown = str((await _json_object(request, max_body_bytes)).get("batch", ""))
+            shown = _text(await _json_object(request, max_body_bytes), "batch")
         except LabelError as error:
             return JSONResponse({"error": str(error)}, status_code=error.status)
         batch = store.active_batch(who)
@@ -428,6 +429,17 @@ async def _json_object(request: Request, max_body_bytes: int) -> dict[str, Any]:
         except UnicodeEncodeError:
             raise LabelError(f"field {key!r} is not valid Unicode (a lone surrogate?)", 400) from None
     return body
+
+
+def _text(body: dict[str, Any], field: str) -> str:
+    """A string field of a JSON body ("" when absent or null): a list or number is refused by name, never stored as
+    its Python repr."""
+    value = body.get(field)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise LabelError(f"field {field!r} must be a string, got {type(value).__name__}", 400)
+    return value
 
 
 def serve(

@@ -135,6 +135,16 @@ def parse_answer(content: Mapping[str, Any]) -> tuple[Choice, str]:
     return chosen[0], comment if isinstance(comment, str) else ""
 
 
+def _content(content: Any) -> Mapping[str, Any]:
+    """A worker's submission: Ground Truth stores the crowd form as a JSON object inside a string."""
+    if not isinstance(content, str):
+        raise ValueError(f"annotationData.content must be a JSON string, got {type(content).__name__}")
+    parsed = json.loads(content)
+    if not isinstance(parsed, Mapping):
+        raise ValueError(f"annotationData.content must hold a JSON object, got {type(parsed).__name__}")
+    return parsed
+
+
 def parse_output_manifest(
     lines: Iterable[str], *, label_attribute: str, tasks: Mapping[str, PairwiseTask], source: str
 ) -> list[GroundTruthLabel]:
@@ -151,6 +161,8 @@ def parse_output_manifest(
         try:
             record = json.loads(line)
             task_id = json.loads(record["source"])["task_id"]
+        except RecursionError:
+            raise OutputManifestError(f"{where}: nested too deeply to be a Ground Truth output line") from None
         except (json.JSONDecodeError, KeyError, TypeError) as error:
             raise OutputManifestError(f"{where}: field 'source' does not hold a task ({error})") from None
         if not isinstance(task_id, str):
@@ -167,7 +179,10 @@ def parse_output_manifest(
                 if not isinstance(worker, str) or not worker.strip():
                     raise ValueError(f"workerId must be a non-empty string, got {worker!r}: answers without a worker "
                                      "cannot be told apart")
-                choice, comment = parse_answer(json.loads(answer["annotationData"]["content"]))
+                choice, comment = parse_answer(_content(answer["annotationData"]["content"]))
+            except RecursionError:
+                raise OutputManifestError(f"{where}: field {field}.annotationData.content is nested too deeply") \
+                    from None
             except (KeyError, TypeError, ValueError) as error:
                 raise OutputManifestError(f"{where}: field {field}: {error}") from None
             labels.setdefault((task_id, worker), GroundTruthLabel(task_id, worker, choice, comment))

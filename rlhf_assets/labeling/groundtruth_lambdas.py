@@ -9,9 +9,11 @@ reason, rather than a bare `KeyError` or `TypeError`.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 TASK_FIELDS = ("task_id", "prompt", "response_a", "response_b")
+PAYLOAD_BUCKETS_ENV = "RLHF_GT_PAYLOAD_BUCKETS"
 
 
 class LambdaEventError(ValueError):
@@ -40,20 +42,36 @@ def pre_annotation(event: dict[str, Any], context: object = None) -> dict[str, A
         raise LambdaEventError(f"event field 'dataObject.source' is not JSON ({error})") from None
     if not isinstance(task, dict) or not all(isinstance(task.get(name), str) for name in TASK_FIELDS):
         raise LambdaEventError(f"event field 'dataObject.source' must be a task with string fields {TASK_FIELDS}")
-    return {"taskInput": task, "isHumanAnnotationRequired": "true"}
+    # Only the blinded fields reach the worker's page: anything else in `source` (a hand-edited manifest's
+    # `rlhf_shown_as`, say) would be in the page's data for anyone who opens the developer tools.
+    return {"taskInput": {name: task[name] for name in TASK_FIELDS}, "isHumanAnnotationRequired": "true"}
 
 
-def consolidate(event: dict[str, Any], context: object = None, s3: Any = None) -> list[dict[str, Any]]:
-    """Ground Truth calls this with an S3 payload of all answers; we return them per object, unmerged."""
+def payload_buckets() -> set[str]:
+    """The buckets `consolidate` may read (`RLHF_GT_PAYLOAD_BUCKETS`, comma-separated: the job's output bucket)."""
+    return {name.strip() for name in os.environ.get(PAYLOAD_BUCKETS_ENV, "").split(",") if name.strip()}
+
+
+def consolidate(event: dict[str, Any], context: object = None, s3: Any = None,
+                allowed_buckets: set[str] | None = None) -> list[dict[str, Any]]:
+    """Ground Truth calls this with an S3 payload of all answers; we return them per object, unmerged.
+
+    The payload is read only from the configured buckets (`allowed_buckets`, default `payload_buckets()`): the
+    function's role may read more than the job's bucket, and an event naming another would make it a reader of
+    that bucket for whoever can invoke it."""
     uri = _field(event, "payload.s3Uri", str)
     attribute = _field(event, "labelAttributeName", str)
     if not uri.startswith("s3://") or "/" not in uri.removeprefix("s3://"):
         raise LambdaEventError(f"event field 'payload.s3Uri' must be s3://bucket/key, got {uri!r}")
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    allowed = payload_buckets() if allowed_buckets is None else allowed_buckets
+    if bucket not in allowed:
+        raise LambdaEventError(f"event field 'payload.s3Uri' names bucket {bucket!r}, which is not a configured "
+                               f"payload bucket ({PAYLOAD_BUCKETS_ENV}={','.join(sorted(allowed))!r})")
     if s3 is None:
         import boto3
 
         s3 = boto3.client("s3")
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
     try:
         objects = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     except (ValueError, RecursionError) as error:

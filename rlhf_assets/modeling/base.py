@@ -37,10 +37,30 @@ class BaseModelRef:
 
     def tokenizer(self) -> PreTrainedTokenizerBase:
         """The tokenizer, with a pad token guaranteed (GPT-J/Pythia ship none; trlx pads with EOS)."""
-        tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_dir)
+        tokenizer = load_tokenizer(self.tokenizer_dir)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         return tokenizer
+
+
+class TokenizerLoadError(ValueError):
+    """A tokenizer the tokenizers library cannot load (it panicked instead of raising)."""
+
+
+def load_tokenizer(directory: Path | str) -> PreTrainedTokenizerBase:
+    """`AutoTokenizer.from_pretrained`, with a Rust panic inside `tokenizers` (e.g. a pre-tokenizer regex it cannot
+    compile) turned into an error naming the folder: the panic is a `BaseException`, which would get past every
+    `except Exception` and end the step without a reason."""
+    try:
+        return AutoTokenizer.from_pretrained(directory)
+    except OSError:
+        raise
+    except BaseException as error:
+        if not isinstance(error, Exception) and type(error).__name__ != "PanicException":
+            raise  # KeyboardInterrupt, SystemExit
+        detail = (str(error).splitlines() or [""])[0][:300]
+        raise TokenizerLoadError(f"{directory}: the tokenizer cannot be loaded ({type(error).__name__}: {detail}); "
+                                 "check tokenizer.json's normalizer and pre-tokenizer patterns") from None
 
 
 def build_tiny_gpt_neox(

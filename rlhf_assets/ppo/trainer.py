@@ -21,6 +21,7 @@ from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, set_seed
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rlhf_assets.modeling.restricted_load import restrict_deepspeed_loading
 from rlhf_assets.ppo.advantages import gae, masked_mean, whiten
 from rlhf_assets.ppo.checkpoint import (
     checkpoint_dir,
@@ -195,6 +196,8 @@ class PPOTrainer:
         if found is None:
             set_seed(self.config.seed, device_specific=True)
             return
+        if self.accelerator.state.deepspeed_plugin is not None:  # DeepSpeed unpickles its files in full otherwise
+            restrict_deepspeed_loading()
         self.accelerator.load_state(str(found))
         state = read_state(found)
         self.kl_controller.load_state_dict(state["kl_controller"])

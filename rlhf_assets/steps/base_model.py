@@ -12,9 +12,15 @@ import shutil
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM
 
-from rlhf_assets.modeling.base import build_tiny_gpt_neox, count_parameters, write_pointer
+from rlhf_assets.modeling.base import (
+    TokenizerLoadError,
+    build_tiny_gpt_neox,
+    count_parameters,
+    load_tokenizer,
+    write_pointer,
+)
 from rlhf_assets.modeling.tokenizer import train_bpe_tokenizer
 from rlhf_assets.presets import BaseModelSpec
 from rlhf_assets.steps.data_io import read_split
@@ -57,9 +63,9 @@ def main(runtime: StepRuntime) -> None:
         staged = runtime.staged("model_snapshot", spec.hub_id)
         runtime.log(f"reading tokenizer and config of {spec.hub_id} from {staged}")
         try:
-            tokenizer = AutoTokenizer.from_pretrained(staged)
+            tokenizer = load_tokenizer(staged)
             config = AutoConfig.from_pretrained(staged)
-        except OSError as exc:
+        except (OSError, TokenizerLoadError) as exc:
             raise StepInputError(f"base model {spec.hub_id!r} cannot be loaded from {staged}: {exc}") from exc
         with torch.device("meta"):
             parameters = count_parameters(AutoModelForCausalLM.from_config(config))

@@ -281,7 +281,6 @@ def keep_freed_memory() -> bool:
 def run_step(main: Callable[[StepRuntime], None], argv: list[str] | None = None) -> None:
     """Run a step's `main` and turn bad input into a one-line error and exit code 2 instead of a traceback."""
     keep_freed_memory()
-    _restrict_deepspeed_loading()
     try:
         with _open_runtime(argv) as runtime:
             runtime.startup_seconds = _seconds_since_launch()
@@ -310,14 +309,6 @@ def run_step(main: Callable[[StepRuntime], None], argv: list[str] | None = None)
 def launched_with_deepspeed() -> bool:
     """Whether `accelerate launch` started this process with a DeepSpeed config (the recipe's ZeRO-2)."""
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-
-
-def _restrict_deepspeed_loading() -> None:
-    """Under DeepSpeed, its checkpoint reads (a resume) use the restricted unpickler (`modeling/restricted_load`)."""
-    if launched_with_deepspeed():
-        from rlhf_assets.modeling.restricted_load import restrict_deepspeed_loading
-
-        restrict_deepspeed_loading()
 
 
 def _seconds_since_launch() -> float | None:

@@ -19,6 +19,7 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from rlhf_assets.checkpoint_integrity import MARKER_PREFIX, incomplete_reason, job_hosts, write_marker
+from rlhf_assets.modeling.restricted_load import restrict_deepspeed_loading
 from rlhf_assets.presets import TrainSpec
 from rlhf_assets.steps.runtime import StepRuntime, launched_with_deepspeed
 
@@ -51,8 +52,11 @@ def last_checkpoint(runtime: StepRuntime) -> str | None:
 
     A checkpoint counts only when every host's marker is there and every file it lists is whole; one cut off
     mid-save or partly restored from S3 is skipped (transformers' own `get_last_checkpoint` would pick it and fail
-    to resume, or resume from a torn file).
+    to resume, or resume from a torn file). Under DeepSpeed the resume reads its files through the restricted
+    unpickler (`modeling/restricted_load`).
     """
+    if launched_with_deepspeed():
+        restrict_deepspeed_loading()
     directory: Path = runtime.checkpoint_dir
     prefix = f"{PREFIX_CHECKPOINT_DIR}-"
     candidates = sorted((p for p in directory.glob(f"{prefix}*") if p.is_dir() and p.name[len(prefix):].isdigit()),

@@ -133,7 +133,16 @@ def test_lambdas_and_output_parser_round_trip(aws) -> None:
      r":2: field rlhf-preference.annotationsFromAllWorkers\[0\]: workerId must be a non-empty string, got None"),
     (lambda r: json.dumps({**r, ATTRIBUTE: {"annotationsFromAllWorkers": [
         {"workerId": "w9", "annotationData": {"content": ["A"]}}]}}),
-     r":2: field rlhf-preference.annotationsFromAllWorkers\[0\]: the JSON object must be str"),
+     r":2: field rlhf-preference.annotationsFromAllWorkers\[0\]: annotationData.content must be a JSON string, "
+     r"got list"),
+    (lambda r: json.dumps({**r, ATTRIBUTE: {"annotationsFromAllWorkers": [
+        {"workerId": "w9", "annotationData": {"content": '"A"'}}]}}),
+     r":2: field rlhf-preference.annotationsFromAllWorkers\[0\]: annotationData.content must hold a JSON object, "
+     r"got str"),
+    (lambda r: "[" * 100_000 + "]" * 100_000, r":2: nested too deeply to be a Ground Truth output line"),
+    (lambda r: json.dumps({**r, ATTRIBUTE: {"annotationsFromAllWorkers": [
+        {"workerId": "w9", "annotationData": {"content": "[" * 100_000 + "]" * 100_000}}]}}),
+     r":2: field rlhf-preference.annotationsFromAllWorkers\[0\].annotationData.content is nested too deeply"),
 ])
 def test_malformed_output_lines_name_the_file_line_and_field(aws, mutate, message: str) -> None:
     tasks = build_tasks(responses_table(2), rlhf_first=fixed_order(2, 0))
@@ -156,12 +165,13 @@ def test_pre_annotation_names_what_is_wrong_with_an_event(event: dict, message: 
         pre_annotation(event)
 
 
-def test_consolidation_names_what_is_wrong_with_an_event_or_payload(aws) -> None:
+def test_consolidation_names_what_is_wrong_with_an_event_or_payload(aws, monkeypatch) -> None:
     s3 = boto3.client("s3")
     with pytest.raises(LambdaEventError, match=r"event field 'payload.s3Uri' is missing"):
-        consolidate({"labelAttributeName": ATTRIBUTE}, s3=s3)
+        consolidate({"labelAttributeName": ATTRIBUTE}, s3=s3, allowed_buckets={BUCKET})
     with pytest.raises(LambdaEventError, match=r"'payload.s3Uri' must be s3://bucket/key"):
-        consolidate({"payload": {"s3Uri": "https://x"}, "labelAttributeName": ATTRIBUTE}, s3=s3)
+        consolidate({"payload": {"s3Uri": "https://x"}, "labelAttributeName": ATTRIBUTE}, s3=s3,
+                    allowed_buckets={BUCKET})
     event = {"payload": {"s3Uri": f"s3://{BUCKET}/gt-bad/request.json"}, "labelAttributeName": ATTRIBUTE}
     for body, message in ((b"{}", r"must be a list of data objects, got dict"),
                           (b"[{}]", r"\[0\]: needs 'datasetObjectId' and a list of 'annotations'"),
@@ -170,7 +180,17 @@ def test_consolidation_names_what_is_wrong_with_an_event_or_payload(aws) -> None
                            r"\[0\].annotations\[0\]: needs a non-empty 'workerId' string")):
         s3.put_object(Bucket=BUCKET, Key="gt-bad/request.json", Body=body)
         with pytest.raises(LambdaEventError, match=message):
-            consolidate(event, s3=s3)
+            consolidate(event, s3=s3, allowed_buckets={BUCKET})
+    monkeypatch.setenv("RLHF_GT_PAYLOAD_BUCKETS", "gt-output-bucket")
+    with pytest.raises(LambdaEventError, match=r"names bucket 'rlhf-sagemaker', which is not a configured payload "
+                                               r"bucket \(RLHF_GT_PAYLOAD_BUCKETS='gt-output-bucket'\)"):
+        consolidate(event, s3=s3)
+
+
+def test_pre_annotation_shows_workers_the_blinded_fields_only() -> None:
+    source = {"task_id": "t-1", "prompt": "p", "response_a": "a", "response_b": "b", "rlhf_shown_as": "A"}
+    shown = pre_annotation({"dataObject": {"source": json.dumps(source)}})["taskInput"]
+    assert shown == {"task_id": "t-1", "prompt": "p", "response_a": "a", "response_b": "b"}
 
 
 def test_job_spec_is_validated() -> None:

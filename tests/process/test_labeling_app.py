@@ -143,6 +143,9 @@ def test_hostile_bodies_and_cross_origin_posts_get_clear_refusals(store: LabelSt
         surrogate = requests.post(url + "/api/labels", headers=bearer, timeout=10,
                                   data='{"task_id": "' + tasks[0].task_id + '", "choice": "A", "comment": "\\ud800"}')
         assert surrogate.status_code == 400 and "'comment' is not valid Unicode" in surrogate.json()["error"]
+        listed = requests.post(url + "/api/labels", headers=bearer, timeout=10,
+                               json={"task_id": tasks[0].task_id, "choice": "A", "comment": ["a", "list"]})
+        assert listed.status_code == 400 and listed.json()["error"] == "field 'comment' must be a string, got list"
         huge = requests.post(url + "/api/labels", data=b"{" + b" " * 2_000_000 + b"}", headers=bearer, timeout=30)
         assert huge.status_code == 413 and "1,000,000-byte limit" in huge.json()["error"]
         acknowledge_guidelines(url, bearer)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from rlhf_assets.checkpoint_integrity import write_marker
 from rlhf_assets.ppo.checkpoint import latest_checkpoint, staging_root
 from rlhf_assets.presets import PROJECT_ROOT
 
@@ -89,3 +90,53 @@ def test_two_hosts_commit_their_own_checkpoint_parts_and_resume_from_the_restore
     assert [r["resumed_from"] for r in resumed] == [2, 2] and [r["step"] for r in resumed] == [4, 4]
     for before, after in zip(straight, resumed, strict=True):
         assert after["weights"] == before["weights"] and after["kl_coef"] == before["kl_coef"]
+
+
+class _Payload:
+    """What an attacker who can write the checkpoint prefix plants: unpickling it runs a shell command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _launch_zero2(checkpoint_dir: Path, out: Path, total_steps: int) -> subprocess.CompletedProcess:
+    """The worker as the recipe launches PPO: `accelerate launch` with its DeepSpeed ZeRO-2 bf16 config (one
+    process, DeepSpeed's CPU accelerator over gloo)."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--config_file",
+               str(PROJECT_ROOT / "rlhf_assets" / "compute" / "accelerate" / "zero2_bf16.yaml"),
+               "-m", "tests.ppo_distributed_worker", "--checkpoint-dir", str(checkpoint_dir), "--out", str(out),
+               "--total-steps", str(total_steps)]
+    return subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_a_payload_planted_in_a_zero2_optimizer_file_never_runs(tmp_path: Path) -> None:
+    """Issue 28 (3): DeepSpeed reads its optimizer files with the full unpickler. A genuine ZeRO-2 checkpoint
+    resumes through the restricted loader; one whose `optim_states.pt` carries a payload (and whose completeness
+    marker the attacker rewrote to match) is refused, naming the file, and the payload never runs."""
+    import torch
+
+    first = _launch_zero2(tmp_path / "checkpoints", tmp_path / "first", total_steps=2)
+    assert first.returncode == 0, first.stderr[-3000:]
+    step = latest_checkpoint(tmp_path / "checkpoints")
+    assert json.loads((tmp_path / "first" / "rank-0.json").read_text())["distributed_type"] == \
+        "DistributedType.DEEPSPEED"
+    genuine = tmp_path / "genuine"
+    shutil.copytree(step, genuine / step.name)
+    resumed = _launch_zero2(genuine, tmp_path / "resumed", total_steps=4)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((tmp_path / "resumed" / "rank-0.json").read_text())["resumed_from"] == 2
+
+    (optimizer_file,) = step.rglob("*optim_states.pt")
+    state = torch.load(optimizer_file, weights_only=False)  # the test's own file: it may unpickle it in full
+    marker = tmp_path / "payload-ran"
+    state["planted"] = _Payload(marker)
+    torch.save(state, optimizer_file)
+    write_marker(step)  # the attacker rewrites the completeness marker too
+    attacked = _launch_zero2(tmp_path / "checkpoints", tmp_path / "attacked", total_steps=4)
+    assert attacked.returncode != 0
+    assert f"{optimizer_file}: refused to load: it holds more than checkpoint state" in attacked.stderr
+    assert not marker.exists(), "the planted payload ran"
