@@ -28,19 +28,21 @@ from rlhf_assets.contract import (
 from rlhf_assets.storage import regular_files
 
 
-def stage_channel(source: Path, target: Path) -> None:
+def stage_channel(source: Path, target: Path, hard_links: bool = True) -> None:
     """Give the step its own copy of a published artifact, as a SageMaker job gets its own download.
 
     The step re-hashes this copy before first use (`StepRuntime.channel`, against the hash the lineage records),
     and nothing done to the store afterwards reaches it: files are hard links where the store shares the disk
     (free: a file replaced in the store leaves the linked one as it was; published files are owner-only, so
-    nobody else can write into them), and copies where it does not.
+    nobody else can write into them), and copies where it does not (or `hard_links` is off).
     """
     target.mkdir(mode=0o700)
     for name in regular_files(source):
         destination = target / name
         destination.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
+            if not hard_links:
+                raise OSError("hard links not wanted")
             os.link(source / name, destination)
         except OSError:  # another filesystem, or links not allowed there
             shutil.copyfile(source / name, destination)

@@ -164,26 +164,36 @@ def _replay(body: bytes, server_receive: Receive) -> Receive:
 
 
 class _HeaderDeadlineH11(H11Protocol):
-    """uvicorn's h11 protocol (which caps the request head at `MAX_HEADER_BYTES`), with a deadline for the
-    head itself: uvicorn's keep-alive timer restarts on every byte, so a client sending one header line every
-    few seconds held its connection for ever."""
+    """uvicorn's h11 protocol (which caps the request head at `MAX_HEADER_BYTES`), with a deadline for each request
+    head: uvicorn's keep-alive timer restarts on every byte, so a client sending one header line every few
+    seconds held its connection for ever. The deadline starts when the connection opens and again when a
+    response completes (the next request on a kept-alive connection); the body has its own (`_RequestLimits`)."""
 
     header_timeout = HEADER_TIMEOUT_SECONDS
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._head_deadline: asyncio.TimerHandle | None = self.loop.call_later(
-            self.header_timeout, self._head_too_slow)
+        self._head_deadline: asyncio.TimerHandle | None = None
+        self._arm_head_deadline()
+
+    def _arm_head_deadline(self) -> None:
+        self._cycle_before_head = self.cycle  # a new request replaces it once its head has arrived
+        self._head_deadline = self.loop.call_later(self.header_timeout, self._head_too_slow)
 
     def _head_too_slow(self) -> None:
-        if self.cycle is None and self.transport is not None and not self.transport.is_closing():
+        if self.cycle is self._cycle_before_head and not self.transport.is_closing():
             self.transport.close()
 
     def handle_events(self) -> None:
         super().handle_events()
-        if self.cycle is not None and self._head_deadline is not None:  # the head is in: the body has its own
+        if self._head_deadline is not None and self.cycle is not self._cycle_before_head:
             self._head_deadline.cancel()
             self._head_deadline = None
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_head_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._head_deadline is not None:

@@ -2,17 +2,27 @@
 naming the file and both hashes, and re-materializing its asset repairs it."""
 
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from dagster import AssetKey, instance_for_test, materialize
 
+from rlhf_assets.compute.container import ContainerLayout
 from rlhf_assets.contract import channel_env, input_hash_env
 from rlhf_assets.definitions import all_assets
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime
-from rlhf_assets.storage import COMPLETE_MARKER, ArtifactIntegrityError, ArtifactStore, combined_hash, file_hashes
+from rlhf_assets.storage import (
+    COMPLETE_MARKER,
+    ArtifactIntegrityError,
+    ArtifactStore,
+    Manifest,
+    combined_hash,
+    file_hashes,
+)
 from tests.conftest import DATA_SNAPSHOTS, artifact_dir, graph_resources, manifest_of
 
 pytestmark = pytest.mark.unit
@@ -98,3 +108,33 @@ def test_an_unreadable_marker_is_a_problem_to_repair_not_a_crash(tmp_path: Path)
     (Path(store.resolve(uri)) / COMPLETE_MARKER).write_text("{not json")
     assert "marker is unreadable (JSONDecodeError" in store.problem(uri)
     assert store.publish_directory(source, "sft_model")[0] == uri and store.problem(uri) is None, "republish repairs"
+
+
+def test_a_local_step_reads_its_own_verified_copy_not_the_live_store(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 28 (2): the Dagster side verified `ppo_policy`, then SFT's weights were swapped in before the step
+    read them through its symlink, and eval_responses compared SFT with itself. Now the local backend stages a
+    private copy (`ContainerLayout.create`) and the step re-hashes it against the recorded hash: a swap in the
+    store after staging never reaches the step, and a copy staged from an already-swapped store is refused."""
+    weights = tmp_path / "policy"
+    weights.mkdir()
+    (weights / "model.safetensors").write_bytes(b"ppo weights")
+    store = ArtifactStore(str(tmp_path / "store"))
+    uri, content_hash, _ = store.publish_directory(weights, "ppo_policy")
+    published = store.verified_path(Manifest(asset="ppo_policy", uri=uri, content_hash=content_hash, preset="tiny"))
+    layout = ContainerLayout.create(tmp_path / "run", tmp_path / "checkpoints", {"policy": published})
+    for name, value in layout.environment({"policy": content_hash}, num_gpus=0).items():
+        monkeypatch.setenv(name, value)
+    channel = layout.channel_dir("policy")
+    assert not channel.is_symlink() and stat.S_IMODE(channel.stat().st_mode) == 0o700
+
+    swapped = published / "model.safetensors.swap"
+    swapped.write_bytes(b"sft weights")
+    os.replace(swapped, published / "model.safetensors")  # the attacker's swap, after the Dagster-side check
+    assert StepRuntime(config={}, pipes=None).channel("policy") == channel
+    assert (channel / "model.safetensors").read_bytes() == b"ppo weights"
+
+    staged_late = ContainerLayout.create(tmp_path / "run-2", tmp_path / "checkpoints", {"policy": published})
+    monkeypatch.setenv(channel_env("policy"), str(staged_late.channel_dir("policy")))
+    with pytest.raises(StepInputError, match=r"input channel 'policy': model\.safetensors hashes to"):
+        StepRuntime(config={}, pipes=None).channel("policy")
