@@ -146,7 +146,7 @@ def _disk_full(tmp: Path, b: Baseline, monkeypatch: pytest.MonkeyPatch) -> str:
     def no_space(*args: Any, **kwargs: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(storage.shutil, "copytree", no_space)
+    monkeypatch.setattr(storage, "_copy_described", no_space)
     fresh = write_jsonl(tmp / "fresh.jsonl", [hh_row(f"q{i}", f"good {i}", f"bad {i}") for i in range(20)])
     return _failure(b, "hh_raw", {"source": str(fresh)})
 
