@@ -73,7 +73,11 @@ class SageMakerPlatform:
         boto3.setup_default_session()  # a fresh default session carries no hooks
 
     def _capture(self, params: dict[str, Any], **_: Any) -> None:
+        """Remember the request (and keep it in the scratch folder, for a test whose platform runs in a CLI)."""
         self.requests.append(json.loads(json.dumps(params)))
+        kept = self.scratch / "requests" / f"{len(self.requests)}.json"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text(json.dumps(self.requests[-1]))
 
     def _status(self, parsed: dict[str, Any], **_: Any) -> None:
         """What SageMaker reports for a job whose container failed: `Failed`, the failure file as the reason."""

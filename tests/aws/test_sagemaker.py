@@ -31,86 +31,27 @@ from dagster import (
 from dagster._core.pipes import utils as pipes_utils
 from dagster_aws.pipes import PipesS3ContextInjector, PipesS3MessageReader
 
-from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.base import StepRequest
 from rlhf_assets.compute.launch import step_command
-from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import PipesSageMakerClient, SageMakerComputeBackend
 from rlhf_assets.compute.sagemaker.account import AccountSettings
 from rlhf_assets.compute.sagemaker.backend import validate_request
 from rlhf_assets.compute.sagemaker.jobs import RUN_ID_TAG, WORK_KEY_TAG
 from rlhf_assets.compute.sagemaker.pipes import RankedS3MessageReader
 from rlhf_assets.compute.sagemaker.pricing import estimate_cost
-from rlhf_assets.definitions import all_assets
 from rlhf_assets.presets import PROJECT_ROOT
 from rlhf_assets.resources import (
-    ArtifactStoreResource,
-    LabelingResource,
-    ManifestIOManager,
-    PresetResource,
     recorded_manifest,
 )
 from rlhf_assets.storage import ArtifactStore, Manifest
-from tests.conftest import project_instance, publish_project
+from tests.conftest import publish_project
 from tests.leaks import files_containing, s3_objects_containing
 from tests.moto_aws import BUCKET, SECRET
-from tests.sagemaker_platform import SageMakerPlatform
 
 pytestmark = pytest.mark.aws
 
 ROLE = "arn:aws:iam::123456789012:role/rlhf-sagemaker"
 KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-
-
-def _resources(tmp_path: Path, backend: str) -> dict[str, Any]:
-    root = f"s3://{BUCKET}/rlhf"
-    sagemaker = SageMakerComputeBackend(role_arn=ROLE, bucket=BUCKET, instance_type="ml.g5.2xlarge",
-                                        poll_interval_seconds=0.2, message_interval_seconds=0.5)
-    return {"preset": PresetResource(), "io_manager": ManifestIOManager(base_dir=f"{root}/manifests"),
-            "artifacts": ArtifactStoreResource(root=root),
-            "compute": ComputeBackend(local=LocalComputeBackend(scratch_dir=str(tmp_path / "scratch")),
-                                      sagemaker=sagemaker, backend=backend),
-            "labeling": LabelingResource(db_path=str(tmp_path / "labels.sqlite"))}
-
-
-def test_sft_materializes_as_a_sagemaker_job_with_logs_metadata_and_cost(aws, tmp_path: Path, upstream: Path,
-                                                                         capfd: pytest.CaptureFixture) -> None:
-    publish_project(upstream, f"s3://{BUCKET}/rlhf", tmp_path / "project" / "dagster_home")
-    with SageMakerPlatform(tmp_path / "container") as container, project_instance(tmp_path / "project") as instance:
-        result = materialize(all_assets, selection=[AssetKey("sft_model")], resources=_resources(tmp_path, "sagemaker"),
-                             instance=instance, run_config={"ops": {"sft_model": {"config": {"max_train_rows": 32}}}})
-        logs = "\n".join(str(entry.user_message) for entry in instance.all_logs(result.run_id))
-        event = instance.get_latest_materialization_event(AssetKey("sft_model")).asset_materialization
-        preference = recorded_manifest(instance, AssetKey("preference_dataset"), f"s3://{BUCKET}/rlhf/manifests")
-    assert result.success and container.exit_codes == [0], container.logs[-1][-3000:] if container.logs else ""
-    request = container.requests[0]
-    assert request["RoleArn"] == ROLE and request["ResourceConfig"]["InstanceType"] == "ml.g5.2xlarge"
-    assert request["EnableManagedSpotTraining"] is True
-    assert request["OutputDataConfig"]["CompressionType"] == "NONE"
-    assert request["AlgorithmSpecification"]["TrainingImage"] == (
-        "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch:2.13.0-cu133-amzn2023-sagemaker")
-    assert request["StoppingCondition"]["MaxWaitTimeInSeconds"] >= request["StoppingCondition"]["MaxRuntimeInSeconds"]
-    assert request["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
-    assert request["CheckpointConfig"]["S3Uri"].startswith(f"s3://{BUCKET}/rlhf-assets/sagemaker/checkpoints/sft_model/")
-    assert {c["ChannelName"] for c in request["InputDataConfig"]} == {"base_model", "preference_dataset"}
-    assert all(c["DataSource"]["S3DataSource"]["S3Uri"].startswith(f"s3://{BUCKET}/rlhf/")
-               for c in request["InputDataConfig"])
-    assert json.loads(request["HyperParameters"]["sagemaker_program"]) == "rlhf_entry.py"
-    environment = request["Environment"]
-    assert {"DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES"} <= set(environment)
-    assert environment["RLHF_PIPES_TRANSPORT"] == "s3" and environment["RLHF_STEP"] == "sft"
-    # Each downloaded channel is re-hashed in the job against the content hash its lineage records.
-    assert environment["RLHF_INPUT_HASH_PREFERENCE_DATASET"] == preference.content_hash
-    # The step's own log lines and metrics came back through the S3 message channel.
-    assert "SFT on 32 demonstrations" in logs
-    assert event.metadata["eval_perplexity"].value > 1
-    assert event.metadata["training_job_arn"].value.startswith("arn:aws:sagemaker:us-east-1:")
-    assert "estimated_cost_usd" in event.metadata and event.metadata["instance_type"].value == "ml.g5.2xlarge"
-    assert event.metadata["artifact_uri"].value.startswith(f"s3://{BUCKET}/rlhf/sft_model/")
-    assert "[sagemaker rlhf-sft-model-" in capfd.readouterr().err, "the job's CloudWatch lines are forwarded"
-    # No credentials in the job, its environment, the logs or the metadata.
-    everything = json.dumps(request) + logs + json.dumps({k: str(v.value) for k, v in event.metadata.items()})
-    assert SECRET not in everything and "AKIATESTKEY" not in everything
 
 
 def _run_client(client: PipesSageMakerClient, params: dict[str, Any]) -> Any:
@@ -247,7 +188,8 @@ def test_multi_instance_jobs_launch_accelerate_across_the_hosts() -> None:
     assert step_command("sft", 1, None, {})[1:] == ["-m", "rlhf_assets.steps.sft"]
 
 
-def test_cli_materializes_sft_on_sagemaker_against_the_moto_server(aws, tmp_path: Path, upstream: Path) -> None:
+def test_cli_materializes_sft_as_a_sagemaker_job_with_logs_metadata_and_cost(aws, tmp_path: Path,
+                                                                             upstream: Path) -> None:
     """`dagster asset materialize` as a user runs it; the fake container is loaded into that process. The
     upstream chain is the session's, published into this project's S3 root."""
     env = {**os.environ, **aws, "DAGSTER_HOME": str(tmp_path / "home"), "RLHF_SCRATCH_DIR": str(tmp_path / "scratch"),
@@ -265,9 +207,35 @@ def test_cli_materializes_sft_on_sagemaker_against_the_moto_server(aws, tmp_path
     assert "[sagemaker rlhf-sft-model-" in done.stderr, "CloudWatch lines of the job are forwarded"
     with DagsterInstance.from_config(str(tmp_path / "home")) as instance:
         event = instance.get_latest_materialization_event(AssetKey("sft_model")).asset_materialization
-    assert event.metadata["estimated_cost_usd"].value >= 0 and "training_job_arn" in event.metadata
-    assert SECRET not in done.stderr + done.stdout
-    # Nor in the instance (event log, run storage, compute logs), the local scratch or anything in the bucket.
+        preference = recorded_manifest(instance, AssetKey("preference_dataset"), f"s3://{BUCKET}/cli/manifests")
+    (request,) = [json.loads(path.read_text()) for path in (tmp_path / "container" / "requests").glob("*.json")]
+    assert request["RoleArn"] == ROLE and request["ResourceConfig"]["InstanceType"] == "ml.g5.2xlarge"
+    assert request["EnableManagedSpotTraining"] is True
+    assert request["OutputDataConfig"]["CompressionType"] == "NONE"
+    assert request["AlgorithmSpecification"]["TrainingImage"] == (
+        "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch:2.13.0-cu133-amzn2023-sagemaker")
+    assert request["StoppingCondition"]["MaxWaitTimeInSeconds"] >= request["StoppingCondition"]["MaxRuntimeInSeconds"]
+    assert request["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
+    assert request["CheckpointConfig"]["S3Uri"].startswith(f"s3://{BUCKET}/rlhf-assets/sagemaker/checkpoints/sft_model/")
+    assert {c["ChannelName"] for c in request["InputDataConfig"]} == {"base_model", "preference_dataset"}
+    assert all(c["DataSource"]["S3DataSource"]["S3Uri"].startswith(f"s3://{BUCKET}/cli/")
+               for c in request["InputDataConfig"])
+    assert json.loads(request["HyperParameters"]["sagemaker_program"]) == "rlhf_entry.py"
+    environment = request["Environment"]
+    assert {"DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES"} <= set(environment)
+    assert environment["RLHF_PIPES_TRANSPORT"] == "s3" and environment["RLHF_STEP"] == "sft"
+    # Each downloaded channel is re-hashed in the job against the content hash its lineage records.
+    assert environment["RLHF_INPUT_HASH_PREFERENCE_DATASET"] == preference.content_hash
+    # The step's metrics came back through the S3 message channel, with the job's identity and cost.
+    assert event.metadata["eval_perplexity"].value > 1
+    assert event.metadata["training_job_arn"].value.startswith("arn:aws:sagemaker:us-east-1:")
+    assert event.metadata["estimated_cost_usd"].value >= 0 and event.metadata["instance_type"].value == "ml.g5.2xlarge"
+    assert event.metadata["artifact_uri"].value.startswith(f"s3://{BUCKET}/cli/sft_model/")
+    # No credentials in the job, its environment, the output or the metadata...
+    shown = json.dumps(request) + done.stderr + done.stdout + json.dumps({k: str(v.value)
+                                                                          for k, v in event.metadata.items()})
+    assert SECRET not in shown and "AKIATESTKEY" not in shown
+    # ...nor in the instance (event log, run storage, compute logs), the local scratch or anything in the bucket.
     for secret in (SECRET, "AKIATESTKEY"):
         assert files_containing(secret, tmp_path / "home", tmp_path / "scratch", tmp_path / "container") == []
         assert s3_objects_containing(secret, BUCKET) == []
