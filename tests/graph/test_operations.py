@@ -62,7 +62,7 @@ def test_a_step_killed_with_sigkill_leaves_nothing_valid_looking_and_the_rerun_r
     """SIGKILL the SFT step process mid-training: the run fails, nothing is published, the re-run resumes."""
     env = _env(tmp_path, upstream)
 
-    small = {"ops": {"sft_model": {"config": {"max_train_rows": 960, "save_steps": 10}}}}  # 60 steps
+    small = {"ops": {"sft_model": {"config": {"max_train_rows": 320, "save_steps": 10}}}}  # 20 steps
     victim = _cli(env, "sft_model", small)
     checkpoints = tmp_path / "scratch" / "checkpoints" / "sft_model"
     deadline = time.monotonic() + 300
