@@ -52,22 +52,6 @@ LONGEST_FIRST = ("tiny-graph", "tests.aws.test_miniature_recipe", "tests.service
                  "tests.aws.test_sagemaker", "tests.graph.test_crash_consistency")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """Give each test worker an equal share of the cores for its torch threads (and the step processes,
-    servers and jobs it starts: they inherit the variables). Left alone, every process of every worker uses all
-    cores: on this 2-core machine two workers training at once ran 2.3x slower than with a core each (measured:
-    25 tiny GPT-NeoX steps, 26 s against 11 s)."""
-    worker = getattr(config, "workerinput", None)
-    if worker is None:
-        return
-    import torch
-
-    threads = max(1, (os.cpu_count() or 1) // int(worker["workercount"]))
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(name, str(threads))
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-
-
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the work units (`xdist_group`) off the items
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Refuse a test whose markers do not say what it needs (its folder's tier, the graph, moto); mark each test's
