@@ -22,7 +22,7 @@ import shutil
 import stat
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field, field_validator
 from upath import UPath
 
 RESULTS_DIR = "_results"
+MAX_RECORD_BYTES = 64 << 10  # a reuse record is a run id and an asset name
 CACHE_DIR_ENV = "RLHF_CACHE_DIR"  # where S3 artifacts are downloaded (default: a private folder in the temp dir)
 COMPLETE_MARKER = "_COMPLETE"
 _CHUNK = 1 << 20
@@ -206,7 +207,7 @@ def _checked_parts(name: str, shown: str | None = None) -> list[str]:
     return parts
 
 
-STAGING_PREFIX, LOCK_SUFFIX = ".tmp-", ".lock"
+STAGING_PREFIX, STALE_PREFIX, LOCK_SUFFIX = ".tmp-", ".stale-", ".lock"
 
 
 def _copy_described(source: Path, target: Path, description: OutputDescription) -> None:
@@ -217,6 +218,7 @@ def _copy_described(source: Path, target: Path, description: OutputDescription) 
         changed = sorted(set(names) ^ set(description.files))
         raise ArtifactStoreError(f"{source}: its files changed after the step described them ({', '.join(changed)})")
     target.mkdir(mode=0o700)
+    copied: dict[str, str] = {}
     for name in names:
         destination = target / name
         destination.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -232,6 +234,10 @@ def _copy_described(source: Path, target: Path, description: OutputDescription) 
             raise ArtifactStoreError(f"{source / name}: changed after the step described it "
                                      f"({size} bytes, {digest.hexdigest()}; described {description.sizes[name]} "
                                      f"bytes, {expected})")
+        copied[name] = digest.hexdigest()
+    if combined_hash(copied) != description.content_hash:  # the hash the artifact is named by
+        raise ArtifactStoreError(f"{source}: its files hash to {combined_hash(copied)}, the step described "
+                                 f"{description.content_hash}")
 
 
 def _remove_entry(path: Path) -> None:
@@ -242,9 +248,29 @@ def _remove_entry(path: Path) -> None:
         os.unlink(path)
 
 
+@contextlib.contextmanager
+def _held_lock(path: Path) -> Iterator[None]:
+    """Create and hold `path`'s exclusive lock. A cleaner may lock and delete a lock file between its creation
+    and our `flock`; the lock then guards nothing, so it is taken again until the file on disk is the one held."""
+    while True:
+        handle = open(path, "a")  # noqa: SIM115 - held for the duration of the publish
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            on_disk = os.stat(path)
+        except FileNotFoundError:
+            handle.close()
+            continue
+        if on_disk.st_ino == os.fstat(handle.fileno()).st_ino:
+            break
+        handle.close()
+    with handle:
+        yield
+
+
 def _remove_abandoned_staging(folder: Path) -> None:
     """Delete staging directories whose publisher is gone (its lock is free): a publish killed mid-copy leaves
-    up to a whole checkpoint behind, which nothing else would ever remove."""
+    up to a whole checkpoint behind (and one killed mid-replace, the `.stale-` copy it set aside), which nothing
+    else would ever remove."""
     for lock_path in folder.glob(f"{STAGING_PREFIX}*{LOCK_SUFFIX}"):
         try:
             handle = open(lock_path)  # noqa: SIM115 - held across the removal below
@@ -255,7 +281,9 @@ def _remove_abandoned_staging(folder: Path) -> None:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # its publisher is still copying
-            _remove_entry(Path(str(lock_path)[: -len(LOCK_SUFFIX)]))
+            staging = Path(str(lock_path)[: -len(LOCK_SUFFIX)])
+            _remove_entry(staging)
+            _remove_entry(staging.with_name(STALE_PREFIX + staging.name[len(STAGING_PREFIX):]))
             lock_path.unlink(missing_ok=True)
 
 
@@ -386,9 +414,8 @@ class ArtifactStore:
         _remove_abandoned_staging(final.parent)
         token = uuid.uuid4().hex[:8]
         staging = final.parent / f"{STAGING_PREFIX}{final.name}-{token}"
-        stale = final.parent / f".stale-{final.name}-{token}"
-        with open(f"{staging}{LOCK_SUFFIX}", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        stale = final.parent / f"{STALE_PREFIX}{final.name}-{token}"
+        with _held_lock(Path(f"{staging}{LOCK_SUFFIX}")):
             try:
                 _copy_described(local_dir, staging, description)
                 (staging / COMPLETE_MARKER).write_text(marker)
@@ -418,9 +445,19 @@ class ArtifactStore:
         os.replace(staging, local)  # a crash or a full disk never leaves a half-written record behind
 
     def recall(self, key: str) -> str | None:
-        """The record kept under `key`, if any; undecodable bytes come back replaced, for the reader to refuse."""
+        """The record kept under `key`, if any; undecodable bytes come back replaced, for the reader to refuse.
+        Locally only a regular file is read (a FIFO or link there is no record), and at most `MAX_RECORD_BYTES`."""
         path = self.root / RESULTS_DIR / f"{key}.json"
-        return path.read_bytes().decode("utf-8", errors="replace") if path.exists() else None
+        if self.remote:
+            return path.read_bytes()[:MAX_RECORD_BYTES].decode("utf-8", errors="replace") if path.exists() else None
+        try:
+            descriptor = os.open(str(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:  # absent, a link, or unreadable: no record
+            return None
+        with os.fdopen(descriptor, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return None
+            return handle.read(MAX_RECORD_BYTES).decode("utf-8", errors="replace")
 
     def record_name(self, key: str) -> str:
         """Where the record kept under `key` lives, for messages."""
@@ -559,6 +596,8 @@ class UnsafeDirectoryError(OSError):
 def private_directory(path: Path) -> Path:
     """`path` as a directory only this user can use: created 0700, or refused when it exists as something
     else (a link, another user's, readable or writable by others), never silently reused."""
+    path = path.expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileExistsError):
         os.mkdir(path, 0o700)
     info = os.lstat(path)

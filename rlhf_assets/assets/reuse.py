@@ -4,8 +4,10 @@ The artifact store keeps, under `_results/<reuse key>.json`, the id of the run t
 Anyone who can write the store can write that file, so it is only an index: the result reused is the one the
 instance's event log recorded for that run. That materialization must be of this asset, carry the same reuse key
 (asset, step code version, config and input hashes), and name a manifest that still hashes to its name and to the
-recorded data version; the artifact it names is then re-verified against that full content hash. A record that
-points anywhere else, or cannot be read at all, is ignored with a warning and the step runs again.
+recorded data version; the artifact it names is then checked against that full content hash (locally every file
+is re-hashed; on S3 the marker's hash and each object's ETag are compared, and the files are re-hashed when they
+are downloaded). A record that points anywhere else, or cannot be read at all, is ignored with a warning and the
+step runs again.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dagster import AssetKey, DagsterEventType, DagsterInstance, EventLogEntry
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from rlhf_assets.resources import MANIFEST_METADATA_KEY, ManifestRecordError, manifest_of_event
 from rlhf_assets.storage import ArtifactStore, Manifest
@@ -26,9 +28,10 @@ NOT_COPIED = frozenset({MANIFEST_METADATA_KEY, "artifact_uri", "reused_from_run"
 
 
 class ResultRecord(BaseModel):
-    """What the store keeps for one piece of work: which run computed it (nothing else is trusted)."""
+    """What the store keeps for one piece of work: which run computed it (nothing else is trusted). A run id is
+    Dagster's UUID; anything else (`../x`, `index`) would name a file of the instance's storage, not a run."""
 
-    run_id: str
+    run_id: str = Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
     asset: str
 
 
@@ -64,6 +67,17 @@ def recorded_result(instance: DagsterInstance, store: ArtifactStore, asset_key: 
     shown = asset_key.to_user_string()
     if record.asset != asset_key.to_python_identifier():
         return f"the reuse record names asset {record.asset!r}, not {shown}"
+    if not instance.has_run(record.run_id):
+        return f"this Dagster instance has no run {record.run_id!r}"
+    try:
+        return _recorded(instance, store, asset_key, reuse_key, record, manifests)
+    except (OSError, ValueError) as error:  # an unreadable manifest or artifact: recompute, never fail
+        return f"the recorded result of run {record.run_id} cannot be read ({type(error).__name__}: {error})"
+
+
+def _recorded(instance: DagsterInstance, store: ArtifactStore, asset_key: AssetKey, reuse_key: str,
+              record: ResultRecord, manifests: str) -> RecordedResult | str:
+    shown = asset_key.to_user_string()
     event = _materialization_in_run(instance, record.run_id, asset_key)
     if event is None or event.asset_materialization is None:
         return f"this Dagster instance recorded no materialization of {shown} in run {record.run_id!r}"

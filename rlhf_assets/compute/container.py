@@ -8,6 +8,7 @@ sets the same variables, so a step program tested here runs unchanged in a real 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -34,7 +35,7 @@ def stage_channel(source: Path, target: Path, hard_links: bool = True) -> None:
     The step re-hashes this copy before first use (`StepRuntime.channel`, against the hash the lineage records),
     and nothing done to the store afterwards reaches it: files are hard links where the store shares the disk
     (free: a file replaced in the store leaves the linked one as it was; published files are owner-only, so
-    nobody else can write into them), and copies where it does not (or `hard_links` is off).
+    nobody else can write into them), else copy-on-write clones where the filesystem has them, else copies.
     """
     target.mkdir(mode=0o700)
     for name in regular_files(source):
@@ -44,8 +45,19 @@ def stage_channel(source: Path, target: Path, hard_links: bool = True) -> None:
             if not hard_links:
                 raise OSError("hard links not wanted")
             os.link(source / name, destination)
-        except OSError:  # another filesystem, or links not allowed there
-            shutil.copyfile(source / name, destination)
+        except OSError:  # another filesystem, or links not allowed there: a copy-on-write clone, else bytes
+            _clone_or_copy(source / name, destination)
+
+
+FICLONE = 0x40049409  # Linux ioctl: share the source's blocks copy-on-write (btrfs, XFS), as `cp --reflink` does
+
+
+def _clone_or_copy(source: Path, destination: Path) -> None:
+    with source.open("rb") as reader, destination.open("wb") as writer:
+        try:
+            fcntl.ioctl(writer.fileno(), FICLONE, reader.fileno())
+        except OSError:  # not supported by this filesystem, or across filesystems
+            shutil.copyfileobj(reader, writer, 1 << 20)
 
 
 @dataclass(frozen=True)

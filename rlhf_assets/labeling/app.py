@@ -177,6 +177,8 @@ class _HeaderDeadlineH11(H11Protocol):
         self._arm_head_deadline()
 
     def _arm_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
         self._cycle_before_head = self.cycle  # a new request replaces it once its head has arrived
         self._head_deadline = self.loop.call_later(self.header_timeout, self._head_too_slow)
 
@@ -191,8 +193,9 @@ class _HeaderDeadlineH11(H11Protocol):
             self._head_deadline = None
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
+        finished = self.cycle
+        super().on_response_complete()  # may already start a pipelined request's cycle
+        if self.cycle is finished and not self.transport.is_closing():
             self._arm_head_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -319,7 +319,8 @@ class LabelStore:
                 return None
             held = db.execute("SELECT shown_at FROM assignments WHERE annotator = ? AND task_id = ? AND expires_at > ?",
                               (annotator, row["task_id"], now)).fetchone()
-            shown_at = held["shown_at"] if held is not None else now  # a reload keeps the time it was first shown
+            # a reload keeps the time it was first shown (a lease from before times were kept starts now)
+            shown_at = held["shown_at"] if held is not None and held["shown_at"] else now
             db.execute("DELETE FROM assignments WHERE annotator = ? AND (task_id = ? OR expires_at <= ?)",
                        (annotator, row["task_id"], now))
             kept = [r["task_id"] for r in db.execute(

@@ -53,11 +53,11 @@ def load_tokenizer(directory: Path | str) -> PreTrainedTokenizerBase:
     `except Exception` and end the step without a reason."""
     try:
         return AutoTokenizer.from_pretrained(directory)
-    except OSError:
-        raise
     except BaseException as error:
-        if not isinstance(error, Exception) and type(error).__name__ != "PanicException":
-            raise  # KeyboardInterrupt, SystemExit
+        # tokenizers reports a file it cannot parse as a bare `Exception`, and a Rust panic as `PanicException`;
+        # anything more specific (OSError for a missing folder, ImportError, KeyboardInterrupt) passes through.
+        if type(error) is not Exception and type(error).__name__ != "PanicException":
+            raise
         detail = (str(error).splitlines() or [""])[0][:300]
         raise TokenizerLoadError(f"{directory}: the tokenizer cannot be loaded ({type(error).__name__}: {detail}); "
                                  "check tokenizer.json's normalizer and pre-tokenizer patterns") from None

@@ -93,8 +93,9 @@ def test_a_record_naming_another_run_or_other_work_is_ignored(project) -> None:
     assert isinstance(claimed, str) and "was not this work" in claimed
 
 
-@pytest.mark.parametrize("damage", [b'{"run_id": "abc', b'{"run_id": "a\x00b", "asset": 1}', b"\xff\xfe\x00garbage"],
-                         ids=["truncated", "nul", "binary"])
+@pytest.mark.parametrize("damage", [b'{"run_id": "abc', b'{"run_id": "a\x00b", "asset": 1}', b"\xff\xfe\x00garbage",
+                                    b'{"run_id": "../../../../tmp/planted", "asset": "base_model"}'],
+                         ids=["truncated", "nul", "binary", "path-as-run-id"])
 def test_a_damaged_record_recomputes_instead_of_failing(project, damage: bytes) -> None:
     root, instance = project
     genuine = manifest_of(instance, root, ASSET)

@@ -340,3 +340,21 @@ def test_annotator_names_cannot_pass_for_another(store: LabelStore, name: str, m
     assert store.annotators() == ["alice"]
     store.add_annotator("Zoë")  # one script, normal form: real names are welcome
     store.add_annotator("田中")
+
+
+def test_a_lease_from_before_shown_times_were_kept_starts_its_clock_at_the_next_showing(tmp_path: Path,
+                                                                                       monkeypatch) -> None:
+    """A database migrated from before pacing gives its live leases `shown_at = 0`; the annotator is not locked
+    out of the pair they were shown: the next `next` starts its clock."""
+    clock = [1000.0]
+    monkeypatch.setattr("rlhf_assets.labeling.store.time.time", lambda: clock[0])
+    store = LabelStore(tmp_path / "labels.sqlite", pacing=LabelPacing(min_seconds_per_pair=5))
+    queue_tasks(store, 2)
+    store.add_annotator("ann")
+    batch = store.active_batch()
+    shown = store.next_task("ann", batch)
+    with sqlite3.connect(store.path) as db:
+        db.execute("UPDATE assignments SET shown_at = 0")
+    assert store.next_task("ann", batch).task_id == shown.task_id
+    clock[0] += 5
+    assert store.submit("ann", shown.task_id, "A")[1]

@@ -145,6 +145,10 @@ def test_published_files_are_owner_only_and_match_what_was_described(tmp_path: P
     (output / "model.safetensors").write_bytes(b"swapped!!")  # same size
     with pytest.raises(ArtifactStoreError, match="changed after the step described it"):
         store.publish_output(str(output), "eval_responses", description)
+    unhashed = description.model_copy(update={"hashes": {}})  # a description that names files and sizes only
+    with pytest.raises(ArtifactStoreError, match=f"its files hash to [0-9a-f]{{64}}, the step described "
+                                                 f"{description.content_hash}"):
+        store.publish_output(str(output), "eval_responses", unhashed)
 
 
 def test_a_killed_publish_leaves_staging_that_the_next_publish_removes(tmp_path: Path) -> None:
