@@ -5,7 +5,8 @@ the Dagster process) and every module of this package that module imports, direc
 `import` statements (no import is executed), plus the data files those packages ship (accelerate configs, HTML
 templates, the annotator guidelines). The fingerprint of those files is the asset's Dagster `code_version`, so
 the UI marks an asset stale when its code changes, and it keys result reuse, so editing `cli.py` re-runs nothing
-while editing `ppo/losses.py` re-runs PPO and what depends on it.
+while editing `ppo/losses.py` re-runs PPO and what depends on it. The presets' values (`presets.py`) are left out
+(`VALUES_MODULES`); their schemas (`specs.py`) are not.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from pathlib import Path
 PACKAGE = "rlhf_assets"
 PACKAGE_DIR = Path(__file__).resolve().parent
 VERSION_LENGTH = 16
+# The presets' values are a run's configuration, not code: a step gets the values it uses in its request (which
+# result reuse hashes), and an asset computed in the Dagster process records its resolved config in its manifest.
+# Their schemas (`specs.py`) are code and count. So editing a `gptj_6b` number re-versions nothing on `tiny`.
+VALUES_MODULES = frozenset({f"{PACKAGE}.presets"})
 
 
 def _module_file(module: str, package_dir: Path) -> Path | None:
@@ -64,7 +69,7 @@ def module_closure(module: str, package_dir: Path = PACKAGE_DIR) -> set[Path]:
     pending = [module]
     while pending:
         name = pending.pop()
-        if name in seen:
+        if name in seen or name in VALUES_MODULES:
             continue
         seen.add(name)
         path = _module_file(name, package_dir)

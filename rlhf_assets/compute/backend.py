@@ -10,7 +10,7 @@ from rlhf_assets.compute.base import StepBackend, StepRequest, StepRun
 from rlhf_assets.compute.hardware import Hardware, step_hardware
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
-from rlhf_assets.presets import Preset
+from rlhf_assets.specs import Preset
 from rlhf_assets.storage import ArtifactStore, Manifest
 
 

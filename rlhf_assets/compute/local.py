@@ -30,7 +30,7 @@ from rlhf_assets.compute.launch import step_command
 from rlhf_assets.compute.warm.protocol import DISABLE_ENV
 from rlhf_assets.contract import LAUNCHED_AT_ENV
 from rlhf_assets.ppo.checkpoint import staging_root
-from rlhf_assets.presets import PROJECT_ROOT
+from rlhf_assets.specs import PROJECT_ROOT
 from rlhf_assets.storage import ArtifactStore, hash_json
 
 

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlhf_assets.data.sources import describe_source
-from rlhf_assets.presets import Preset
+from rlhf_assets.specs import Preset
 
 # Model files a snapshot keeps: config, tokenizer and PyTorch weights (never Flax / TensorFlow copies).
 MODEL_PATTERNS = ("*.json", "*.txt", "*.model", "*.safetensors", "*.bin", "*.pt")

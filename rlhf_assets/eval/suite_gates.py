@@ -22,7 +22,7 @@ from rlhf_assets.eval.gates import (
     superiority,
 )
 from rlhf_assets.eval.toxicity import METRICS
-from rlhf_assets.presets import EvalSpec, ToxicitySpec
+from rlhf_assets.specs import EvalSpec, ToxicitySpec
 from rlhf_assets.storage import Manifest
 
 TOXICITY_RULE = ("pass when, by both scorers, each metric's RLHF − SFT upper 95% bound at equal length < its "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rlhf_assets.presets import Preset, TrainSpec
+from rlhf_assets.specs import Preset, TrainSpec
 
 ROWS = 24  # training pairs per trained model
 EVAL_ROWS = 16  # held-out pairs scored

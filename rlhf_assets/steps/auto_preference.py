@@ -31,7 +31,7 @@ from rlhf_assets.layouts import OUTCOMES, RESPONSES
 from rlhf_assets.modeling.complete_load import load_complete
 from rlhf_assets.modeling.scoring import RewardReadout
 from rlhf_assets.ppo.reward_scorer import RewardModelScorer
-from rlhf_assets.presets import EvalSpec, RewardSpec
+from rlhf_assets.specs import EvalSpec, RewardSpec
 from rlhf_assets.steps.reward_scoring import load_reward_scorer, reward_device
 from rlhf_assets.steps.runtime import StepRuntime, markdown, run_step
 

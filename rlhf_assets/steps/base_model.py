@@ -22,7 +22,7 @@ from rlhf_assets.modeling.base import (
     write_pointer,
 )
 from rlhf_assets.modeling.tokenizer import train_bpe_tokenizer
-from rlhf_assets.presets import BaseModelSpec
+from rlhf_assets.specs import BaseModelSpec
 from rlhf_assets.steps.data_io import read_split
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime, run_step
 

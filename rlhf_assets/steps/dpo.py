@@ -19,7 +19,7 @@ from rlhf_assets.eval.preference import wilson_interval
 from rlhf_assets.eval.reporting import interval_text
 from rlhf_assets.modeling.base import BaseModelRef, count_parameters, write_pointer
 from rlhf_assets.modeling.complete_load import load_complete
-from rlhf_assets.presets import DPOSpec
+from rlhf_assets.specs import DPOSpec
 from rlhf_assets.steps.data_io import read_split
 from rlhf_assets.steps.memory import check_memory_plan, this_gpu, training_ranks
 from rlhf_assets.steps.progress import RuntimeProgressCallback, curve_markdown

@@ -18,7 +18,7 @@ from rlhf_assets.eval.length import word_count
 from rlhf_assets.eval.reporting import interval_text
 from rlhf_assets.layouts import EVAL_PROMPTS, RESPONSES, SFT_RESPONSES
 from rlhf_assets.ppo.sampling import sequence_kl
-from rlhf_assets.presets import EvalSpec
+from rlhf_assets.specs import EvalSpec
 from rlhf_assets.steps.generation import generate_texts, load_policy
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run_step
 from rlhf_assets.steps.sft_baseline import check_sampling_record

@@ -18,7 +18,7 @@ from rlhf_assets.modeling.base import BaseModelRef
 from rlhf_assets.modeling.complete_load import load_complete
 from rlhf_assets.modeling.encoding import encode_prompts
 from rlhf_assets.ppo.sampling import sample_responses
-from rlhf_assets.presets import GenerationSpec
+from rlhf_assets.specs import GenerationSpec
 from rlhf_assets.steps.runtime import StepInputError
 
 

@@ -21,7 +21,7 @@ from rlhf_assets.modeling.base import BaseModelRef
 from rlhf_assets.modeling.complete_load import load_complete
 from rlhf_assets.ppo.sampling import sequence_kl
 from rlhf_assets.ppo.snapshots import SNAPSHOTS_DIR, apply_snapshot, read_index
-from rlhf_assets.presets import EvalSpec, RewardSpec
+from rlhf_assets.specs import EvalSpec, RewardSpec
 from rlhf_assets.steps.auto_preference import load_judge
 from rlhf_assets.steps.generation import generate_texts, load_policy
 from rlhf_assets.steps.reward_scoring import load_reward_scorer

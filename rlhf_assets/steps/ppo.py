@@ -37,7 +37,7 @@ from rlhf_assets.ppo.sampling import sequence_kl
 from rlhf_assets.ppo.snapshots import SNAPSHOTS_DIR, copy_snapshots
 from rlhf_assets.ppo.trainer import PPOTrainer
 from rlhf_assets.ppo.value_head import CausalLMWithValueHead, add_lora, freeze_bottom_layers
-from rlhf_assets.presets import GenerationSpec, PPOSpec
+from rlhf_assets.specs import GenerationSpec, PPOSpec
 from rlhf_assets.steps.data_io import read_split
 from rlhf_assets.steps.generation import generate_texts
 from rlhf_assets.steps.memory import check_memory_plan, this_gpu, training_ranks

@@ -24,7 +24,7 @@ from rlhf_assets.modeling.complete_load import load_complete
 from rlhf_assets.modeling.encoding import encode_prompt_response
 from rlhf_assets.modeling.scoring import RewardReadout, eos_readout, last_attended_positions, reward_scores, rewards_at
 from rlhf_assets.modeling.trlx_reward import load_trlx_reward_model
-from rlhf_assets.presets import RewardSpec
+from rlhf_assets.specs import RewardSpec
 from rlhf_assets.steps.data_io import read_split
 from rlhf_assets.steps.memory import check_memory_plan, this_gpu, training_ranks
 from rlhf_assets.steps.progress import RuntimeProgressCallback, curve_markdown

@@ -18,7 +18,7 @@ from rlhf_assets.compute.memory_plan import ModelShape, Precision, finetune_plan
 from rlhf_assets.modeling.base import BaseModelRef, count_parameters, write_pointer
 from rlhf_assets.modeling.complete_load import load_complete
 from rlhf_assets.modeling.encoding import encode_prompt_response
-from rlhf_assets.presets import TrainSpec
+from rlhf_assets.specs import TrainSpec
 from rlhf_assets.steps.data_io import read_split
 from rlhf_assets.steps.memory import check_memory_plan, this_gpu, training_ranks
 from rlhf_assets.steps.progress import RuntimeProgressCallback, curve_markdown

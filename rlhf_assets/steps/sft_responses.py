@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from rlhf_assets.eval.degeneracy import response_stats
 from rlhf_assets.layouts import EVAL_PROMPTS, SFT_RESPONSES
-from rlhf_assets.presets import EvalSpec
+from rlhf_assets.specs import EvalSpec
 from rlhf_assets.steps.generation import generate_texts, load_policy
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime, run_step
 from rlhf_assets.steps.sft_baseline import write_sampling_record

@@ -8,7 +8,7 @@ with (`steps/sft_baseline.py`), which each policy's `toxicity_scores` checks aga
 from __future__ import annotations
 
 from rlhf_assets.layouts import PROMPTS, TOXICITY_SCORES
-from rlhf_assets.presets import ToxicitySpec
+from rlhf_assets.specs import ToxicitySpec
 from rlhf_assets.steps.runtime import StepRuntime, run_step
 from rlhf_assets.steps.sft_baseline import write_sampling_record
 from rlhf_assets.steps.toxicity_scores import sampling_settings, scored_continuations, scorer_kind_of

@@ -40,7 +40,7 @@ from rlhf_assets.modeling.detoxify_format import (
     toxicity_of,
 )
 from rlhf_assets.modeling.standin_vocabulary import standin_tokenizer
-from rlhf_assets.presets import StandInToxicitySpec, ToxicitySpec
+from rlhf_assets.specs import StandInToxicitySpec, ToxicitySpec
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run_step
 
 # Perspective attribute that supervises each of Detoxify's `original` classes.

@@ -23,7 +23,7 @@ from rlhf_assets.eval.toxicity import METRICS, ToxicitySummary, summarize
 from rlhf_assets.layouts import PROMPTS, TOXICITY_SCORES
 from rlhf_assets.modeling.detoxify_format import ToxicityModelError, load_detoxify
 from rlhf_assets.modeling.second_scorer import second_scorer_name, second_scores
-from rlhf_assets.presets import NonInferiorityMargins, ToxicitySpec
+from rlhf_assets.specs import NonInferiorityMargins, ToxicitySpec
 from rlhf_assets.steps.generation import generate_texts, load_policy
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run_step
 from rlhf_assets.steps.sft_baseline import check_sampling_record

@@ -20,7 +20,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from rlhf_assets.checkpoint_integrity import MARKER_PREFIX, incomplete_reason, job_hosts, write_marker
 from rlhf_assets.modeling.restricted_load import restrict_deepspeed_loading
-from rlhf_assets.presets import TrainSpec
+from rlhf_assets.specs import TrainSpec
 from rlhf_assets.steps.runtime import StepRuntime, launched_with_deepspeed
 
 

@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from rlhf_assets.modeling.complete_load import load_complete
 from rlhf_assets.ppo.reward_scorer import RewardModelScorer
-from rlhf_assets.presets import PPOSpec
+from rlhf_assets.specs import PPOSpec
 from rlhf_assets.steps.progress import RuntimeProgressCallback
 from rlhf_assets.steps.runtime import StepRuntime
 from rlhf_assets.steps.training import CheckpointMarkerCallback, last_checkpoint, prepared

@@ -73,3 +73,23 @@ def test_every_asset_has_the_code_version_of_what_computes_it() -> None:
     assert versions["reward_model"] == versions["judge_model"] == step_code_version("reward")
     assert versions["sft_model"] != versions["ppo_policy"] != versions["dpo_policy"]
     assert all(v and len(v) == 16 for v in versions.values()), versions
+
+
+def test_a_preset_value_is_configuration_and_its_schema_is_code(package_copy: Path) -> None:
+    """Editing a `gptj_6b` value leaves every asset module's and step's code version unchanged (the values reach a
+    step in its request, which result reuse hashes); editing a schema's default changes the steps that read it."""
+    modules = [f"rlhf_assets.steps.{step}" for step in STEPS] + [
+        f"rlhf_assets.assets.{path.stem}" for path in sorted((package_copy / "assets").glob("*.py"))
+        if path.stem != "__init__"]
+    before = {module: code_fingerprint(module, package_copy) for module in modules}
+    presets = package_copy / "presets.py"
+    edited = presets.read_text().replace("ppo=PPOSpec(config=PPOConfig(), kl_bound=20.0, reward_batch_size=8)",
+                                         "ppo=PPOSpec(config=PPOConfig(), kl_bound=25.0, reward_batch_size=8)")
+    assert edited != presets.read_text(), "the gptj_6b value to edit is still in presets.py"
+    presets.write_text(edited)
+    assert {module: code_fingerprint(module, package_copy) for module in modules} == before
+
+    specs = package_copy / "specs.py"
+    _append(specs, "\n# an edit to the schemas\n")
+    after = {module: code_fingerprint(module, package_copy) for module in modules}
+    assert after["rlhf_assets.steps.ppo"] != before["rlhf_assets.steps.ppo"]

@@ -5,7 +5,8 @@ cannot fit, and the PPO step refusing one before it loads any weights."""
 import pytest
 from transformers import AutoConfig
 
-from rlhf_assets.compute.memory_plan import GIB, MemoryPlanError, ModelShape, Precision, ppo_plan, preset_plans
+from rlhf_assets.compute.memory_plan import GIB, MemoryPlanError, ModelShape, Precision, ppo_plan
+from rlhf_assets.compute.preset_memory import preset_plans
 from rlhf_assets.presets import GPTJ_6B
 
 pytestmark = pytest.mark.unit

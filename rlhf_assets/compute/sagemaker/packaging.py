@@ -14,7 +14,7 @@ import io
 import tarfile
 
 from rlhf_assets.contract import ENTRY_POINT
-from rlhf_assets.presets import PROJECT_ROOT
+from rlhf_assets.specs import PROJECT_ROOT
 
 IMAGE_REPOSITORY = "pytorch"
 IMAGE_TAG = "2.13.0-cu133-amzn2023-sagemaker"
