@@ -54,7 +54,7 @@ class PresetResource(ConfigurableResource):
                              "(Pythia-160M, one GPU) or gptj_6b (the reference recipe on SageMaker)")
     miniature: bool = Field(default_factory=lambda: os.environ.get("RLHF_MINIATURE", "0") == "1",
                             description="Run the preset as configured with only sizes shrunk, against the local hub "
-                            "mirror (`RLHF_MINIATURE=1`; see the README's Presets)")
+                            "mirror (`RLHF_MINIATURE=1`; see docs/concepts/presets.md)")
 
     def get(self) -> Preset:
         """The chosen preset, in miniature when asked."""

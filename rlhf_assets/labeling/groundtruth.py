@@ -30,7 +30,7 @@ class OutputManifestError(ValueError):
 
 
 class GroundTruthJobSpec(BaseModel):
-    """Everything `create_labeling_job` needs beyond the tasks (see README: Ground Truth)."""
+    """Everything `create_labeling_job` needs beyond the tasks (see docs/human-evaluation.md: Ground Truth)."""
 
     job_name: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$", description="Unique per account+region")
     s3_prefix: str = Field(pattern=r"^s3://", description="s3://bucket/prefix for manifest, template and output")

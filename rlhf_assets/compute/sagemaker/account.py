@@ -36,7 +36,8 @@ class AccountSettings(Config):
     """Settings every job of the account must carry; all empty by default (a plain account needs none)."""
 
     subnets: list[str] = Field(default_factory=list, description="VPC subnets of the jobs (1-16, with security "
-                               "groups); the VPC needs S3, ECR, CloudWatch Logs and STS endpoints (README)")
+                               "groups); the VPC needs S3, ECR, CloudWatch Logs and STS endpoints "
+                               "(docs/operations/deploying.md)")
     security_group_ids: list[str] = Field(default_factory=list, description="Security groups (1-5, with subnets)")
     network_isolation: bool = Field(False, description="EnableNetworkIsolation: the container reaches nothing, "
                                     "AWS services included (code, Pipes context and messages then travel through "

@@ -96,7 +96,7 @@ class SageMakerComputeBackend(ConfigurableResource):
     """
 
     role_arn: str = Field(default_factory=lambda: os.environ.get("RLHF_SAGEMAKER_ROLE_ARN", ""),
-                          description="Execution role of the training jobs (see README: IAM)")
+                          description="Execution role of the training jobs (see docs/operations/deploying.md: IAM)")
     bucket: str = Field(default_factory=lambda: os.environ.get("RLHF_SAGEMAKER_BUCKET", ""),
                         description="Bucket for source tarballs, Pipes messages, checkpoints and job outputs")
     prefix: str = Field("rlhf-assets/sagemaker", description="Key prefix under `bucket`")
@@ -223,7 +223,8 @@ class SageMakerComputeBackend(ConfigurableResource):
             code = error.response.get("Error", {}).get("Code", "")
             raise Failure(description=f"SageMaker bucket s3://{self.bucket} is not usable ({code}: "
                                       f"{error.response.get('Error', {}).get('Message') or 'no access'}); "
-                                      "check RLHF_SAGEMAKER_BUCKET and the IAM policy in the README") from None
+                                      "check RLHF_SAGEMAKER_BUCKET and the IAM policy "
+                                      "(docs/operations/deploying.md)") from None
 
     def code_uri(self, tarball: bytes) -> str:
         """Where the source tarball lives: keyed by its hash, so unchanged code is stored once."""
@@ -327,7 +328,8 @@ def stop_and_wait(sagemaker: Any, name: str, *, poll: float) -> None:
 
 def delete_prefix(s3: Any, bucket: str, prefix: str) -> int:
     """Delete every object under `prefix` (a finished job's checkpoints); the number deleted. On a versioned
-    bucket this leaves noncurrent versions, which the bucket's lifecycle rule must expire (README: Deploying)."""
+    bucket this leaves noncurrent versions, which the bucket's lifecycle rule must expire
+    (docs/operations/deploying.md)."""
     deleted = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
