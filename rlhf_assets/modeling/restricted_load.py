@@ -3,9 +3,9 @@
 DeepSpeed reads its model and ZeRO optimizer files with `torch.load(weights_only=False)`, the full unpickler:
 a `__reduce__` planted in `optim_states.pt` by anyone who can write the checkpoint prefix would run inside the
 training job on resume. Every DeepSpeed checkpoint read in a step process goes through `restricted_load`
-instead: torch's weights-only unpickler, which builds tensors, containers and plain values, plus the few
-DeepSpeed classes its checkpoints hold (listed below, checked against the files DeepSpeed writes). A pickle
-naming any other callable is refused before anything in it runs. Accelerate and the Trainer already read their
+instead: torch's weights-only unpickler, which builds tensors, containers and plain values, plus the three
+DeepSpeed classes the recipe's checkpoints hold (below). A pickle naming any other callable is refused before
+anything in it runs. Accelerate and the Trainer already read their
 own files (optimizer, scheduler, RNG) weights-only.
 """
 
@@ -17,12 +17,15 @@ from typing import Any
 
 import torch
 
-# (module, class) of what DeepSpeed 0.19's ZeRO-1/2 checkpoints pickle besides tensors and containers.
+# (module, class) of what DeepSpeed 0.19's ZeRO-2 bf16 checkpoints (the recipe's launch) pickle besides tensors
+# and containers: exactly the globals `torch.serialization.get_unsafe_globals_in_checkpoint` finds in the files a
+# real run writes (`tests/process/test_ppo_distributed.py` checks that the two agree). Each is plain state: an
+# enum, a dataclass of two ints, an object holding a scale; none runs code when rebuilt. A launch writing other
+# classes (fp16's `DynamicLossScaler`) is refused until they are checked and added here.
 DEEPSPEED_STATE_CLASSES = (
     ("deepspeed.runtime.zero.config", "ZeroStageEnum"),
     ("deepspeed.utils.tensor_fragment", "fragment_address"),
     ("deepspeed.runtime.fp16.loss_scaler", "LossScaler"),
-    ("deepspeed.runtime.fp16.loss_scaler", "DynamicLossScaler"),
 )
 
 

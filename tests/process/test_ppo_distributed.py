@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rlhf_assets.checkpoint_integrity import write_marker
-from rlhf_assets.modeling.restricted_load import restricted_load
+from rlhf_assets.modeling.restricted_load import DEEPSPEED_STATE_CLASSES, restricted_load
 from rlhf_assets.ppo.checkpoint import latest_checkpoint, staging_root
 from rlhf_assets.presets import PROJECT_ROOT
 
@@ -127,8 +127,11 @@ def test_a_payload_planted_in_a_zero2_optimizer_file_never_runs(tmp_path: Path) 
         "DistributedType.DEEPSPEED"
     deepspeed_files = sorted(step.rglob("*_states.pt"))
     assert {p.name.rsplit("_", 2)[-2] for p in deepspeed_files} == {"model", "optim"}
+    written = {name for path in deepspeed_files for name in torch.serialization.get_unsafe_globals_in_checkpoint(path)}
+    assert written == {".".join(entry) for entry in DEEPSPEED_STATE_CLASSES}, \
+        "the allow-list is exactly the classes DeepSpeed writes: none missing, none allowed without need"
     for path in deepspeed_files:
-        restricted_load(path)  # the allow-list covers everything DeepSpeed writes
+        restricted_load(path)
 
     (optimizer_file,) = step.rglob("*optim_states.pt")
     state = torch.load(optimizer_file, weights_only=False)  # the test's own file: it may unpickle it in full
