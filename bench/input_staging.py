@@ -10,8 +10,9 @@ copy before first use (`StepRuntime.channel`). Three ways to get a channel ready
 - **stage + verify (hard links)**: private hard links, then the full re-hash;
 - **stage + verify (copies)**: what a store on another disk costs.
 
-The Dagster-side check before the launch is the same in all three and is left out. Prints seconds and the
-ratio of each to the re-hash alone, which dominates: the staging itself is metadata for hard links.
+Before, the Dagster process re-hashed a local input before the launch; now only the step does (on its copy), so
+the total per input is one re-hash either way. Prints seconds and the ratio of each to the re-hash alone, which
+dominates: the staging itself is metadata for hard links.
 
     .venv/bin/python -m bench.input_staging [--mib 1024]
 """

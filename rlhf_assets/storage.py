@@ -551,6 +551,16 @@ class ArtifactStore:
                         f"{description.sizes.get(name)}")
         return None
 
+    def staging_source(self, manifest: Manifest) -> Path:
+        """Where to stage a step's input from: a local artifact as it is (complete, inside the root), because the
+        step re-hashes its own copy against `manifest.content_hash` before reading it (hashing here as well
+        would read every byte twice); an S3 artifact downloaded and verified (`verified_path`)."""
+        if self.remote:
+            return self.verified_path(manifest)
+        if not self.is_complete(manifest.uri):
+            raise FileNotFoundError(f"artifact {manifest.uri} is missing or incomplete (no {COMPLETE_MARKER} marker)")
+        return Path(self.resolve(manifest.uri))
+
     def verified_path(self, manifest: Manifest, cache_dir: Path | None = None) -> Path:
         """`local_path` of the artifact a manifest names, checked against the manifest's full content hash."""
         return self.local_path(manifest.uri, cache_dir, manifest.content_hash)

@@ -83,10 +83,11 @@ class LocalComputeBackend(ConfigurableResource):
     def run_step(self, context: AssetExecutionContext, request: StepRequest, store: ArtifactStore) -> StepRun:
         """Run one step to completion and return its output; failures raise with the step's own reason.
 
-        S3 inputs are downloaded to a local cache first; the checkpoint directory is named by the request's
+        S3 inputs are downloaded to a local cache first; every input is staged as the step's own copy, which the
+        step verifies against the recorded hash before reading it; the checkpoint directory is named by the request's
         `resume_key`, so a re-run of the same work after a crash resumes.
         """
-        channels = {name: store.verified_path(manifest) for name, manifest in request.inputs.items()}
+        channels = {name: store.staging_source(manifest) for name, manifest in request.inputs.items()}
         scratch = Path(self.scratch_dir)
         layout = ContainerLayout.create(
             root=scratch / "runs" / f"{request.asset}-{context.run_id[:8]}",
