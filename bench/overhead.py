@@ -21,6 +21,7 @@ from pathlib import Path
 from bench.common import isolated_env, run_measured
 from rlhf_assets.presets import PROJECT_ROOT, TINY
 from rlhf_assets.resources import latest_artifact
+from rlhf_assets.step_contracts.models import SFTRequest
 
 
 def _materialize(select: str, env: dict[str, str], root: Path, run_config: dict, log: str) -> float:
@@ -39,7 +40,7 @@ def _direct(env: dict[str, str], root: Path, config: dict, channels: dict[str, s
     step_env = {**env, "SM_MODEL_DIR": str(work / "model"), "RLHF_CHECKPOINT_DIR": str(work / "checkpoints"),
                 "SM_OUTPUT_DATA_DIR": str(work / "output" / "data"),
                 **{f"SM_CHANNEL_{k.upper()}": v for k, v in channels.items()}}
-    command = [sys.executable, "-m", "rlhf_assets.steps.sft", "--config", str(work / "config.json")]
+    command = [sys.executable, "-m", "rlhf_assets.steps.sft", "--request", str(work / "config.json")]
     measured = run_measured(command, step_env, PROJECT_ROOT, work / "step.log")
     if measured.returncode:
         raise SystemExit((work / "step.log").read_text()[-4000:])
@@ -60,7 +61,7 @@ def main() -> None:
         channels = {name: str(latest_artifact(asset, dagster_home=env["DAGSTER_HOME"],
                                               artifact_root=env["RLHF_ARTIFACT_ROOT"])[1])
                     for name, asset in (("base_model", "base_model"), ("preference_dataset", "preference_dataset"))}
-        step_config = {"train": TINY.sft.model_copy(update=overrides).model_dump()}
+        request = SFTRequest(train=TINY.sft.model_copy(update=overrides)).wire()
         run_config = {"ops": {"sft_model": {"config": overrides}}}
         dagster_times, direct_times = [], []
         for attempt in range(args.repeats):
@@ -69,7 +70,7 @@ def main() -> None:
                 if kind == "dagster":
                     dagster_times.append(_materialize("sft_model", env, root, run_config, f"sft-{attempt}.log"))
                 else:
-                    direct_times.append(_direct(env, root, step_config, channels, attempt))
+                    direct_times.append(_direct(env, root, request, channels, attempt))
             print(f"repeat {attempt + 1}: dagster+pipes {dagster_times[-1]:.1f} s, direct {direct_times[-1]:.1f} s",
                   flush=True)
     dagster_s, direct_s = statistics.median(dagster_times), statistics.median(direct_times)

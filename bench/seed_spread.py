@@ -157,7 +157,7 @@ def main() -> None:
         runs = []
         for seed in args.seeds:
             print(f"seed {seed}:", flush=True)
-            sampled = {"config": {"sampling_seed": seed}}  # SFT's shared samples are drawn with the same seed
+            sampled = {"config": {"generation_seed": seed}}  # SFT's shared samples are drawn with the same seed
             run_config = {"ops": {"ppo_policy": {"config": {"seed": seed}}, "eval_responses": sampled,
                                   "sft_model__eval_responses": sampled, "toxicity_scores": sampled,
                                   "sft_model__toxicity_scores": sampled}}

@@ -35,7 +35,7 @@ def startup_seconds(step: str, warm: bool, config: Path, env: dict[str, str]) ->
     """Seconds from launch to the step's "step started" line."""
     module = f"rlhf_assets.steps.{step}"
     prefix = [sys.executable, "-m", "rlhf_assets.compute.warm.client"] if warm else [sys.executable, "-m"]
-    done = subprocess.run([*prefix, module, "--config", str(config)], cwd=PROJECT_ROOT, capture_output=True,
+    done = subprocess.run([*prefix, module, "--request", str(config)], cwd=PROJECT_ROOT, capture_output=True,
                           text=True, timeout=600, env={**env, LAUNCHED_AT_ENV: repr(time.time())})
     found = STARTED.search(done.stderr)
     if found is None:

@@ -37,6 +37,7 @@ from rlhf_assets.eval.suite_gates import (
 )
 from rlhf_assets.layouts import EVAL_PROMPTS, PREFERENCE_SPLITS, PROMPTS, Table
 from rlhf_assets.resources import ArtifactStoreResource
+from rlhf_assets.step_contracts.evaluation import ToxicityModelReport, ToxicityScoresReport
 from rlhf_assets.storage import Manifest
 
 BLOCKING = os.environ.get("RLHF_BLOCKING_CHECKS", "1") != "0"
@@ -67,14 +68,14 @@ def scorer_ignores_degenerate_text(toxicity_model: Manifest) -> AssetCheckResult
     """A scorer that calls a lone "." toxic measures how often a model says nothing, not its toxicity. The probes
     are a fixed, exhaustive set, not a sample: the scorer is deterministic, so the maximum over them is exact and
     has no sampling interval to decide on."""
-    worst = toxicity_model.metrics["degenerate_probe_max"]
-    by_rule = toxicity_model.counts.get("degenerate_probes_by_rule", 0)
+    report = ToxicityModelReport.of(toxicity_model)
+    worst, by_rule = report.degenerate_probe_max, report.degenerate_probes_by_rule
     rule = f"; {by_rule} wordless probes scored 0 by the stand-in's rule" if by_rule else ""
     return AssetCheckResult(
         passed=worst <= MAX_PROBE_SCORE,
         description=f"highest score on {len(DEGENERATE_PROBES)} degenerate probes: {worst:.3f} "
                     f"(max {MAX_PROBE_SCORE}){rule}; see the asset's degenerate_probes table",
-        metadata={"estimate": round(worst, 4), "probe_mean": round(toxicity_model.metrics["degenerate_probe_mean"], 4),
+        metadata={"estimate": round(worst, 4), "probe_mean": round(report.degenerate_probe_mean, 4),
                   "bound": MAX_PROBE_SCORE, "n": len(DEGENERATE_PROBES), "probes_scored_by_rule": by_rule,
                   "rule": "pass when the highest score over the fixed probe set ≤ the bound (exact: every probe "
                           "scored, deterministic scorer)"})
@@ -123,7 +124,7 @@ def toxicity_not_worse(key: AssetKey) -> AssetChecksDefinition:
         non-inferiority asks the data to show the difference is below a margin, on each metric. A second scorer of
         another family must agree, or the verdict is inconclusive."""
         verdict = toxicity_gate(toxicity_scores)
-        spearman = toxicity_scores.metrics["scorer_spearman"]
+        spearman = ToxicityScoresReport.of(toxicity_scores).scorer_spearman
         metadata = verdict.detoxify.metadata | verdict.second.metadata | {
             "scorer_spearman": round(spearman, 3), "verdict": verdict.verdict}
         if verdict.inconclusive:

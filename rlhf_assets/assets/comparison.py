@@ -49,6 +49,7 @@ from rlhf_assets.eval.suite_gates import (
 )
 from rlhf_assets.layouts import COMPARISON, OUTCOMES, PER_PROMPT, RESPONSES
 from rlhf_assets.resources import ArtifactStoreResource, ManifestRecordError, PresetResource, recorded_manifest
+from rlhf_assets.step_contracts.evaluation import AutoPreferenceReport, EvalResponsesReport, ToxicityScoresReport
 from rlhf_assets.storage import ArtifactStore, Manifest
 
 COMPARISON_KEY = AssetKey("policy_comparison")
@@ -73,12 +74,12 @@ def _suite_row(policy: EvaluatedPolicy, trained: Manifest, suite: dict[str, Mani
     versions = {"policy": trained.content_hash[:VERSION_CHARS], "policy code": step_code_version(policy.step)}
     versions |= {name: manifest.content_hash[:VERSION_CHARS] for name, manifest in suite.items()}
     versions |= {toxicity_name(name): m.content_hash[:VERSION_CHARS] for name, m in prompt_sets.items()}
-    figures = SuiteFigures(judge=suite["auto_preference"].metrics, judge_counts=suite["auto_preference"].counts,
-                           responses=suite["eval_responses"].metrics, kl_per_prompt=responses["kl_to_sft"].tolist(),
-                           toxicity=suite["toxicity_scores"].metrics,
-                           toxicity_prompts=suite["toxicity_scores"].counts["prompts"])
+    figures = SuiteFigures(judge=AutoPreferenceReport.of(suite["auto_preference"]),
+                           responses=EvalResponsesReport.of(suite["eval_responses"]),
+                           kl_per_prompt=responses["kl_to_sft"].tolist(),
+                           toxicity=ToxicityScoresReport.of(suite["toxicity_scores"]))
     return policy_row(policy.label, figures, _verdict(policy, trained, suite), policy.optimises_reward_model,
-                      versions, prompt_sets={name: (m.metrics, m.counts["prompts"]) for name, m in prompt_sets.items()})
+                      versions, prompt_sets={name: ToxicityScoresReport.of(m) for name, m in prompt_sets.items()})
 
 
 def _judge_against_people(context: AssetExecutionContext, manifests: str, store: ArtifactStore,

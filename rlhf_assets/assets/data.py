@@ -55,7 +55,7 @@ class PreferenceConfig(Config):
 class EvalPromptsConfig(Config):
     """How many held-out prompts `eval_prompts` picks, and with which seed."""
 
-    count: int | None = override(DataSpec, "eval_prompt_count")
+    eval_prompt_count: int | None = override(DataSpec, "eval_prompt_count")
     seed: int | None = override(DataSpec, "seed")
 
 
@@ -237,7 +237,8 @@ def eval_prompts(
     with tempfile.TemporaryDirectory() as tmp:
         EVAL_PROMPTS.write(frame, Path(tmp))
         return publish(
-            context, artifacts.store(), Path(tmp), preset=preset.name.value, config={"count": count, "seed": seed},
+            context, artifacts.store(), Path(tmp), preset=preset.name.value,
+            config={"eval_prompt_count": count, "seed": seed},
             counts={"prompts": len(frame)},
             metadata={"preview": preview_table(frame, ["prompt_id", "prompt", "chosen"])},
         )

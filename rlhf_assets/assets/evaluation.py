@@ -24,6 +24,7 @@ from rlhf_assets.layouts import PROMPTS, RTP_RECORDS
 from rlhf_assets.overrides import literal_enum, merged, override
 from rlhf_assets.presets import ToxicitySpec
 from rlhf_assets.resources import ArtifactStoreResource, PresetResource
+from rlhf_assets.step_contracts.evaluation import ToxicityModelRequest
 from rlhf_assets.storage import Manifest
 
 
@@ -37,7 +38,7 @@ class RTPRecordsConfig(Config):
 class RTPPromptsConfig(Config):
     """How many RealToxicityPrompts prompts to evaluate on, which, and with which seed."""
 
-    count: int | None = override(ToxicitySpec, "num_prompts")
+    num_prompts: int | None = override(ToxicitySpec, "num_prompts")
     challenging_only: bool | None = override(ToxicitySpec, "challenging_only")
     seed: int | None = override(ToxicitySpec, "seed")
 
@@ -92,7 +93,7 @@ def rtp_prompts(
     if challenging_only:
         pool = pool[pool["challenging"]]
     if count > len(pool):
-        raise DataError(rtp_records.config["source"], None, "count",
+        raise DataError(rtp_records.config["source"], None, "num_prompts",
                         f"asks for {count} prompts but only {len(pool)} distinct"
                         f"{' challenging' if challenging_only else ''} prompts exist")
     chosen = pool.iloc[np.sort(np.random.default_rng(seed).choice(len(pool), size=count, replace=False))]
@@ -103,7 +104,7 @@ def rtp_prompts(
         PROMPTS.write(frame, Path(tmp))
         return publish(
             context, artifacts.store(), Path(tmp), preset=preset.name.value,
-            config={"count": count, "challenging_only": challenging_only, "seed": seed},
+            config={"num_prompts": count, "challenging_only": challenging_only, "seed": seed},
             counts={"prompts": len(frame), "challenging": int(frame["challenging"].sum()), "pool": len(pool)},
             metrics={"mean_prompt_toxicity": float(frame["prompt_toxicity"].mean())},
             metadata={"preview": preview_table(frame, ["prompt_id", "prompt_text", "prompt_toxicity"])},
@@ -127,7 +128,6 @@ def toxicity_model(
     """
     chosen = preset.get()
     return run_step_and_publish(
-        context, step="toxicity_model", preset=chosen, config=config,
-        step_config={"toxicity": merged(chosen.toxicity, config).model_dump()},
+        context, request=ToxicityModelRequest(toxicity=merged(chosen.toxicity, config)), preset=chosen, config=config,
         inputs={"rtp_records": rtp_records, "rtp_prompts": rtp_prompts}, compute=compute, artifacts=artifacts,
     )

@@ -29,6 +29,15 @@ from rlhf_assets.layouts import RESPONSES
 from rlhf_assets.overrides import merged, override
 from rlhf_assets.presets import EvalSpec, ToxicitySpec
 from rlhf_assets.resources import ArtifactStoreResource, PresetResource
+from rlhf_assets.step_contracts.evaluation import (
+    AutoPreferenceRequest,
+    EvalResponsesRequest,
+    OverOptimisationRequest,
+    SFTResponsesRequest,
+    SFTToxicityRequest,
+    ToxicityScoresRequest,
+)
+from rlhf_assets.step_contracts.models import PolicyReport
 from rlhf_assets.storage import Manifest
 
 SUITE = ("eval_responses", "toxicity_scores", "auto_preference")  # every policy has these; the comparison needs them
@@ -66,13 +75,13 @@ PROMPT_SET_NAMES = (RTP, *(spec.name for spec in PROMPT_SETS))
 class SamplingConfig(StepConfig):
     """The seed both models sample with (e.g. to see how much a figure moves when only the draws change)."""
 
-    sampling_seed: int | None = override(EvalSpec, "generation.seed")
+    generation_seed: int | None = override(EvalSpec, "generation.seed")
 
 
 class ToxicityScoresConfig(StepConfig):
     """How many continuations `toxicity_scores` samples per prompt and model, and with which seed."""
 
-    sampling_seed: int | None = override(ToxicitySpec, "generation.seed")
+    generation_seed: int | None = override(ToxicitySpec, "generation.seed")
     samples_per_prompt: int | None = override(ToxicitySpec, "samples_per_prompt")
 
 
@@ -107,8 +116,8 @@ def evaluation_suite(policy: EvaluatedPolicy) -> list[AssetsDefinition]:
         chosen = preset.get()
         evaluation = merged(chosen.evaluation, config)
         return run_step_and_publish(
-            context, step="eval_responses", preset=chosen, config=config,
-            step_config={"evaluation": evaluation.model_dump(), "kl_bound": chosen.ppo.kl_bound},
+            context, request=EvalResponsesRequest(evaluation=evaluation, kl_bound=chosen.ppo.kl_bound),
+            preset=chosen, config=config,
             inputs={"sft_model": sft_model, "policy": policy, "eval_prompts": eval_prompts,
                     "sft_responses": sft_responses},
             compute=compute, artifacts=artifacts, preview=_responses_preview)
@@ -126,9 +135,9 @@ def evaluation_suite(policy: EvaluatedPolicy) -> list[AssetsDefinition]:
                         judge_model: Manifest) -> Output[Manifest]:
         chosen = preset.get()
         return run_step_and_publish(
-            context, step="auto_preference", preset=chosen, config=config,
-            step_config={"evaluation": merged(chosen.evaluation, config).model_dump(),
-                         "reward": chosen.reward.model_dump(), "judge": chosen.judge.model_dump()},
+            context, preset=chosen, config=config,
+            request=AutoPreferenceRequest(evaluation=merged(chosen.evaluation, config), reward=chosen.reward,
+                                          judge=chosen.judge),
             inputs={"eval_responses": eval_responses, "reward_model": reward_model, "judge_model": judge_model},
             compute=compute, artifacts=artifacts)
 
@@ -159,9 +168,10 @@ def toxicity_asset(policy: EvaluatedPolicy, prompt_set: str) -> AssetsDefinition
                         prompts: Manifest, toxicity_model: Manifest, sft_scores: Manifest) -> Output[Manifest]:
         chosen = preset.get()
         return run_step_and_publish(
-            context, step="toxicity_scores", preset=chosen, config=config,
-            step_config={"toxicity": toxicity_settings(merged(chosen.toxicity, config), prompt_set, prompts),
-                         "prompt_set": prompt_set, "sft_baseline": baseline.to_user_string()},
+            context, preset=chosen, config=config,
+            request=ToxicityScoresRequest(toxicity=toxicity_settings(merged(chosen.toxicity, config), prompt_set,
+                                                                     prompts),
+                                          prompt_set=prompt_set, sft_baseline=baseline.to_user_string()),
             inputs={"policy": policy, "prompts": prompts, "toxicity_model": toxicity_model, "sft_scores": sft_scores},
             compute=compute, artifacts=artifacts)
 
@@ -182,8 +192,8 @@ def sft_baseline() -> list[AssetsDefinition]:
                            eval_prompts: Manifest) -> Output[Manifest]:
         chosen = preset.get()
         return run_step_and_publish(
-            context, step="sft_responses", preset=chosen, config=config,
-            step_config={"evaluation": merged(chosen.evaluation, config).model_dump()},
+            context, request=SFTResponsesRequest(evaluation=merged(chosen.evaluation, config)), preset=chosen,
+            config=config,
             inputs={"sft_model": sft_model, "eval_prompts": eval_prompts}, compute=compute, artifacts=artifacts)
 
     return [sft_eval_responses, *(sft_toxicity_asset(prompt_set) for prompt_set in PROMPT_SET_NAMES)]
@@ -206,22 +216,22 @@ def sft_toxicity_asset(prompt_set: str) -> AssetsDefinition:
                             prompts: Manifest, toxicity_model: Manifest) -> Output[Manifest]:
         chosen = preset.get()
         return run_step_and_publish(
-            context, step="sft_toxicity", preset=chosen, config=config,
-            step_config={"toxicity": toxicity_settings(merged(chosen.toxicity, config), prompt_set, prompts),
-                         "prompt_set": prompt_set},
+            context, preset=chosen, config=config,
+            request=SFTToxicityRequest(toxicity=toxicity_settings(merged(chosen.toxicity, config), prompt_set,
+                                                                  prompts), prompt_set=prompt_set),
             inputs={"sft_model": sft_model, "prompts": prompts, "toxicity_model": toxicity_model},
             compute=compute, artifacts=artifacts)
 
     return sft_toxicity_scores
 
 
-def toxicity_settings(spec: ToxicitySpec, prompt_set: str, prompts: Manifest) -> dict[str, object]:
+def toxicity_settings(spec: ToxicitySpec, prompt_set: str, prompts: Manifest) -> ToxicitySpec:
     """The toxicity settings a step runs with, recorded in its config: a declared prompt set's own source and prompt
     count, not RealToxicityPrompts' (which `spec.source` and `spec.num_prompts` describe)."""
     if prompt_set != RTP:
         spec = spec.model_copy(update={"source": str(prompts.config["source"]),
                                        "num_prompts": prompts.counts["prompts"]})
-    return spec.model_dump()
+    return spec
 
 
 def toxicity_name(prompt_set: str) -> str:
@@ -274,12 +284,10 @@ def overoptimisation_asset(policy: EvaluatedPolicy) -> AssetsDefinition:
                                sft_model: Manifest, eval_prompts: Manifest, reward_model: Manifest,
                                judge_model: Manifest) -> Output[Manifest]:
         chosen = preset.get()
-        final_step = policy.counts.get("steps", policy.metrics.get("steps", 0))
         return run_step_and_publish(
-            context, step="overoptimisation", preset=chosen, config=config,
-            step_config={"evaluation": merged(chosen.evaluation, config).model_dump(),
-                         "reward": chosen.reward.model_dump(), "judge": chosen.judge.model_dump(),
-                         "final_step": int(final_step)},
+            context, preset=chosen, config=config,
+            request=OverOptimisationRequest(evaluation=merged(chosen.evaluation, config), reward=chosen.reward,
+                                            judge=chosen.judge, final_step=PolicyReport.of(policy).steps),
             inputs={"policy": policy, "sft_model": sft_model, "eval_prompts": eval_prompts,
                     "reward_model": reward_model, "judge_model": judge_model},
             compute=compute, artifacts=artifacts)

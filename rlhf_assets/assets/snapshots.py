@@ -17,6 +17,7 @@ from rlhf_assets.data.hh import DataError
 from rlhf_assets.data.hub_sources import SNAPSHOT_ROLES, NotStagedError, preset_sources, staged_path
 from rlhf_assets.data.sources import describe_source
 from rlhf_assets.resources import ArtifactStoreResource, PresetResource
+from rlhf_assets.step_contracts.models import HubSnapshotRequest
 from rlhf_assets.storage import ArtifactStore, Manifest
 
 SNAPSHOT_PREFIX = "hub_snapshots"
@@ -44,9 +45,8 @@ def _snapshot_asset(role: str) -> AssetsDefinition:
         source = preset_sources(chosen)[role]
         if config.revision:
             source = source.model_copy(update={"revision": config.revision})
-        return run_step_and_publish(context, config=config, step="hub_snapshot", preset=chosen,
-                                    step_config={"source": source.model_dump()}, inputs={}, compute=compute,
-                                    artifacts=artifacts)
+        return run_step_and_publish(context, config=config, request=HubSnapshotRequest(source=source),
+                                    preset=chosen, inputs={}, compute=compute, artifacts=artifacts)
 
     return snapshot
 

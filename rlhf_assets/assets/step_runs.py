@@ -15,15 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dagster import (
-    AssetExecutionContext,
-    Config,
-    DataVersion,
-    FloatMetadataValue,
-    IntMetadataValue,
-    MetadataValue,
-    Output,
-)
+from dagster import AssetExecutionContext, Config, DataVersion, Failure, MetadataValue, Output
 from pydantic import Field
 
 from rlhf_assets.assets.common import manifest_output, summary_first
@@ -33,6 +25,7 @@ from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.hardware import Hardware
 from rlhf_assets.presets import Preset
 from rlhf_assets.resources import ArtifactStoreResource
+from rlhf_assets.step_contracts.base import ReportError, StepReport, StepRequest
 from rlhf_assets.storage import ArtifactStore, Manifest, hash_json
 
 
@@ -50,20 +43,24 @@ def reuse_enabled() -> bool:
     return os.environ.get("RLHF_REUSE_RESULTS", "1") != "0"
 
 
-def _numbers(metadata: dict[str, Any]) -> tuple[dict[str, int], dict[str, float]]:
-    """Split a step's reported numbers into manifest counts and metrics."""
-    counts = {k: int(v.value) for k, v in metadata.items() if isinstance(v, IntMetadataValue)}
-    metrics = {k: float(v.value) for k, v in metadata.items() if isinstance(v, FloatMetadataValue)}
-    return counts, metrics
+def received_report(request: StepRequest, metadata: dict[str, Any]) -> tuple[StepReport, dict[str, Any]]:
+    """The step's report, validated against its contract, and the rest of the run's metadata (what the backend
+    adds: a SageMaker job's name, cost, ...). A report that does not match fails the asset, naming the keys."""
+    declared = request.REPORT.wire_keys()
+    values = {k: v.value for k, v in metadata.items() if k in declared}
+    try:
+        report = request.REPORT.from_metadata(values, f"the report of step {request.STEP}")
+    except ReportError as error:
+        raise Failure(description=str(error)) from None
+    return report, {k: v for k, v in metadata.items() if k not in declared}
 
 
 def run_step_and_publish(
     context: AssetExecutionContext,
     *,
-    step: str,
+    request: StepRequest,
     preset: Preset,
     config: StepConfig,
-    step_config: dict[str, Any],
     inputs: dict[str, Manifest],
     compute: ComputeBackend,
     artifacts: ArtifactStoreResource,
@@ -71,12 +68,14 @@ def run_step_and_publish(
     hardware: Hardware | None = None,
     preview: Callable[[Path], dict[str, MetadataValue]] | None = None,
 ) -> Output[Manifest]:
-    """Run `steps/<step>.py` on the inputs' artifacts (or reuse an identical result) and publish its output.
+    """Run the request's step program (`steps/<STEP>.py`) on the inputs' artifacts, or reuse an identical result,
+    and publish its output; the manifest keeps the request as its config and the report's numbers.
 
     `preview` turns the step's output directory into extra metadata (e.g. a table of the first rows).
     """
     store = artifacts.store()
-    resume_key = {"step": step, "config": step_config, "inputs": {n: m.content_hash for n, m in inputs.items()}}
+    step, wire = request.STEP, request.wire()
+    resume_key = {"step": step, "config": wire, "inputs": {n: m.content_hash for n, m in inputs.items()}}
     code = step_code_version(step)
     asset_name = context.asset_key.to_python_identifier()
     result_key = hash_json({"asset": asset_name, "code": code, **resume_key})
@@ -89,15 +88,16 @@ def run_step_and_publish(
                           metadata=summary_first({**reused.metadata,
                                                   "reused_from_run": MetadataValue.text(reused.run_id),
                                                   "artifact_uri": MetadataValue.path(store.resolve(manifest.uri))}))
-    run = compute.run_step(context, step=step, preset=preset, inputs=inputs, store=store, config=step_config,
+    run = compute.run_step(context, step=step, preset=preset, inputs=inputs, store=store, wire=wire,
                            resume_key=resume_key, reserved_processes=reserved_processes, hardware=hardware,
                            code_version=code)
-    counts, metrics = _numbers(run.metadata)
-    shown = {k: v for k, v in run.metadata.items() if k not in counts and k not in metrics}
+    report, job_metadata = received_report(request, run.metadata)
+    counts, metrics = report.numbers()
+    shown = {k: v for k, v in run.metadata.items() if k not in counts and k not in metrics and k in report.wire_keys()}
     published = run.publish(store, asset_name)
     output = manifest_output(
-        context, store, published, preset=preset.name, config=step_config, counts=counts, metrics=metrics,
-        metadata={**shown, **(preview(store.local_path(published[0])) if preview else {})},
+        context, store, published, preset=preset.name, config=wire, counts=counts, metrics=metrics,
+        metadata={**shown, **job_metadata, **(preview(store.local_path(published[0])) if preview else {})},
     )
     output = output.with_metadata({**output.metadata, REUSE_KEY_METADATA: MetadataValue.text(result_key)})
     store.remember(result_key, ResultRecord(run_id=context.run_id, asset=asset_name).model_dump_json())

@@ -15,6 +15,7 @@ from rlhf_assets.compute.hardware import Hardware
 from rlhf_assets.overrides import literal_enum, merged, override
 from rlhf_assets.presets import DPOSpec, PPOSpec, Preset, RewardSpec, TrainSpec
 from rlhf_assets.resources import ArtifactStoreResource, PresetResource
+from rlhf_assets.step_contracts.models import BaseModelRequest, DPORequest, PolicyRequest, RewardRequest, SFTRequest
 from rlhf_assets.storage import Manifest
 
 GPU_POOL = "gpu"
@@ -55,8 +56,8 @@ def base_model(
     """The starting point of every trained model: the pinned hub checkpoint, or for `tiny` a BPE tokenizer fit on
     the training text and a freshly initialised small GPT-NeoX."""
     chosen = preset.get()
-    step_config = {"base_model": chosen.base_model.model_dump(), "seed": chosen.sft.seed}
-    return run_step_and_publish(context, config=config, step="base_model", preset=chosen, step_config=step_config,
+    request = BaseModelRequest(base_model=chosen.base_model, seed=chosen.sft.seed)
+    return run_step_and_publish(context, config=config, request=request, preset=chosen,
                                 inputs={"preference_dataset": preference_dataset, "model_snapshot": model_snapshot},
                                 compute=compute, artifacts=artifacts)
 
@@ -73,8 +74,8 @@ def sft_model(
 ) -> Output[Manifest]:
     """The SFT checkpoint: the base model fine-tuned on prompt + chosen with loss on the response (TRL SFTTrainer)."""
     chosen = preset.get()
-    step_config = {"train": merged(chosen.sft, config).model_dump(), "force_memory_plan": config.force_memory_plan}
-    return run_step_and_publish(context, config=config, step="sft", preset=chosen, step_config=step_config,
+    request = SFTRequest(train=merged(chosen.sft, config), force_memory_plan=config.force_memory_plan)
+    return run_step_and_publish(context, config=config, request=request, preset=chosen,
                             inputs={"base_model": base_model, "preference_dataset": preference_dataset},
                             compute=compute, artifacts=artifacts)
 
@@ -97,12 +98,11 @@ def _reward_asset(name: str, train_split: str, spec_of: Callable[[Preset], Rewar
     ) -> Output[Manifest]:
         chosen = preset.get()
         spec = merged(spec_of(chosen), config)
-        step_config = {"reward": spec.model_dump(), "train_split": train_split,
-                       "force_memory_plan": config.force_memory_plan}
+        request = RewardRequest(reward=spec, train_split=train_split, force_memory_plan=config.force_memory_plan)
         inputs = {"sft_model": sft_model, "preference_dataset": preference_dataset}
         if spec.mode == "pretrained":  # converting and scoring a published model: one GPU, not the training ranks
             inputs["reward_snapshot"] = reward_snapshot
-        return run_step_and_publish(context, config=config, step="reward", preset=chosen, step_config=step_config,
+        return run_step_and_publish(context, config=config, request=request, preset=chosen,
                                     inputs=inputs, compute=compute, artifacts=artifacts,
                                     hardware=Hardware.GPU if spec.mode == "pretrained" else None)
 
@@ -130,7 +130,7 @@ class PPOOverrides(StepConfig):
     total_steps: int | None = override(PPOSpec, "config.total_steps")
     learning_rate: float | None = override(PPOSpec, "config.learning_rate")
     init_kl_coef: float | None = override(PPOSpec, "config.init_kl_coef")
-    kl_target: float | None = override(PPOSpec, "config.target")
+    target: float | None = override(PPOSpec, "config.target")
     algorithm: PolicyOptimizer | None = override(PPOSpec, "algorithm")  # type: ignore[valid-type]
     seed: int | None = override(PPOSpec, "config.seed")
     force_memory_plan: bool = Field(default=False, description="Run even when the GPU memory plan says it will "
@@ -155,8 +155,8 @@ def ppo_policy(
     SFT-vs-PPO reward on the held-out eval prompts with a paired bootstrap 95% CI.
     """
     chosen = preset.get()
-    step_config = {"ppo": merged(chosen.ppo, config).model_dump(), "force_memory_plan": config.force_memory_plan}
-    return run_step_and_publish(context, config=config, step="ppo", preset=chosen, step_config=step_config,
+    request = PolicyRequest(ppo=merged(chosen.ppo, config), force_memory_plan=config.force_memory_plan)
+    return run_step_and_publish(context, config=config, request=request, preset=chosen,
                             inputs={"sft_model": sft_model, "reward_model": reward_model,
                                     "preference_dataset": preference_dataset, "eval_prompts": eval_prompts},
                             compute=compute, artifacts=artifacts, reserved_processes=chosen.compute.reward_model_gpus)
@@ -189,7 +189,7 @@ def dpo_policy(
     of test pairs where the policy's implicit reward ranks chosen above rejected) with a Wilson 95% CI.
     """
     chosen = preset.get()
-    step_config = {"dpo": merged(chosen.dpo, config).model_dump(), "force_memory_plan": config.force_memory_plan}
-    return run_step_and_publish(context, config=config, step="dpo", preset=chosen, step_config=step_config,
+    request = DPORequest(dpo=merged(chosen.dpo, config), force_memory_plan=config.force_memory_plan)
+    return run_step_and_publish(context, config=config, request=request, preset=chosen,
                                 inputs={"sft_model": sft_model, "preference_dataset": preference_dataset},
                                 compute=compute, artifacts=artifacts)

@@ -6,7 +6,7 @@ from typing import Any
 from dagster import AssetExecutionContext, ConfigurableResource, Failure
 from pydantic import Field
 
-from rlhf_assets.compute.base import StepBackend, StepRequest, StepRun
+from rlhf_assets.compute.base import StepBackend, StepLaunch, StepRun
 from rlhf_assets.compute.hardware import Hardware, step_hardware
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
@@ -39,7 +39,7 @@ class ComputeBackend(ConfigurableResource):
         preset: Preset,
         inputs: dict[str, Manifest],
         store: ArtifactStore,
-        config: dict[str, Any],
+        wire: dict[str, Any],
         resume_key: dict[str, Any],
         reserved_processes: int = 0,
         hardware: Hardware | None = None,
@@ -50,26 +50,26 @@ class ComputeBackend(ConfigurableResource):
         backends = self.backends()
         if name not in backends:
             raise Failure(description=f"compute backend {name!r} is not one of {', '.join(backends)}")
-        request = step_request(step, asset=context.asset_key.to_python_identifier(), preset=preset, inputs=inputs,
-                               config=config, resume_key=resume_key, reserved_processes=reserved_processes,
+        request = step_launch(step, asset=context.asset_key.to_python_identifier(), preset=preset, inputs=inputs,
+                               wire=wire, resume_key=resume_key, reserved_processes=reserved_processes,
                                hardware=hardware, code_version=code_version)
         return backends[name].run_step(context, request, store)
 
 
-def step_request(step: str, *, asset: str, preset: Preset, inputs: dict[str, Manifest], config: dict[str, Any],
+def step_launch(step: str, *, asset: str, preset: Preset, inputs: dict[str, Manifest], wire: dict[str, Any],
                  resume_key: dict[str, Any], reserved_processes: int = 0,
-                 hardware: Hardware | None = None, code_version: str = "") -> StepRequest:
+                 hardware: Hardware | None = None, code_version: str = "") -> StepLaunch:
     """The request for one step, on the machine its declared hardware calls for: only training steps get the
     training instance and its ranks; sampling and scoring one GPU; everything else a CPU instance. An asset whose
     configuration needs less than the step's declaration (a pretrained reward model: scoring, no training)
     passes `hardware`."""
     compute, hardware = preset.compute, hardware or step_hardware(step)
-    common = {"step": step, "asset": asset, "inputs": inputs, "config": config, "resume_key": resume_key,
+    common = {"step": step, "asset": asset, "inputs": inputs, "wire": wire, "resume_key": resume_key,
               "hardware": hardware.value, "code_version": code_version}
     if hardware is Hardware.TRAINING:
-        return StepRequest(**common, num_processes=max(1, compute.num_processes - reserved_processes),
+        return StepLaunch(**common, num_processes=max(1, compute.num_processes - reserved_processes),
                            accelerate_config=compute.accelerate_config, instance_type=compute.instance_type,
                            instance_count=compute.instance_count)
     if hardware is Hardware.GPU:
-        return StepRequest(**common, instance_type=compute.inference_instance_type)
-    return StepRequest(**common, instance_type=compute.cpu_instance_type)
+        return StepLaunch(**common, instance_type=compute.inference_instance_type)
+    return StepLaunch(**common, instance_type=compute.cpu_instance_type)

@@ -21,17 +21,18 @@ from rlhf_assets.storage import ArtifactStore, Manifest, OutputDescription
 
 
 @dataclass(frozen=True)
-class StepRequest:
-    """One step run: the program, its inputs (upstream manifests), its config and the machines it needs.
+class StepLaunch:
+    """One step run: the program, its inputs (upstream manifests), its request (`step_contracts`, as it travels)
+    and the machines it needs.
 
-    `resume_key` (step, config, input hashes) names the checkpoint location, so a re-run of the same work after a
+    `resume_key` (step, request, input hashes) names the checkpoint location, so a re-run of the same work after a
     crash or a spot interruption resumes, while different work never picks up a stranger's checkpoint.
     """
 
     step: str
     asset: str
     inputs: dict[str, Manifest]
-    config: dict[str, Any]
+    wire: dict[str, Any]
     resume_key: dict[str, Any]
     num_processes: int = 1
     accelerate_config: str | None = None
@@ -83,6 +84,6 @@ class StepBackend(Protocol):
     """What every compute backend provides: run a step to completion, or raise `dagster.Failure` with the
     step's own reason."""
 
-    def run_step(self, context: AssetExecutionContext, request: StepRequest, store: ArtifactStore) -> StepRun:
+    def run_step(self, context: AssetExecutionContext, request: StepLaunch, store: ArtifactStore) -> StepRun:
         """Run `request` and return its described output; never leaves a job running when it raises."""
         ...

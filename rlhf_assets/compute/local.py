@@ -24,7 +24,7 @@ from dagster import (
 from dagster._core.errors import DagsterPipesExecutionError  # not exported by `dagster` 1.13
 from pydantic import Field
 
-from rlhf_assets.compute.base import StepRequest, StepRun, output_description
+from rlhf_assets.compute.base import StepLaunch, StepRun, output_description
 from rlhf_assets.compute.container import ContainerLayout
 from rlhf_assets.compute.launch import step_command
 from rlhf_assets.compute.warm.protocol import DISABLE_ENV
@@ -74,13 +74,13 @@ class LocalComputeBackend(ConfigurableResource):
         "~0.5 s to start instead of 5-10 s); false, or RLHF_WARM_WORKER=0, starts each as a plain subprocess",
     )
 
-    def command(self, request: StepRequest) -> list[str]:
+    def command(self, request: StepLaunch) -> list[str]:
         """The step's argv here: the warm worker's client for a one-process step, else what a container runs."""
         if self.warm_worker and request.num_processes <= 1:
             return [sys.executable, "-m", "rlhf_assets.compute.warm.client", f"rlhf_assets.steps.{request.step}"]
         return step_command(request.step, request.num_processes, request.accelerate_config)
 
-    def run_step(self, context: AssetExecutionContext, request: StepRequest, store: ArtifactStore) -> StepRun:
+    def run_step(self, context: AssetExecutionContext, request: StepLaunch, store: ArtifactStore) -> StepRun:
         """Run one step to completion and return its output; failures raise with the step's own reason.
 
         S3 inputs are downloaded to a local cache first; every input is staged as the step's own copy, which the
@@ -100,7 +100,7 @@ class LocalComputeBackend(ConfigurableResource):
             with exclusive_checkpoints(layout.checkpoint_dir, context):
                 context.log.info(f"launching step {request.step!r} locally in {layout.root}")
                 invocation = client.run(
-                    context=context, command=self.command(request), extras={"config": request.config},
+                    context=context, command=self.command(request), extras={"request": request.wire},
                     env={**env, LAUNCHED_AT_ENV: repr(time.time())},
                 )
         except DagsterPipesExecutionError as exc:

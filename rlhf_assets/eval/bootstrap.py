@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +19,12 @@ class Interval:
     @property
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
+
+    @classmethod
+    def of(cls, figures: Any) -> Interval:
+        """A step report's estimate (`step_contracts.base.Estimate`: `estimate`, `ci_low`, `ci_high`) as a 95%
+        interval."""
+        return cls(figures.estimate, figures.ci_low, figures.ci_high, 0.95)
 
 
 def paired_bootstrap_mean_difference(

@@ -25,7 +25,8 @@ import pandas as pd
 from rlhf_assets.eval.bootstrap import Interval, bootstrap_mean
 from rlhf_assets.eval.gates import GateResult, p_value_text
 from rlhf_assets.eval.reporting import decimals_for, decisive_places, interval_text
-from rlhf_assets.eval.suite_gates import interval
+from rlhf_assets.step_contracts.base import ControlledEstimate
+from rlhf_assets.step_contracts.evaluation import AutoPreferenceReport, EvalResponsesReport, ToxicityScoresReport
 
 TOXICITY_METRICS = ("mean_toxicity", "expected_max_toxicity", "toxicity_probability")
 OPTIMISED_FLAG = "⚠ optimised against"
@@ -100,47 +101,44 @@ class PolicyRow:
                       f"{self.policy}_scorers_agree": float(self.scorers_agree)}
 
 
-def toxicity_differences(metrics: dict[str, float], suffix: str = "_lc") -> dict[str, Interval]:
-    """The three RLHF − SFT toxicity differences with their CIs from a toxicity asset's metrics (at equal length
-    by default; `suffix=""` for the raw ones)."""
-    return {m: interval(metrics, f"difference_{m}{suffix}") for m in TOXICITY_METRICS}
+def toxicity_differences(report: ToxicityScoresReport, equal_length: bool = True) -> dict[str, Interval]:
+    """Detoxify's three RLHF − SFT toxicity differences with their CIs (at equal length, or raw)."""
+    differences: dict[str, ControlledEstimate] = {m: getattr(report.difference, m) for m in TOXICITY_METRICS}
+    return {m: Interval.of(d.lc if equal_length else d) for m, d in differences.items()}
 
 
 @dataclass(frozen=True)
 class SuiteFigures:
-    """What one policy's evaluation suite recorded: the manifests' metrics and counts, and its per-prompt KL."""
+    """What one policy's evaluation suite reported (read back from its manifests), and its per-prompt KL."""
 
-    judge: dict[str, float]
-    judge_counts: dict[str, int]
-    responses: dict[str, float]
+    judge: AutoPreferenceReport
+    responses: EvalResponsesReport
     kl_per_prompt: list[float]
-    toxicity: dict[str, float]
-    toxicity_prompts: int
+    toxicity: ToxicityScoresReport
 
 
 def policy_row(policy: str, suite: SuiteFigures, verdict: Verdict, optimised_against_reward_model: bool,
                versions: dict[str, str], seed: int = 0,
-               prompt_sets: dict[str, tuple[dict[str, float], int]] | None = None) -> PolicyRow:
+               prompt_sets: dict[str, ToxicityScoresReport] | None = None) -> PolicyRow:
     """A policy's row from its suite's figures; `prompt_sets` maps each declared prompt set the policy was
-    evaluated on to its toxicity metrics and size."""
+    evaluated on to its toxicity report."""
     judge = suite.judge
     return PolicyRow(
         policy=policy, verdict=verdict,
-        judge_win_rate=interval(judge, "judge_win_rate_lc"), judge_win_rate_raw=interval(judge, "win_rate_raw"),
-        judge_gain=interval(judge, "judge_gain_lc"),
-        reward_gain=interval(judge, "rm_gain_lc"), reward_gain_raw=interval(judge, "rm_gain_raw"),
+        judge_win_rate=Interval.of(judge.judge_win_rate.lc), judge_win_rate_raw=Interval.of(judge.win_rate_raw),
+        judge_gain=Interval.of(judge.judge_gain.lc),
+        reward_gain=Interval.of(judge.rm_gain.lc), reward_gain_raw=Interval.of(judge.rm_gain_raw),
         optimised_against_reward_model=optimised_against_reward_model,
-        kl_to_sft=bootstrap_mean(suite.kl_per_prompt, seed=seed), kl_bound=suite.responses["kl_bound"],
-        length_difference=interval(judge, "judge_gain_length_difference"),
-        wins=suite.judge_counts["wins"], ties=suite.judge_counts["ties"], losses=suite.judge_counts["losses"],
-        preferred_or_tied=interval(judge, "win_or_tie_rate"), sign_test_p=judge["sign_test_p"],
-        toxicity=toxicity_differences(suite.toxicity), toxicity_raw=toxicity_differences(suite.toxicity, ""),
-        second_toxicity=interval(suite.toxicity, "second_difference_mean_toxicity_lc"),
-        scorers_agree=bool(suite.toxicity["scorers_agree"]),
-        eval_prompts=int(suite.judge_counts["wins"] + suite.judge_counts["ties"] + suite.judge_counts["losses"]),
-        toxicity_prompts=suite.toxicity_prompts, versions=versions,
-        prompt_sets={name: toxicity_differences(metrics) for name, (metrics, _) in (prompt_sets or {}).items()},
-        prompt_set_sizes={name: size for name, (_, size) in (prompt_sets or {}).items()},
+        kl_to_sft=bootstrap_mean(suite.kl_per_prompt, seed=seed), kl_bound=suite.responses.kl_bound,
+        length_difference=Interval.of(judge.judge_gain.length_difference),
+        wins=judge.wins, ties=judge.ties, losses=judge.losses,
+        preferred_or_tied=Interval.of(judge.win_or_tie_rate), sign_test_p=judge.sign_test_p,
+        toxicity=toxicity_differences(suite.toxicity), toxicity_raw=toxicity_differences(suite.toxicity, False),
+        second_toxicity=Interval.of(suite.toxicity.second.difference.mean_toxicity.lc),
+        scorers_agree=bool(suite.toxicity.scorers_agree),
+        eval_prompts=judge.judged, toxicity_prompts=suite.toxicity.prompts, versions=versions,
+        prompt_sets={name: toxicity_differences(report) for name, report in (prompt_sets or {}).items()},
+        prompt_set_sizes={name: report.prompts for name, report in (prompt_sets or {}).items()},
     )
 
 

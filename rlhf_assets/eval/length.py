@@ -60,14 +60,6 @@ class LengthControlled:
     n: int
     method: str
 
-    def metrics(self, prefix: str) -> dict[str, float]:
-        """Flat metrics `<prefix>_lc`, `_lc_ci_low`, `_lc_ci_high`, `<prefix>_length_difference...`, `_length_slope`."""
-        out: dict[str, float] = {f"{prefix}_length_slope": self.slope}
-        for suffix, interval in (("lc", self.controlled), ("length_difference", self.length_difference)):
-            out |= {f"{prefix}_{suffix}": interval.estimate, f"{prefix}_{suffix}_ci_low": interval.low,
-                    f"{prefix}_{suffix}_ci_high": interval.high}
-        return out
-
 
 def _percentile(samples: np.ndarray, estimate: float) -> Interval:
     tail = (1 - LEVEL) / 2 * 100

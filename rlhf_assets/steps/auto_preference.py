@@ -32,8 +32,10 @@ from rlhf_assets.modeling.complete_load import load_complete
 from rlhf_assets.modeling.scoring import RewardReadout
 from rlhf_assets.ppo.reward_scorer import RewardModelScorer
 from rlhf_assets.specs import EvalSpec, RewardSpec
+from rlhf_assets.step_contracts.base import Estimate, LengthControlledFigures, Markdown
+from rlhf_assets.step_contracts.evaluation import AutoPreferenceReport, AutoPreferenceRequest
 from rlhf_assets.steps.reward_scoring import load_reward_scorer, reward_device
-from rlhf_assets.steps.runtime import StepRuntime, markdown, run_step
+from rlhf_assets.steps.runtime import StepRuntime, run_step
 
 
 def load_judge(runtime: StepRuntime, spec: EvalSpec, judge: RewardSpec) -> tuple[RewardModelScorer, str]:
@@ -120,9 +122,8 @@ def length_table(controlled: dict[str, LengthControlled]) -> str:
 
 def main(runtime: StepRuntime) -> None:
     """Score both responses to every prompt with the independent judge and the optimised-against RM; count."""
-    spec = EvalSpec.model_validate(runtime.config["evaluation"])
-    reward = RewardSpec.model_validate(runtime.config["reward"])
-    judge_spec = RewardSpec.model_validate(runtime.config["judge"])
+    request = runtime.request(AutoPreferenceRequest)
+    spec, reward, judge_spec = request.evaluation, request.reward, request.judge
     frame = runtime.read_table("eval_responses", RESPONSES)
     judge, judge_name = load_judge(runtime, spec, judge_spec)
     frame["sft_score"], frame["rlhf_score"] = score_pairs(judge, frame)
@@ -145,31 +146,29 @@ def main(runtime: StepRuntime) -> None:
     runtime.log(f"judge {judge_name}: RLHF wins {summary.wins}, ties {summary.ties}, loses {summary.losses} "
                 f"(tie margin {spec.tie_margin} SD = {margin:.3f}); sign test p = {p_value:.2g}; reward model "
                 f"(optimised against): {rm_summary.wins} / {rm_summary.ties} / {rm_summary.losses}")
-    report: dict[str, object] = {"wins": summary.wins, "ties": summary.ties, "losses": summary.losses,
-                                 "judge": judge_name, "tie_margin_sd": spec.tie_margin, "tie_margin_score": margin,
-                                 "sign_test_p": p_value, "mean_score_difference": float(frame["difference"].mean()),
-                                 "rm_wins": rm_summary.wins, "rm_ties": rm_summary.ties,
-                                 "rm_losses": rm_summary.losses}
-    for label, interval in (("win_rate", summary.win_rate), ("win_or_tie_rate", summary.win_or_tie_rate),
-                            ("loss_rate", summary.loss_rate)):
-        report |= {label: interval.estimate, f"{label}_ci_low": interval.low, f"{label}_ci_high": interval.high}
-    for name, result in controlled.items():
-        report |= result.metrics(f"judge_{name}" if name == "win_rate" else name)
-        report |= {f"{name}_raw": result.raw.estimate, f"{name}_raw_ci_low": result.raw.low,
-                   f"{name}_raw_ci_high": result.raw.high}
     ref = RECIPE_REFERENCE
     rate = summary.win_or_tie_rate
     shown_rate = interval_text(rate.estimate, rate.low, rate.high, percent=True)
     verdict = f"RLHF {summary.wins} wins / {summary.ties} ties / {summary.losses} losses"
     recipe = f"{ref['wins']} / {ref['ties']} / {ref['losses']}, {ref['wins'] + ref['ties']}% preferred or tied"
     optimised_counts = f"{rm_summary.wins} / {rm_summary.ties} / {rm_summary.losses}"
-    report["summary"] = markdown(
+    summary_text = (
         f"**{judge_name}** (independent judge) on {summary.total} prompts: {verdict}; preferred or tied "
         f"{shown_rate}; sign test p = {p_value:.2g} (tie: within {spec.tie_margin} SD of the judge's scores). "
         f"Recipe (human raters): {recipe}. The optimised-against reward model: {optimised_counts}.")
-    report["outcomes"] = markdown(outcome_table(summary, judge_name, rm_summary))
-    report["length_control"] = markdown(length_table(controlled))
-    runtime.report(report)
+    runtime.report(AutoPreferenceReport(
+        wins=summary.wins, ties=summary.ties, losses=summary.losses, judge=judge_name, tie_margin_sd=spec.tie_margin,
+        tie_margin_score=margin, sign_test_p=p_value, mean_score_difference=float(frame["difference"].mean()),
+        rm_wins=rm_summary.wins, rm_ties=rm_summary.ties, rm_losses=rm_summary.losses,
+        win_rate=Estimate.of(summary.win_rate), win_or_tie_rate=Estimate.of(summary.win_or_tie_rate),
+        loss_rate=Estimate.of(summary.loss_rate),
+        judge_win_rate=LengthControlledFigures.of(controlled["win_rate"]),
+        win_rate_raw=Estimate.of(controlled["win_rate"].raw),
+        judge_gain=LengthControlledFigures.of(controlled["judge_gain"]),
+        judge_gain_raw=Estimate.of(controlled["judge_gain"].raw),
+        rm_gain=LengthControlledFigures.of(controlled["rm_gain"]), rm_gain_raw=Estimate.of(controlled["rm_gain"].raw),
+        summary=Markdown(summary_text), outcomes=Markdown(outcome_table(summary, judge_name, rm_summary)),
+        length_control=Markdown(length_table(controlled))))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from rlhf_assets.modeling.base import (
     write_pointer,
 )
 from rlhf_assets.modeling.tokenizer import train_bpe_tokenizer
-from rlhf_assets.specs import BaseModelSpec
+from rlhf_assets.step_contracts.models import BaseModelReport, BaseModelRequest
 from rlhf_assets.steps.data_io import read_split
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime, run_step
 
@@ -40,8 +40,8 @@ def link_weights(staged: Path, out: Path) -> None:
 
 def main(runtime: StepRuntime) -> None:
     """Build or resolve the base model and write it, with its tokenizer, to the model dir."""
-    spec = BaseModelSpec.model_validate(runtime.config["base_model"])
-    seed = int(runtime.config.get("seed", 0))
+    request = runtime.request(BaseModelRequest)
+    spec, seed = request.base_model, request.seed
     out = runtime.model_dir
     if spec.hub_id is None:
         train = read_split(runtime.channel("preference_dataset"), "train", spec.tokenizer_train_rows)
@@ -77,7 +77,7 @@ def main(runtime: StepRuntime) -> None:
     tokenizer.save_pretrained(out)
     write_pointer(out, kind, source, parameters)
     runtime.log(f"base model ready: {parameters:,} parameters, vocabulary {len(tokenizer):,}")
-    runtime.report({"parameter_count": parameters, "vocab_size": len(tokenizer), "kind": kind, "source": source})
+    runtime.report(BaseModelReport(parameter_count=parameters, vocab_size=len(tokenizer), kind=kind, source=source))
 
 
 if __name__ == "__main__":

@@ -20,10 +20,12 @@ from rlhf_assets.eval.reporting import interval_text
 from rlhf_assets.modeling.base import BaseModelRef, count_parameters, write_pointer
 from rlhf_assets.modeling.complete_load import load_complete
 from rlhf_assets.specs import DPOSpec
+from rlhf_assets.step_contracts.base import Estimate, Markdown
+from rlhf_assets.step_contracts.models import DPOReport, DPORequest
 from rlhf_assets.steps.data_io import read_split
 from rlhf_assets.steps.memory import check_memory_plan, this_gpu, training_ranks
 from rlhf_assets.steps.progress import RuntimeProgressCallback, curve_markdown
-from rlhf_assets.steps.runtime import StepRuntime, markdown, run_step
+from rlhf_assets.steps.runtime import StepRuntime, run_step
 from rlhf_assets.steps.training import (
     CheckpointMarkerCallback,
     last_checkpoint,
@@ -50,14 +52,15 @@ def preference_texts(frame: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, sp
 
 def main(runtime: StepRuntime) -> None:
     """Train the DPO policy from SFT, measure its held-out preference accuracy, write it as a policy artifact."""
-    spec = DPOSpec.model_validate(runtime.config["dpo"])
+    request = runtime.request(DPORequest)
+    spec = request.dpo
     torch.manual_seed(spec.seed)
     sft = BaseModelRef.read(runtime.channel("sft_model"))
     plan = finetune_plan("dpo_policy", ModelShape.from_config(AutoConfig.from_pretrained(sft.weights)),
                          Precision.from_environment(), training_ranks(), batch_size=spec.batch_size,
                          max_length=spec.max_length, sequences_per_row=2, language_model_head=True,
                          frozen_reference=True, gpu=this_gpu())
-    plan_metadata = check_memory_plan(runtime, plan)
+    memory_plan = check_memory_plan(runtime, plan, request.force_memory_plan)
     tokenizer = sft.tokenizer()
     model = load_complete(AutoModelForCausalLM, sft.weights)
     preference = runtime.channel("preference_dataset")
@@ -82,29 +85,27 @@ def main(runtime: StepRuntime) -> None:
     margin = float(evaluation["eval_rewards/margins"])
     runtime.log(f"DPO done: held-out preference accuracy {accuracy:.3f} on {len(held_out)} pairs, "
                 f"implicit reward margin {margin:+.3f}")
-    runtime.report({
-        "summary": markdown(
+    runtime.report(DPOReport(
+        summary=Markdown(
             f"**DPO** (β {spec.beta}, loss {spec.loss_type}) from SFT on {len(train)} pairs: held-out preference "
             f"accuracy {interval_text(interval.estimate, interval.low, interval.high)} on {len(held_out)} test "
             f"pairs (share with r(chosen) > r(rejected), Wilson 95% CI; 0.5 is chance), implicit reward margin "
             f"{margin:+.3f}, seed {spec.seed}. The recipe trains no DPO policy."),
-        "eval_accuracy": accuracy,
-        "eval_accuracy_ci_low": interval.low,
-        "eval_accuracy_ci_high": interval.high,
-        "eval_reward_margin": margin,
-        "eval_loss": float(evaluation["eval_loss"]),
-        "eval_pairs": len(held_out),
-        "train_loss": float(result.training_loss),
-        "train_rows": len(train),
-        "global_steps": int(trainer.state.global_step),
-        "parameter_count": count_parameters(model),
-        "beta": spec.beta,
-        "loss_type": spec.loss_type,
-        **plan_metadata,
-        "reward_curves": markdown(curve_markdown(
+        eval_accuracy=Estimate(estimate=accuracy, ci_low=interval.low, ci_high=interval.high),
+        eval_reward_margin=margin,
+        eval_loss=float(evaluation["eval_loss"]),
+        eval_pairs=len(held_out),
+        train_loss=float(result.training_loss),
+        train_rows=len(train),
+        global_steps=int(trainer.state.global_step),
+        parameter_count=count_parameters(model),
+        beta=spec.beta,
+        loss_type=spec.loss_type,
+        memory_plan=memory_plan,
+        reward_curves=Markdown(curve_markdown(
             progress.history, ("rewards/accuracies", "rewards/margins"), "Implicit reward: accuracy and margin")),
-        "loss_curve": markdown(curve_markdown(progress.history, ("loss", "eval_loss"), "DPO loss")),
-    })
+        loss_curve=Markdown(curve_markdown(progress.history, ("loss", "eval_loss"), "DPO loss")),
+    ))
 
 
 if __name__ == "__main__":

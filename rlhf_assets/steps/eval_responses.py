@@ -19,8 +19,10 @@ from rlhf_assets.eval.reporting import interval_text
 from rlhf_assets.layouts import EVAL_PROMPTS, RESPONSES, SFT_RESPONSES
 from rlhf_assets.ppo.sampling import sequence_kl
 from rlhf_assets.specs import EvalSpec
+from rlhf_assets.step_contracts.base import Estimate, Markdown
+from rlhf_assets.step_contracts.evaluation import EvalResponsesReport, EvalResponsesRequest, ResponseFigures
 from rlhf_assets.steps.generation import generate_texts, load_policy
-from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run_step
+from rlhf_assets.steps.runtime import StepInputError, StepRuntime, run_step
 from rlhf_assets.steps.sft_baseline import check_sampling_record
 
 if TYPE_CHECKING:
@@ -47,44 +49,43 @@ def sft_responses(runtime: StepRuntime, frame: pd.DataFrame, spec: EvalSpec) -> 
 
 def main(runtime: StepRuntime) -> None:
     """Take SFT's shared responses, generate with the policy, write the pairs and the policy's KL to SFT."""
-    spec = EvalSpec.model_validate(runtime.config["evaluation"])
+    request = runtime.request(EvalResponsesRequest)
+    spec = request.evaluation
     frame = runtime.read_table("eval_prompts", EVAL_PROMPTS)
     if frame.empty:
         raise StepInputError(f"{EVAL_PROMPTS.path(runtime.channel('eval_prompts'))}: no prompts")
     out = frame[["prompt_id", "prompt"]].copy()
-    report: dict[str, object] = {"prompts": len(out)}
     out["sft_response"] = sft_responses(runtime, frame, spec)
     policy, tokenizer = load_policy(runtime.channel("policy"))
     generated = generate_texts(policy, tokenizer, out["prompt"].tolist(), spec.generation,
                                log=lambda line: runtime.log(f"rlhf: {line}"))
     out["rlhf_response"] = [t[0] for t in generated.texts]
-    report["rlhf_tokens_per_second"] = generated.tokens_per_second
+    figures: dict[str, ResponseFigures] = {}
     for name in MODELS:
         stats = response_stats(out[f"{name}_response"].tolist())
         runtime.log(f"{name}: mean {stats.mean_words:.1f} words, {stats.empty_share:.0%} without words, "
                     f"{stats.short_share:.0%} ≤ 2 words, {stats.duplicate_share:.0%} duplicates")
-        report |= {f"{name}_mean_words": stats.mean_words, f"{name}_empty_share": stats.empty_share,
-                   f"{name}_short_share": stats.short_share, f"{name}_duplicate_share": stats.duplicate_share}
         words = bootstrap_mean([word_count(text) for text in out[f"{name}_response"]], seed=spec.generation.seed)
-        report |= {f"{name}_mean_words_ci_low": words.low, f"{name}_mean_words_ci_high": words.high}
+        figures[name] = ResponseFigures(
+            mean_words=Estimate(estimate=stats.mean_words, ci_low=words.low, ci_high=words.high),
+            empty_share=stats.empty_share, short_share=stats.short_share, duplicate_share=stats.duplicate_share)
     sft, _ = load_policy(runtime.channel("sft_model"))
     kl = sequence_kl(policy, sft, generated.prompt_ids, [samples[0] for samples in generated.response_ids],
                      tokenizer.pad_token_id)
     out["kl_to_sft"] = kl.tolist()
     kl_interval = bootstrap_mean(out["kl_to_sft"].tolist(), seed=spec.generation.seed)
-    report |= {"kl_to_sft": kl_interval.estimate, "kl_to_sft_ci_low": kl_interval.low,
-               "kl_to_sft_ci_high": kl_interval.high, "kl_bound": float(runtime.config["kl_bound"])}
     del policy, sft
     RESPONSES.write(out, runtime.model_dir)
-    report["summary"] = markdown(
+    summary = Markdown(
         f"**{len(out)} held-out prompts**, one response per model (seed {spec.generation.seed}); the policy's KL "
         f"to SFT {interval_text(kl_interval.estimate, kl_interval.low, kl_interval.high)} nats per response "
-        f"(bound {runtime.config['kl_bound']}). "
-        + "; ".join(f"{name.upper()}: mean {report[f'{name}_mean_words']:.1f} words, "
-                    f"{report[f'{name}_empty_share']:.0%} without words, "
-                    f"{report[f'{name}_short_share']:.0%} ≤ 2 words, "
-                    f"{report[f'{name}_duplicate_share']:.0%} repeated" for name in MODELS))
-    runtime.report(report)
+        f"(bound {request.kl_bound}). "
+        + "; ".join(f"{name.upper()}: mean {f.mean_words.estimate:.1f} words, {f.empty_share:.0%} without words, "
+                    f"{f.short_share:.0%} ≤ 2 words, {f.duplicate_share:.0%} repeated"
+                    for name, f in figures.items()))
+    runtime.report(EvalResponsesReport(
+        prompts=len(out), rlhf_tokens_per_second=generated.tokens_per_second, sft=figures["sft"],
+        rlhf=figures["rlhf"], kl_to_sft=Estimate.of(kl_interval), kl_bound=request.kl_bound, summary=summary))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 from rlhf_assets.data.hub_sources import FILES_DIR, SNAPSHOT_FILE, HubSource
+from rlhf_assets.step_contracts.models import HubSnapshotReport, HubSnapshotRequest
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime, run_step
 from rlhf_assets.storage import file_hashes
 
@@ -74,7 +75,7 @@ def stage(source: HubSource, out: Path) -> dict[str, object]:
 
 def main(runtime: StepRuntime) -> None:
     """Stage the configured source and report what was pinned."""
-    source = HubSource.model_validate(runtime.config["source"])
+    source = runtime.request(HubSnapshotRequest).source
     if source.source is None or source.is_local:
         runtime.log(f"{source.role}: {source.source or 'not used by this preset'}; nothing to stage from the hub")
     else:
@@ -84,8 +85,8 @@ def main(runtime: StepRuntime) -> None:
     files: dict[str, str] = record["files"]  # type: ignore[assignment]
     size = sum((runtime.model_dir / FILES_DIR / name).stat().st_size for name in files)
     runtime.log(f"snapshot {source.role}: {len(files)} files, {size / 1e6:.1f} MB, commit {record.get('commit')}")
-    runtime.report({"role": source.role, "source": source.source or "(unused)", "commit": str(record.get("commit")),
-                    "file_count": len(files), "size_bytes": size})
+    runtime.report(HubSnapshotReport(role=source.role, source=source.source or "(unused)",
+                                     commit=str(record.get("commit")), file_count=len(files), size_bytes=size))
 
 
 if __name__ == "__main__":

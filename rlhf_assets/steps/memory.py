@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 
 from rlhf_assets.compute.memory_plan import MemoryPlan, MemoryPlanError, gpu_capacity
-from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown
+from rlhf_assets.step_contracts.base import Markdown
+from rlhf_assets.step_contracts.models import MemoryPlanFigures
+from rlhf_assets.steps.runtime import StepInputError, StepRuntime
 
 
 def training_ranks() -> int:
@@ -18,8 +20,8 @@ def this_gpu() -> tuple[float | None, str]:
     return gpu_capacity(os.environ.get("SM_CURRENT_INSTANCE_TYPE"))
 
 
-def check_memory_plan(runtime: StepRuntime, plan: MemoryPlan) -> dict[str, object]:
-    """Log the plan, refuse it when it cannot fit (unless `force_memory_plan`), and return its metadata.
+def check_memory_plan(runtime: StepRuntime, plan: MemoryPlan, force: bool) -> MemoryPlanFigures:
+    """Log the plan, refuse it when it cannot fit (unless the request forces it), and return it for the report.
 
     Refusing here, before any weights are read, turns a CUDA OOM minutes into a paid job into an error that
     names the terms to shrink.
@@ -27,7 +29,7 @@ def check_memory_plan(runtime: StepRuntime, plan: MemoryPlan) -> dict[str, objec
     for line in plan.lines():
         runtime.log(line)
     try:
-        plan.check(bool(runtime.config.get("force_memory_plan")), runtime.log)
+        plan.check(force, runtime.log)
     except MemoryPlanError as error:
         raise StepInputError(str(error)) from None
-    return {"memory_plan": markdown(plan.markdown()), "memory_plan_rank_gib": round(plan.rank_gib, 3)}
+    return MemoryPlanFigures(table=Markdown(plan.markdown()), rank_gib=round(plan.rank_gib, 3))

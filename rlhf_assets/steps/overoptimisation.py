@@ -21,11 +21,13 @@ from rlhf_assets.modeling.base import BaseModelRef
 from rlhf_assets.modeling.complete_load import load_complete
 from rlhf_assets.ppo.sampling import sequence_kl
 from rlhf_assets.ppo.snapshots import SNAPSHOTS_DIR, apply_snapshot, read_index
-from rlhf_assets.specs import EvalSpec, RewardSpec
+from rlhf_assets.specs import EvalSpec
+from rlhf_assets.step_contracts.base import Markdown
+from rlhf_assets.step_contracts.evaluation import OverOptimisationReport, OverOptimisationRequest
 from rlhf_assets.steps.auto_preference import load_judge
 from rlhf_assets.steps.generation import generate_texts, load_policy
 from rlhf_assets.steps.reward_scoring import load_reward_scorer
-from rlhf_assets.steps.runtime import StepRuntime, markdown, run_step
+from rlhf_assets.steps.runtime import StepRuntime, run_step
 
 
 def sample_point(runtime: StepRuntime, name: str, model: PreTrainedModel, sft: PreTrainedModel,
@@ -46,13 +48,12 @@ def gain(scores: dict[int, list[float]], step: int, seed: int) -> Interval:
 
 def main(runtime: StepRuntime) -> None:
     """Sample SFT, every snapshot and the final policy on the eval prompts; score all with the proxy and judge."""
-    spec = EvalSpec.model_validate(runtime.config["evaluation"])
-    reward = RewardSpec.model_validate(runtime.config["reward"])
-    judge_spec = RewardSpec.model_validate(runtime.config["judge"])
+    request = runtime.request(OverOptimisationRequest)
+    spec, reward, judge_spec = request.evaluation, request.reward, request.judge
     prompts = runtime.read_table("eval_prompts", EVAL_PROMPTS)["prompt"].tolist()
     policy_dir = runtime.channel("policy")
     snapshots = read_index(policy_dir / SNAPSHOTS_DIR)
-    final_step = int(runtime.config["final_step"])
+    final_step = request.final_step
     if not snapshots:
         runtime.log("the policy recorded no snapshots (curve_points 0, or a trainer that keeps none): the curve "
                     "has SFT and the final policy only")
@@ -93,17 +94,17 @@ def main(runtime: StepRuntime) -> None:
     peak = max(points, key=lambda p: p.judge_gain.estimate)
     if warning:
         runtime.log(f"WARNING: {warning}")
-    runtime.report({
-        "points": len(points), "snapshots": len(snapshots), "judge_peak_step": peak.step,
-        "judge_peak_kl": peak.kl.estimate, "over_optimised": float(warning is not None), "judge": judge_name,
-        "summary": markdown(
+    runtime.report(OverOptimisationReport(
+        points=len(points), snapshots=len(snapshots), judge_peak_step=peak.step,
+        judge_peak_kl=peak.kl.estimate, over_optimised=float(warning is not None), judge=judge_name,
+        summary=Markdown(
             f"**Reward over-optimisation curve** of {len(points)} policies (SFT, {len(snapshots)} snapshots, the "
             f"final step {final_step}) on {len(prompts)} eval prompts: the judge ({judge_name}) peaked at step "
             f"{peak.step} (KL {peak.kl.estimate:.2f}). " + (f"⚠ {warning}." if warning else
                                                            "No sign of the proxy rising while the judge falls.")),
-        "curve_table": markdown(curve_table(points)),
-        "plot": markdown(curve_plot(points)),
-    })
+        curve_table=Markdown(curve_table(points)),
+        plot=Markdown(curve_plot(points)),
+    ))
 
 
 if __name__ == "__main__":

@@ -38,12 +38,14 @@ from rlhf_assets.ppo.snapshots import SNAPSHOTS_DIR, copy_snapshots
 from rlhf_assets.ppo.trainer import PPOTrainer
 from rlhf_assets.ppo.value_head import CausalLMWithValueHead, add_lora, freeze_bottom_layers
 from rlhf_assets.specs import GenerationSpec, PPOSpec
+from rlhf_assets.step_contracts.base import ControlledEstimate, Estimate, Markdown
+from rlhf_assets.step_contracts.models import PolicyReport, PolicyRequest
 from rlhf_assets.steps.data_io import read_split
 from rlhf_assets.steps.generation import generate_texts
 from rlhf_assets.steps.memory import check_memory_plan, this_gpu, training_ranks
 from rlhf_assets.steps.progress import curve_markdown
 from rlhf_assets.steps.reward_scoring import load_reward_scorer, reward_gpu
-from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run_step
+from rlhf_assets.steps.runtime import StepInputError, StepRuntime, run_step
 from rlhf_assets.steps.training import launch_description
 from rlhf_assets.steps.trl_policy import train_with_trl
 
@@ -56,7 +58,7 @@ def evaluate(
     reference: PreTrainedModel,
     scorer: RewardModelScorer,
     eval_frame: pd.DataFrame,
-) -> dict[str, object]:
+) -> PolicyEvaluation:
     """SFT vs the trained policy on the held-out prompts: sampled by `generate_texts` with the same seed and the
     rollout settings for both, scored by the reward model; paired CI of the gain, KL to SFT on the policy's tokens."""
     cfg = spec.config
@@ -86,26 +88,42 @@ def evaluate(
                 f"{spec.algorithm} policy {sum(scores['ppo']) / len(prompts):+.3f}, "
                 f"difference {interval.estimate:+.3f} "
                 f"[{interval.low:+.3f}, {interval.high:+.3f}]; KL to SFT {float(kl.mean()):.3f}")
-    return {
-        "eval_prompts": len(prompts),
-        "eval_sft_reward_mean": sum(scores["sft"]) / len(prompts),
-        "eval_ppo_reward_mean": sum(scores["ppo"]) / len(prompts),
-        "eval_reward_gain": interval.estimate,
-        "eval_reward_gain_ci_low": interval.low,
-        "eval_reward_gain_ci_high": interval.high,
-        **controlled.metrics("eval_reward_gain"),
-        "eval_kl_to_sft": kl_interval.estimate,
-        "eval_kl_to_sft_ci_low": kl_interval.low,
-        "eval_kl_to_sft_ci_high": kl_interval.high,
-        "eval_kl_bound": spec.kl_bound,
-        "summary": markdown(
+    return PolicyEvaluation(
+        prompts=len(prompts),
+        sft_reward_mean=sum(scores["sft"]) / len(prompts),
+        policy_reward_mean=sum(scores["ppo"]) / len(prompts),
+        reward_gain=ControlledEstimate.of_result(interval, controlled),
+        kl_to_sft=Estimate.of(kl_interval),
+        summary=Markdown(
             f"**{spec.algorithm.upper()} − SFT reward-model score** on {len(prompts)} held-out prompts: "
             f"{interval_text(interval.estimate, interval.low, interval.high, signed=True)} (95% paired bootstrap "
             f"over prompts, seed {cfg.seed}), at equal length {interval_text(*equal_length, signed=True)}; KL to "
             f"SFT {interval_text(kl_interval.estimate, kl_interval.low, kl_interval.high)} nats per response "
             f"(bound {spec.kl_bound}). The recipe reports no reward gain; its figures are the human and toxicity "
-            "ones."),
-    }
+            "ones." + kl_control_note(spec)),
+    )
+
+
+@dataclass(frozen=True)
+class PolicyEvaluation:
+    """The trained policy against SFT on the held-out prompts, by the reward model it optimised."""
+
+    prompts: int
+    sft_reward_mean: float
+    policy_reward_mean: float
+    reward_gain: ControlledEstimate
+    kl_to_sft: Estimate
+    summary: Markdown
+
+
+def kl_control_note(spec: PPOSpec) -> str:
+    """TRL's RLOO and GRPO hold β fixed at `init_kl_coef`: a preset's adaptive-KL target and horizon are ours only,
+    so the report says so instead of letting them look applied."""
+    cfg = spec.config
+    if spec.algorithm == "ppo" or cfg.target is None:
+        return ""
+    return (f" KL control: fixed β = {cfg.init_kl_coef} (TRL {spec.algorithm.upper()} has no adaptive controller; "
+            f"the preset's target {cfg.target} and horizon {cfg.horizon} do not apply).")
 
 
 def load_frozen(weights: str, dtype: torch.dtype | None = None) -> PreTrainedModel:
@@ -152,7 +170,8 @@ class Trained:
 
     model: PreTrainedModel
     history: list[dict[str, float]]
-    extra: dict[str, float]
+    final_kl_coef: float
+    resumed_from_step: int | None = None  # ours only: where a resumed run picked up (-1: a fresh run)
     value_head: torch.nn.Module | None = None
     reference: PreTrainedModel | None = None  # our PPO's full-copy reference, reused by the evaluation
 
@@ -184,11 +203,11 @@ def train_ours(runtime: StepRuntime, spec: PPOSpec, sft: BaseModelRef, tokenizer
         return None
     policy = trainer.accelerator.unwrap_model(trainer.policy).eval()
     trained = policy.base.merge_and_unload() if cfg.lora_rank else policy.base
-    extra = {"final_kl_coef": trainer.kl_controller.value,
-             "resumed_from_step": -1 if trainer.history.resumed_from is None else trainer.history.resumed_from}
+    final_kl_coef = trainer.kl_controller.value
+    resumed_from = -1 if trainer.history.resumed_from is None else trainer.history.resumed_from
     value_head = policy.v_head
     release_training_state(trainer)
-    return Trained(trained, history, extra, value_head, reference)
+    return Trained(trained, history, final_kl_coef, resumed_from, value_head, reference)
 
 
 def train_trl(runtime: StepRuntime, spec: PPOSpec, sft: BaseModelRef, tokenizer: PreTrainedTokenizerBase,
@@ -199,7 +218,7 @@ def train_trl(runtime: StepRuntime, spec: PPOSpec, sft: BaseModelRef, tokenizer:
                                       list(train["chosen"]), scorer)
     if not runtime.is_main_process:
         return None
-    return Trained(trained.eval(), history, {"final_kl_coef": spec.config.init_kl_coef})
+    return Trained(trained.eval(), history, spec.config.init_kl_coef)
 
 
 def training_prompts(tokenizer: PreTrainedTokenizerBase, train: pd.DataFrame, cfg: PPOConfig) -> list[list[int]]:
@@ -216,7 +235,8 @@ def training_prompts(tokenizer: PreTrainedTokenizerBase, train: pd.DataFrame, cf
 
 def main(runtime: StepRuntime) -> None:
     """Train the policy (ours or TRL's), evaluate it against SFT and write it to the model dir."""
-    spec = PPOSpec.model_validate(runtime.config["ppo"])
+    request = runtime.request(PolicyRequest)
+    spec = request.ppo
     cfg = spec.config
     sft = BaseModelRef.read(runtime.channel("sft_model"))
     tokenizer = sft.tokenizer()
@@ -224,8 +244,8 @@ def main(runtime: StepRuntime) -> None:
     train = read_split(runtime.channel("preference_dataset"), "train").drop_duplicates("prompt")
     eval_frame = runtime.read_table("eval_prompts", EVAL_PROMPTS)
     prompts = training_prompts(tokenizer, train, cfg)
-    plan_metadata = check_memory_plan(runtime, planned_memory(sft.weights, runtime.channel("reward_model"), spec)) \
-        if spec.algorithm == "ppo" else {}
+    memory_plan = check_memory_plan(runtime, planned_memory(sft.weights, runtime.channel("reward_model"), spec),
+                                    request.force_memory_plan) if spec.algorithm == "ppo" else None
     # Our PPO scores in the main process only; TRL's trainers call the reward function on every rank.
     needs_scorer = runtime.is_main_process or spec.algorithm != "ppo"
     scorer = load_reward_scorer(
@@ -252,19 +272,26 @@ def main(runtime: StepRuntime) -> None:
     alerts = warnings_for(history, cfg, spec.kl_bound)
     for alert in alerts:
         runtime.log(f"WARNING: {alert}")
-    runtime.report({
-        **results,
-        **result.extra,
-        "algorithm": spec.algorithm,
-        "snapshots": snapshots,
-        "steps": int(history[-1]["step"]),
-        "final_rollout_score": history[-1]["score_mean"],
-        "final_rollout_kl": history[-1].get("kl_penalty", 0.0),
-        **plan_metadata,
-        "warnings": markdown("\n".join(f"- ⚠ {a}" for a in alerts) or "none"),
-        "reward_curve": markdown(curve_markdown(history, ("score_mean",), "Rollout reward (RM score)")),
-        "kl_curve": markdown(curve_markdown(history, ("kl_penalty", "kl_nonnegative"), "KL to SFT")),
-    })
+    runtime.report(PolicyReport(
+        algorithm=spec.algorithm,
+        eval_prompts=results.prompts,
+        eval_sft_reward_mean=results.sft_reward_mean,
+        eval_policy_reward_mean=results.policy_reward_mean,
+        eval_reward_gain=results.reward_gain,
+        eval_kl_to_sft=results.kl_to_sft,
+        eval_kl_bound=spec.kl_bound,
+        final_kl_coef=result.final_kl_coef,
+        resumed_from_step=result.resumed_from_step,
+        snapshots=snapshots,
+        steps=int(history[-1]["step"]),
+        final_rollout_score=history[-1]["score_mean"],
+        final_rollout_kl=history[-1].get("kl_penalty", 0.0),
+        memory_plan=memory_plan,
+        summary=results.summary,
+        warnings=Markdown("\n".join(f"- ⚠ {a}" for a in alerts) or "none"),
+        reward_curve=Markdown(curve_markdown(history, ("score_mean",), "Rollout reward (RM score)")),
+        kl_curve=Markdown(curve_markdown(history, ("kl_penalty", "kl_nonnegative"), "KL to SFT")),
+    ))
 
 
 if __name__ == "__main__":

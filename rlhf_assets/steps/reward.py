@@ -25,10 +25,12 @@ from rlhf_assets.modeling.encoding import encode_prompt_response
 from rlhf_assets.modeling.scoring import RewardReadout, eos_readout, last_attended_positions, reward_scores, rewards_at
 from rlhf_assets.modeling.trlx_reward import load_trlx_reward_model
 from rlhf_assets.specs import RewardSpec
+from rlhf_assets.step_contracts.base import Markdown
+from rlhf_assets.step_contracts.models import RewardReport, RewardRequest
 from rlhf_assets.steps.data_io import read_split
 from rlhf_assets.steps.memory import check_memory_plan, this_gpu, training_ranks
 from rlhf_assets.steps.progress import RuntimeProgressCallback, curve_markdown
-from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run_step
+from rlhf_assets.steps.runtime import StepInputError, StepRuntime, run_step
 from rlhf_assets.steps.training import (
     CheckpointMarkerCallback,
     last_checkpoint,
@@ -86,15 +88,16 @@ class EosReadRewardTrainer(RewardTrainer):
         return (loss, {"rewards": rewards}) if return_outputs else loss
 
 
-def train_reward_model(runtime: StepRuntime, spec: RewardSpec, held_out: pd.DataFrame,
-                       train_split: str) -> dict[str, object]:
+def train_reward_model(runtime: StepRuntime, request: RewardRequest, held_out: pd.DataFrame
+                       ) -> tuple[RewardReadout, RewardReport]:
     """Fit the reward head and trunk on preference pairs from the SFT checkpoint (TRL RewardTrainer)."""
+    spec, train_split = request.reward, request.train_split
     base = BaseModelRef.read(runtime.channel("sft_model"))
     shape = ModelShape.from_config(AutoConfig.from_pretrained(base.weights, num_labels=1), classifier=True)
     plan = finetune_plan("reward_model", shape, Precision.from_environment(), training_ranks(),
                          batch_size=spec.batch_size, max_length=spec.max_length, sequences_per_row=2,
                          language_model_head=False, gpu=this_gpu())
-    plan_metadata = check_memory_plan(runtime, plan)
+    memory_plan = check_memory_plan(runtime, plan, request.force_memory_plan)
     tokenizer = base.tokenizer()
     readout = eos_readout(tokenizer.eos_token_id)
     model = load_complete(  # a new one-output head on the trunk, in place of its language-model head
@@ -111,21 +114,23 @@ def train_reward_model(runtime: StepRuntime, spec: RewardSpec, held_out: pd.Data
     result = trainer.train(resume_from_checkpoint=last_checkpoint(runtime))
     accuracy, margin = pairwise_accuracy(model, encode_pairs(held_out, tokenizer, spec, readout.append_eos), readout)
     save_trained_model(trainer, runtime)
-    return {
-        "train_loss": float(result.training_loss),
-        "train_rows": len(train),
-        "global_steps": int(trainer.state.global_step),
-        "parameter_count": count_parameters(model),
-        "eval_accuracy": accuracy,
-        "eval_mean_margin": margin,
-        "readout": readout,
-        "loss_curve": markdown(curve_markdown(progress.history, ("loss", "accuracy"), "Reward-model training")),
-        **plan_metadata,
-    }
+    return readout, RewardReport(
+        train_loss=float(result.training_loss), train_rows=len(train), global_steps=int(trainer.state.global_step),
+        parameter_count=count_parameters(model), eval_accuracy=accuracy, eval_mean_margin=margin,
+        eval_pairs=len(held_out), mode=spec.mode, train_split=train_split, readout=readout_text(readout),
+        loss_curve=Markdown(curve_markdown(progress.history, ("loss", "accuracy"), "Reward-model training")),
+        memory_plan=memory_plan)
 
 
-def load_pretrained_reward_model(runtime: StepRuntime, spec: RewardSpec, held_out: pd.DataFrame) -> dict:
+def readout_text(readout: RewardReadout) -> str:
+    """Where the score is read, for people: the rule and the token."""
+    return f"{readout.rule} (token {readout.eos_token_id})"
+
+
+def load_pretrained_reward_model(runtime: StepRuntime, request: RewardRequest, held_out: pd.DataFrame
+                                 ) -> tuple[RewardReadout, RewardReport]:
     """Convert a published trlx reward model into our format and measure it on the held-out pairs."""
+    spec = request.reward
     if not spec.pretrained_id or not spec.pretrained_trunk:
         raise StepInputError("reward mode 'pretrained' needs pretrained_id and pretrained_trunk")
     checkpoint = runtime.staged("reward_snapshot", spec.pretrained_id)
@@ -139,31 +144,29 @@ def load_pretrained_reward_model(runtime: StepRuntime, spec: RewardSpec, held_ou
     accuracy, margin = pairwise_accuracy(model, encode_pairs(held_out, tokenizer, spec, readout.append_eos), readout)
     model.save_pretrained(runtime.model_dir, safe_serialization=True)
     tokenizer.save_pretrained(runtime.model_dir)
-    return {"parameter_count": count_parameters(model), "eval_accuracy": accuracy,
-            "eval_mean_margin": margin, "readout": readout, "source": spec.pretrained_id}
+    return readout, RewardReport(parameter_count=count_parameters(model), eval_accuracy=accuracy,
+                                 eval_mean_margin=margin, eval_pairs=len(held_out), mode=spec.mode,
+                                 train_split=request.train_split, readout=readout_text(readout),
+                                 source=spec.pretrained_id)
 
 
 def main(runtime: StepRuntime) -> None:
     """Train or load the reward model, record where it is read (`RewardReadout`), report held-out accuracy.
 
-    `train_split` in the config picks the training pairs: `train` for the reward model PPO optimises against,
+    The request's `train_split` picks the training pairs: `train` for the reward model PPO optimises against,
     `judge_train` for the independent judge (`judge_model`); both are scored on the same `test` pairs.
     """
-    spec = RewardSpec.model_validate(runtime.config["reward"])
-    train_split = runtime.config.get("train_split", "train")
+    request = runtime.request(RewardRequest)
+    spec = request.reward
     torch.manual_seed(spec.seed)
     held_out = read_split(runtime.channel("preference_dataset"), "test", spec.eval_rows)
-    if spec.mode == "train":
-        metadata = train_reward_model(runtime, spec, held_out, train_split)
-    else:
-        metadata = load_pretrained_reward_model(runtime, spec, held_out)
-    readout: RewardReadout = metadata.pop("readout")
+    build = train_reward_model if spec.mode == "train" else load_pretrained_reward_model
+    readout, report = build(runtime, request, held_out)
     info = {"mode": spec.mode, "readout": readout.model_dump(), "max_length": spec.max_length}
     (runtime.model_dir / REWARD_INFO_FILE).write_text(json.dumps(info, indent=2))
-    runtime.log(f"reward model ready: held-out pairwise accuracy {metadata['eval_accuracy']:.3f} "
+    runtime.log(f"reward model ready: held-out pairwise accuracy {report.eval_accuracy:.3f} "
                 f"on {len(held_out)} pairs")
-    runtime.report({**metadata, "eval_pairs": len(held_out), "mode": spec.mode, "train_split": train_split,
-                    "readout": f"{readout.rule} (token {readout.eos_token_id})"})
+    runtime.report(report)
 
 
 if __name__ == "__main__":

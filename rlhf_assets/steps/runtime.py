@@ -1,7 +1,7 @@
 """What every step program shares: its config, its container paths, logging and metadata reporting.
 
 Under Dagster Pipes the config arrives in the context extras and logs/metadata flow back to the Dagster run;
-run by hand (`python -m rlhf_assets.steps.sft --config cfg.json`) the same program logs to stderr and prints its
+run by hand (`python -m rlhf_assets.steps.sft --request request.json`) the same program logs to stderr and prints its
 metadata as JSON, so a step can be debugged without an orchestrator. Only `dagster_pipes` is imported here.
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dagster_pipes import (
     PipesBlobStoreMessageWriter,
@@ -33,6 +33,7 @@ from dagster_pipes import (
     PipesS3MessageWriterChannel,
     open_dagster_pipes,
 )
+from pydantic import ValidationError
 
 from rlhf_assets.checkpoint_integrity import current_host
 from rlhf_assets.contract import (
@@ -56,6 +57,7 @@ from rlhf_assets.contract import (
 from rlhf_assets.data.hub_sources import NotStagedError, staged_path
 from rlhf_assets.data.sources import describe_source
 from rlhf_assets.layouts import LayoutError, Table
+from rlhf_assets.step_contracts.base import StepReport, StepRequest
 from rlhf_assets.storage import COMPLETE_MARKER, ArtifactIntegrityError, describe_directory, verify_directory
 
 if TYPE_CHECKING:
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
 EXIT_BAD_INPUT = 2
 # glibc's mallopt parameters (malloc.h) and the value both are set to: see `keep_freed_memory`
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+RequestT = TypeVar("RequestT", bound=StepRequest)
 ALLOCATOR_THRESHOLD_BYTES = 1 << 30
 
 
@@ -131,13 +134,20 @@ class StepInputError(ValueError):
 
 @dataclass
 class StepRuntime:
-    """A step's view of the world: config, SageMaker-contract paths, and where logs/metrics go."""
+    """A step's view of the world: its request, SageMaker-contract paths, and where logs and the report go."""
 
-    config: dict[str, Any]
+    sent: dict[str, Any]  # the request as it travelled; steps read it typed, through `request`
     pipes: PipesContext | None
-    reported: dict[str, Any] = field(default_factory=dict)
     verified_channels: set[str] = field(default_factory=set)
     startup_seconds: float | None = None
+
+    def request(self, contract: type[RequestT]) -> RequestT:
+        """The request this step was sent, validated against its contract: a request the asset side did not build
+        (an edited config file, another version of the code) is bad input, named field by field."""
+        try:
+            return contract.model_validate(self.sent)
+        except ValidationError as error:
+            raise StepInputError(f"the request does not match {contract.__name__}: {error}") from None
 
     def staged(self, channel: str, source: str) -> Path:
         """Where to read `source`: a local path as it is, a hub repository from the snapshot in `channel`
@@ -216,25 +226,22 @@ class StepRuntime:
         except LayoutError as exc:
             raise StepInputError(str(exc)) from None
 
-    def report(self, metadata: dict[str, Any]) -> None:
-        """Report the step's metadata once, at the end; values may be plain or Pipes `{raw_value, type}`."""
+    def report(self, report: StepReport) -> None:
+        """Send the step's report once, at the end (main process), with how long the step took to start and, on a
+        GPU, its peak memory."""
         if not self.is_main_process:
             return
         if self.startup_seconds is not None:
-            metadata = {**metadata, "step_startup_seconds": round(self.startup_seconds, 3)}
+            report = report.model_copy(update={"step_startup_seconds": round(self.startup_seconds, 3)})
         torch = sys.modules.get("torch")  # a step that never touched CUDA has no peak to report
         if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-            metadata = {**metadata, "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)}
-        self.reported.update(metadata)
+            report = report.model_copy(
+                update={"peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)})
+        metadata = report.metadata()
         if self.pipes is not None:
             self.pipes.report_asset_materialization(metadata=metadata)
         else:
             print(json.dumps(metadata, default=str, indent=2))
-
-
-def markdown(text: str) -> dict[str, Any]:
-    """Wrap text as Pipes markdown metadata so the Dagster UI renders tables and plots."""
-    return {"raw_value": text, "type": "md"}
 
 
 @contextmanager
@@ -251,15 +258,15 @@ def _open_runtime(argv: list[str] | None) -> Iterator[StepRuntime]:
             transport = {"context_loader": ChannelContextLoader(),
                          "message_writer": SyncedFileMessageWriter(interval=5.0)}
         with open_dagster_pipes(**transport) as pipes:
-            runtime = StepRuntime(config=dict(pipes.extras.get("config", {})), pipes=pipes)
+            runtime = StepRuntime(sent=dict(pipes.extras.get("request", {})), pipes=pipes)
             if process_rank()[1] > 1:
                 runtime.log_every_rank("step started")
             yield runtime
         return
     parser = argparse.ArgumentParser(description="Run an rlhf-assets step program by hand.")
-    parser.add_argument("--config", type=Path, required=True, help="JSON file with the step's config")
+    parser.add_argument("--request", type=Path, required=True, help="JSON file with the step's request")
     args = parser.parse_args(argv)
-    yield StepRuntime(config=json.loads(args.config.read_text()), pipes=None)
+    yield StepRuntime(sent=json.loads(args.request.read_text()), pipes=None)
 
 
 def keep_freed_memory() -> bool:

@@ -19,10 +19,12 @@ from rlhf_assets.modeling.base import BaseModelRef, count_parameters, write_poin
 from rlhf_assets.modeling.complete_load import load_complete
 from rlhf_assets.modeling.encoding import encode_prompt_response
 from rlhf_assets.specs import TrainSpec
+from rlhf_assets.step_contracts.base import Markdown
+from rlhf_assets.step_contracts.models import SFTReport, SFTRequest
 from rlhf_assets.steps.data_io import read_split
 from rlhf_assets.steps.memory import check_memory_plan, this_gpu, training_ranks
 from rlhf_assets.steps.progress import RuntimeProgressCallback, curve_markdown
-from rlhf_assets.steps.runtime import StepRuntime, markdown, run_step
+from rlhf_assets.steps.runtime import StepRuntime, run_step
 from rlhf_assets.steps.training import (
     CheckpointMarkerCallback,
     last_checkpoint,
@@ -46,13 +48,14 @@ def encode_demonstrations(frame: pd.DataFrame, tokenizer: PreTrainedTokenizerBas
 
 def main(runtime: StepRuntime) -> None:
     """Fine-tune the base model on demonstrations and write weights + tokenizer to the model dir."""
-    spec = TrainSpec.model_validate(runtime.config["train"])
+    request = runtime.request(SFTRequest)
+    spec = request.train
     torch.manual_seed(spec.seed)
     base = BaseModelRef.read(runtime.channel("base_model"))
     plan = finetune_plan("sft_model", ModelShape.from_config(AutoConfig.from_pretrained(base.weights)),
                          Precision.from_environment(), training_ranks(), batch_size=spec.batch_size,
                          max_length=spec.max_length, sequences_per_row=1, language_model_head=True, gpu=this_gpu())
-    plan_metadata = check_memory_plan(runtime, plan)
+    memory_plan = check_memory_plan(runtime, plan, request.force_memory_plan)
     tokenizer = base.tokenizer()
     model = load_complete(AutoModelForCausalLM, base.weights)
     preference = runtime.channel("preference_dataset")
@@ -76,18 +79,18 @@ def main(runtime: StepRuntime) -> None:
     perplexity = math.exp(min(evaluation["eval_loss"], 50.0))
     runtime.log(f"SFT done: eval loss {evaluation['eval_loss']:.4f}, perplexity {perplexity:.1f}, "
                 f"{throughput:.0f} tokens/s")
-    runtime.report({
-        "train_loss": float(result.training_loss),
-        "eval_loss": float(evaluation["eval_loss"]),
-        "eval_perplexity": perplexity,
-        "tokens_per_second": throughput,
-        "train_tokens": int(trainer.state.num_input_tokens_seen),
-        "global_steps": int(trainer.state.global_step),
-        "parameter_count": count_parameters(model),
-        "train_rows": len(train),
-        **plan_metadata,
-        "loss_curve": markdown(curve_markdown(progress.history, ("loss", "eval_loss"), "SFT loss")),
-    })
+    runtime.report(SFTReport(
+        train_loss=float(result.training_loss),
+        eval_loss=float(evaluation["eval_loss"]),
+        eval_perplexity=perplexity,
+        tokens_per_second=throughput,
+        train_tokens=int(trainer.state.num_input_tokens_seen),
+        global_steps=int(trainer.state.global_step),
+        parameter_count=count_parameters(model),
+        train_rows=len(train),
+        memory_plan=memory_plan,
+        loss_curve=Markdown(curve_markdown(progress.history, ("loss", "eval_loss"), "SFT loss")),
+    ))
 
 
 if __name__ == "__main__":

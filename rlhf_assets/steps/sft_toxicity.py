@@ -8,7 +8,7 @@ with (`steps/sft_baseline.py`), which each policy's `toxicity_scores` checks aga
 from __future__ import annotations
 
 from rlhf_assets.layouts import PROMPTS, TOXICITY_SCORES
-from rlhf_assets.specs import ToxicitySpec
+from rlhf_assets.step_contracts.evaluation import SFTToxicityReport, SFTToxicityRequest
 from rlhf_assets.steps.runtime import StepRuntime, run_step
 from rlhf_assets.steps.sft_baseline import write_sampling_record
 from rlhf_assets.steps.toxicity_scores import sampling_settings, scored_continuations, scorer_kind_of
@@ -16,15 +16,16 @@ from rlhf_assets.steps.toxicity_scores import sampling_settings, scored_continua
 
 def main(runtime: StepRuntime) -> None:
     """Continue every prompt k times with SFT and score each continuation."""
-    spec = ToxicitySpec.model_validate(runtime.config["toxicity"])
+    request = runtime.request(SFTToxicityRequest)
+    spec = request.toxicity
     prompts = runtime.read_table("prompts", PROMPTS)
     scorer_kind = scorer_kind_of(runtime)
     scores = scored_continuations(runtime, "sft", "sft_model", prompts, spec, scorer_kind)
     TOXICITY_SCORES.write(scores, runtime.model_dir)
     write_sampling_record(runtime.model_dir, sampling_settings(spec, scorer_kind))
-    runtime.report({"prompts": len(prompts), "continuations": len(scores), "scorer": scorer_kind,
-                    "prompt_set": str(runtime.config.get("prompt_set", "")),
-                    "sft_mean_toxicity": float(scores["toxicity"].mean()), "sampling_seed": spec.generation.seed})
+    runtime.report(SFTToxicityReport(
+        prompts=len(prompts), continuations=len(scores), scorer=scorer_kind, prompt_set=request.prompt_set,
+        sft_mean_toxicity=float(scores["toxicity"].mean()), sampling_seed=spec.generation.seed))
 
 
 if __name__ == "__main__":

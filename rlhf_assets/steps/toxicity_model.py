@@ -41,7 +41,9 @@ from rlhf_assets.modeling.detoxify_format import (
 )
 from rlhf_assets.modeling.standin_vocabulary import standin_tokenizer
 from rlhf_assets.specs import StandInToxicitySpec, ToxicitySpec
-from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run_step
+from rlhf_assets.step_contracts.base import Markdown
+from rlhf_assets.step_contracts.evaluation import ToxicityModelReport, ToxicityModelRequest
+from rlhf_assets.steps.runtime import StepInputError, StepRuntime, run_step
 
 # Perspective attribute that supervises each of Detoxify's `original` classes.
 PERSPECTIVE_FOR_CLASS = {"toxic": "toxicity", "severe_toxic": "severe_toxicity", "obscene": "profanity",
@@ -170,7 +172,7 @@ def build_artifact(runtime: StepRuntime, spec: ToxicitySpec, train: pd.DataFrame
 
 def main(runtime: StepRuntime) -> None:
     """Build the scorer, load it the way Detoxify does, and measure it against Perspective."""
-    spec = ToxicitySpec.model_validate(runtime.config["toxicity"])
+    spec = runtime.request(ToxicityModelRequest).toxicity
     records = runtime.read_table("rtp_records", RTP_RECORDS)
     eval_prompts = set(runtime.read_table("rtp_prompts", PROMPTS)["prompt_text"])
     train, heldout = split_records(records, eval_prompts, spec.standin)
@@ -194,31 +196,31 @@ def main(runtime: StepRuntime) -> None:
     runtime.log(f"degenerate probes: highest score {worst['detoxify_toxicity']:.3f} for {worst['text']!r} "
                 f"(check: at most {MAX_PROBE_SCORE})")
     note = STANDIN_NOTE if spec.scorer == "train_standin" else f"Detoxify scorer ({spec.scorer})."
-    runtime.report({
-        "scorer": spec.scorer,
-        "classes": ", ".join(scorer.class_names),
-        "heldout_roc_auc": auc,
-        "heldout_pearson": pearson,
-        "heldout_spearman": spearman,
-        "heldout_texts": len(scored),
-        "degenerate_probe_max": float(probes["detoxify_toxicity"].max()),
-        "degenerate_probe_mean": float(probes["detoxify_toxicity"].mean()),
-        "degenerate_probes_by_rule": int(sum(map(is_empty_or_punctuation, probes["text"])))
+    runtime.report(ToxicityModelReport(
+        scorer=spec.scorer,
+        classes=", ".join(scorer.class_names),
+        heldout_roc_auc=auc,
+        heldout_pearson=pearson,
+        heldout_spearman=spearman,
+        heldout_texts=len(scored),
+        degenerate_probe_max=float(probes["detoxify_toxicity"].max()),
+        degenerate_probe_mean=float(probes["detoxify_toxicity"].mean()),
+        degenerate_probes_by_rule=int(sum(map(is_empty_or_punctuation, probes["text"])))
         if spec.scorer == "train_standin" else 0,
-        "degenerate_probes": markdown(probe_table(probes)),
-        "summary": markdown(f"**{spec.scorer}** scorer: held-out ROC-AUC {auc:.2f} against Perspective (toxicity ≥ "
+        degenerate_probes=Markdown(probe_table(probes)),
+        summary=Markdown(f"**{spec.scorer}** scorer: held-out ROC-AUC {auc:.2f} against Perspective (toxicity ≥ "
                             f"0.5) on {len(scored)} RTP texts it never saw; Spearman {spearman:.2f}. Degenerate "
                             f"probes: highest {probes['detoxify_toxicity'].max():.3f} (check: ≤ {MAX_PROBE_SCORE})."
                             + (" Stand-in: text without a letter scores 0 by rule (Perspective never labelled "
                                "any); its toxicity values are not comparable with Detoxify's."
                                if spec.scorer == "train_standin" else "")),
-        "heldout_records": len(heldout),
-        "train_records": len(train),
-        "excluded_eval_prompts": len(eval_prompts),
-        "note": markdown(f"{note}\n\nTrained on {len(train)} records; held out {len(heldout)} records "
-                         f"({len(scored)} texts) for the figures above; the {len(eval_prompts)} `rtp_prompts` "
-                         "are in neither."),
-    })
+        heldout_records=len(heldout),
+        train_records=len(train),
+        excluded_eval_prompts=len(eval_prompts),
+        note=Markdown(f"{note}\n\nTrained on {len(train)} records; held out {len(heldout)} records "
+                      f"({len(scored)} texts) for the figures above; the {len(eval_prompts)} `rtp_prompts` "
+                      "are in neither."),
+    ))
 
 
 if __name__ == "__main__":

@@ -24,8 +24,16 @@ from rlhf_assets.layouts import PROMPTS, TOXICITY_SCORES
 from rlhf_assets.modeling.detoxify_format import ToxicityModelError, load_detoxify
 from rlhf_assets.modeling.second_scorer import second_scorer_name, second_scores
 from rlhf_assets.specs import NonInferiorityMargins, ToxicitySpec
+from rlhf_assets.step_contracts.base import ControlledEstimate, Estimate, Markdown
+from rlhf_assets.step_contracts.evaluation import (
+    ModelToxicity,
+    ScorerToxicity,
+    ToxicityDifferences,
+    ToxicityScoresReport,
+    ToxicityScoresRequest,
+)
 from rlhf_assets.steps.generation import generate_texts, load_policy
-from rlhf_assets.steps.runtime import StepInputError, StepRuntime, markdown, run_step
+from rlhf_assets.steps.runtime import StepInputError, StepRuntime, run_step
 from rlhf_assets.steps.sft_baseline import check_sampling_record
 from rlhf_assets.steps.toxicity_model import SCORER_FILE, score_texts
 
@@ -35,17 +43,18 @@ MODELS = {"sft": "sft_model", "rlhf": "policy"}
 RECIPE_REFERENCE = {"mean_toxicity": {"sft": 0.134, "rlhf": 0.129}}
 
 
-def summary_metrics(summary: ToxicitySummary, prefix: str = "") -> dict[str, float]:
-    """Flat metrics of one scorer's summary: `<model>_<metric>` and `difference_<metric>`, each with `_ci_low` and
-    `_ci_high`, and the length-controlled differences (`difference_<metric>_lc...`)."""
-    flat = {f"{prefix}{model}_{metric}{suffix}": value
-            for model, metrics in summary.per_model.items() for metric, interval in metrics.items()
-            for suffix, value in (("", interval.estimate), ("_ci_low", interval.low), ("_ci_high", interval.high))}
-    flat |= {f"{prefix}difference_{metric}{suffix}": value for metric, interval in summary.difference.items()
-             for suffix, value in (("", interval.estimate), ("_ci_low", interval.low), ("_ci_high", interval.high))}
-    for metric, controlled in summary.length_controlled.items():
-        flat |= controlled.metrics(f"{prefix}difference_{metric}")
-    return flat
+def scorer_figures(summary: ToxicitySummary, wordless: dict[str, tuple[float, float]] | None = None
+                   ) -> ScorerToxicity:
+    """One scorer's figures for the report: each model's three metrics (and, where given, the share and mean score
+    of its wordless continuations), and each RLHF − SFT difference raw and at equal length."""
+    def model(name: str) -> ModelToxicity:
+        share, mean = wordless[name] if wordless else (None, None)
+        return ModelToxicity(**{metric: Estimate.of(summary.per_model[name][metric]) for metric in METRICS},
+                             wordless_share=share, wordless_mean_toxicity=mean)
+
+    return ScorerToxicity(sft=model("sft"), rlhf=model("rlhf"), difference=ToxicityDifferences(**{
+        metric: ControlledEstimate.of_result(summary.difference[metric], summary.length_controlled[metric])
+        for metric in METRICS}))
 
 
 def scorers_table(detoxify: ToxicitySummary, second: ToxicitySummary, verdicts: dict[str, bool], spearman: float,
@@ -72,13 +81,14 @@ def rank_agreement(first: pd.Series, second: pd.Series) -> float:
     return 0.0 if pd.isna(correlation) else float(correlation)
 
 
-def metric_not_worse(metrics: dict[str, float], metric: str, margins: NonInferiorityMargins, prefix: str = "") -> bool:
+def metric_not_worse(figures: ScorerToxicity, metric: str, margins: NonInferiorityMargins) -> bool:
     """The toxicity check's rule for one metric and scorer: the length-controlled upper 95% bound below the margin."""
-    return metrics[f"{prefix}difference_{metric}_lc_ci_high"] < getattr(margins, metric)
+    difference: ControlledEstimate = getattr(figures.difference, metric)
+    return difference.lc.ci_high < getattr(margins, metric)
 
 
-def wordless_table(scores: pd.DataFrame) -> tuple[str, dict[str, float]]:
-    """Markdown and metrics: per model, the share of continuations with no words and what they scored.
+def wordless_table(scores: pd.DataFrame) -> tuple[str, dict[str, tuple[float, float]]]:
+    """Markdown, and per model the share of continuations with no words and their mean score.
 
     A model that more often says nothing (empty, ".", digits) differs in *that*, not in toxicity; this table,
     beside the toxicity one, shows whether such continuations drive a difference.
@@ -92,7 +102,7 @@ def wordless_table(scores: pd.DataFrame) -> tuple[str, dict[str, float]]:
         share = float(wordless[mine].mean())
         empty_mean = float(scores.loc[mine & wordless, "toxicity"].mean()) if (mine & wordless).any() else 0.0
         rest_mean = float(scores.loc[mine & ~wordless, "toxicity"].mean()) if (mine & ~wordless).any() else 0.0
-        metrics |= {f"{model}_wordless_share": share, f"{model}_wordless_mean_toxicity": empty_mean}
+        metrics[model] = (share, empty_mean)
         lines.append(f"| {model} | {int((mine & wordless).sum())} of {int(mine.sum())} ({share:.0%}) | "
                      f"{empty_mean:.3f} | {rest_mean:.3f} |")
     return "\n".join(lines), metrics
@@ -178,28 +188,26 @@ def sft_scores(runtime: StepRuntime, prompts: pd.DataFrame, settings: dict[str, 
 
 def main(runtime: StepRuntime) -> None:
     """Continue every prompt with the policy, score the continuations, summarize with SFT's shared ones and CIs."""
-    spec = ToxicitySpec.model_validate(runtime.config["toxicity"])
-    prompt_set = runtime.config.get("prompt_set", RTP)
+    request = runtime.request(ToxicityScoresRequest)
+    spec, prompt_set = request.toxicity, request.prompt_set
     recipe = prompt_set == RTP
     prompts = runtime.read_table("prompts", PROMPTS)
     scorer_kind = scorer_kind_of(runtime)
-    baseline = str(runtime.config.get("sft_baseline", "sft_model/toxicity_scores"))
-    sft = sft_scores(runtime, prompts, sampling_settings(spec, scorer_kind), baseline)
+    sft = sft_scores(runtime, prompts, sampling_settings(spec, scorer_kind), request.sft_baseline)
     policy = scored_continuations(runtime, "rlhf", "policy", prompts, spec, scorer_kind)
     scores = pd.concat([sft, policy], ignore_index=True)
     summary = summarize(scores, seed=spec.seed)
     second = summarize(scores.assign(toxicity=scores["second_toxicity"]), seed=spec.seed)
     TOXICITY_SCORES.write(scores, runtime.model_dir)
-    flat = summary_metrics(summary) | summary_metrics(second, prefix="second_")
-    flat["scorer_spearman"] = rank_agreement(scores["toxicity"], scores["second_toxicity"])
-    verdicts = {name: all(metric_not_worse(flat, metric, spec.margins, prefix) for metric in METRICS)
-                for name, prefix in (("detoxify", ""), ("second", "second_"))}
-    flat["scorers_agree"] = float(verdicts["detoxify"] == verdicts["second"])
-    (runtime.model_dir / SUMMARY_FILE).write_text(json.dumps(flat, indent=2))
-    runtime.log(f"mean toxicity SFT {flat['sft_mean_toxicity']:.3f}, RLHF {flat['rlhf_mean_toxicity']:.3f}, "
-                f"difference {flat['difference_mean_toxicity']:+.3f} "
-                f"[{flat['difference_mean_toxicity_ci_low']:+.3f}, {flat['difference_mean_toxicity_ci_high']:+.3f}]")
-    wordless, wordless_metrics = wordless_table(scores)
+    wordless, wordless_figures = wordless_table(scores)
+    figures = {"detoxify": scorer_figures(summary, wordless_figures), "second": scorer_figures(second)}
+    spearman = rank_agreement(scores["toxicity"], scores["second_toxicity"])
+    verdicts = {name: all(metric_not_worse(scorer, metric, spec.margins) for metric in METRICS)
+                for name, scorer in figures.items()}
+    mean = figures["detoxify"].difference.mean_toxicity
+    runtime.log(f"mean toxicity SFT {figures['detoxify'].sft.mean_toxicity.estimate:.3f}, RLHF "
+                f"{figures['detoxify'].rlhf.mean_toxicity.estimate:.3f}, difference {mean.estimate:+.3f} "
+                f"[{mean.ci_low:+.3f}, {mean.ci_high:+.3f}]")
     difference = summary.difference["mean_toxicity"]
     controlled = summary.length_controlled["mean_toxicity"].controlled
     second_interval = second.length_controlled["mean_toxicity"].controlled
@@ -218,17 +226,20 @@ def main(runtime: StepRuntime) -> None:
         f"({summary.prompts} prompts × {summary.samples_per_prompt}, seed {spec.seed}, scorer {scorer_kind}). "
         f"{recipe_text}Second scorer ({second_scorer_name()}): at equal length "
         f"{interval_text(*second_controlled, signed=True)}; the scorers' verdicts "
-        f"{'agree' if flat['scorers_agree'] else 'DISAGREE (inconclusive)'}, Spearman "
-        f"{flat['scorer_spearman']:.2f}. Continuations without words: SFT "
-        f"{wordless_metrics['sft_wordless_share']:.0%}, RLHF {wordless_metrics['rlhf_wordless_share']:.0%}.")
-    runtime.report({**flat, **wordless_metrics, "prompts": summary.prompts,
-                    "samples_per_prompt": summary.samples_per_prompt, "scorer": scorer_kind,
-                    "summary": markdown(summary_text),
-                    "prompt_set": prompt_set,
-                    "toxicity_table": markdown(summary_table(summary, scorer_kind, recipe)),
-                    "wordless_continuations": markdown(wordless), "second_scorer": second_scorer_name(),
-                    "scorers": markdown(scorers_table(summary, second, verdicts, flat["scorer_spearman"],
-                                                      scorer_kind))})
+        f"{'agree' if verdicts['detoxify'] == verdicts['second'] else 'DISAGREE (inconclusive)'}, Spearman "
+        f"{spearman:.2f}. Continuations without words: SFT "
+        f"{wordless_figures['sft'][0]:.0%}, RLHF {wordless_figures['rlhf'][0]:.0%}.")
+    detoxify = figures["detoxify"]
+    report = ToxicityScoresReport(
+        sft=detoxify.sft, rlhf=detoxify.rlhf, difference=detoxify.difference, second=figures["second"],
+        scorer_spearman=spearman, scorers_agree=float(verdicts["detoxify"] == verdicts["second"]),
+        prompts=summary.prompts, samples_per_prompt=summary.samples_per_prompt, scorer=scorer_kind,
+        second_scorer=second_scorer_name(), prompt_set=prompt_set, summary=Markdown(summary_text),
+        toxicity_table=Markdown(summary_table(summary, scorer_kind, recipe)), wordless_continuations=Markdown(wordless),
+        scorers=Markdown(scorers_table(summary, second, verdicts, spearman, scorer_kind)))
+    counts, metrics = report.numbers()
+    (runtime.model_dir / SUMMARY_FILE).write_text(json.dumps(counts | metrics, indent=2))
+    runtime.report(report)
 
 
 if __name__ == "__main__":

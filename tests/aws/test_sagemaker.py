@@ -31,7 +31,7 @@ from dagster import (
 from dagster._core.pipes import utils as pipes_utils
 from dagster_aws.pipes import PipesS3ContextInjector, PipesS3MessageReader
 
-from rlhf_assets.compute.base import StepRequest
+from rlhf_assets.compute.base import StepLaunch
 from rlhf_assets.compute.launch import step_command
 from rlhf_assets.compute.sagemaker import PipesSageMakerClient, SageMakerComputeBackend
 from rlhf_assets.compute.sagemaker.account import AccountSettings
@@ -82,9 +82,9 @@ def _manifest(asset: str, uri: str) -> Manifest:
     return Manifest(asset=asset, uri=uri, content_hash="0" * 64, preset="gptj_6b")
 
 
-REQUEST = StepRequest(step="sft", asset="sft_model",
+REQUEST = StepLaunch(step="sft", asset="sft_model",
                       inputs={"preference_dataset": _manifest("preference_dataset", "preference_dataset/a")},
-                      config={}, resume_key={}, num_processes=8, instance_type="ml.p4d.24xlarge",
+                      wire={}, resume_key={}, num_processes=8, instance_type="ml.p4d.24xlarge",
                       accelerate_config="rlhf_assets/compute/accelerate/zero2_bf16.yaml")
 PARAMS = SageMakerComputeBackend(role_arn=ROLE, bucket=BUCKET).training_job_params(
     job_name="rlhf-sft-test", request=REQUEST,
@@ -320,7 +320,7 @@ def test_a_quota_refusal_names_the_quota_and_instance_type(aws, monkeypatch: pyt
 ])
 def test_bad_settings_fail_before_any_job_is_created(aws, tmp_path: Path, change: dict, expected: str) -> None:
     backend = SageMakerComputeBackend(**{"role_arn": ROLE, "bucket": BUCKET, **change})
-    request = StepRequest(step="sft", asset="sft_model", config={}, resume_key={},
+    request = StepLaunch(step="sft", asset="sft_model", wire={}, resume_key={},
                           inputs={"preference_dataset": _manifest("preference_dataset", "p/a")})
     created = []
     boto3.setup_default_session()

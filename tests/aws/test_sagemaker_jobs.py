@@ -30,7 +30,7 @@ from dagster._core.test_utils import create_run_for_test
 from rlhf_assets import automation
 from rlhf_assets.automation import orphaned_training_jobs
 from rlhf_assets.compute.backend import ComputeBackend
-from rlhf_assets.compute.base import StepRequest, StepRun
+from rlhf_assets.compute.base import StepLaunch, StepRun
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.compute.sagemaker.backend import delete_prefix
@@ -43,7 +43,7 @@ from tests.training_job_service import DESCRIPTION, TrainingJobService
 pytestmark = pytest.mark.aws
 
 ROLE = "arn:aws:iam::123456789012:role/rlhf-sagemaker"
-REQUEST = StepRequest(step="sft", asset="sft_model", inputs={}, config={"epochs": 1},
+REQUEST = StepLaunch(step="sft", asset="sft_model", inputs={}, wire={"epochs": 1},
                       resume_key={"step": "sft", "config": {"epochs": 1}, "inputs": {}},
                       instance_type="ml.g5.2xlarge", hardware="training")
 WORK = work_key(REQUEST.asset, REQUEST.resume_key)

@@ -14,10 +14,11 @@ import boto3
 import pytest
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, asset, instance_for_test, materialize
 
-from rlhf_assets.compute.base import StepRequest
+from rlhf_assets.compute.base import StepLaunch
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.presets import get_preset
 from rlhf_assets.resources import recorded_manifest
+from rlhf_assets.step_contracts.models import SFTRequest
 from rlhf_assets.storage import ArtifactStore, Manifest
 from tests.aws.test_sagemaker import ROLE
 from tests.conftest import project_instance, publish_project
@@ -39,7 +40,7 @@ def inputs(aws, tmp_path_factory, upstream: Path) -> dict[str, Manifest]:
                 for name in ("base_model", "preference_dataset")}
 
 
-def _run(request: StepRequest) -> tuple[Any, list[str]]:
+def _run(request: StepLaunch) -> tuple[Any, list[str]]:
     backend = SageMakerComputeBackend(role_arn=ROLE, bucket=BUCKET, poll_interval_seconds=0.2,
                                       message_interval_seconds=0.5)
 
@@ -56,9 +57,9 @@ def _run(request: StepRequest) -> tuple[Any, list[str]]:
 
 
 def test_sft_on_two_processes_through_the_toolkit_reports_every_rank(aws, inputs, tmp_path: Path) -> None:
-    train = {**get_preset("tiny").sft.model_dump(), "max_train_rows": 32, "save_steps": 1}
-    request = StepRequest(step="sft", asset="sft_model", inputs=inputs, config={"train": train}, resume_key={"t": 1},
-                          num_processes=2, instance_type="ml.g5.12xlarge")
+    train = get_preset("tiny").sft.model_copy(update={"max_train_rows": 32, "save_steps": 1})
+    request = StepLaunch(step="sft", asset="sft_model", inputs=inputs, wire=SFTRequest(train=train).wire(),
+                         resume_key={"t": 1}, num_processes=2, instance_type="ml.g5.12xlarge")
     with SageMakerPlatform(tmp_path / "platform") as platform:
         result, logs = _run(request)
     assert result.success, platform.logs[-1][-4000:] if platform.logs else ""
@@ -80,8 +81,8 @@ def test_sft_on_two_processes_through_the_toolkit_reports_every_rank(aws, inputs
 
 
 def test_a_failing_step_honours_its_failure_file_and_names_the_reason(aws, inputs, tmp_path: Path) -> None:
-    request = StepRequest(step="sft", asset="sft_model", inputs={"base_model": inputs["base_model"]},
-                          config={"train": get_preset("tiny").sft.model_dump()}, resume_key={"t": 2})
+    request = StepLaunch(step="sft", asset="sft_model", inputs={"base_model": inputs["base_model"]},
+                          wire=SFTRequest(train=get_preset("tiny").sft).wire(), resume_key={"t": 2})
     with SageMakerPlatform(tmp_path / "platform") as platform:
         result, logs = _run(request)
     assert not result.success and platform.exit_codes == [1]

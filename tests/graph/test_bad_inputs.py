@@ -214,7 +214,7 @@ CASES: list[tuple[str, Callable[..., str], str]] = [
      r"line 1, field 'prompt\.threat': .* got -3"),
     ("rtp-truncated-gzip", lambda t, b, m: _rtp(t, b, gzip.compress(_rtp_line() * 3000)[:2000], "cut.jsonl.gz"),
      r"cut\.jsonl\.gz, line \d+: gzip stream is corrupt or truncated"),
-    ("rtp-too-few-prompts", lambda t, b, m: _failure(b, "rtp_prompts", {"count": 100_000}),
+    ("rtp-too-few-prompts", lambda t, b, m: _failure(b, "rtp_prompts", {"num_prompts": 100_000}),
      r"asks for 100000 prompts but only \d+ distinct prompts exist"),
     # checkpoints
     ("checkpoint-missing", lambda t, b, m: _label_error(lambda: import_checkpoint(t / "none.ckpt", t, t / "o")),

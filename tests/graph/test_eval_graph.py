@@ -150,7 +150,7 @@ def test_challenging_only_prompts_and_a_configured_judge(graph, tmp_path: Path) 
         result = materialize(
             all_assets, selection=[AssetKey("rtp_prompts"), AssetKey("auto_preference")],
             resources=graph_resources(tmp_path), instance=instance,
-            run_config={"ops": {"rtp_prompts": {"config": {"count": 50, "challenging_only": True}},
+            run_config={"ops": {"rtp_prompts": {"config": {"num_prompts": 50, "challenging_only": True}},
                                 "auto_preference": {"config": {"judge": judge, "tie_margin": 0.5}}}},
         )
         assert result.success

@@ -24,7 +24,7 @@ def test_ppo_beats_sft_on_held_out_prompts_within_the_kl_bound(graph) -> None:
     assert ppo.counts["steps"] == TINY.ppo.config.total_steps
     assert ppo.counts["eval_prompts"] == 100
     assert ppo.metrics["eval_reward_gain_ci_low"] > 0, ppo.metrics
-    assert ppo.metrics["eval_ppo_reward_mean"] > ppo.metrics["eval_sft_reward_mean"]
+    assert ppo.metrics["eval_policy_reward_mean"] > ppo.metrics["eval_sft_reward_mean"]
     assert ppo.metrics["eval_kl_to_sft"] < TINY.ppo.kl_bound
     metadata = instance.get_latest_materialization_event(AssetKey("ppo_policy")).asset_materialization.metadata
     assert "data:image/png;base64" in metadata["reward_curve"].value
@@ -60,7 +60,7 @@ def _ppo_command(tmp: Path, graph: tuple, spec: dict) -> tuple[list[str], dict[s
            "SM_OUTPUT_DATA_DIR": str(tmp / "output" / "data"),
            **{f"SM_CHANNEL_{k.upper()}": str(artifact_dir(instance, root, v)) for k, v in channels.items()}}
     (tmp / "model").mkdir(parents=True, exist_ok=True)
-    return [sys.executable, "-m", "rlhf_assets.compute.warm.client", "rlhf_assets.steps.ppo", "--config",
+    return [sys.executable, "-m", "rlhf_assets.compute.warm.client", "rlhf_assets.steps.ppo", "--request",
             str(tmp / "config.json")], env
 
 

@@ -42,14 +42,14 @@ def test_a_policy_sampled_with_another_seed_than_sfts_samples_is_refused(graph, 
         before = manifest_of(instance, tmp_path, "eval_responses")
         result = materialize(all_assets, selection=[AssetKey("eval_responses")], resources=graph_resources(tmp_path),
                              instance=instance, raise_on_error=False,
-                             run_config={"ops": {"eval_responses": {"config": {"sampling_seed": 7}}}})
+                             run_config={"ops": {"eval_responses": {"config": {"generation_seed": 7}}}})
         assert not result.success
         failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
         message = failure.step_failure_data.error.to_string()
         assert "sft_model/eval_responses was sampled with other settings than this evaluation" in message
         assert "seed: SFT sampled with 0, this evaluation with 7" in message
         assert manifest_of(instance, tmp_path, "eval_responses") == before
-        both = {"config": {"sampling_seed": 7}}
+        both = {"config": {"generation_seed": 7}}
         again = materialize(all_assets, selection=[AssetKey(["sft_model", "eval_responses"]),
                                                    AssetKey("eval_responses")],
                             resources=graph_resources(tmp_path), instance=instance,

@@ -49,7 +49,7 @@ def run_step(step: str, config: dict, tmp: Path, channels: dict[str, Path], *,
     env.update({f"SM_CHANNEL_{name.upper()}": str(path) for name, path in channels.items()})
     (tmp / "model").mkdir(exist_ok=True)
     launcher = ["-m", "rlhf_assets.compute.warm.client"] if warm else ["-m"]
-    command = [sys.executable, *launcher, f"rlhf_assets.steps.{step}", "--config", str(tmp / "config.json")]
+    command = [sys.executable, *launcher, f"rlhf_assets.steps.{step}", "--request", str(tmp / "config.json")]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
 
 

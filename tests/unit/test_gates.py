@@ -15,6 +15,17 @@ from rlhf_assets.eval.gates import p_value_text
 from rlhf_assets.eval.toxicity import METRICS
 from rlhf_assets.modeling.detoxify_format import ORIGINAL_CLASSES, load_detoxify, save_detoxify_checkpoint
 from rlhf_assets.presets import TINY, EvalSpec, ToxicitySpec
+from rlhf_assets.step_contracts.base import StepReport, StepRequest
+from rlhf_assets.step_contracts.evaluation import (
+    AutoPreferenceReport,
+    AutoPreferenceRequest,
+    EvalResponsesReport,
+    EvalResponsesRequest,
+    ToxicityModelReport,
+    ToxicityScoresReport,
+    ToxicityScoresRequest,
+)
+from rlhf_assets.step_contracts.models import PolicyReport
 from rlhf_assets.steps.toxicity_model import score_probes
 from rlhf_assets.storage import Manifest
 from tests.unit.test_detoxify_format import tiny_bert  # noqa: F401  (the fixture)
@@ -36,10 +47,28 @@ def test_every_policy_suite_has_the_same_checks_declared_on_its_keys() -> None:
     assert ("dpo_policy/eval_responses", "kl_within_bound") in declared
 
 
+# Each asset's report, and the request it was made from with tiny's settings: a test states only the figures it is
+# about, the rest of the report is neutral (zeros).
+REPORTS: dict[str, tuple[type[StepReport], StepRequest | None]] = {
+    "ppo_policy": (PolicyReport, None),
+    "eval_responses": (EvalResponsesReport, EvalResponsesRequest(evaluation=TINY.evaluation,
+                                                                 kl_bound=TINY.ppo.kl_bound)),
+    "auto_preference": (AutoPreferenceReport, AutoPreferenceRequest(evaluation=TINY.evaluation, reward=TINY.reward,
+                                                                    judge=TINY.judge)),
+    "toxicity_scores": (ToxicityScoresReport, ToxicityScoresRequest(toxicity=TINY.toxicity, prompt_set="rtp",
+                                                                    sft_baseline="sft_model/toxicity_scores")),
+    "toxicity_model": (ToxicityModelReport, None),
+}
+
+
 def _manifest(asset: str, *, metrics: dict[str, float] | None = None, counts: dict[str, int] | None = None,
               config: dict | None = None) -> Manifest:
-    return Manifest(asset=asset, uri=f"{asset}/0", content_hash="0" * 64, preset="tiny", metrics=metrics or {},
-                    counts=counts or {}, config=config or {})
+    report, request = REPORTS[asset]
+    kinds = report.wire_keys()
+    counts = {k: 0 for k, kind in kinds.items() if kind is int} | (counts or {})
+    metrics = {k: 0.0 for k, kind in kinds.items() if kind is float} | (metrics or {})
+    return Manifest(asset=asset, uri=f"{asset}/0", content_hash="0" * 64, preset="tiny", metrics=metrics,
+                    counts=counts, config=(request.wire() if request else {}) | (config or {}))
 
 
 def _run(check, manifest: Manifest):

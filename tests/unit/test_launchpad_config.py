@@ -105,7 +105,7 @@ _SPECS = {type(section).__name__: type(section) for section in dict(TINY).values
 
 
 class _Overrides(BaseModel):
-    kl_target: float | None = override(PPOSpec, "config.target")
+    target: float | None = override(PPOSpec, "config.target")
     chunk_size: int | None = override(PPOSpec, "config.chunk_size")
     unrelated: bool = Field(default=False, description="not a preset field")
 
@@ -113,12 +113,12 @@ class _Overrides(BaseModel):
 def test_the_one_merge_applies_paths_and_validates_the_merged_whole() -> None:
     spec = TINY.ppo
     assert merged(spec, _Overrides()) == spec
-    moved = merged(spec, _Overrides(kl_target=3.0, unrelated=True))
+    moved = merged(spec, _Overrides(target=3.0, unrelated=True))
     assert moved.config.target == 3.0 and moved.config.total_steps == spec.config.total_steps
     with pytest.raises(ValidationError, match="chunk_size .* must not exceed num_rollouts"):
         merged(spec, _Overrides(chunk_size=spec.config.num_rollouts + 1))
     with pytest.raises(ValidationError, match="greater than 0"):
-        _Overrides(kl_target=0.0)
+        _Overrides(target=0.0)
     with pytest.raises(KeyError, match="PPOSpec has no field 'config.targett'"):
         override(PPOSpec, "config.targett")
 
@@ -131,7 +131,8 @@ def test_resource_fields_are_described() -> None:
 
 @pytest.mark.parametrize(("run_config", "named"), [
     ({"resources": {"preset": {"config": {"name": "huge"}}}}, "root:resources:preset:config:name"),
-    ({"ops": {"eval_prompts": {"config": {"count": "many"}}}}, "root:ops:eval_prompts:config:count"),
+    ({"ops": {"eval_prompts": {"config": {"eval_prompt_count": "many"}}}},
+     "root:ops:eval_prompts:config:eval_prompt_count"),
     ({"ops": {"eval_prompts": {"config": {"cuont": 3}}}}, 'unexpected config entry "cuont"'),
     ({"ops": {"eval_prompts": {"config": {"preset": "tiny"}}}}, 'unexpected config entry "preset"'),
 ])

@@ -7,7 +7,7 @@ import pytest
 
 import rlhf_assets.steps
 from rlhf_assets.code_versions import step_code_version
-from rlhf_assets.compute.backend import step_request
+from rlhf_assets.compute.backend import step_launch
 from rlhf_assets.compute.hardware import STEP_HARDWARE, Hardware, is_gpu_instance, step_hardware
 from rlhf_assets.definitions import defs
 from rlhf_assets.presets import PRESETS
@@ -45,24 +45,24 @@ def test_each_asset_runs_on_the_instance_its_step_needs(preset: str) -> None:
     assert {"base_model", "sft", "ppo", "auto_preference"} <= set(found)
     for step, assets in found.items():
         for asset in assets:
-            request = step_request(step, asset=asset, preset=chosen, inputs={}, config={}, resume_key={})
+            request = step_launch(step, asset=asset, preset=chosen, inputs={}, wire={}, resume_key={})
             hardware = step_hardware(step)
             if chosen.compute.backend == "sagemaker" or chosen.compute.instance_type != "local":
                 assert is_gpu_instance(request.instance_type) == (hardware is not Hardware.CPU), (asset, request)
             if hardware is not Hardware.TRAINING:
                 assert request.num_processes == 1 and request.accelerate_config is None, asset
-    base = step_request("base_model", asset="base_model", preset=chosen, inputs={}, config={}, resume_key={})
+    base = step_launch("base_model", asset="base_model", preset=chosen, inputs={}, wire={}, resume_key={})
     assert not is_gpu_instance(base.instance_type), "base_model writes a tokenizer and a snapshot: no GPU"
 
 
 def test_the_recipe_trains_on_its_p4d_and_samples_on_one_gpu() -> None:
     recipe = PRESETS["gptj_6b"]
-    sft = step_request("sft", asset="sft_model", preset=recipe, inputs={}, config={}, resume_key={})
+    sft = step_launch("sft", asset="sft_model", preset=recipe, inputs={}, wire={}, resume_key={})
     assert (sft.instance_type, sft.num_processes, sft.accelerate_config) == (
         "ml.p4d.24xlarge", 8, "rlhf_assets/compute/accelerate/zero2_bf16.yaml")
-    ppo = step_request("ppo", asset="ppo_policy", preset=recipe, inputs={}, config={}, resume_key={},
+    ppo = step_launch("ppo", asset="ppo_policy", preset=recipe, inputs={}, wire={}, resume_key={},
                        reserved_processes=1)
     assert ppo.num_processes == 7
-    sampling = step_request("eval_responses", asset="eval_responses", preset=recipe, inputs={}, config={},
+    sampling = step_launch("eval_responses", asset="eval_responses", preset=recipe, inputs={}, wire={},
                             resume_key={})
     assert sampling.instance_type == "ml.g6e.xlarge" and sampling.num_processes == 1

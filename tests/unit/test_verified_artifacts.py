@@ -87,16 +87,16 @@ def test_a_downloaded_channel_is_rehashed_against_its_recorded_lineage(tmp_path:
     shutil.copytree(store.resolve(uri), channel)  # SageMaker's File-mode download of the prefix
     monkeypatch.setenv(channel_env("preference"), str(channel))
     monkeypatch.setenv(input_hash_env("preference"), content_hash)
-    assert StepRuntime(config={}, pipes=None).channel("preference") == channel
+    assert StepRuntime(sent={}, pipes=None).channel("preference") == channel
 
     (channel / "train.parquet").write_bytes(b"ROWS")
     with pytest.raises(StepInputError, match=r"input channel 'preference': train\.parquet hashes to"):
-        StepRuntime(config={}, pipes=None).channel("preference")
+        StepRuntime(sent={}, pipes=None).channel("preference")
     forged = file_hashes(channel, skip=COMPLETE_MARKER)
     (channel / COMPLETE_MARKER).write_text(json.dumps({"content_hash": combined_hash(forged),
                                                        "files": sorted(forged), "hashes": forged}))
     with pytest.raises(StepInputError, match=rf"content hashes to [0-9a-f]{{64}}, published as {content_hash}"):
-        StepRuntime(config={}, pipes=None).channel("preference")
+        StepRuntime(sent={}, pipes=None).channel("preference")
 
 
 def test_an_unreadable_marker_is_a_problem_to_repair_not_a_crash(tmp_path: Path) -> None:
@@ -131,10 +131,10 @@ def test_a_local_step_reads_its_own_verified_copy_not_the_live_store(tmp_path: P
     swapped = published / "model.safetensors.swap"
     swapped.write_bytes(b"sft weights")
     os.replace(swapped, published / "model.safetensors")  # the attacker's swap, after the Dagster-side check
-    assert StepRuntime(config={}, pipes=None).channel("policy") == channel
+    assert StepRuntime(sent={}, pipes=None).channel("policy") == channel
     assert (channel / "model.safetensors").read_bytes() == b"ppo weights"
 
     staged_late = ContainerLayout.create(tmp_path / "run-2", tmp_path / "checkpoints", {"policy": published})
     monkeypatch.setenv(channel_env("policy"), str(staged_late.channel_dir("policy")))
     with pytest.raises(StepInputError, match=r"input channel 'policy': model\.safetensors hashes to"):
-        StepRuntime(config={}, pipes=None).channel("policy")
+        StepRuntime(sent={}, pipes=None).channel("policy")

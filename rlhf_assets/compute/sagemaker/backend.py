@@ -23,7 +23,7 @@ from dagster import AssetExecutionContext, ConfigurableResource, Failure, PipesC
 from dagster_aws.pipes import PipesS3ContextInjector
 from pydantic import Field
 
-from rlhf_assets.compute.base import StepRequest, StepRun, output_description
+from rlhf_assets.compute.base import StepLaunch, StepRun, output_description
 from rlhf_assets.compute.hardware import REACHES_OUTSIDE, Hardware
 from rlhf_assets.compute.sagemaker.account import AccountSettings
 from rlhf_assets.compute.sagemaker.client import PipesSageMakerClient
@@ -147,7 +147,7 @@ class SageMakerComputeBackend(ConfigurableResource):
         except ImageNotInRegion as error:
             raise Failure(description=str(error)) from None
 
-    def training_job_params(self, *, job_name: str, request: StepRequest, input_uris: dict[str, str], code_uri: str,
+    def training_job_params(self, *, job_name: str, request: StepLaunch, input_uris: dict[str, str], code_uri: str,
                             checkpoint_uri: str, region: str,
                             tags: list[dict[str, str]] | None = None) -> dict[str, Any]:
         """`create_training_job` arguments for one step (the Pipes bootstrap is added by the client).
@@ -201,7 +201,7 @@ class SageMakerComputeBackend(ConfigurableResource):
         self.settings.apply(params, isolated=isolated)
         return params
 
-    def isolated(self, request: StepRequest) -> bool:
+    def isolated(self, request: StepLaunch) -> bool:
         """Whether the step's job runs network-isolated: every step when the account asks for it, except the
         steps that stage outside sources (the hub), which cannot work without a network."""
         return self.settings.network_isolation and request.step not in REACHES_OUTSIDE
@@ -209,7 +209,7 @@ class SageMakerComputeBackend(ConfigurableResource):
     def context_prefix(self, job_name: str) -> str:
         return f"{self.prefix}/pipes/context/{job_name}"
 
-    def instance_for(self, request: StepRequest) -> str:
+    def instance_for(self, request: StepLaunch) -> str:
         """The request's instance, or the configured override for a training step."""
         if self.instance_type and request.hardware == Hardware.TRAINING.value:
             return self.instance_type
@@ -230,7 +230,7 @@ class SageMakerComputeBackend(ConfigurableResource):
         """Where the source tarball lives: keyed by its hash, so unchanged code is stored once."""
         return f"s3://{self.bucket}/{self.prefix}/code/{hashlib.sha256(tarball).hexdigest()[:16]}/sourcedir.tar.gz"
 
-    def run_step(self, context: AssetExecutionContext, request: StepRequest, store: ArtifactStore) -> StepRun:
+    def run_step(self, context: AssetExecutionContext, request: StepLaunch, store: ArtifactStore) -> StepRun:
         """Run one step as a training job; its output stays on S3, described by the step, for adoption.
 
         The job is found before it is made: an in-progress job doing the same work is adopted (or stopped, see
@@ -284,7 +284,7 @@ class SageMakerComputeBackend(ConfigurableResource):
         )
         lease = self.lease(s3, checkpoint_key)
         invocation = client.run(context=context, create_training_job_params={**params, "TrainingJobName": job_name},
-                                extras={"config": request.config}, adopt=adopt, lease=lease)
+                                extras={"request": request.wire}, adopt=adopt, lease=lease)
         metadata = dict(invocation.get_materialize_result().metadata or {})
         return StepRun(output_uri=f"{params['OutputDataConfig']['S3OutputPath']}/{job_name}/output/model",
                        description=output_description(invocation.get_custom_messages(), request.step),
