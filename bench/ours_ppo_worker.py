@@ -14,9 +14,9 @@ import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from rlhf_assets.modeling.scoring import eos_readout
+from rlhf_assets.modeling.reward_model import RewardModelScorer, eos_readout
 from rlhf_assets.ppo.config import PPOConfig
-from rlhf_assets.ppo.reward_scorer import DeltaReward, RewardModelScorer
+from rlhf_assets.ppo.rewards import DeltaReward
 from rlhf_assets.ppo.trainer import PPOTrainer
 from rlhf_assets.ppo.value_head import CausalLMWithValueHead, freeze_bottom_layers
 

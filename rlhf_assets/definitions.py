@@ -7,11 +7,11 @@ from dagster import AssetSelection, Definitions, define_asset_job, in_process_ex
 from rlhf_assets.assets import (
     comparison,
     data,
-    evaluation,
     human_eval,
     policy_evaluation,
     prompt_sets,
     snapshots,
+    toxicity_inputs,
     training,
 )
 from rlhf_assets.assets.human_eval import WAITS_FOR_PEOPLE
@@ -29,7 +29,7 @@ from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.resources import ArtifactStoreResource, LabelingResource, ManifestIOManager, PresetResource
 
-all_assets = load_assets_from_modules([snapshots, data, training, evaluation, prompt_sets, policy_evaluation,
+all_assets = load_assets_from_modules([snapshots, data, training, toxicity_inputs, prompt_sets, policy_evaluation,
                                        human_eval, comparison])
 
 # Each policy's `human_eval_results` waits for people: its labels-complete sensor requests it when labels exist.

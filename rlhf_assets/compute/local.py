@@ -27,6 +27,7 @@ from pydantic import Field
 from rlhf_assets.compute.base import StepLaunch, StepRun, output_description
 from rlhf_assets.compute.container import ContainerLayout
 from rlhf_assets.compute.launch import step_command
+from rlhf_assets.compute.message_file import WholeLineMessageReader
 from rlhf_assets.compute.warm.protocol import DISABLE_ENV
 from rlhf_assets.contract import LAUNCHED_AT_ENV
 from rlhf_assets.ppo.checkpoint import staging_root
@@ -95,7 +96,8 @@ class LocalComputeBackend(ConfigurableResource):
             channels=channels,
         )
         env = layout.environment({name: m.content_hash for name, m in request.inputs.items()}, num_gpus=0)
-        client = PipesSubprocessClient(cwd=str(PROJECT_ROOT), forward_termination=True)
+        client = PipesSubprocessClient(cwd=str(PROJECT_ROOT), forward_termination=True,
+                                       message_reader=WholeLineMessageReader())
         try:
             with exclusive_checkpoints(layout.checkpoint_dir, context):
                 context.log.info(f"launching step {request.step!r} locally in {layout.root}")

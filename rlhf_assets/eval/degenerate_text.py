@@ -1,4 +1,5 @@
-"""Text that says nothing: empty, whitespace, punctuation or digits only, one token repeated.
+"""Text that says nothing (empty, whitespace, punctuation or digits only, one token repeated), and replies that
+degenerated as a whole (answers without words, the same answer everywhere, very short ones: `response_stats`).
 
 Policies produce such continuations (a lone "." is common from small models), and a toxicity scorer that rates
 them as toxic turns a difference in how often two models say nothing into a difference in "toxicity". The
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import random
 import string
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 # The fixed probes every scorer must rate as non-toxic (see `rlhf_assets.checks.scorer_ignores_degenerate_text`).
 DEGENERATE_PROBES: tuple[str, ...] = (
@@ -59,3 +62,34 @@ def wordless_as_non_toxic(texts: list[str], scores: list[float]) -> list[float]:
     Published Detoxify models are not changed (they were trained on text like this).
     """
     return [0.0 if is_empty_or_punctuation(text) else score for text, score in zip(texts, scores, strict=True)]
+
+
+SHORT_WORDS = 2
+
+
+@dataclass(frozen=True)
+class ResponseStats:
+    responses: int
+    empty_share: float  # no word at all: empty, whitespace, punctuation or digits only
+    duplicate_share: float  # share of responses that repeat an earlier one word for word
+    short_share: float  # at most SHORT_WORDS words
+    mean_words: float
+
+
+def response_stats(responses: Sequence[str]) -> ResponseStats:
+    """Wordless share, duplicate share, very-short share and mean length in words of one model's responses.
+
+    A lone "." is not an answer: it counts as empty, as do digits and marks, so a policy cannot look healthy
+    by emitting punctuation.
+    """
+    if not responses:
+        raise ValueError("no responses")
+    stripped = [r.strip() for r in responses]
+    words = [len(r.split()) if not is_empty_or_punctuation(r) else 0 for r in stripped]
+    return ResponseStats(
+        responses=len(stripped),
+        empty_share=sum(is_empty_or_punctuation(r) for r in stripped) / len(stripped),
+        duplicate_share=1 - len(set(stripped)) / len(stripped),
+        short_share=sum(count <= SHORT_WORDS for count in words) / len(stripped),
+        mean_words=sum(words) / len(stripped),
+    )

@@ -1,10 +1,14 @@
-"""Turning reward-model scores into per-token PPO rewards: scaling, clipping, the KL penalty."""
+"""Turning reward-model scores into PPO rewards: the recipe's delta against the chosen reply, scaling, clipping,
+the KL penalty."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+
+from rlhf_assets.modeling.reward_model import RewardModelScorer
 
 
 @dataclass
@@ -95,3 +99,26 @@ def per_token_rewards(
     rows = torch.arange(scores.shape[0])
     rewards[rows, last.clamp(min=0)] += scores * (last >= 0)
     return rewards, kl
+
+
+class DeltaReward:
+    """reward = RM(prompt + sample) − RM(prompt + chosen), the recipe's baseline-subtracted reward.
+
+    Chosen-response scores are computed once per prompt and cached; the chosen response is scored whole, as
+    trlx's `examples/hh/ppo_hh.py` `reward_fn` does (prompt + original_output + EOS, left-truncated).
+    """
+
+    def __init__(self, scorer: RewardModelScorer, prompts: Sequence[str], chosen: Sequence[str] | None) -> None:
+        self.scorer, self.prompts, self.chosen = scorer, list(prompts), list(chosen) if chosen else None
+        self._baseline: dict[int, float] = {}
+
+    def __call__(self, indices: list[int], responses: list[str]) -> torch.Tensor:
+        scores = self.scorer.score([self.prompts[i] for i in indices], responses)
+        if self.chosen is None:
+            return scores
+        missing = [i for i in dict.fromkeys(indices) if i not in self._baseline]
+        if missing:
+            baseline = self.scorer.score([self.prompts[i] for i in missing], [self.chosen[i] for i in missing],
+                                         whole_response=True)
+            self._baseline.update(zip(missing, baseline.tolist(), strict=True))
+        return scores - torch.tensor([self._baseline[i] for i in indices])

@@ -29,12 +29,11 @@ from rlhf_assets.eval.preference import RECIPE_REFERENCE, PreferenceSummary, jud
 from rlhf_assets.eval.reporting import interval_text
 from rlhf_assets.layouts import OUTCOMES, RESPONSES
 from rlhf_assets.modeling.complete_load import load_complete
-from rlhf_assets.modeling.scoring import RewardReadout
-from rlhf_assets.ppo.reward_scorer import RewardModelScorer
+from rlhf_assets.modeling.reward_model import RewardModelScorer, RewardReadout
 from rlhf_assets.specs import EvalSpec, RewardSpec
 from rlhf_assets.step_contracts.base import Estimate, LengthControlledFigures, Markdown
 from rlhf_assets.step_contracts.evaluation import AutoPreferenceReport, AutoPreferenceRequest
-from rlhf_assets.steps.reward_scoring import load_reward_scorer, reward_device
+from rlhf_assets.steps.reward import load_reward_scorer, reward_device
 from rlhf_assets.steps.runtime import StepRuntime, run_step
 
 

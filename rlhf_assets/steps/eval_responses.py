@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rlhf_assets.eval.bootstrap import bootstrap_mean
-from rlhf_assets.eval.degeneracy import response_stats
+from rlhf_assets.eval.degenerate_text import response_stats
 from rlhf_assets.eval.length import word_count
 from rlhf_assets.eval.reporting import interval_text
 from rlhf_assets.layouts import EVAL_PROMPTS, RESPONSES, SFT_RESPONSES

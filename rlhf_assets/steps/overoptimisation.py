@@ -26,7 +26,7 @@ from rlhf_assets.step_contracts.base import Markdown
 from rlhf_assets.step_contracts.evaluation import OverOptimisationReport, OverOptimisationRequest
 from rlhf_assets.steps.auto_preference import load_judge
 from rlhf_assets.steps.generation import generate_texts, load_policy
-from rlhf_assets.steps.reward_scoring import load_reward_scorer
+from rlhf_assets.steps.reward import load_reward_scorer
 from rlhf_assets.steps.runtime import StepRuntime, run_step
 
 

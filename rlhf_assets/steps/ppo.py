@@ -31,8 +31,9 @@ from rlhf_assets.layouts import EVAL_PROMPTS
 from rlhf_assets.modeling.base import BaseModelRef, count_parameters, write_pointer
 from rlhf_assets.modeling.complete_load import load_complete
 from rlhf_assets.modeling.encoding import encode_prompts
+from rlhf_assets.modeling.reward_model import RewardModelScorer
 from rlhf_assets.ppo.config import PPOConfig
-from rlhf_assets.ppo.reward_scorer import DeltaReward, RewardModelScorer
+from rlhf_assets.ppo.rewards import DeltaReward
 from rlhf_assets.ppo.sampling import sequence_kl
 from rlhf_assets.ppo.snapshots import SNAPSHOTS_DIR, copy_snapshots
 from rlhf_assets.ppo.trainer import PPOTrainer
@@ -44,7 +45,7 @@ from rlhf_assets.steps.data_io import read_split
 from rlhf_assets.steps.generation import generate_texts
 from rlhf_assets.steps.memory import check_memory_plan, this_gpu, training_ranks
 from rlhf_assets.steps.progress import curve_markdown
-from rlhf_assets.steps.reward_scoring import load_reward_scorer, reward_gpu
+from rlhf_assets.steps.reward import load_reward_scorer, reward_gpu
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime, run_step
 from rlhf_assets.steps.training import launch_description
 from rlhf_assets.steps.trl_policy import train_with_trl
@@ -213,7 +214,8 @@ def train_ours(runtime: StepRuntime, spec: PPOSpec, sft: BaseModelRef, tokenizer
 def train_trl(runtime: StepRuntime, spec: PPOSpec, sft: BaseModelRef, tokenizer: PreTrainedTokenizerBase,
               prompts: list[list[int]], train: pd.DataFrame, scorer: RewardModelScorer) -> Trained | None:
     """TRL's RLOO or GRPO with the same reward and prompts; None off the main rank."""
-    runtime.log(f"{spec.algorithm.upper()} (TRL) on {len(prompts)} prompts, {spec.config.total_steps} steps")
+    runtime.log(f"{spec.algorithm.upper()} (TRL) on {len(prompts)} prompts, {spec.config.total_steps} steps."
+                + kl_control_note(spec))
     trained, history = train_with_trl(runtime, spec, sft.weights, tokenizer, tokenizer.batch_decode(prompts),
                                       list(train["chosen"]), scorer)
     if not runtime.is_main_process:

@@ -10,10 +10,13 @@ test pairs where chosen scores above rejected.
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pandas as pd
 import torch
 from datasets import Dataset
+from pydantic import ValidationError
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 from trl import RewardConfig, RewardTrainer
@@ -22,8 +25,15 @@ from rlhf_assets.compute.memory_plan import ModelShape, Precision, finetune_plan
 from rlhf_assets.modeling.base import BaseModelRef, count_parameters
 from rlhf_assets.modeling.complete_load import load_complete
 from rlhf_assets.modeling.encoding import encode_prompt_response
-from rlhf_assets.modeling.scoring import RewardReadout, eos_readout, last_attended_positions, reward_scores, rewards_at
-from rlhf_assets.modeling.trlx_reward import load_trlx_reward_model
+from rlhf_assets.modeling.reward_model import (
+    RewardModelScorer,
+    RewardReadout,
+    eos_readout,
+    last_attended_positions,
+    load_trlx_reward_model,
+    reward_scores,
+    rewards_at,
+)
 from rlhf_assets.specs import RewardSpec
 from rlhf_assets.step_contracts.base import Markdown
 from rlhf_assets.step_contracts.models import RewardReport, RewardRequest
@@ -167,6 +177,50 @@ def main(runtime: StepRuntime) -> None:
     runtime.log(f"reward model ready: held-out pairwise accuracy {report.eval_accuracy:.3f} "
                 f"on {len(held_out)} pairs")
     runtime.report(report)
+
+
+def reward_gpu(device_count: int, local_world_size: int, local_rank: int) -> int:
+    """The GPU index for the reward model on this node: the spare one when the node has more GPUs than its
+    training processes (the recipe: 8 GPUs, 7 ranks), else the main process's own."""
+    return device_count - 1 if device_count > local_world_size else local_rank
+
+
+def reward_device() -> torch.device:
+    """Where the reward model runs: the recipe gives it a GPU of its own (7 training processes + 1 for the RM).
+
+    Only the main process holds the reward model. What counts is this node's processes (`LOCAL_WORLD_SIZE`), not
+    the job's (`WORLD_SIZE`: 14 on two p4d hosts, more than any node's 8 GPUs). Scores are computed in fp16 on
+    GPU, as in the recipe.
+    """
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    index = reward_gpu(torch.cuda.device_count(), local_world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device(f"cuda:{index}")
+
+
+def load_reward_scorer(
+    directory: Path, *, max_length: int, max_response_tokens: int, batch_size: int
+) -> RewardModelScorer:
+    """The reward model artifact as a scorer, read where its artifact says (`RewardReadout`), never where
+    `pad_token_id` would put it."""
+    info_file = directory / REWARD_INFO_FILE
+    if not info_file.exists():
+        raise StepInputError(f"{directory} is not a reward_model artifact ({REWARD_INFO_FILE} missing)")
+    info = json.loads(info_file.read_text())
+    try:
+        readout = RewardReadout.model_validate(info.get("readout"))
+    except ValidationError as exc:
+        raise StepInputError(f"{info_file}: no valid `readout` (where the reward head is read); re-materialize "
+                             f"the reward model with this version: {exc.errors()[0]['msg']}") from exc
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    device = reward_device()
+    model = load_complete(
+        AutoModelForSequenceClassification, directory, dtype=torch.float16 if device.type == "cuda" else torch.float32
+    ).to(device)
+    return RewardModelScorer(model, tokenizer, readout=readout, max_length=max_length,
+                             max_response_tokens=max_response_tokens, batch_size=batch_size,
+                             trained_length=info.get("max_length"))
 
 
 if __name__ == "__main__":

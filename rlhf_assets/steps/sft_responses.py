@@ -6,7 +6,7 @@ and the generation settings they were drawn with (`steps/sft_baseline.py`).
 
 from __future__ import annotations
 
-from rlhf_assets.eval.degeneracy import response_stats
+from rlhf_assets.eval.degenerate_text import response_stats
 from rlhf_assets.layouts import EVAL_PROMPTS, SFT_RESPONSES
 from rlhf_assets.step_contracts.evaluation import SFTResponsesReport, SFTResponsesRequest
 from rlhf_assets.steps.generation import generate_texts, load_policy

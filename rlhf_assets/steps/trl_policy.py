@@ -14,7 +14,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf_assets.modeling.complete_load import load_complete
-from rlhf_assets.ppo.reward_scorer import RewardModelScorer
+from rlhf_assets.modeling.reward_model import RewardModelScorer
 from rlhf_assets.specs import PPOSpec
 from rlhf_assets.steps.progress import RuntimeProgressCallback
 from rlhf_assets.steps.runtime import StepRuntime

@@ -9,8 +9,7 @@ import pytest
 
 from rlhf_assets.eval.bootstrap import bootstrap_mean
 from rlhf_assets.eval.classifier_quality import correlations, roc_auc
-from rlhf_assets.eval.degeneracy import response_stats
-from rlhf_assets.eval.degenerate_text import wordless_as_non_toxic
+from rlhf_assets.eval.degenerate_text import response_stats, wordless_as_non_toxic
 from rlhf_assets.eval.preference import judge_by_margin, summarize_outcomes, wilson_interval
 from rlhf_assets.eval.reporting import interval_text
 from rlhf_assets.eval.toxicity import METRICS, per_prompt, summarize

@@ -15,7 +15,7 @@ from rlhf_assets.ppo.checkpoint import (
     staging_root,
     write_state,
 )
-from rlhf_assets.steps.reward_scoring import reward_gpu
+from rlhf_assets.steps.reward import reward_gpu
 
 pytestmark = pytest.mark.unit
 

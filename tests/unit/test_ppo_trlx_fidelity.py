@@ -8,12 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from rlhf_assets.modeling.scoring import eos_readout
+from rlhf_assets.modeling.reward_model import RewardModelScorer, eos_readout
 from rlhf_assets.ppo.advantages import whiten
 from rlhf_assets.ppo.config import PPOConfig
 from rlhf_assets.ppo.distributed import global_masked_moments
-from rlhf_assets.ppo.reward_scorer import DeltaReward, RewardModelScorer
-from rlhf_assets.ppo.rewards import RewardScaler
+from rlhf_assets.ppo.rewards import DeltaReward, RewardScaler
 from rlhf_assets.ppo.rollout import Experience
 from rlhf_assets.ppo.sampling import finish_response
 from rlhf_assets.ppo.trainer import PPOTrainer

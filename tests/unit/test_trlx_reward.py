@@ -29,10 +29,15 @@ from transformers import (
 )
 from trl import RewardConfig
 
-from rlhf_assets.modeling.scoring import RewardReadout, eos_readout, reward_scores
+from rlhf_assets.modeling.reward_model import (
+    RewardModelScorer,
+    RewardReadout,
+    eos_readout,
+    load_trlx_reward_model,
+    reward_scores,
+)
 from rlhf_assets.modeling.tokenizer import train_bpe_tokenizer
-from rlhf_assets.modeling.trlx_reward import load_trlx_reward_model
-from rlhf_assets.ppo.reward_scorer import DeltaReward, RewardModelScorer
+from rlhf_assets.ppo.rewards import DeltaReward
 from rlhf_assets.steps.reward import EosReadRewardTrainer
 
 pytestmark = pytest.mark.unit

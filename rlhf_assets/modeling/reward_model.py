@@ -1,4 +1,7 @@
-"""Where a reward model's scalar is read, and scoring in batches at that position.
+"""Everything about scoring text with a reward model: where its scalar is read, batched scoring, the scorer
+the steps use, and the conversion of published trlx reward models.
+
+Where a reward model's scalar is read, and scoring in batches at that position.
 
 A reward model is a value head over a causal LM's hidden states; which position it reads is part of the model,
 fixed by how it was trained. The recipe's reward model (`Dahoas/gptj-rm-static`, read by trlx's
@@ -7,16 +10,27 @@ forward instead reads "the last non-pad token", and with pad = EOS (GPT-J and Py
 the last *content* token, one before the EOS. So the position is never left to `pad_token_id`: `RewardReadout`
 says it, the reward artifact records it, and training and scoring both take the head's per-token output and
 gather the position computed from each sequence's length.
+
+Loading reward models published in trlx's `GPTRewardModel` format (e.g. `Dahoas/gptj-rm-static`).
+
+That format is a bare `state_dict` (`.pt`/`.bin`) of a causal LM's trunk under `transformer.` plus a bias-free
+`v_head` linear layer, read at the EOS appended after prompt + response. A Hugging Face `*ForSequenceClassification`
+model with one label has the same trunk and a bias-free `score` head, so we convert once and the rest of the graph
+sees one reward-model format; where the head is read is not the classifier's own pooling (with pad = EOS that is
+one token early) but `RewardReadout` (below).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from transformers import PreTrainedModel
+from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
+
+from rlhf_assets.modeling.encoding import encode_prompt_response
 
 EOS_READOUT_REFERENCE = ("trlx examples/hh/ppo_hh.py RewardModel.forward (v_head at the first EOS of prompt + "
                          "response + EOS); Dahoas reward-modeling GPTRewardModel, trained the same way")
@@ -121,3 +135,99 @@ def reward_scores(model: PreTrainedModel, sequences: Sequence[Sequence[int]], re
         positions = torch.tensor(readout_positions(batch, readout), dtype=torch.long)
         scores.append(rewards_at(model, ids.to(device), mask.to(device), positions.to(device)).float().cpu())
     return torch.cat(scores)
+
+
+class RewardModelScorer:
+    """Scores (prompt, response) texts with a sequence-classification reward model.
+
+    Responses are decoded from the policy's tokens and re-tokenized with the reward model's tokenizer, so a
+    policy and reward model with different tokenizers still agree on the text being judged. `readout` (recorded
+    in the reward artifact) says whether EOS ends the sequence and where the head is read.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        readout: RewardReadout,
+        max_length: int,
+        max_response_tokens: int,
+        batch_size: int = 32,
+        trained_length: int | None = None,
+    ) -> None:
+        self.model, self.tokenizer = model.eval().requires_grad_(False), tokenizer
+        self.readout, self.max_length, self.max_response_tokens = readout, max_length, max_response_tokens
+        self.batch_size, self.trained_length = batch_size, trained_length
+
+    @property
+    def context_length(self) -> int:
+        """The longest input the reward model should read: the length it was trained on (the recipe's
+        gptj-rm-static: 1,024, as trlx's reward tokenizer cuts), within its position and tokenizer limits."""
+        config = self.model.config
+        positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        limits = [n for n in (self.trained_length, positions, self.tokenizer.model_max_length) if n and n < 10**6]
+        return min(limits, default=self.max_length)
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str], *, whole_response: bool = False) -> torch.Tensor:
+        """(B,) rewards for each prompt + response.
+
+        Policy samples are read within the PPO budget (`max_length`, `max_response_tokens`). `whole_response`
+        reads a reference response whole, prompt + response cut from the left to the reward model's context:
+        trlx scores the chosen baseline that way, and cutting it to the sample length would compare a
+        full answer's sample against half an answer.
+        """
+        if whole_response:  # trlx: tokenizer(prompt + response + eos, truncation_side="left")
+            eos = [self.readout.eos_token_id] if self.readout.append_eos else []
+            sequences = [(self.tokenizer(p, add_special_tokens=False)["input_ids"]
+                          + self.tokenizer(r, add_special_tokens=False)["input_ids"] + eos)[-self.context_length:]
+                         for p, r in zip(prompts, responses, strict=True)]
+        else:
+            sequences = [
+                encode_prompt_response(self.tokenizer, p, r, max_length=self.max_length,
+                                       max_response_tokens=self.max_response_tokens,
+                                       add_eos=self.readout.append_eos).input_ids
+                for p, r in zip(prompts, responses, strict=True)
+            ]
+        return reward_scores(self.model, sequences, self.readout, self.batch_size)
+
+
+TRUNK_PREFIX = "transformer."
+HEAD_KEY = "v_head.weight"
+
+
+def resolve_checkpoint_file(source: str) -> Path:
+    """Find the weights file in a local directory, or download the hub repo first (users with internet)."""
+    directory = Path(source)
+    if not directory.is_dir():
+        from huggingface_hub import snapshot_download
+
+        directory = Path(snapshot_download(source, allow_patterns=["*.pt", "*.bin"]))
+    for candidate in sorted(directory.iterdir()):
+        if candidate.suffix in (".pt", ".bin"):
+            return candidate
+    raise FileNotFoundError(f"{source}: no trlx reward checkpoint (*.pt or *.bin) found in {directory}")
+
+
+def load_trlx_reward_model(source: str, trunk: str, pad_token_id: int) -> PreTrainedModel:
+    """Build a one-label sequence-classification model from a trlx reward checkpoint over `trunk`'s config."""
+    checkpoint = resolve_checkpoint_file(source)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if HEAD_KEY not in state:
+        raise ValueError(f"{checkpoint}: not a trlx reward model, key {HEAD_KEY!r} is missing")
+    config = AutoConfig.from_pretrained(trunk, num_labels=1, pad_token_id=pad_token_id)
+    model = AutoModelForSequenceClassification.from_config(config)
+    prefix = model.base_model_prefix
+    converted = {f"{prefix}.{k[len(TRUNK_PREFIX):]}": v for k, v in state.items() if k.startswith(TRUNK_PREFIX)}
+    converted["score.weight"] = state[HEAD_KEY]
+    unknown = sorted(k for k in state if k != HEAD_KEY and not k.startswith(TRUNK_PREFIX))
+    if unknown:
+        raise ValueError(f"{checkpoint}: unexpected keys for a trlx reward model: {unknown[:5]}")
+    result = model.load_state_dict(converted, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith(("masked_bias", ".bias_mask", "attn.bias"))]
+    if missing or result.unexpected_keys:
+        raise ValueError(
+            f"{checkpoint}: does not match trunk {trunk!r}: missing {missing[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
+    return model.eval()

@@ -1,4 +1,4 @@
-"""The evaluation inputs every policy shares: RealToxicityPrompts and the Detoxify scorer.
+"""The toxicity evaluation's shared inputs: the RealToxicityPrompts records and prompts, and the toxicity model.
 
 `rtp_records` and `rtp_prompts` are light pandas work in the Dagster process; the scorer is trained or loaded in a
 step program, like the model assets. Each policy's own evaluation is built by `assets/policy_evaluation.py`.
@@ -55,7 +55,8 @@ class ToxicityModelConfig(StepConfig):
     huggingface_config_path: str | None = override(ToxicitySpec, "huggingface_config_path")
 
 
-@asset(code_version=code_version("rlhf_assets.assets.evaluation"), group_name="evaluation", kinds={"pandas", "parquet"},
+@asset(code_version=code_version("rlhf_assets.assets.toxicity_inputs"), group_name="evaluation",
+       kinds={"pandas", "parquet"},
        ins={"prompts_snapshot": AssetIn(key=snapshot_key("toxicity_prompts"))})
 def rtp_records(
     context: AssetExecutionContext, config: RTPRecordsConfig, preset: PresetResource, artifacts: ArtifactStoreResource,
@@ -80,7 +81,8 @@ def rtp_records(
         )
 
 
-@asset(code_version=code_version("rlhf_assets.assets.evaluation"), group_name="evaluation", kinds={"pandas", "parquet"})
+@asset(code_version=code_version("rlhf_assets.assets.toxicity_inputs"), group_name="evaluation",
+       kinds={"pandas", "parquet"})
 def rtp_prompts(
     context: AssetExecutionContext, config: RTPPromptsConfig, preset: PresetResource, artifacts: ArtifactStoreResource,
     rtp_records: Manifest,
