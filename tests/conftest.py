@@ -48,6 +48,7 @@ FIXTURE_TIERS = {"graph": "graph", "aws": "aws"}  # a test using the fixture nee
 # units in collection order (`--no-loadscope-reorder`; xdist's default orders units by their number of tests,
 # which puts the 3-test recipe, minutes long, behind dozens of short modules, where it can end the run alone).
 LONGEST_FIRST = ("tiny-graph", "tests.aws.test_miniature_recipe", "tests.service.test_deployment",
+                 "tests.graph.test_reproducibility",
                  "tests.graph.test_operations", "tests.graph.test_miniature", "tests.process.test_ppo_distributed",
                  "tests.aws.test_sagemaker", "tests.graph.test_crash_consistency")
 

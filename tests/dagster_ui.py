@@ -81,8 +81,8 @@ def dagster_dev(root: Path) -> Iterator[DagsterDev]:
 
 def _stop_group(process: subprocess.Popen) -> None:
     """Ctrl-C for the whole `dagster dev` process group (webserver, daemon, code server), then SIGKILL. The UI
-    tests need no graceful shutdown, and `dagster dev` waits on the browser's open connections: 5 s is enough."""
-    for sig, wait in ((signal.SIGINT, 5), (signal.SIGKILL, 10)):
+    tests need no graceful shutdown, and `dagster dev` waits on the browser's open connections: 2 s is enough."""
+    for sig, wait in ((signal.SIGINT, 2), (signal.SIGKILL, 10)):
         try:
             os.killpg(process.pid, sig)
         except ProcessLookupError:

@@ -72,8 +72,8 @@ def labeling_server(db: Path, tls: tuple[Path, Path] | None = None, options: Seq
         yield url
     finally:
         process.terminate()
-        try:
-            process.wait(timeout=10)
+        try:  # the tests need no graceful shutdown: 2 s, then SIGKILL
+            process.wait(timeout=2)
         except subprocess.TimeoutExpired:  # uvicorn waits for open keep-alive (TLS) connections to close
             process.kill()
             process.wait(timeout=10)

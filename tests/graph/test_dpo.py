@@ -68,7 +68,7 @@ def _implicit_reward_accuracy(policy_dir: Path, sft: Path, tok, frame: pd.DataFr
 def test_dpo_step_matches_an_independent_implicit_reward_and_resumes(
         tmp_path: Path, sft_dir: Path, tokenizer, preference_dir: Path) -> None:  # noqa: F811
     channels = {"sft_model": sft_dir, "preference_dataset": preference_dir}
-    first = run_step("dpo", {"dpo": SPEC.model_dump()}, tmp_path / "first", channels)
+    first = run_step("dpo", {"dpo": SPEC.model_dump()}, tmp_path / "first", channels, warm=True)
     assert first.returncode == 0, first.stderr[-3000:]
     report = json.loads(first.stdout[first.stdout.index("{"):])
     assert next(iter(report)) == "summary" and "held-out preference accuracy" in report["summary"]["raw_value"]
@@ -89,7 +89,7 @@ def test_dpo_step_matches_an_independent_implicit_reward_and_resumes(
     resumed_checkpoints = tmp_path / "resumed" / "checkpoints"
     shutil.copytree(checkpoints, resumed_checkpoints)
     shutil.rmtree(resumed_checkpoints / "checkpoint-4")
-    resumed = run_step("dpo", {"dpo": SPEC.model_dump()}, tmp_path / "resumed", channels)
+    resumed = run_step("dpo", {"dpo": SPEC.model_dump()}, tmp_path / "resumed", channels, warm=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stderr and "checkpoint-2" in resumed.stderr
     assert "step 3/4" in resumed.stderr and "step 1/4" not in resumed.stderr

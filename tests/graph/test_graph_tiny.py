@@ -1,16 +1,13 @@
-"""The real asset graph on the tiny preset, materialized with Dagster's API and with its CLI."""
+"""The real asset graph on the tiny preset, materialized with Dagster's API (the session's build)."""
 
-import os
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from dagster import AssetKey, DagsterEvent, DagsterEventType, DagsterInstance, DagsterInvalidConfigError, materialize
+from dagster import AssetKey, DagsterInvalidConfigError, materialize
 
 from rlhf_assets.definitions import all_assets
 from rlhf_assets.eval.preference import wilson_interval
-from rlhf_assets.presets import PROJECT_ROOT
 from tests.conftest import artifact_dir, graph_resources, hh_row, manifest_of, write_jsonl
 
 pytestmark = pytest.mark.graph
@@ -97,53 +94,3 @@ def test_out_of_range_config_names_the_field(graph, asset: str, config: dict, me
     assert not result.success
     assert message in _failure_text(result)
     assert manifest_of(instance, root, asset) == before
-
-
-def _main_job(root: Path, reuse: bool) -> subprocess.CompletedProcess:
-    """The README's main command (scripts/run_tiny.sh) into a fresh project under `root`."""
-    env = {**os.environ, "DAGSTER_HOME": str(root / "dagster_home"), "RLHF_ARTIFACT_ROOT": str(root / "artifacts"),
-           "RLHF_SCRATCH_DIR": str(root / "scratch"), "RLHF_LABELING_DB": str(root / "labels.sqlite"),
-           "RLHF_REUSE_RESULTS": "1" if reuse else "0"}
-    return subprocess.run(["bash", "scripts/run_tiny.sh"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
-                          timeout=1200)
-
-
-def _materializations(instance: DagsterInstance, run_id: str) -> list[DagsterEvent]:
-    return [entry.dagster_event for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)]
-
-
-def _data_versions(events: list[DagsterEvent]) -> dict[str, str]:
-    return {e.asset_key.to_user_string(): e.step_materialization_data.materialization.tags["dagster/data_version"]
-            for e in events}
-
-
-def test_two_fresh_projects_give_every_asset_the_same_data_version(graph, tmp_path: Path) -> None:
-    """Same code, config and data, nothing shared: the graph fixture (Dagster's API) and the main job's CLI
-    command (separate artifact root, scratch and instance) must produce byte-identical artifacts, asset by
-    asset. An unchanged second main job then reuses every step result and keeps every data version."""
-    _, _, fixture_result = graph
-    expected = _data_versions(fixture_result.get_asset_materialization_events())
-    fresh = _main_job(tmp_path, reuse=False)
-    assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
-    with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
-        run = instance.get_runs(limit=1)[0]
-        produced = _data_versions(_materializations(instance, run.run_id))
-    main_job_assets = {key.to_user_string() for a in all_assets for key in a.keys} \
-        - {"human_eval_results", "dpo_policy/human_eval_results"}
-    assert set(produced) == set(expected) == main_job_assets
-    # The blinded order of each human-eval pair (and its task ids) come from `secrets` on purpose: nobody can
-    # predict which side is RLHF. Every other asset must be byte-identical.
-    blinded = {"human_eval_tasks", "dpo_policy/human_eval_tasks"}
-    differing = {k: (expected[k], produced[k]) for k in main_job_assets - blinded if expected[k] != produced[k]}
-    assert not differing, f"data versions differ between two fresh runs: {differing}"
-    again = _main_job(tmp_path, reuse=True)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
-        run = instance.get_runs(limit=1)[0]
-        events = _materializations(instance, run.run_id)
-        assert _data_versions(events) == produced
-        trained = {"base_model", "sft_model", "reward_model", "judge_model", "ppo_policy", "dpo_policy",
-                   "toxicity_model"}
-        reused = {e.asset_key.to_user_string() for e in events
-                  if "reused_from_run" in e.step_materialization_data.materialization.metadata}
-        assert trained <= reused, f"retrained with nothing changed: {trained - reused}"

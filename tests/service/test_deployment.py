@@ -139,9 +139,9 @@ def test_a_postgres_deployment_queues_gpu_runs_and_loses_nothing_when_its_daemon
         daemon_command = [str(VENV_BIN / "dagster-daemon"), "run", "-w", str(workspace)]
         daemon = stack.enter_context(_process(daemon_command, env, tmp_path / "daemon.log"))
 
-        # The tiny preset's SFT as configured: long enough (~30 s) to outlive the checks below; the second run
-        # reuses its result.
-        config: dict = {}
+        # The tiny preset's SFT on 640 of its rows (40 steps): long enough to outlive the checks below; the second
+        # run, with the same config, reuses its result.
+        config: dict = {"ops": {"sft_model": {"config": {"max_train_rows": 640}}}}
         first = _launch(url, config)
         _wait(instance, first, {DagsterRunStatus.STARTED})
         second = _launch(url, config)
