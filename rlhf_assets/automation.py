@@ -99,8 +99,6 @@ def new_policy_sensor(policy: EvaluatedPolicy) -> SensorDefinition:
     return evaluate_new
 
 
-new_policy_sensors = [new_policy_sensor(policy) for policy in POLICIES]
-
 
 collect_human_eval = define_asset_job(
     "collect_human_eval", selection=AssetSelection.tag(*WAITS_FOR_PEOPLE),
@@ -144,8 +142,6 @@ def labels_complete_sensor(policy: EvaluatedPolicy) -> SensorDefinition:
 
     return labels_complete
 
-
-labels_complete_sensors = [labels_complete_sensor(policy) for policy in POLICIES]
 
 
 ORPHAN_GRACE_SECONDS = 1800

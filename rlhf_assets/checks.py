@@ -23,7 +23,7 @@ from dagster import (
     asset_check,
 )
 
-from rlhf_assets.assets.policy_evaluation import POLICIES, EvaluatedPolicy, toxicity_keys
+from rlhf_assets.assets.policy_evaluation import EvaluatedPolicy, toxicity_keys
 from rlhf_assets.eval.degenerate_text import DEGENERATE_PROBES, MAX_PROBE_SCORE
 from rlhf_assets.eval.gates import GateResult
 from rlhf_assets.eval.suite_gates import (
@@ -167,6 +167,6 @@ preference_rows_clean = _clean_rows_check(
 eval_prompts_rows_clean = _clean_rows_check("eval_prompts", (EVAL_PROMPTS,), ("prompt",))
 rtp_prompts_rows_clean = _clean_rows_check("rtp_prompts", (PROMPTS,), ("prompt_text",))
 
-all_checks = [ppo_beats_sft, kl_within_bound, scorer_ignores_degenerate_text,
-              *(check for policy in POLICIES for check in suite_checks(policy)),
-              preference_rows_clean, eval_prompts_rows_clean, rtp_prompts_rows_clean]
+# The checks of the shared graph; each policy's suite checks come with its suite (`policy_suites.py`).
+shared_checks = [ppo_beats_sft, kl_within_bound, scorer_ignores_degenerate_text,
+                 preference_rows_clean, eval_prompts_rows_clean, rtp_prompts_rows_clean]

@@ -23,12 +23,11 @@ from _pytest.nodeid import NodeId
 from dagster import AssetKey, DagsterInstance, instance_for_test, materialize
 from upath import UPath
 
-from rlhf_assets.checks import all_checks
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.compute.warm.protocol import DIR_ENV, stop_workers
-from rlhf_assets.definitions import all_assets, materialize_all
+from rlhf_assets.definitions import all_assets, all_checks, materialize_all
 from rlhf_assets.miniature.mirror import build_hub_mirror
 from rlhf_assets.presets import SHARED_HH_PATH, SHARED_RTP_DIR
 from rlhf_assets.resources import (

@@ -30,7 +30,7 @@ from dagster import (
 from pydantic import Field
 
 from rlhf_assets.assets.common import preview_table, publish
-from rlhf_assets.assets.policy_evaluation import POLICIES, EvaluatedPolicy
+from rlhf_assets.assets.policy_evaluation import EvaluatedPolicy
 from rlhf_assets.code_versions import code_version
 from rlhf_assets.eval.human_preference import JudgedLabel, summarize_human_preference
 from rlhf_assets.eval.preference import RECIPE_REFERENCE, PreferenceSummary
@@ -306,5 +306,3 @@ def human_eval_suite(policy: EvaluatedPolicy) -> list[AssetsDefinition]:
 
     return [human_eval_tasks, human_eval_results]
 
-
-human_eval_suites = [assets for policy in POLICIES for assets in human_eval_suite(policy)]

@@ -296,5 +296,3 @@ def overoptimisation_asset(policy: EvaluatedPolicy) -> AssetsDefinition:
 
 
 baseline = sft_baseline()
-suites = [assets for policy in POLICIES for assets in evaluation_suite(policy)]
-curves = [overoptimisation_asset(policy) for policy in POLICIES if policy.optimises_reward_model]

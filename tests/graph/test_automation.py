@@ -12,9 +12,8 @@ from dagster import (
     materialize,
 )
 
-from rlhf_assets.automation import build_evaluation_schedule, evaluate_latest_policy, new_policy_sensors
-from rlhf_assets.checks import all_checks
-from rlhf_assets.definitions import all_assets, defs
+from rlhf_assets.automation import build_evaluation_schedule, evaluate_latest_policy
+from rlhf_assets.definitions import all_assets, all_checks, defs
 from tests.conftest import graph_resources
 
 pytestmark = pytest.mark.graph
@@ -24,7 +23,7 @@ PPO_SUITE = {"eval_responses", "toxicity_scores", "red_team_toxicity_scores", "a
 DPO_SUITE = {f"dpo_policy/{name}" for name in PPO_SUITE}
 PPO_CURVE = {"overoptimisation_curve"}  # PPO is trained against the reward model; DPO is not
 EVALUATION_ASSETS = SHARED | PPO_SUITE | DPO_SUITE | PPO_CURVE
-evaluate_new_policy = next(s for s in new_policy_sensors if s.name == "evaluate_new_policy")
+evaluate_new_policy = defs.get_sensor_def("evaluate_new_policy")
 
 
 def _tick(instance, cursor: str | None) -> tuple[list, str | None]:

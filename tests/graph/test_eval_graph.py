@@ -6,8 +6,7 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, materialize
 
-from rlhf_assets.checks import all_checks
-from rlhf_assets.definitions import all_assets
+from rlhf_assets.definitions import all_assets, all_checks
 from rlhf_assets.eval.degenerate_text import DEGENERATE_PROBES
 from rlhf_assets.eval.toxicity import METRICS
 from rlhf_assets.presets import TINY

@@ -15,8 +15,8 @@ import requests
 from botocore.stub import Stubber
 from dagster import AssetKey, Definitions, RunRequest, SkipReason, build_sensor_context, materialize
 
-from rlhf_assets.automation import collect_human_eval, labels_complete_sensors
-from rlhf_assets.definitions import all_assets
+from rlhf_assets.automation import collect_human_eval
+from rlhf_assets.definitions import all_assets, defs
 from rlhf_assets.labeling.store import LabelStore
 from rlhf_assets.labeling.tasks import read_tasks
 from rlhf_assets.resources import LabelingResource
@@ -27,7 +27,7 @@ from tests.moto_aws import BUCKET
 
 pytestmark = pytest.mark.graph
 human_eval_labels_complete, dpo_labels_complete = (
-    next(s for s in labels_complete_sensors if s.name == name)
+    defs.get_sensor_def(name)
     for name in ("human_eval_labels_complete", "human_eval_labels_complete_dpo_policy"))
 
 

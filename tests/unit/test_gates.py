@@ -9,7 +9,8 @@ import torch
 from dagster import build_asset_check_context
 
 from rlhf_assets.assets.policy_evaluation import POLICIES
-from rlhf_assets.checks import all_checks, kl_within_bound, ppo_beats_sft, scorer_ignores_degenerate_text, suite_checks
+from rlhf_assets.checks import kl_within_bound, ppo_beats_sft, scorer_ignores_degenerate_text, suite_checks
+from rlhf_assets.definitions import all_checks
 from rlhf_assets.eval.agreement import sign_test
 from rlhf_assets.eval.gates import p_value_text
 from rlhf_assets.eval.toxicity import METRICS
