@@ -30,7 +30,8 @@ import boto3
 import psutil
 import s3fs
 
-from rlhf_assets.storage import ArtifactStore, OutputDescription, describe_directory
+from rlhf_assets.artifact_files import OutputDescription, describe_directory
+from rlhf_assets.storage import ArtifactStore
 
 BUCKET = "bench"
 BLOCK = 64 << 20

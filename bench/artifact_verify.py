@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from rlhf_assets.artifact_files import COMPLETE_MARKER, hash_file, verify_directory
 from rlhf_assets.presets import PROJECT_ROOT
-from rlhf_assets.storage import COMPLETE_MARKER, hash_file, verify_directory
 
 
 def main() -> None:

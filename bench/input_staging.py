@@ -27,8 +27,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from rlhf_assets.artifact_files import verify_directory
 from rlhf_assets.compute.container import stage_channel
-from rlhf_assets.storage import ArtifactStore, verify_directory
+from rlhf_assets.storage import ArtifactStore
 
 
 def _timed(work: Callable[[], object]) -> float:

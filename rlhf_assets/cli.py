@@ -25,12 +25,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from rlhf_assets.artifact_files import ArtifactIntegrityError
 from rlhf_assets.compute.warm.protocol import running_workers, stop_workers, worker_directory
 from rlhf_assets.labeling.app import BODY_TIMEOUT_SECONDS, HEADER_TIMEOUT_SECONDS, MAX_BODY_BYTES, serve
 from rlhf_assets.labeling.store import LabelError, LabelPacing, LabelStore
 from rlhf_assets.presets import PROJECT_ROOT, SHARED_HH_PATH, SHARED_RTP_DIR
 from rlhf_assets.resources import ManifestRecordError, default_labeling_db, latest_artifact
-from rlhf_assets.storage import ArtifactIntegrityError, ArtifactLocationError
+from rlhf_assets.storage import ArtifactLocationError
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ require (S3, where rename is not atomic). Manifests name an artifact by its loca
 (`<name>/<hash16>`), so a copied or moved project reads its own files, and resolution refuses any name that
 would leave the root. A crash therefore never leaves a half-written checkpoint that looks
 valid, and two runs writing the same asset cannot overwrite each other's files. This module imports neither
-dagster nor torch: step programs use it too.
+dagster nor torch. Steps do not import it: what they need of an artifact's files is `artifact_files.py`.
 """
 
 from __future__ import annotations
@@ -22,34 +22,31 @@ import shutil
 import stat
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 from upath import UPath
 
+from rlhf_assets.artifact_files import (
+    CHUNK_BYTES,
+    COMPLETE_MARKER,
+    ArtifactIntegrityError,
+    OutputDescription,
+    combined_hash,
+    describe_directory,
+    hash_json,
+    regular_files,
+    verify_directory,
+)
+
 RESULTS_DIR = "_results"
 MAX_RECORD_BYTES = 64 << 10  # a reuse record is a run id and an asset name
 CACHE_DIR_ENV = "RLHF_CACHE_DIR"  # where S3 artifacts are downloaded (default: a private folder in the temp dir)
-COMPLETE_MARKER = "_COMPLETE"
-_CHUNK = 1 << 20
 # Multipart uploads hold about part size × concurrency in memory (s3fs's defaults, 50 MiB × 10, took ~1 GB for a
 # 1 GB file: bench/artifact_transfer.py); parts grow only where S3's 10,000-part limit needs it.
 UPLOAD_PART, UPLOAD_CONCURRENCY, MAX_PARTS = 16 << 20, 4, 10_000
-
-
-class OutputDescription(BaseModel):
-    """A step's account of its output directory, computed where the files are (in the job, not in Dagster)."""
-
-    content_hash: str = Field(description="SHA-256 over the directory's relative names and file hashes.")
-    sizes: dict[str, int] = Field(description="Every file's relative name and size in bytes.")
-    hashes: dict[str, str] = Field(default_factory=dict, description="Every file's SHA-256, kept in the marker so "
-                                   "a damaged artifact names the file on read.")
-
-    @property
-    def files(self) -> list[str]:
-        return sorted(self.sizes)
 
 
 class Manifest(BaseModel):
@@ -73,111 +70,6 @@ class Manifest(BaseModel):
         if bad:
             raise ValueError("metrics must be finite numbers: " + ", ".join(f"{k}={v}" for k, v in bad.items()))
         return metrics
-
-
-def hash_file(path: Path) -> str:
-    """SHA-256 of one file, streamed so multi-GB checkpoints do not need to fit in memory."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def regular_files(directory: Path) -> list[str]:
-    """Every file under `directory` by relative name, refusing anything but directories and regular files.
-
-    A symbolic link would publish (and hash) whatever it points at, a secret included, and a linked directory
-    would be copied but never hashed; a FIFO blocks whoever opens it; sockets and devices are no data. None of
-    them is followed or opened: the entry is named and the publish (or the check) stops.
-    """
-    names = []
-    for parent, dirs, files in os.walk(directory):
-        for entry in sorted((*dirs, *files)):
-            path = Path(parent, entry)
-            mode = os.lstat(path).st_mode
-            if stat.S_ISREG(mode):
-                names.append(path.relative_to(directory).as_posix())
-            elif not stat.S_ISDIR(mode):
-                raise UnpublishableEntryError(directory, path.relative_to(directory).as_posix(), _entry_kind(mode))
-    return sorted(names)
-
-
-def _entry_kind(mode: int) -> str:
-    kinds = {stat.S_ISLNK: "symbolic link", stat.S_ISFIFO: "FIFO", stat.S_ISSOCK: "socket",
-             stat.S_ISCHR: "character device", stat.S_ISBLK: "block device"}
-    return next((name for test, name in kinds.items() if test(mode)), "special file")
-
-
-def file_hashes(directory: Path, *, skip: str | None = None) -> dict[str, str]:
-    """SHA-256 of every file under `directory` by relative name (`skip`: a top-level file left out)."""
-    return {name: hash_file(directory / name) for name in regular_files(directory) if name != skip}
-
-
-def read_marker(directory: Path) -> dict[str, Any]:
-    """An artifact's `_COMPLETE` marker, opened only if it is a regular file (a FIFO there would block)."""
-    path = directory / COMPLETE_MARKER
-    if not stat.S_ISREG(os.lstat(path).st_mode):
-        raise ArtifactIntegrityError(f"{path} is not a regular file")
-    return json.loads(path.read_text())
-
-
-def combined_hash(hashes: Mapping[str, str]) -> str:
-    """The content hash of a directory from its files' hashes (names and bytes; not mtimes or order)."""
-    digest = hashlib.sha256()
-    for name in sorted(hashes):
-        digest.update(name.encode("utf-8") + b"\0" + hashes[name].encode("ascii") + b"\n")
-    return digest.hexdigest()
-
-
-def hash_directory(directory: Path) -> tuple[str, list[str]]:
-    """Content hash of a directory tree (relative names and bytes), independent of mtimes and order."""
-    hashes = file_hashes(directory)
-    return combined_hash(hashes), sorted(hashes)
-
-
-def verify_directory(directory: Path, uri: str, expected_hash: str | None = None) -> None:
-    """Check a published artifact's files against its `_COMPLETE` marker and its content-addressed name.
-
-    An edited, added or removed file fails here, naming the file and both hashes, instead of quietly feeding
-    every downstream asset while the lineage still shows the original hash. The content must match
-    `expected_hash` when given (a downloaded copy checked against its recorded lineage), else the hash prefix
-    in the artifact's name, so a rewritten marker cannot vouch for edited files. Published artifacts hold only
-    regular files (publishing copies bytes), so a link, FIFO or device inside one is refused without opening it.
-    """
-    try:
-        actual = file_hashes(directory, skip=COMPLETE_MARKER)
-        marker = read_marker(directory)
-    except UnpublishableEntryError as error:
-        raise ArtifactIntegrityError(f"artifact {uri}: {error.name} is a {error.kind}, which no published artifact "
-                                     "holds; re-materialize the asset that produced it to repair it") from None
-    recorded: dict[str, str] = marker.get("hashes", {})
-    repair = "; re-materialize the asset that produced it to repair it"
-    for name in sorted(set(actual) | set(marker["files"])):
-        if name not in actual:
-            raise ArtifactIntegrityError(f"artifact {uri}: {name} is missing (it was published){repair}")
-        if name not in marker["files"]:
-            raise ArtifactIntegrityError(f"artifact {uri}: {name} was not part of the published artifact{repair}")
-        if name in recorded and recorded[name] != actual[name]:
-            raise ArtifactIntegrityError(f"artifact {uri}: {name} hashes to {actual[name]}, published as "
-                                         f"{recorded[name]}{repair}")
-    content = combined_hash(actual)
-    named = content == expected_hash if expected_hash else content.startswith(uri.rstrip("/").rsplit("/", 1)[-1])
-    if content != marker["content_hash"] or not named:
-        raise ArtifactIntegrityError(f"artifact {uri}: content hashes to {content}, published as "
-                                     f"{expected_hash or marker['content_hash']}{repair}")
-
-
-def describe_directory(directory: Path) -> OutputDescription:
-    """Content hash and file sizes of a finished output directory (what a step reports to the orchestrator)."""
-    hashes = file_hashes(directory)
-    return OutputDescription(content_hash=combined_hash(hashes), hashes=hashes,
-                             sizes={name: (directory / name).stat().st_size for name in hashes})
-
-
-def hash_json(value: Mapping[str, Any]) -> str:
-    """Stable hash of a JSON-able mapping, used to key checkpoints by config and inputs."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
 def check_location(value: str, field: str) -> str:
@@ -225,7 +117,7 @@ def _copy_described(source: Path, target: Path, description: OutputDescription) 
         digest, size = hashlib.sha256(), 0
         descriptor = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with (source / name).open("rb") as reader, os.fdopen(descriptor, "wb") as writer:
-            while chunk := reader.read(_CHUNK):
+            while chunk := reader.read(CHUNK_BYTES):
                 digest.update(chunk)
                 size += len(chunk)
                 writer.write(chunk)
@@ -287,21 +179,8 @@ def _remove_abandoned_staging(folder: Path) -> None:
             lock_path.unlink(missing_ok=True)
 
 
-class UnpublishableEntryError(ValueError):
-    """A step's output holds something other than regular files and directories (a link, FIFO, socket, device)."""
-
-    def __init__(self, directory: Path, name: str, kind: str) -> None:
-        super().__init__(f"{directory}: {name} is a {kind}, not a regular file; artifacts hold only regular files "
-                         "and directories (write the bytes in its place)")
-        self.name, self.kind = name, kind
-
-
 class ArtifactStoreError(OSError):
     """The artifact root cannot take a new artifact (unwritable, full, not a directory); nothing was replaced."""
-
-
-class ArtifactIntegrityError(ValueError):
-    """A stored artifact's files no longer match what was published (edited, added or removed)."""
 
 
 class ArtifactLocationError(ValueError):

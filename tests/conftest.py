@@ -23,6 +23,7 @@ from _pytest.nodeid import NodeId
 from dagster import AssetKey, DagsterInstance, instance_for_test, materialize
 from upath import UPath
 
+from rlhf_assets.artifact_files import COMPLETE_MARKER
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
@@ -37,7 +38,7 @@ from rlhf_assets.resources import (
     PresetResource,
     recorded_manifest,
 )
-from rlhf_assets.storage import COMPLETE_MARKER, ArtifactStore, Manifest
+from rlhf_assets.storage import ArtifactStore, Manifest
 from tests.moto_aws import aws  # noqa: F401  (the moto-server fixture, shared by the AWS tests)
 
 TIERS = ("unit", "process", "graph", "aws", "service", "browser")

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from dagster import AssetExecutionContext, AssetsDefinition, MetadataValue, Output, asset
 
+from rlhf_assets.artifact_files import hash_json
 from rlhf_assets.assets.common import preview_table, publish
 from rlhf_assets.code_versions import code_version
 from rlhf_assets.data.hh import DataError
@@ -22,7 +23,7 @@ from rlhf_assets.data.prompt_sets import PromptSetSpec, load_prompt_sets, normal
 from rlhf_assets.layouts import PROMPTS
 from rlhf_assets.presets import PROJECT_ROOT
 from rlhf_assets.resources import ArtifactStoreResource, PresetResource
-from rlhf_assets.storage import Manifest, hash_json
+from rlhf_assets.storage import Manifest
 
 EVALUATION_GROUP = "evaluation"
 

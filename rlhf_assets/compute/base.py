@@ -16,8 +16,9 @@ from typing import Any, Protocol
 
 from dagster import AssetExecutionContext, Failure
 
+from rlhf_assets.artifact_files import OutputDescription
 from rlhf_assets.contract import OUTPUT_DESCRIPTION_MESSAGE
-from rlhf_assets.storage import ArtifactStore, Manifest, OutputDescription
+from rlhf_assets.storage import ArtifactStore, Manifest
 
 
 @dataclass(frozen=True)

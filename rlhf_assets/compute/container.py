@@ -15,6 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from rlhf_assets.artifact_files import regular_files
 from rlhf_assets.contract import (
     CHECKPOINT_ENV,
     CURRENT_HOST_ENV,
@@ -26,7 +27,6 @@ from rlhf_assets.contract import (
     failure_file,
     input_hash_env,
 )
-from rlhf_assets.storage import regular_files
 
 
 def stage_channel(source: Path, target: Path, hard_links: bool = True) -> None:

@@ -24,6 +24,7 @@ from dagster import (
 from dagster._core.errors import DagsterPipesExecutionError  # not exported by `dagster` 1.13
 from pydantic import Field
 
+from rlhf_assets.artifact_files import hash_json
 from rlhf_assets.compute.base import StepLaunch, StepRun, output_description
 from rlhf_assets.compute.container import ContainerLayout
 from rlhf_assets.compute.launch import step_command
@@ -32,7 +33,7 @@ from rlhf_assets.compute.warm.protocol import DISABLE_ENV
 from rlhf_assets.contract import LAUNCHED_AT_ENV
 from rlhf_assets.ppo.checkpoint import staging_root
 from rlhf_assets.specs import PROJECT_ROOT
-from rlhf_assets.storage import ArtifactStore, hash_json
+from rlhf_assets.storage import ArtifactStore
 
 
 @contextmanager

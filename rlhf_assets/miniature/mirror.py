@@ -39,11 +39,11 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from rlhf_assets.artifact_files import file_hashes
 from rlhf_assets.data.hh import read_jsonl, to_preference_pairs
 from rlhf_assets.modeling.detoxify_format import ORIGINAL_CLASSES
 from rlhf_assets.modeling.standin_vocabulary import standin_tokenizer
 from rlhf_assets.modeling.tokenizer import train_bpe_tokenizer
-from rlhf_assets.storage import file_hashes
 
 DETOXIFY_ORIGINAL_FILE = "toxic_original-c1212f89.ckpt"  # Detoxify's MODEL_URLS["original"], as torch hub caches it
 RM_STATIC_FILES = {"train": "data/train-00000-of-00001-2a1df75c6bce91ab.parquet",

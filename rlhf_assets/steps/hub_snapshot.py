@@ -16,10 +16,10 @@ import json
 import shutil
 from pathlib import Path
 
+from rlhf_assets.artifact_files import file_hashes
 from rlhf_assets.data.hub_sources import FILES_DIR, SNAPSHOT_FILE, HubSource
 from rlhf_assets.step_contracts.models import HubSnapshotReport, HubSnapshotRequest
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime, run_step
-from rlhf_assets.storage import file_hashes
 
 PICKLED_WEIGHTS = ("*.bin", "*.pt")
 

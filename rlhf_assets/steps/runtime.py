@@ -35,6 +35,7 @@ from dagster_pipes import (
 )
 from pydantic import ValidationError
 
+from rlhf_assets.artifact_files import COMPLETE_MARKER, ArtifactIntegrityError, describe_directory, verify_directory
 from rlhf_assets.checkpoint_integrity import current_host
 from rlhf_assets.contract import (
     CHECKPOINT_ENV,
@@ -58,7 +59,6 @@ from rlhf_assets.data.hub_sources import NotStagedError, staged_path
 from rlhf_assets.data.sources import describe_source
 from rlhf_assets.layouts import LayoutError, Table
 from rlhf_assets.step_contracts.base import StepReport, StepRequest
-from rlhf_assets.storage import COMPLETE_MARKER, ArtifactIntegrityError, describe_directory, verify_directory
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -10,12 +10,13 @@ import s3fs
 from dagster import AssetKey, instance_for_test, materialize
 from moto.server import ThreadedMotoServer
 
+from rlhf_assets.artifact_files import ArtifactIntegrityError, OutputDescription
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.definitions import all_assets
 from rlhf_assets.resources import ArtifactStoreResource, ManifestIOManager, PresetResource, recorded_manifest
-from rlhf_assets.storage import ArtifactIntegrityError, ArtifactStore, ArtifactStoreError, Manifest, OutputDescription
+from rlhf_assets.storage import ArtifactStore, ArtifactStoreError, Manifest
 from tests.conftest import DATA_SNAPSHOTS
 
 pytestmark = pytest.mark.aws

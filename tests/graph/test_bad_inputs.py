@@ -24,6 +24,7 @@ from tokenizers import BertWordPieceTokenizer
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
 from rlhf_assets import storage
+from rlhf_assets.artifact_files import hash_directory
 from rlhf_assets.definitions import all_assets
 from rlhf_assets.labeling.groundtruth import parse_output_manifest
 from rlhf_assets.labeling.store import LabelStore
@@ -56,7 +57,7 @@ def _snapshot(root: Path, store: LabelStore, instance: DagsterInstance) -> dict[
     for name in GOOD_ASSETS:
         manifest = manifest_of(instance, root, name)
         directory = root / "artifacts" / manifest.uri
-        artifacts[manifest.uri] = storage.hash_directory(directory)[0] if (directory / "_COMPLETE").exists() else None
+        artifacts[manifest.uri] = hash_directory(directory)[0] if (directory / "_COMPLETE").exists() else None
     labels = [(label.task_id, label.annotator, label.choice.value) for label in store.labels(store.active_batch())]
     latest = {name: instance.get_latest_materialization_event(AssetKey(name)).run_id for name in GOOD_ASSETS}
     return {"manifests": manifests, "artifacts": artifacts, "labels": labels, "latest": latest}

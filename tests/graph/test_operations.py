@@ -15,8 +15,8 @@ import psutil
 import pytest
 from dagster import AssetKey, DagsterInstance
 
+from rlhf_assets.artifact_files import hash_directory
 from rlhf_assets.presets import PROJECT_ROOT
-from rlhf_assets.storage import hash_directory
 from tests.conftest import artifact_dir, copy_project, manifest_of
 
 pytestmark = pytest.mark.graph

@@ -29,7 +29,7 @@ def _append(path: Path, text: str) -> None:
     path.write_text(path.read_text() + text)
 
 
-def test_editing_the_cli_reuses_ppo_and_editing_its_losses_does_not(package_copy: Path) -> None:
+def test_editing_the_cli_or_the_stores_reuses_ppo_and_editing_its_losses_does_not(package_copy: Path) -> None:
     before = {step: code_fingerprint(f"rlhf_assets.steps.{step}", package_copy) for step in STEPS}
     _append(package_copy / "cli.py", "\n# an edit to the command line only\n")
     _append(package_copy / "labeling" / "app.py", "\n# an edit to the labeling app only\n")
@@ -39,6 +39,13 @@ def test_editing_the_cli_reuses_ppo_and_editing_its_losses_does_not(package_copy
     after = {step: code_fingerprint(f"rlhf_assets.steps.{step}", package_copy) for step in STEPS}
     assert after["ppo"] != before["ppo"]
     assert {s for s in STEPS if after[s] != before[s]} == {"ppo"}, "only the step that runs ppo/losses.py changes"
+
+    _append(package_copy / "storage.py", "\n# an edit to how artifacts are uploaded to S3\n")
+    assert {step: code_fingerprint(f"rlhf_assets.steps.{step}", package_copy) for step in STEPS} == after, \
+        "steps describe and verify files (artifact_files.py); the stores are not code they run"
+    _append(package_copy / "artifact_files.py", "\n# an edit to how a step hashes its files\n")
+    assert all(code_fingerprint(f"rlhf_assets.steps.{step}", package_copy) != after[step] for step in STEPS)
+    after = {step: code_fingerprint(f"rlhf_assets.steps.{step}", package_copy) for step in STEPS}
 
     _append(package_copy / "compute" / "accelerate" / "zero2_bf16.yaml", "\n# a changed launch config\n")
     assert code_fingerprint("rlhf_assets.steps.ppo", package_copy) != after["ppo"], "package data files count"

@@ -7,16 +7,8 @@ from pathlib import Path
 import pytest
 
 from rlhf_assets import storage
-from rlhf_assets.storage import (
-    COMPLETE_MARKER,
-    ArtifactStore,
-    ArtifactStoreError,
-    UnpublishableEntryError,
-    UnsafeDirectoryError,
-    describe_directory,
-    hash_directory,
-    private_directory,
-)
+from rlhf_assets.artifact_files import COMPLETE_MARKER, UnpublishableEntryError, describe_directory, hash_directory
+from rlhf_assets.storage import ArtifactStore, ArtifactStoreError, UnsafeDirectoryError, private_directory
 
 pytestmark = pytest.mark.unit
 

@@ -23,6 +23,7 @@ from dagster import AssetExecutionContext, ConfigurableResource, Failure, PipesC
 from dagster_aws.pipes import PipesS3ContextInjector
 from pydantic import Field
 
+from rlhf_assets.artifact_files import hash_json
 from rlhf_assets.compute.base import StepLaunch, StepRun, output_description
 from rlhf_assets.compute.hardware import REACHES_OUTSIDE, Hardware
 from rlhf_assets.compute.sagemaker.account import AccountSettings
@@ -54,7 +55,7 @@ from rlhf_assets.contract import (
     SYNCED_MESSAGES_DIR,
     input_hash_env,
 )
-from rlhf_assets.storage import ArtifactStore, hash_json
+from rlhf_assets.storage import ArtifactStore
 
 # A job that reads only artifacts never reaches the hub: it runs on pinned snapshots, in a VPC without internet too.
 OFFLINE_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

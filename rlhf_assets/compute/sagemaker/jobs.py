@@ -26,7 +26,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 from dagster import DagsterInstance, DagsterRunStatus, Failure
 
-from rlhf_assets.storage import hash_json
+from rlhf_assets.artifact_files import hash_json
 
 NAME_LIMIT = 63  # botocore's TrainingJobName: max 63, ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}
 WORK_KEY_TAG = "rlhf-assets:work-key"
