@@ -60,7 +60,7 @@ __all__ = [
 
 TINY = Preset(
     name="tiny",
-    description="Offline CPU demo: BPE tokenizer trained on the data, ~1.5M-parameter GPT-NeoX.",
+    description="Offline CPU demo: BPE tokenizer trained on the data, ~1.4M-parameter GPT-NeoX.",
     data=DataSpec(source=str(SHARED_HH_PATH), judge_fraction=0.2),
     base_model=BaseModelSpec(),
     sft=TrainSpec(epochs=1.0, learning_rate=1e-3, batch_size=16, max_length=192, max_response_tokens=96,
@@ -81,7 +81,7 @@ TINY = Preset(
                 max_train_rows=640, eval_rows=1000, beta=0.1, gradient_checkpointing=False),
     # The 2-minute tiny policy answers in fragments (a fifth of its replies are ≤ 2 words): the short-reply
     # bound is relaxed here, stated in the check's metadata, so the smoke test still evaluates it.
-    # 1.5M-parameter models write fragments: a few wordless or very short replies in 100 are expected, and the
+    # 1.4M-parameter models write fragments: a few wordless or very short replies in 100 are expected, and the
     # Wilson upper bound of 2 in 100 is 7%.
     evaluation=EvalSpec(generation=GenerationSpec(max_new_tokens=32, prompt_tokens=128, batch_size=32),
                         max_short_share=0.3, max_empty_share=0.1),
