@@ -42,9 +42,12 @@ def recipe(aws, hub_mirror: Path, tmp_path_factory: pytest.TempPathFactory):
         "io_manager": ManifestIOManager(base_dir=f"{store}/manifests"),
         "artifacts": ArtifactStoreResource(root=store),
         "compute": ComputeBackend(local=LocalComputeBackend(scratch_dir=str(root / "scratch")),
+                                  # The derived image (deploy/sagemaker/Dockerfile) that holds the job's packages:
+                                  # no pip at each of the 17 job starts; the pip path is the CLI test's.
                                   sagemaker=SageMakerComputeBackend(role_arn=ROLE, bucket=BUCKET,
                                                                     poll_interval_seconds=0.2,
-                                                                    message_interval_seconds=0.5)),
+                                                                    message_interval_seconds=0.5,
+                                                                    install_requirements=False)),
         "labeling": LabelingResource(db_path=str(root / "labels.sqlite")),
     }
     dpo = next(policy for policy in POLICIES if policy.asset == "dpo_policy")
