@@ -33,6 +33,12 @@ class TrainingFigures(StepReport):
     loss_curve: Markdown
 
 
+class PlannedRequest(StepRequest):
+    """A request to a step that plans its GPU memory before loading weights, and refuses a plan that cannot fit."""
+
+    force_memory_plan: bool = False  # run anyway (the plan is still logged and reported)
+
+
 class HubSnapshotReport(StepReport):
     role: str
     source: str
@@ -72,11 +78,10 @@ class SFTReport(TrainingFigures):
     train_tokens: int
 
 
-class SFTRequest(StepRequest):
+class SFTRequest(PlannedRequest):
     STEP = "sft"
     REPORT = SFTReport
     train: TrainSpec
-    force_memory_plan: bool = False
 
 
 class RewardReport(StepReport):
@@ -97,14 +102,13 @@ class RewardReport(StepReport):
     loss_curve: Markdown | None = None
 
 
-class RewardRequest(StepRequest):
+class RewardRequest(PlannedRequest):
     """`train_split` picks the training pairs: `train` for the reward model, `judge_train` for the judge."""
 
     STEP = "reward"
     REPORT = RewardReport
     reward: RewardSpec
     train_split: str = "train"
-    force_memory_plan: bool = False
 
 
 class PolicyReport(StepReport):
@@ -130,11 +134,10 @@ class PolicyReport(StepReport):
     kl_curve: Markdown
 
 
-class PolicyRequest(StepRequest):
+class PolicyRequest(PlannedRequest):
     STEP = "ppo"
     REPORT = PolicyReport
     ppo: PPOSpec
-    force_memory_plan: bool = False
 
 
 class DPOReport(TrainingFigures):
@@ -148,9 +151,8 @@ class DPOReport(TrainingFigures):
     reward_curves: Markdown
 
 
-class DPORequest(StepRequest):
+class DPORequest(PlannedRequest):
     STEP = "dpo"
     REPORT = DPOReport
     dpo: DPOSpec
-    force_memory_plan: bool = False
 
