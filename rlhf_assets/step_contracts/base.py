@@ -110,9 +110,12 @@ class StepReport(Figures):
     peak_gpu_memory_gib: float | None = None
 
     def metadata(self) -> dict[str, Any]:
-        """The report as flat Pipes metadata: numbers and text as they are, markdown as `{raw_value, type}`."""
+        """The report as flat Pipes metadata: numbers and text as they are, markdown as `{raw_value, type}`; the
+        summary first, as a reader (and the UI's list) starts with it."""
+        flat = _flatten(self, "")
+        ordered = {key: flat[key] for key in ("summary", *flat) if key in flat}
         return {key: {"raw_value": str(value), "type": "md"} if isinstance(value, Markdown) else value
-                for key, value in _flatten(self, "").items()}
+                for key, value in ordered.items()}
 
     @classmethod
     def wire_keys(cls) -> dict[str, type]:

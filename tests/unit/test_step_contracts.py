@@ -56,7 +56,7 @@ def _subclasses(cls: type) -> list[type]:
 def _requests() -> dict[str, type[StepRequest]]:
     for module in ("models", "evaluation"):
         importlib.import_module(f"rlhf_assets.step_contracts.{module}")
-    return {request.STEP: request for request in _subclasses(StepRequest)}
+    return {request.STEP: request for request in _subclasses(StepRequest) if hasattr(request, "STEP")}
 
 
 def _step_programs() -> dict[str, ast.Module]:
