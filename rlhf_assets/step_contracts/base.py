@@ -68,6 +68,7 @@ class Estimate(Figures):
 
     @classmethod
     def of(cls, interval: IntervalLike) -> Estimate:
+        """From the statistics code's interval, as a report carries it."""
         return cls(estimate=interval.estimate, ci_low=interval.low, ci_high=interval.high)
 
 
@@ -81,6 +82,7 @@ class LengthControlledFigures(Figures):
 
     @classmethod
     def of(cls, result: LengthControlledLike) -> Self:
+        """From the length control's result: what a reader needs to decide at equal length."""
         return cls(lc=Estimate.of(result.controlled), length_difference=Estimate.of(result.length_difference),
                    length_slope=result.slope)
 
@@ -95,6 +97,7 @@ class ControlledEstimate(Estimate):
 
     @classmethod
     def of_result(cls, raw: IntervalLike, result: LengthControlledLike) -> ControlledEstimate:
+        """The raw difference's interval and the length control's result, as one field of a report."""
         return cls(estimate=raw.estimate, ci_low=raw.low, ci_high=raw.high, lc=Estimate.of(result.controlled),
                    length_difference=Estimate.of(result.length_difference), length_slope=result.slope)
 

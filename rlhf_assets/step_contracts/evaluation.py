@@ -89,6 +89,7 @@ class AutoPreferenceReport(StepReport):
 
     @property
     def judged(self) -> int:
+        """Prompts the judge decided on: the n of every rate above."""
         return self.wins + self.ties + self.losses
 
 

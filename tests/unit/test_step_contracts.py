@@ -13,9 +13,10 @@ import importlib
 from pathlib import Path
 
 import pytest
-from dagster import Config
+from dagster import Config, Failure, MetadataValue
 
 import rlhf_assets.definitions  # noqa: F401  (imports every asset module, so every Config class exists)
+from rlhf_assets.assets.step_runs import received_report
 from rlhf_assets.code_versions import PACKAGE_DIR
 from rlhf_assets.eval.bootstrap import Interval
 from rlhf_assets.overrides import override_paths
@@ -34,7 +35,7 @@ from rlhf_assets.step_contracts.evaluation import (
     ToxicityDifferences,
     ToxicityScoresReport,
 )
-from rlhf_assets.step_contracts.models import MemoryPlanFigures, PolicyReport, SFTRequest
+from rlhf_assets.step_contracts.models import MemoryPlanFigures, PolicyReport, PolicyRequest, SFTRequest
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime
 from rlhf_assets.storage import Manifest
 
@@ -211,3 +212,31 @@ def test_a_step_refuses_a_request_its_model_does_not_describe(tmp_path: Path) ->
     renamed = {**good, "train": {**good["train"], "learning_rate": -1.0}}
     with pytest.raises(StepInputError, match="train.learning_rate"):
         StepRuntime(sent=renamed, pipes=None).request(SFTRequest)
+
+
+def _as_dagster_metadata(report: StepReport) -> dict[str, MetadataValue]:
+    """What the asset receives from Pipes: Dagster's metadata values."""
+    shown: dict[str, MetadataValue] = {}
+    for key, value in report.metadata().items():
+        if isinstance(value, dict):
+            shown[key] = MetadataValue.md(value["raw_value"])
+        elif isinstance(value, int):
+            shown[key] = MetadataValue.int(value)
+        elif isinstance(value, float):
+            shown[key] = MetadataValue.float(value)
+        else:
+            shown[key] = MetadataValue.text(value)
+    return shown
+
+
+def test_the_asset_validates_the_report_and_keeps_the_backends_own_metadata_apart() -> None:
+    request = PolicyRequest(ppo=TINY.ppo)
+    received = {**_as_dagster_metadata(_policy_report()), "training_job_name": MetadataValue.text("rlhf-ppo-1"),
+                "billable_seconds": MetadataValue.int(600)}
+    report, job = received_report(request, received)
+    assert report == _policy_report().model_copy(update={"summary": Markdown("gain")})
+    assert set(job) == {"training_job_name", "billable_seconds"}, "the job's figures are shown, not the report's"
+    assert "billable_seconds" not in report.numbers()[0]
+    del received["eval_kl_bound"]
+    with pytest.raises(Failure, match="(?s)the report of step ppo does not match PolicyReport.*eval_kl_bound"):
+        received_report(request, received)
