@@ -42,22 +42,25 @@ materialize_all = define_asset_job(
 # Heavy work runs in step subprocesses (or SageMaker jobs), so each run executes its assets in one process:
 # no extra interpreter per asset (~3 s each). Runs still queue on the `gpu` pool; a run can choose
 # `execution: {config: {multiprocess: {}}}` when it wants parallel branches.
-shared = Definitions(
-    assets=shared_assets,
-    asset_checks=shared_checks,
-    jobs=[materialize_all, evaluate_latest_policy, collect_human_eval],
-    schedules=[build_evaluation_schedule()],
-    sensors=[orphaned_training_jobs],
-    executor=in_process_executor,
-    resources={
-        "preset": PresetResource(),
-        "io_manager": ManifestIOManager(),
-        "artifacts": ArtifactStoreResource(),
-        "compute": ComputeBackend(local=LocalComputeBackend(), sagemaker=SageMakerComputeBackend()),
-        "labeling": LabelingResource(),
-    },
+# One Definitions object at module scope (Dagster's CLI loads exactly one): the shared graph merged with the suites.
+defs = Definitions.merge(
+    Definitions(
+        assets=shared_assets,
+        asset_checks=shared_checks,
+        jobs=[materialize_all, evaluate_latest_policy, collect_human_eval],
+        schedules=[build_evaluation_schedule()],
+        sensors=[orphaned_training_jobs],
+        executor=in_process_executor,
+        resources={
+            "preset": PresetResource(),
+            "io_manager": ManifestIOManager(),
+            "artifacts": ArtifactStoreResource(),
+            "compute": ComputeBackend(local=LocalComputeBackend(), sagemaker=SageMakerComputeBackend()),
+            "labeling": LabelingResource(),
+        },
+    ),
+    *suites,
 )
-defs = Definitions.merge(shared, *suites)
 
 # For tests and scripts that materialize the graph with Dagster's API: every asset and every check.
 all_assets = [*shared_assets, *(asset for suite in suites for asset in suite.assets or ())]

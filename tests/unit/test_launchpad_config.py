@@ -9,7 +9,7 @@ import sys
 import typing
 
 import pytest
-from dagster import AssetKey, DagsterInvalidConfigError, materialize
+from dagster import AssetKey, DagsterInvalidConfigError, Definitions, materialize
 from dagster._config import ConfigTypeKind
 from pydantic import BaseModel, Field, ValidationError
 
@@ -140,3 +140,11 @@ def test_validation_errors_name_the_field_before_anything_runs(tmp_path, run_con
     with pytest.raises(DagsterInvalidConfigError, match=named.replace("(", r"\(")):
         materialize(all_assets, selection=[AssetKey("eval_prompts")], resources=graph_resources(tmp_path),
                     run_config=run_config)
+
+
+def test_the_code_location_holds_one_definitions_object() -> None:
+    """Dagster's CLI (`dagster asset materialize -m rlhf_assets.definitions`, the main job) refuses a module with
+    more than one `Definitions` at module scope; the per-policy suites are merged into `defs`."""
+    import rlhf_assets.definitions as module
+
+    assert [name for name, value in vars(module).items() if isinstance(value, Definitions)] == ["defs"]
