@@ -66,7 +66,7 @@ def _ppo_command(tmp: Path, graph: tuple, spec: dict) -> tuple[list[str], dict[s
 
 def test_sigkilled_run_resumes_from_its_checkpoint_and_ends_at_the_same_step(graph, tmp_path: Path) -> None:
     root, _, _ = graph
-    config = TINY.ppo.config.model_copy(update={"total_steps": 24, "checkpoint_interval": 8})
+    config = TINY.ppo.config.model_copy(update={"total_steps": 16, "checkpoint_interval": 8})
     spec = TINY.ppo.model_copy(update={"config": config}).model_dump()
     command, env = _ppo_command(tmp_path, graph, spec)
     victim = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -79,16 +79,16 @@ def test_sigkilled_run_resumes_from_its_checkpoint_and_ends_at_the_same_step(gra
     states = [marker.with_name("trainer_state.json")
               for marker in (tmp_path / "checkpoints").glob("step-*/_COMPLETE.algo-1.json")]
     killed_at = max(json.loads(state.read_text())["step"] for state in states)  # the newest complete checkpoint
-    assert 0 < killed_at < 24
+    assert 0 < killed_at < 16
 
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert f"resumed from step-{killed_at:08d}" in finished.stderr
     report = json.loads(finished.stdout[finished.stdout.index("{"):])
     assert report["resumed_from_step"] == killed_at
-    assert report["steps"] == 24
+    assert report["steps"] == 16
     state = json.loads(sorted((tmp_path / "checkpoints").glob("step-*"))[-1].joinpath("trainer_state.json").read_text())
-    assert state["step"] == 24 and len(state["history"]) == 24
+    assert state["step"] == 16 and len(state["history"]) == 16
     assert state["kl_controller"]["value"] != TINY.ppo.config.init_kl_coef, "the KL coefficient carried on"
 
 
