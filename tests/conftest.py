@@ -9,6 +9,7 @@ folder's marker, or uses the `graph` / `aws` fixtures without saying so, so `-m`
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import json
 import os
@@ -197,13 +198,30 @@ UPSTREAM = ("hub_snapshots/preference_data", "hub_snapshots/base_model", "hh_raw
 
 
 @pytest.fixture(scope="session")
-def upstream(tmp_path_factory: pytest.TempPathFactory, shared_hh_path: Path) -> Path:
+def upstream(tmp_path_factory: pytest.TempPathFactory, shared_hh_path: Path, worker_id: str,
+             testrun_uid: str) -> Path:
     """A project with `hh_raw → preference_dataset → base_model` materialized once per session on the tiny preset.
 
     Tests whose subject is a later step (SFT on SageMaker, under IAM, through the toolkit, killed or run twice)
-    start from a copy of it (`copy_project`, `publish_project`) instead of building the chain again.
+    start from a copy of it (`copy_project`, `publish_project`) instead of building the chain again. Under
+    pytest-xdist the workers share one build: the first to need it builds it under a lock in the session's common
+    temporary folder, the others wait for it and read it.
     """
-    root = tmp_path_factory.mktemp("upstream")
+    if worker_id == "master":
+        return _build_upstream(tmp_path_factory.mktemp("upstream"))
+    shared = tmp_path_factory.getbasetemp().parent  # the folder above every worker's own
+    root = shared / f"upstream-{testrun_uid}"  # this run's: a `--basetemp` folder may hold an older run's
+    with open(shared / f"upstream-{testrun_uid}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "built").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            _build_upstream(root)
+            (root / "built").touch()
+    return root
+
+
+def _build_upstream(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
     with project_instance(root) as instance:
         assert materialize(all_assets, selection=[AssetKey.from_user_string(name) for name in UPSTREAM],
                            resources=graph_resources(root), instance=instance).success
