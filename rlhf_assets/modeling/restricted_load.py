@@ -6,7 +6,9 @@ training job on resume. Every DeepSpeed checkpoint read in a step process goes t
 instead: torch's weights-only unpickler, which builds tensors, containers and plain values, plus the three
 DeepSpeed classes the recipe's checkpoints hold (below). A pickle naming any other callable is refused before
 anything in it runs. Accelerate and the Trainer already read their
-own files (optimizer, scheduler, RNG) weights-only.
+own files (optimizer, scheduler, RNG) weights-only. Behind both, every step process forces the weights-only
+unpickler on every `torch.load` (`steps/runtime.refuse_full_unpickling`), so a DeepSpeed reader not routed here
+refuses these classes rather than unpickling in full.
 """
 
 from __future__ import annotations

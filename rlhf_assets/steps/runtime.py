@@ -67,6 +67,8 @@ EXIT_BAD_INPUT = 2
 # glibc's mallopt parameters (malloc.h) and the value both are set to: see `keep_freed_memory`
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 RequestT = TypeVar("RequestT", bound=StepRequest)
+# torch honours this over a caller's `weights_only=False`: see `refuse_full_unpickling`.
+FORCE_WEIGHTS_ONLY_ENV = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
 ALLOCATOR_THRESHOLD_BYTES = 1 << 30
 
 
@@ -285,8 +287,18 @@ def keep_freed_memory() -> bool:
         return False
 
 
+def refuse_full_unpickling() -> None:
+    """Every `torch.load` in this process, and in the processes it starts, uses the weights-only unpickler, also
+    where a library asks for the full one: DeepSpeed's universal-checkpoint and Nebula readers, accelerate's custom
+    state, any reader this project never routed through `modeling/restricted_load`. A step reads stored files, and
+    stored files are untrusted: a pickle naming code fails instead of running it. torch reads the variable at each
+    call and lets it override `weights_only=False` (`torch.serialization.load`)."""
+    os.environ[FORCE_WEIGHTS_ONLY_ENV] = "1"
+
+
 def run_step(main: Callable[[StepRuntime], None], argv: list[str] | None = None) -> None:
     """Run a step's `main` and turn bad input into a one-line error and exit code 2 instead of a traceback."""
+    refuse_full_unpickling()
     keep_freed_memory()
     try:
         with _open_runtime(argv) as runtime:

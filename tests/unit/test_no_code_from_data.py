@@ -3,6 +3,8 @@ refused on resume and the payload never runs (accelerate loads them with `weight
 alone is already skipped by the completeness marker; these tests rewrite the marker, as an attacker could."""
 
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,30 @@ def test_a_poisoned_ppo_checkpoint_is_refused_before_its_payload_runs(tmp_path: 
     else:  # accelerate refuses the RNG states the same way, logs it and resumes without them
         assert _trainer(tmp_path / "ckpt", total_steps=4).train().resumed_from == 2
     assert not marker.exists(), "the planted payload ran"
+
+
+STEP_READING_IN_FULL = """
+import sys
+import torch
+from rlhf_assets.steps.runtime import run_step
+
+def main(runtime):
+    torch.load(sys.argv[1], weights_only=False)  # as DeepSpeed's universal-checkpoint reader asks
+
+run_step(main, ["--request", sys.argv[2]])
+"""
+
+
+def test_a_step_process_never_unpickles_in_full_even_when_a_library_asks_to(tmp_path: Path) -> None:
+    """A reader nobody routed through the restricted unpickler, asking torch for the full one explicitly, still
+    gets the weights-only unpickler in a step process: the payload is refused and never runs."""
+    marker, payload = tmp_path / "payload-ran", tmp_path / "optim_states.pt"
+    torch.save({"state": _Payload(marker)}, payload)
+    (tmp_path / "request.json").write_text("{}")
+    (tmp_path / "step.py").write_text(STEP_READING_IN_FULL)
+    done = subprocess.run([sys.executable, str(tmp_path / "step.py"), str(payload), str(tmp_path / "request.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "UnpicklingError" in done.stderr, done.stderr[-2000:]
+    assert not marker.exists(), "the pickled payload ran"
+    torch.load(payload, weights_only=False)  # outside a step the same call runs it: the test's payload is real
+    assert marker.exists()
