@@ -44,16 +44,16 @@ def reuse_enabled() -> bool:
     return os.environ.get("RLHF_REUSE_RESULTS", "1") != "0"
 
 
-def received_report(request: StepRequest, metadata: dict[str, Any]) -> tuple[StepReport, dict[str, Any]]:
-    """The step's report, validated against its contract, and the rest of the run's metadata (what the backend
-    adds: a SageMaker job's name, cost, ...). A report that does not match fails the asset, naming the keys."""
+def received_report(request: StepRequest, metadata: dict[str, Any]) -> StepReport:
+    """The step's report, validated against its contract; what the backend adds to the run's metadata (a SageMaker
+    job's name, cost, ...) is not part of it. A report that does not match fails the asset, naming the keys."""
     declared = request.REPORT.wire_keys()
     values = {k: v.value for k, v in metadata.items() if k in declared}
     try:
         report = request.REPORT.from_metadata(values, f"the report of step {request.STEP}")
     except ReportError as error:
         raise Failure(description=str(error)) from None
-    return report, {k: v for k, v in metadata.items() if k not in declared}
+    return report
 
 
 def run_step_and_publish(
@@ -92,13 +92,12 @@ def run_step_and_publish(
     run = compute.run_step(context, step=step, preset=preset, inputs=inputs, store=store, wire=wire,
                            resume_key=resume_key, reserved_processes=reserved_processes, hardware=hardware,
                            code_version=code)
-    report, job_metadata = received_report(request, run.metadata)
-    counts, metrics = report.numbers()
-    shown = {k: v for k, v in run.metadata.items() if k not in counts and k not in metrics and k in report.wire_keys()}
+    counts, metrics = received_report(request, run.metadata).numbers()
+    shown = {k: v for k, v in run.metadata.items() if k not in counts and k not in metrics}  # text, tables, the job's
     published = run.publish(store, asset_name)
     output = manifest_output(
         context, store, published, preset=preset.name, config=wire, counts=counts, metrics=metrics,
-        metadata={**shown, **job_metadata, **(preview(store.local_path(published[0])) if preview else {})},
+        metadata={**shown, **(preview(store.local_path(published[0])) if preview else {})},
     )
     output = output.with_metadata({**output.metadata, REUSE_KEY_METADATA: MetadataValue.text(result_key)})
     store.remember(result_key, ResultRecord(run_id=context.run_id, asset=asset_name).model_dump_json())
