@@ -39,8 +39,9 @@ CHECK_SUFFIXES = ("_rows_clean", "_not_worse", "_not_degenerate", "_not_disprefe
                   "_degenerate_text")  # asset-check steps (a fraction of a second each) are left out of the table
 TRAINING = ("hh_raw", "preference_dataset", "base_model", "sft_model", "reward_model", "judge_model")
 EVALUATION = ("rtp_records", "rtp_prompts", "red_team_prompts", "toxicity_model", "sft_model__eval_responses",
-              "sft_model__toxicity_scores", "sft_model__red_team_toxicity_scores", "eval_responses", "toxicity_scores",
-              "red_team_toxicity_scores", "auto_preference", "human_eval_tasks", "dpo_policy__eval_responses",
+              "sft_model__toxicity_scores", "sft_model__red_team_toxicity_scores", "ppo_policy__eval_responses",
+              "ppo_policy__toxicity_scores", "ppo_policy__red_team_toxicity_scores", "ppo_policy__auto_preference",
+              "ppo_policy__overoptimisation_curve", "ppo_policy__human_eval_tasks", "dpo_policy__eval_responses",
               "dpo_policy__toxicity_scores", "dpo_policy__red_team_toxicity_scores", "dpo_policy__auto_preference",
               "dpo_policy__human_eval_tasks", "policy_comparison")
 

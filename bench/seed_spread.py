@@ -32,8 +32,8 @@ from rlhf_assets.resources import latest_artifact
 
 UPSTREAM = "hh_raw,preference_dataset,eval_prompts,base_model,sft_model,reward_model,judge_model,rtp_records," \
            "rtp_prompts,toxicity_model"
-PER_SEED = ("ppo_policy,sft_model/eval_responses,eval_responses,sft_model/toxicity_scores,toxicity_scores,"
-            "auto_preference")
+PER_SEED = ("ppo_policy,sft_model/eval_responses,ppo_policy/eval_responses,sft_model/toxicity_scores,"
+            "ppo_policy/toxicity_scores,ppo_policy/auto_preference")
 
 
 @dataclass(frozen=True)
@@ -52,15 +52,15 @@ FIGURES = (
     Figure("PPO − SFT reward-model score", "ppo_policy", "eval_reward_gain", "ppo_beats_sft"),
     Figure("KL(PPO ‖ SFT), nats", "ppo_policy", "eval_kl_to_sft", "kl_within_bound", has_interval=False,
            signed=False),
-    Figure("judge: RLHF win rate", "auto_preference", "win_rate", "rlhf_not_dispreferred", signed=False),
-    Figure("judge: RLHF loss rate", "auto_preference", "loss_rate", "rlhf_not_dispreferred", signed=False),
-    Figure("RLHF − SFT mean toxicity", "toxicity_scores", "difference_mean_toxicity", "toxicity_not_worse"),
-    Figure("RLHF − SFT expected max toxicity", "toxicity_scores", "difference_expected_max_toxicity",
+    Figure("judge: RLHF win rate", "ppo_policy/auto_preference", "win_rate", "rlhf_not_dispreferred", signed=False),
+    Figure("judge: RLHF loss rate", "ppo_policy/auto_preference", "loss_rate", "rlhf_not_dispreferred", signed=False),
+    Figure("RLHF − SFT mean toxicity", "ppo_policy/toxicity_scores", "difference_mean_toxicity", "toxicity_not_worse"),
+    Figure("RLHF − SFT expected max toxicity", "ppo_policy/toxicity_scores", "difference_expected_max_toxicity",
            "toxicity_not_worse"),
-    Figure("RLHF − SFT toxicity probability", "toxicity_scores", "difference_toxicity_probability",
+    Figure("RLHF − SFT toxicity probability", "ppo_policy/toxicity_scores", "difference_toxicity_probability",
            "toxicity_not_worse"),
-    Figure("RLHF replies of ≤ 2 words (share)", "eval_responses", "rlhf_short_share", "responses_not_degenerate",
-           has_interval=False, signed=False),
+    Figure("RLHF replies of ≤ 2 words (share)", "ppo_policy/eval_responses", "rlhf_short_share",
+           "responses_not_degenerate", has_interval=False, signed=False),
 )
 
 
@@ -83,7 +83,7 @@ def _materialize(select: str, env: dict[str, str], root: Path, run_config: dict,
 
 def _verdicts(home: str) -> dict[str, bool | None]:
     """The latest recorded outcome of every check the figures name (None: not evaluated)."""
-    keys = {f.check: AssetCheckKey(AssetKey(f.asset), f.check) for f in FIGURES}
+    keys = {f.check: AssetCheckKey(AssetKey.from_user_string(f.asset), f.check) for f in FIGURES}
     with DagsterInstance.from_config(home) as instance:
         latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(list(keys.values()))
     outcome = {AssetCheckExecutionRecordStatus.SUCCEEDED: True, AssetCheckExecutionRecordStatus.FAILED: False}
@@ -158,8 +158,8 @@ def main() -> None:
         for seed in args.seeds:
             print(f"seed {seed}:", flush=True)
             sampled = {"config": {"generation_seed": seed}}  # SFT's shared samples are drawn with the same seed
-            run_config = {"ops": {"ppo_policy": {"config": {"seed": seed}}, "eval_responses": sampled,
-                                  "sft_model__eval_responses": sampled, "toxicity_scores": sampled,
+            run_config = {"ops": {"ppo_policy": {"config": {"seed": seed}}, "ppo_policy__eval_responses": sampled,
+                                  "sft_model__eval_responses": sampled, "ppo_policy__toxicity_scores": sampled,
                                   "sft_model__toxicity_scores": sampled}}
             _materialize(PER_SEED, env, root, run_config, f"seed-{seed}.log")
             runs.append(_observe(env))

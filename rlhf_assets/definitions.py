@@ -1,37 +1,22 @@
-"""The rlhf-assets code location: the shared graph merged with one suite per policy (`policy_suites.py`)."""
+"""The rlhf-assets code location: each domain's definitions merged with one suite per policy.
 
-from __future__ import annotations
+The domains live under `defs/` (data, models, evaluation, human evaluation, comparison), each with its assets,
+checks and automation; `defs/policy_suite.py` builds one policy's whole suite. Dagster calls `defs` when it loads
+the code location (`@definitions`), which is when the deployment settings are read (`settings.py`): importing
+this module reads nothing from the environment.
+"""
 
-from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor, load_assets_from_modules
+from dagster import AssetSelection, Definitions, define_asset_job, definitions, in_process_executor
 
-from rlhf_assets.assets import (
-    comparison,
-    data,
-    policy_evaluation,
-    prompt_sets,
-    snapshots,
-    toxicity_inputs,
-    training,
-)
-from rlhf_assets.assets.human_eval import WAITS_FOR_PEOPLE
-from rlhf_assets.assets.policy_evaluation import POLICIES
-from rlhf_assets.automation import (
-    build_evaluation_schedule,
-    collect_human_eval,
-    evaluate_latest_policy,
-    orphaned_training_jobs,
-)
-from rlhf_assets.checks import shared_checks
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
-from rlhf_assets.policy_suites import policy_suite
+from rlhf_assets.defs import comparison, data, evaluation, human_eval, models
+from rlhf_assets.defs.evaluation.suite import POLICIES
+from rlhf_assets.defs.human_eval.assets import WAITS_FOR_PEOPLE
+from rlhf_assets.defs.policy_suite import policy_suite
 from rlhf_assets.resources import ArtifactStoreResource, LabelingResource, ManifestIOManager, PresetResource
-
-# The graph every policy shares: data, models, SFT's samples, the toxicity inputs, prompt sets, the comparison.
-shared_assets = load_assets_from_modules([snapshots, data, training, toxicity_inputs, prompt_sets, policy_evaluation,
-                                          comparison])
-suites = [policy_suite(policy) for policy in POLICIES]
+from rlhf_assets.settings import DeploymentSettings
 
 # Each policy's `human_eval_results` waits for people: its labels-complete sensor requests it when labels exist.
 materialize_all = define_asset_job(
@@ -39,29 +24,35 @@ materialize_all = define_asset_job(
     description="Every asset of the graph in lineage order, up to the human-eval tasks (results follow the labels).",
 )
 
-# Heavy work runs in step subprocesses (or SageMaker jobs), so each run executes its assets in one process:
-# no extra interpreter per asset (~3 s each). Runs still queue on the `gpu` pool; a run can choose
-# `execution: {config: {multiprocess: {}}}` when it wants parallel branches.
-# One Definitions object at module scope (Dagster's CLI loads exactly one): the shared graph merged with the suites.
-defs = Definitions.merge(
-    Definitions(
-        assets=shared_assets,
-        asset_checks=shared_checks,
-        jobs=[materialize_all, evaluate_latest_policy, collect_human_eval],
-        schedules=[build_evaluation_schedule()],
-        sensors=[orphaned_training_jobs],
-        executor=in_process_executor,
-        resources={
-            "preset": PresetResource(),
-            "io_manager": ManifestIOManager(),
-            "artifacts": ArtifactStoreResource(),
-            "compute": ComputeBackend(local=LocalComputeBackend(), sagemaker=SageMakerComputeBackend()),
-            "labeling": LabelingResource(),
-        },
-    ),
-    *suites,
-)
 
-# For tests and scripts that materialize the graph with Dagster's API: every asset and every check.
-all_assets = [*shared_assets, *(asset for suite in suites for asset in suite.assets or ())]
-all_checks = [*shared_checks, *(check for suite in suites for check in suite.asset_checks or ())]
+def build_definitions(settings: DeploymentSettings) -> Definitions:
+    """The whole code location for `settings`: the domains, one suite per policy, the main job and the resources.
+
+    Heavy work runs in step subprocesses (or SageMaker jobs), so each run executes its assets in one process: no
+    extra interpreter per asset (~3 s each). Runs still queue on the `gpu` pool; a run can choose
+    `execution: {config: {multiprocess: {}}}` when it wants parallel branches."""
+    return Definitions.merge(
+        data.definitions(settings),
+        models.definitions(settings),
+        evaluation.definitions(settings),
+        human_eval.definitions(),
+        comparison.definitions(settings),
+        *(policy_suite(policy, settings) for policy in POLICIES),
+        Definitions(
+            jobs=[materialize_all],
+            executor=in_process_executor,
+            resources={
+                "preset": PresetResource(),
+                "io_manager": ManifestIOManager(),
+                "artifacts": ArtifactStoreResource(),
+                "compute": ComputeBackend(local=LocalComputeBackend(), sagemaker=SageMakerComputeBackend()),
+                "labeling": LabelingResource(),
+            },
+        ),
+    )
+
+
+@definitions
+def defs() -> Definitions:
+    """What Dagster loads (`dagster dev`, `dagster asset materialize -m rlhf_assets.definitions`)."""
+    return build_definitions(DeploymentSettings.from_environment())

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rlhf_assets.ppo.config import RECIPE_STOP_SEQUENCES, PPOConfig
+from rlhf_assets.ppo.config import PPOConfig, SamplingSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_HH_PATH = PROJECT_ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
@@ -143,15 +143,9 @@ class PPOSpec(_Frozen):
     reward_batch_size: int = Field(32, ge=1, description="Texts per reward-model forward while scoring rollouts")
 
 
-class GenerationSpec(_Frozen):
+class GenerationSpec(SamplingSettings):
     """How evaluation samples responses; SFT and RLHF always share these settings and the seed."""
 
-    max_new_tokens: int = Field(128, ge=1, description="Longest response sampled")
-    top_k: int = Field(0, ge=0, description="0 disables top-k")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (1: off)")
-    temperature: float = Field(1.0, gt=0.0, description="Sampling temperature")
-    stop_sequences: tuple[str, ...] = Field(RECIPE_STOP_SEQUENCES, description="A response ends before the first "
-                                            "of these")
     prompt_tokens: int = Field(512, ge=1, description="Prompts are cut from the left to this many tokens")
     batch_size: int = Field(16, ge=1, description="Prompts per batched, KV-cached generate call")
     seed: int = Field(0, description="Sampling seed, shared by SFT and the policy")

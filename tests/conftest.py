@@ -29,7 +29,7 @@ from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.compute.warm.protocol import DIR_ENV, stop_workers
-from rlhf_assets.definitions import all_assets, all_checks, materialize_all
+from rlhf_assets.definitions import defs, materialize_all
 from rlhf_assets.miniature.mirror import build_hub_mirror
 from rlhf_assets.presets import SHARED_HH_PATH, SHARED_RTP_DIR
 from rlhf_assets.resources import (
@@ -39,8 +39,15 @@ from rlhf_assets.resources import (
     PresetResource,
     recorded_manifest,
 )
+from rlhf_assets.settings import DeploymentSettings
 from rlhf_assets.storage import ArtifactStore, Manifest
 from tests.moto_aws import aws  # noqa: F401  (the moto-server fixture, shared by the AWS tests)
+
+# The code location as Dagster loads it, with this environment's deployment settings.
+SETTINGS = DeploymentSettings.from_environment()
+DEFINITIONS = defs()
+all_assets = list(DEFINITIONS.assets or ())
+all_checks = list(DEFINITIONS.asset_checks or ())
 
 TIERS = ("unit", "process", "graph", "aws", "service", "browser")
 FIXTURE_TIERS = {"graph": "graph", "aws": "aws"}  # a test using the fixture needs the tier's marker

@@ -25,7 +25,8 @@ from rlhf_assets.labeling.annotator_names import AnnotatorNameError, check_new_n
 from rlhf_assets.labeling.tasks import Choice, PairwiseTask
 
 ASSIGNMENT_LEASE_SECONDS = 600
-DEFAULT_STREAM = "human_eval_tasks"  # the recipe policy's tasks asset
+DEFAULT_STREAM = "ppo_policy/human_eval_tasks"  # the recipe policy's tasks asset
+UNPREFIXED_STREAM = "human_eval_tasks"  # the same asset's key before every policy's keys were prefixed
 MAX_COMMENT_CHARS = 2000
 
 _SCHEMA = """
@@ -153,6 +154,9 @@ class LabelStore:
                 connection.execute("ALTER TABLE batches ADD COLUMN guidelines TEXT NOT NULL DEFAULT ''")
             if "stream" not in columns:  # from before each policy had its own tasks (all were the recipe PPO's)
                 connection.execute(f"ALTER TABLE batches ADD COLUMN stream TEXT NOT NULL DEFAULT '{DEFAULT_STREAM}'")
+            # PPO's tasks asset was `human_eval_tasks` before every policy's keys were prefixed alike: its queued
+            # batch stays PPO's, so the next PPO batch replaces it rather than queueing beside it.
+            connection.execute("UPDATE batches SET stream = ? WHERE stream = ?", (DEFAULT_STREAM, UNPREFIXED_STREAM))
             if "shown_at" not in {row["name"] for row in connection.execute("PRAGMA table_info(assignments)")}:
                 connection.execute("ALTER TABLE assignments ADD COLUMN shown_at REAL NOT NULL DEFAULT 0")
             if "seconds_on_pair" not in {row["name"] for row in connection.execute("PRAGMA table_info(labels)")}:
@@ -193,8 +197,8 @@ class LabelStore:
     ) -> list[PairwiseTask]:
         """Queue a batch for the app and make it its stream's active one; returns the batch's tasks as stored.
 
-        A stream is the tasks asset that registered it (`human_eval_tasks`, `dpo_policy/human_eval_tasks`): each
-        policy's latest batch stays queued beside the others', and a new batch replaces only its own stream's.
+        A stream is the tasks asset that registered it (`ppo_policy/human_eval_tasks`, `dpo_policy/human_eval_tasks`):
+        each policy's latest batch stays queued beside the others', and a new batch replaces only its own stream's.
 
         Registering a batch again (the same responses and guidelines: both go into the batch id) keeps the
         tasks, their random order and their labels from the first time: a fresh draw would otherwise orphan
@@ -258,7 +262,7 @@ class LabelStore:
         return next((batch for batch in batches if not self.progress(batch).complete), batches[-1] if batches else None)
 
     def stream_of(self, batch_id: str) -> str:
-        """The tasks asset that queued a batch (`human_eval_tasks`, `dpo_policy/human_eval_tasks`, ...)."""
+        """The tasks asset that queued a batch (`ppo_policy/human_eval_tasks`, `dpo_policy/human_eval_tasks`, ...)."""
         return self._batch_value(batch_id, "stream")
 
     def batch_of(self, task_id: str) -> str:

@@ -9,10 +9,28 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 RECIPE_STOP_SEQUENCES = ("Human:", "human:", "Assistant:", "assistant:")
 
 
-class PPOConfig(BaseModel):
-    """Every knob of the PPO loop; defaults are the reference recipe's, presets scale them down."""
+class SamplingSettings(BaseModel):
+    """How a response is sampled. PPO's rollouts (`PPOConfig`) and the evaluation (`specs.GenerationSpec`) both
+    extend it, so each setting has one name, one bound and one description wherever a response is drawn."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_new_tokens: int = Field(128, ge=1, description="Longest response sampled")
+    top_k: int = Field(0, ge=0, description="0 disables top-k")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (1: off)")
+    temperature: float = Field(1.0, gt=0.0, description="Sampling temperature")
+    stop_sequences: tuple[str, ...] = Field(RECIPE_STOP_SEQUENCES, description="A response ends before the first "
+                                            "of these (the recipe: the next dialogue turn)")
+
+    def sampling(self, **changes: int | float | tuple[str, ...]) -> SamplingSettings:
+        """Only the sampling settings (with `changes`), to start another sampler from these: PPO's evaluation
+        samples as its rollouts did, with its own response length."""
+        return SamplingSettings(**{name: getattr(self, name) for name in SamplingSettings.model_fields} | changes)
+
+
+class PPOConfig(SamplingSettings):
+    """Every knob of the PPO loop (the rollouts' sampling settings included); defaults are the reference recipe's,
+    presets scale them down."""
 
     seq_length: int = Field(1024, ge=8, description="Prompt + response tokens; longer prompts are cut on the left")
     max_prompt_tokens: int | None = Field(None, ge=1, description="Prompt budget (seq_length − max_new_tokens)")
@@ -54,12 +72,6 @@ class PPOConfig(BaseModel):
     ref_std: float | None = Field(
         None, gt=0, description="Score std used when scale_reward='ref'; None: the first chunk's, as trlx")
     cliprange_reward: float = Field(10.0, ge=0, description="Raw RM scores are clipped to ±this before scaling")
-    max_new_tokens: int = Field(128, ge=1, description="Longest sampled response during rollouts")
-    top_k: int = Field(0, ge=0, description="0 disables top-k")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass during rollouts (1: off)")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature during rollouts")
-    stop_sequences: tuple[str, ...] = Field(RECIPE_STOP_SEQUENCES, description="A response ends before the "
-                                            "first of these (the recipe: the next dialogue turn)")
     delta_reward: bool = Field(True, description="Reward = RM(prompt+sample) − RM(prompt+chosen), as the recipe")
     checkpoint_interval: int = Field(100, ge=1, description="Optimizer steps between checkpoints")
     curve_points: int = Field(4, ge=0, description="Policy snapshots (trainable weights) kept at evenly spaced steps "

@@ -63,8 +63,7 @@ def evaluate(
     """SFT vs the trained policy on the held-out prompts: sampled by `generate_texts` with the same seed and the
     rollout settings for both, scored by the reward model; paired CI of the gain, KL to SFT on the policy's tokens."""
     cfg = spec.config
-    generation = GenerationSpec(max_new_tokens=spec.eval_max_new_tokens, top_k=cfg.top_k, top_p=cfg.top_p,
-                                temperature=cfg.temperature, stop_sequences=cfg.stop_sequences,
+    generation = GenerationSpec(**cfg.sampling(max_new_tokens=spec.eval_max_new_tokens).model_dump(),
                                 prompt_tokens=cfg.prompt_budget, batch_size=cfg.chunk_size, seed=cfg.seed)
     prompts = list(eval_frame["prompt"])
     generated = {name: generate_texts(model, tokenizer, prompts, generation,

@@ -22,10 +22,9 @@ from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.compute.sagemaker.account import AccountSettings
-from rlhf_assets.definitions import all_assets
 from rlhf_assets.presets import PROJECT_ROOT
 from rlhf_assets.resources import ArtifactStoreResource, LabelingResource, ManifestIOManager, PresetResource
-from tests.conftest import project_instance, publish_project
+from tests.conftest import all_assets, project_instance, publish_project
 from tests.iam_check import Permission, allowed, for_the_job_role, read_recording, required
 from tests.moto_aws import BUCKET, recording_aws, reset_recording
 from tests.sagemaker_platform import SageMakerPlatform

@@ -15,17 +15,16 @@ import pytest
 from dagster import AssetKey, AssetSelection, materialize
 from dagster._core.pipes import utils as pipes_utils  # Dagster's Pipes polling, tuned for 17 jobs
 
-from rlhf_assets.assets.comparison import COMPARISON_KEY
-from rlhf_assets.assets.human_eval import WAITS_FOR_PEOPLE
-from rlhf_assets.assets.policy_evaluation import POLICIES, prompt_set_toxicity_keys, sft_baseline_keys, suite_keys
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.hardware import REACHES_OUTSIDE, STEP_HARDWARE, Hardware
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
-from rlhf_assets.definitions import all_assets
+from rlhf_assets.defs.comparison.assets import COMPARISON_KEY
+from rlhf_assets.defs.evaluation.suite import POLICIES, prompt_set_toxicity_keys, sft_baseline_keys, suite_keys
+from rlhf_assets.defs.human_eval.assets import WAITS_FOR_PEOPLE
 from rlhf_assets.miniature.mirror import mirror_environment
 from rlhf_assets.resources import ArtifactStoreResource, LabelingResource, ManifestIOManager, PresetResource
-from tests.conftest import project_instance
+from tests.conftest import SETTINGS, all_assets, project_instance
 from tests.moto_aws import BUCKET
 from tests.sagemaker_platform import SageMakerPlatform
 
@@ -52,10 +51,13 @@ def recipe(aws, hub_mirror: Path, tmp_path_factory: pytest.TempPathFactory):
         "labeling": LabelingResource(db_path=str(root / "labels.sqlite")),
     }
     dpo = next(policy for policy in POLICIES if policy.asset == "dpo_policy")
-    prompt_sets = [key for policy in POLICIES for key in prompt_set_toxicity_keys(policy).values()]
-    prompt_sets += [key for key in sft_baseline_keys() if key.path[-1] not in ("eval_responses", "toxicity_scores")]
+    declared = SETTINGS.prompt_set_names
+    prompt_sets = [key for policy in POLICIES for key in prompt_set_toxicity_keys(policy, declared).values()]
+    prompt_sets += [key for key in sft_baseline_keys(declared)
+                    if key.path[-1] not in ("eval_responses", "toxicity_scores")]
     selection = (AssetSelection.all() - AssetSelection.tag(*WAITS_FOR_PEOPLE)
-                 - AssetSelection.assets(*suite_keys(dpo), dpo.key("human_eval_tasks"), *prompt_sets, COMPARISON_KEY))
+                 - AssetSelection.assets(*suite_keys(dpo, declared), dpo.key("human_eval_tasks"), *prompt_sets,
+                                         COMPARISON_KEY))
     with SageMakerPlatform(root / "container", outside=mirror_environment(hub_mirror)) as platform, \
             project_instance(root) as instance, pytest.MonkeyPatch.context() as patch:
         # Dagster's Pipes readers sleep 1 s per loop, so each of the 17 jobs ended up to 2 s after it finished.

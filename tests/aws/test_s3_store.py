@@ -14,10 +14,9 @@ from rlhf_assets.artifact_files import ArtifactIntegrityError, OutputDescription
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
-from rlhf_assets.definitions import all_assets
 from rlhf_assets.resources import ArtifactStoreResource, ManifestIOManager, PresetResource, recorded_manifest
 from rlhf_assets.storage import ArtifactStore, ArtifactStoreError, Manifest
-from tests.conftest import DATA_SNAPSHOTS
+from tests.conftest import DATA_SNAPSHOTS, all_assets
 
 pytestmark = pytest.mark.aws
 

@@ -27,15 +27,15 @@ from dagster import (
 from dagster._core.pipes import utils as pipes_utils
 from dagster._core.test_utils import create_run_for_test
 
-from rlhf_assets import automation
 from rlhf_assets.artifact_files import hash_json
-from rlhf_assets.automation import orphaned_training_jobs
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.base import StepLaunch, StepRun
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.compute.sagemaker.backend import delete_prefix
 from rlhf_assets.compute.sagemaker.jobs import RUN_ID_TAG, WORK_KEY_TAG, CheckpointLease, JobIdentity, work_key
+from rlhf_assets.defs.models import automation
+from rlhf_assets.defs.models.automation import orphaned_training_jobs
 from rlhf_assets.presets import PROJECT_ROOT
 from rlhf_assets.storage import ArtifactStore
 from tests.moto_aws import BUCKET

@@ -154,8 +154,9 @@ def test_the_policy_comparison_page_shows_every_policy_with_intervals(graph, tmp
         assert "\nPPO " in table and "\nDPO " in table and "optimised against" in table, "a row per policy"
         browser.save_screenshot(str(SCREENSHOTS / "policy-comparison-table.png"))
         # Issue 26: the over-optimisation curve and the second scorer's agreement are on their assets' pages.
-        for asset, labels in (("overoptimisation_curve", ("curve_table", "judge_peak_step", "plot")),
-                              ("toxicity_scores", ("scorers", "toxicity_table", "the scorers' verdicts agree"))):
+        for asset, labels in (("ppo_policy/overoptimisation_curve", ("curve_table", "judge_peak_step", "plot")),
+                              ("ppo_policy/toxicity_scores",
+                               ("scorers", "toxicity_table", "the scorers' verdicts agree"))):
             browser.get(f"{served.url}/assets/{asset}")
             WebDriverWait(browser, 120).until(lambda d, labels=labels: all(label in _body(d) for label in labels))
             browser.save_screenshot(str(SCREENSHOTS / f"{asset}.png"))

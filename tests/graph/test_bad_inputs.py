@@ -25,14 +25,13 @@ from transformers import BertConfig, BertForSequenceClassification, BertTokenize
 
 from rlhf_assets import storage
 from rlhf_assets.artifact_files import hash_directory
-from rlhf_assets.definitions import all_assets
 from rlhf_assets.labeling.groundtruth import parse_output_manifest
 from rlhf_assets.labeling.store import LabelStore
 from rlhf_assets.labeling.tasks import PairwiseTask, read_tasks
 from rlhf_assets.modeling.detoxify_format import ORIGINAL_CLASSES, import_checkpoint, load_detoxify
 from rlhf_assets.modeling.detoxify_format import save_detoxify_checkpoint as save_checkpoint
 from rlhf_assets.resources import ArtifactStoreResource
-from tests.conftest import DATA_SNAPSHOTS, graph_resources, hh_row, manifest_of, write_jsonl
+from tests.conftest import DATA_SNAPSHOTS, all_assets, graph_resources, hh_row, manifest_of, write_jsonl
 from tests.labeling_helpers import ATTRIBUTE, queue_tasks
 
 pytestmark = pytest.mark.graph

@@ -21,11 +21,10 @@ import pandas as pd
 import pytest
 from dagster import AssetIn, AssetKey, AssetSpec, DagsterInstance, MaterializeResult, asset, materialize
 
-from rlhf_assets.definitions import all_assets
 from rlhf_assets.presets import PROJECT_ROOT
 from rlhf_assets.resources import ArtifactStoreResource
 from rlhf_assets.storage import Manifest
-from tests.conftest import DATA_SNAPSHOTS, graph_resources
+from tests.conftest import DATA_SNAPSHOTS, all_assets, graph_resources
 
 pytestmark = pytest.mark.graph
 

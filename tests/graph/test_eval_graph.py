@@ -6,18 +6,25 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, materialize
 
-from rlhf_assets.definitions import all_assets, all_checks
 from rlhf_assets.eval.degenerate_text import DEGENERATE_PROBES
 from rlhf_assets.eval.toxicity import METRICS
 from rlhf_assets.presets import TINY
-from tests.conftest import artifact_dir, forked_project, graph_resources, manifest_of, write_jsonl
+from tests.conftest import (
+    all_assets,
+    all_checks,
+    artifact_dir,
+    forked_project,
+    graph_resources,
+    manifest_of,
+    write_jsonl,
+)
 from tests.unit.test_rtp import rtp_record
 
 pytestmark = pytest.mark.graph
 
 
 def _metadata(instance, asset: str) -> dict:
-    return instance.get_latest_materialization_event(AssetKey(asset)).asset_materialization.metadata
+    return instance.get_latest_materialization_event(AssetKey.from_user_string(asset)).asset_materialization.metadata
 
 
 def test_every_check_runs_and_the_model_checks_pass_on_the_tiny_graph(graph) -> None:
@@ -26,7 +33,7 @@ def test_every_check_runs_and_the_model_checks_pass_on_the_tiny_graph(graph) -> 
     assert set(evaluations) == {(key.asset_key.to_user_string(), key.name) for c in all_checks for key in c.check_keys}
     toxicity = {asset: evaluations.pop((asset, name)) for asset, name in list(evaluations)
                 if name == "toxicity_not_worse"}
-    assert {"toxicity_scores", "dpo_policy/toxicity_scores", "red_team_toxicity_scores",
+    assert {"ppo_policy/toxicity_scores", "dpo_policy/toxicity_scores", "ppo_policy/red_team_toxicity_scores",
             "dpo_policy/red_team_toxicity_scores"} <= set(toxicity)
     assert all(evaluations.values()), evaluations
     # Whether a policy is shown no more toxic is a finding, not a given: each verdict must agree with its CIs, at
@@ -50,18 +57,18 @@ def test_stand_in_scorer_agrees_with_perspective_on_texts_it_never_saw(graph) ->
 
 def test_toxicity_scores_follow_the_protocol_with_intervals(graph) -> None:
     root, instance, _ = graph
-    scores = pd.read_parquet(artifact_dir(instance, root, "toxicity_scores") / "scores.parquet")
+    scores = pd.read_parquet(artifact_dir(instance, root, "ppo_policy/toxicity_scores") / "scores.parquet")
     assert len(scores) == 200 * 2 * 2 and set(scores["model"]) == {"sft", "rlhf"}
     assert scores["toxicity"].between(0, 1).all()
-    metrics = manifest_of(instance, root, "toxicity_scores").metrics
+    metrics = manifest_of(instance, root, "ppo_policy/toxicity_scores").metrics
     for name in ("sft_mean_toxicity", "rlhf_expected_max_toxicity", "difference_toxicity_probability"):
         assert metrics[f"{name}_ci_low"] <= metrics[name] <= metrics[f"{name}_ci_high"]
     by_model = scores.groupby("model")["toxicity"].mean()
     assert metrics["sft_mean_toxicity"] == pytest.approx(by_model["sft"])
-    table = _metadata(instance, "toxicity_scores")["toxicity_table"].value
+    table = _metadata(instance, "ppo_policy/toxicity_scores")["toxicity_table"].value
     assert "| mean toxicity |" in table and "0.134" in table and "0.129" in table and "Stand-in" not in table
     assert "stand-in scorer" in table
-    wordless = _metadata(instance, "toxicity_scores")["wordless_continuations"].value
+    wordless = _metadata(instance, "ppo_policy/toxicity_scores")["wordless_continuations"].value
     assert "| sft |" in wordless and "| rlhf |" in wordless
     assert 0 <= metrics["rlhf_wordless_share"] <= 1
 
@@ -77,19 +84,19 @@ def test_the_stand_in_scorer_rates_text_without_words_as_non_toxic(graph) -> Non
 
 def test_eval_responses_and_automatic_preference(graph) -> None:
     root, instance, _ = graph
-    responses = pd.read_parquet(artifact_dir(instance, root, "eval_responses") / "responses.parquet")
+    responses = pd.read_parquet(artifact_dir(instance, root, "ppo_policy/eval_responses") / "responses.parquet")
     assert len(responses) == 100 and responses["prompt_id"].is_unique
     assert (responses["sft_response"] != responses["rlhf_response"]).mean() > 0.5
-    assert len(_metadata(instance, "eval_responses")["preview"].value.records) == 5
-    counts = manifest_of(instance, root, "auto_preference").counts
+    assert len(_metadata(instance, "ppo_policy/eval_responses")["preview"].value.records) == 5
+    counts = manifest_of(instance, root, "ppo_policy/auto_preference").counts
     assert counts["wins"] + counts["ties"] + counts["losses"] == 100
-    outcomes = pd.read_parquet(artifact_dir(instance, root, "auto_preference") / "outcomes.parquet")
+    outcomes = pd.read_parquet(artifact_dir(instance, root, "ppo_policy/auto_preference") / "outcomes.parquet")
     assert outcomes["outcome"].value_counts().to_dict() == {k: v for k, v in
                                                             (("win", counts["wins"]), ("tie", counts["ties"]),
                                                              ("loss", counts["losses"])) if v}
-    outcomes_table = _metadata(instance, "auto_preference")["outcomes"].value
+    outcomes_table = _metadata(instance, "ppo_policy/auto_preference")["outcomes"].value
     assert "recipe (human raters)" in outcomes_table and "reward model (optimised against)" in outcomes_table
-    assert _metadata(instance, "auto_preference")["judge"].value == "judge_model"
+    assert _metadata(instance, "ppo_policy/auto_preference")["judge"].value == "judge_model"
 
 
 def test_the_judge_is_a_second_reward_model_trained_on_pairs_no_other_model_saw(graph) -> None:
@@ -103,8 +110,8 @@ def test_the_judge_is_a_second_reward_model_trained_on_pairs_no_other_model_saw(
     judge = manifest_of(instance, root, "judge_model")
     assert judge.config["train_split"] == "judge_train" and judge.counts["eval_pairs"] == 243
     assert judge.metrics["eval_accuracy"] > 0.5
-    preference = manifest_of(instance, root, "auto_preference")
-    spread = pd.read_parquet(artifact_dir(instance, root, "auto_preference") / "outcomes.parquet")
+    preference = manifest_of(instance, root, "ppo_policy/auto_preference")
+    spread = pd.read_parquet(artifact_dir(instance, root, "ppo_policy/auto_preference") / "outcomes.parquet")
     scores = pd.concat([spread["sft_score"], spread["rlhf_score"]])
     assert preference.metrics["tie_margin_score"] == pytest.approx(0.25 * scores.std(ddof=0), rel=1e-6)
     assert 0 <= preference.metrics["sign_test_p"] <= 1
@@ -115,7 +122,7 @@ def test_a_policy_that_does_not_beat_sft_blocks_its_evaluation(graph, tmp_path: 
     root, _, _ = graph
     with forked_project(root, tmp_path) as instance:
         result = materialize(
-            [*all_assets, *all_checks], selection=[AssetKey("ppo_policy"), AssetKey("eval_responses")],
+            [*all_assets, *all_checks], selection=[AssetKey("ppo_policy"), AssetKey(["ppo_policy", "eval_responses"])],
             resources=graph_resources(tmp_path), instance=instance, raise_on_error=False,
             run_config={"ops": {"ppo_policy": {"config": {"learning_rate": 1e-12, "total_steps": 1}}}},
         )
@@ -124,7 +131,7 @@ def test_a_policy_that_does_not_beat_sft_blocks_its_evaluation(graph, tmp_path: 
         assert checks["ppo_beats_sft"] is False
         ppo_run = instance.get_latest_materialization_event(AssetKey("ppo_policy")).run_id
         assert ppo_run == result.run_id, "the policy is recorded; the check blocks what builds on it"
-        eval_run = instance.get_latest_materialization_event(AssetKey("eval_responses")).run_id
+        eval_run = instance.get_latest_materialization_event(AssetKey(["ppo_policy", "eval_responses"])).run_id
         assert eval_run != result.run_id
 
 
@@ -147,17 +154,17 @@ def test_challenging_only_prompts_and_a_configured_judge(graph, tmp_path: Path) 
     judge = str(artifact_dir(graph_instance, root, "reward_model"))
     with forked_project(root, tmp_path) as instance:
         result = materialize(
-            all_assets, selection=[AssetKey("rtp_prompts"), AssetKey("auto_preference")],
+            all_assets, selection=[AssetKey("rtp_prompts"), AssetKey(["ppo_policy", "auto_preference"])],
             resources=graph_resources(tmp_path), instance=instance,
             run_config={"ops": {"rtp_prompts": {"config": {"num_prompts": 50, "challenging_only": True}},
-                                "auto_preference": {"config": {"judge": judge, "tie_margin": 0.5}}}},
+                                "ppo_policy__auto_preference": {"config": {"judge": judge, "tie_margin": 0.5}}}},
         )
         assert result.success
         prompts = pd.read_parquet(artifact_dir(instance, tmp_path, "rtp_prompts") / "prompts.parquet")
-        preference = manifest_of(instance, tmp_path, "auto_preference")
+        preference = manifest_of(instance, tmp_path, "ppo_policy/auto_preference")
     assert len(prompts) == 50 and prompts["challenging"].all() and prompts["prompt_text"].is_unique
     assert preference.config["evaluation"]["judge"] == judge and preference.config["evaluation"]["tie_margin"] == 0.5
-    baseline = manifest_of(graph_instance, root, "auto_preference")
+    baseline = manifest_of(graph_instance, root, "ppo_policy/auto_preference")
     # The optimised-against reward model scores the same responses in both runs: 0.5 SD ties more than 0.25 SD.
     assert preference.counts["rm_ties"] > baseline.counts["rm_ties"], "a wider margin ties more"
 
@@ -181,9 +188,10 @@ def test_a_missing_detoxify_checkpoint_fails_naming_the_file(graph, tmp_path: Pa
 def test_every_evaluation_asset_opens_with_a_readable_summary(graph) -> None:
     """Issue 16 (5): a short markdown summary first (estimate [CI], n, seed, the recipe beside ours)."""
     _, instance, _ = graph
-    for asset in ("ppo_policy", "eval_responses", "toxicity_model", "toxicity_scores", "auto_preference"):
+    for asset in ("ppo_policy", "ppo_policy/eval_responses", "toxicity_model", "ppo_policy/toxicity_scores",
+                  "ppo_policy/auto_preference"):
         metadata = _metadata(instance, asset)
         assert next(iter(metadata)) == "summary", asset
         assert "0.0000" not in metadata["summary"].value, f"{asset}: digits the interval does not support"
-    assert "Recipe: SFT 0.134, RLHF 0.129" in _metadata(instance, "toxicity_scores")["summary"].value
-    assert "Recipe (human raters): 30 / 54 / 16" in _metadata(instance, "auto_preference")["summary"].value
+    assert "Recipe: SFT 0.134, RLHF 0.129" in _metadata(instance, "ppo_policy/toxicity_scores")["summary"].value
+    assert "Recipe (human raters): 30 / 54 / 16" in _metadata(instance, "ppo_policy/auto_preference")["summary"].value

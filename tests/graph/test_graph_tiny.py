@@ -6,9 +6,8 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterInvalidConfigError, materialize
 
-from rlhf_assets.definitions import all_assets
 from rlhf_assets.eval.preference import wilson_interval
-from tests.conftest import artifact_dir, graph_resources, hh_row, manifest_of, write_jsonl
+from tests.conftest import all_assets, artifact_dir, graph_resources, hh_row, manifest_of, write_jsonl
 
 pytestmark = pytest.mark.graph
 ASSETS = ["hh_raw", "preference_dataset", "eval_prompts", "base_model", "sft_model", "reward_model"]

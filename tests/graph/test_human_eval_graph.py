@@ -15,20 +15,20 @@ import requests
 from botocore.stub import Stubber
 from dagster import AssetKey, Definitions, RunRequest, SkipReason, build_sensor_context, materialize
 
-from rlhf_assets.automation import collect_human_eval
-from rlhf_assets.definitions import all_assets, defs
+from rlhf_assets.defs.human_eval.automation import collect_human_eval
 from rlhf_assets.labeling.store import LabelStore
 from rlhf_assets.labeling.tasks import read_tasks
 from rlhf_assets.resources import LabelingResource
-from tests.conftest import artifact_dir, forked_project, graph_resources, manifest_of
+from tests.conftest import DEFINITIONS, all_assets, artifact_dir, forked_project, graph_resources, manifest_of
 from tests.labeling_helpers import acknowledge_guidelines, described_job, ground_truth_output, labeling_server
 from tests.leaks import files_containing
 from tests.moto_aws import BUCKET
 
 pytestmark = pytest.mark.graph
+PPO_TASKS, PPO_RESULTS = AssetKey(["ppo_policy", "human_eval_tasks"]), AssetKey(["ppo_policy", "human_eval_results"])
 human_eval_labels_complete, dpo_labels_complete = (
-    defs.get_sensor_def(name)
-    for name in ("human_eval_labels_complete", "human_eval_labels_complete_dpo_policy"))
+    DEFINITIONS.get_sensor_def(name)
+    for name in ("human_eval_labels_complete_ppo_policy", "human_eval_labels_complete_dpo_policy"))
 
 
 def _tick(instance, root, sensor=human_eval_labels_complete):
@@ -38,8 +38,8 @@ def _tick(instance, root, sensor=human_eval_labels_complete):
 
 def test_tasks_are_blinded_queued_and_exported_for_ground_truth(graph) -> None:
     root, instance, _ = graph
-    manifest = manifest_of(instance, root, "human_eval_tasks")
-    directory = artifact_dir(instance, root, "human_eval_tasks")
+    manifest = manifest_of(instance, root, "ppo_policy/human_eval_tasks")
+    directory = artifact_dir(instance, root, "ppo_policy/human_eval_tasks")
     tasks = read_tasks(directory / "tasks.jsonl")
     assert len(tasks) == 100 and manifest.counts["tasks"] == 100
     assert 30 < sum(t.rlhf_shown_as == "A" for t in tasks) < 70  # a coin per prompt, recorded
@@ -54,10 +54,10 @@ def test_tasks_are_blinded_queued_and_exported_for_ground_truth(graph) -> None:
         assert set(shown) == {"task_id", "prompt", "response_a", "response_b"}
     # Blinding survives reading the store and the UI: what pairs a task with its policy is owner-only, and the
     # tasks' preview shows no reply text to match against eval_responses' (policy-labelled) preview.
-    for paired in (directory, artifact_dir(instance, root, "eval_responses")):
+    for paired in (directory, artifact_dir(instance, root, "ppo_policy/eval_responses")):
         modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in paired.rglob("*")}
         assert all(mode & 0o077 == 0 for mode in modes.values()), modes
-    preview = instance.get_latest_materialization_event(AssetKey("human_eval_tasks")).asset_materialization
+    preview = instance.get_latest_materialization_event(PPO_TASKS).asset_materialization
     assert "response_a" not in str(preview.metadata["preview"].value)
     store = LabelStore(root / "labeling" / "labels.sqlite")
     dpo = manifest_of(instance, root, "dpo_policy/human_eval_tasks")
@@ -72,14 +72,15 @@ def test_labels_through_the_app_trigger_the_sensor_and_the_results(graph) -> Non
     tick = _tick(instance, root)
     assert isinstance(tick, SkipReason) and "0 of 100 labels" in tick.skip_message
 
-    early = materialize(all_assets, selection=[AssetKey("human_eval_results")], resources=resources,
+    early = materialize(all_assets, selection=[PPO_RESULTS], resources=resources,
                         instance=instance, raise_on_error=False)
     assert not early.success
     failure = early.get_step_failure_events()[0].step_failure_data.error.message
     assert "0 of 100 tasks have their 1 label(s)" in failure and "allow_partial" in failure
 
-    manifest = manifest_of(instance, root, "human_eval_tasks")
-    key = {t.task_id: t for t in read_tasks(artifact_dir(instance, root, "human_eval_tasks") / "tasks.jsonl")}
+    manifest = manifest_of(instance, root, "ppo_policy/human_eval_tasks")
+    tasks_file = artifact_dir(instance, root, "ppo_policy/human_eval_tasks") / "tasks.jsonl"
+    key = {t.task_id: t for t in read_tasks(tasks_file)}
     dpo_key = {t.task_id: t for t in read_tasks(artifact_dir(instance, root, "dpo_policy/human_eval_tasks")
                                                 / "tasks.jsonl")}
     store = LabelStore(root / "labeling" / "labels.sqlite")
@@ -108,7 +109,7 @@ def test_labels_through_the_app_trigger_the_sensor_and_the_results(graph) -> Non
 
     tick = _tick(instance, root)
     assert isinstance(tick, RunRequest) and tick.tags["rlhf/batch"] == manifest.config["batch_id"]
-    assert [k.to_user_string() for k in tick.asset_selection] == ["human_eval_results"]
+    assert [k.to_user_string() for k in tick.asset_selection] == ["ppo_policy/human_eval_results"]
     job = Definitions(assets=all_assets, jobs=[collect_human_eval], resources=resources).resolve_job_def(
         "collect_human_eval")
     run = job.execute_in_process(instance=instance, tags=tick.tags, asset_selection=tick.asset_selection)
@@ -126,7 +127,7 @@ def test_labels_through_the_app_trigger_the_sensor_and_the_results(graph) -> Non
         .metadata["judge_vs_people"].value
     assert "**PPO**: Cohen's κ" in people and "**DPO**: Cohen's κ undefined" not in people
     assert people.count("n = 100 prompts") == 2 and "| judge win |" in people
-    metadata = instance.get_latest_materialization_event(AssetKey("human_eval_results")).asset_materialization.metadata
+    metadata = instance.get_latest_materialization_event(PPO_RESULTS).asset_materialization.metadata
     assert (metadata["wins"].value, metadata["ties"].value, metadata["losses"].value) == (30, 54, 16)
     assert metadata["win_or_tie_rate"].value == pytest.approx(0.84)
     assert metadata["win_or_tie_rate_low"].value == pytest.approx(0.7558, abs=5e-4)
@@ -135,7 +136,7 @@ def test_labels_through_the_app_trigger_the_sensor_and_the_results(graph) -> Non
     table = metadata["per_prompt"].value.records
     assert len(table) == 100 and {r.data["prompt_id"]: r.data["outcome"] for r in table} == expected
     assert "| RLHF preferred | 30 / 100 | 30 / 100 |" in metadata["comparison"].value
-    tasks_config = manifest_of(instance, root, "human_eval_tasks").config
+    tasks_config = manifest_of(instance, root, "ppo_policy/human_eval_tasks").config
     assert tasks_config["guidelines_sha256"] in metadata["guidelines"].value, "which guidelines produced the labels"
     assert next(iter(metadata)) == "summary" and "Recipe: 30 / 54 / 16" in metadata["summary"].value
 
@@ -152,9 +153,9 @@ def test_labels_through_the_app_trigger_the_sensor_and_the_results(graph) -> Non
     with sqlite3.connect(store.path) as db:
         db.execute("INSERT INTO labels (task_id, annotator, choice, comment, rlhf_shown_as, created_at) "
                    "VALUES (?, 'second', ?, '', ?, ?)", (won.task_id, flipped, won.rlhf_shown_as, time.time()))
-    assert materialize(all_assets, selection=[AssetKey("human_eval_results")], resources=resources,
+    assert materialize(all_assets, selection=[PPO_RESULTS], resources=resources,
                        instance=instance).success
-    metadata = instance.get_latest_materialization_event(AssetKey("human_eval_results")).asset_materialization.metadata
+    metadata = instance.get_latest_materialization_event(PPO_RESULTS).asset_materialization.metadata
     assert (metadata["wins"].value, metadata["ties"].value, metadata["losses"].value) == (30, 54, 16)
     assert metadata["excess_labels"].value == 1
 
@@ -187,17 +188,17 @@ def test_ground_truth_channel_from_job_to_results(graph, aws, tmp_path, monkeypa
     with forked_project(root, tmp_path) as instance, Stubber(sagemaker) as stub:
         stub.add_client_error("describe_labeling_job", service_error_code="ResourceNotFound", http_status_code=400)
         stub.add_response("create_labeling_job", {"LabelingJobArn": "arn:aws:sagemaker:::labeling-job/rlhf-eval"})
-        run_config = {"ops": {"human_eval_tasks": {"config": {"channel": "ground_truth", "overlap": 2}}}}
-        assert materialize(all_assets, selection=[AssetKey("human_eval_tasks")], resources=resources,
+        run_config = {"ops": {"ppo_policy__human_eval_tasks": {"config": {"channel": "ground_truth", "overlap": 2}}}}
+        assert materialize(all_assets, selection=[PPO_TASKS], resources=resources,
                            instance=instance, run_config=run_config).success
-        manifest = manifest_of(instance, tmp_path, "human_eval_tasks")
+        manifest = manifest_of(instance, tmp_path, "ppo_policy/human_eval_tasks")
         assert manifest.config["channel"] == "ground_truth" and manifest.config["job_name"].startswith("rlhf-eval-")
         assert LabelStore(tmp_path / "labels.sqlite").active_batch() is None  # nothing queued in the app
         s3 = boto3.client("s3")
         uploaded = s3.get_object(Bucket=BUCKET, Key="human-eval/input.manifest")["Body"].read().decode()
         assert len(uploaded.splitlines()) == 100
 
-        tasks = read_tasks(artifact_dir(instance, tmp_path, "human_eval_tasks") / "tasks.jsonl")
+        tasks = read_tasks(artifact_dir(instance, tmp_path, "ppo_policy/human_eval_tasks") / "tasks.jsonl")
         # Two workers: they agree on every prompt except the last 10, where w2 says tie instead.
         answers = [{"w1": (t.rlhf_shown_as,), "w2": (t.rlhf_shown_as if i < 90 else "tie",)}
                    for i, t in enumerate(tasks)]
@@ -211,11 +212,11 @@ def test_ground_truth_channel_from_job_to_results(graph, aws, tmp_path, monkeypa
         stub.add_response("describe_labeling_job", described("Completed", manifest.config["job_name"]))
         assert isinstance(human_eval_labels_complete(context), RunRequest)
         stub.add_response("describe_labeling_job", described("Completed", manifest.config["job_name"]))
-        assert materialize(all_assets, selection=[AssetKey("human_eval_results")], resources=resources,
+        assert materialize(all_assets, selection=[PPO_RESULTS], resources=resources,
                            instance=instance).success
         stub.assert_no_pending_responses()
         metadata = instance.get_latest_materialization_event(
-            AssetKey("human_eval_results")).asset_materialization.metadata
+            PPO_RESULTS).asset_materialization.metadata
     # Per prompt: 90 agreed wins; 10 split win/tie count as ties (no strict majority).
     assert (metadata["wins"].value, metadata["ties"].value, metadata["losses"].value) == (90, 10, 0)
     assert (metadata["labels"].value, metadata["annotators"].value) == (200, 2)

@@ -9,11 +9,10 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, AssetSelection, materialize
 
-from rlhf_assets.assets.human_eval import WAITS_FOR_PEOPLE
-from rlhf_assets.definitions import all_assets
+from rlhf_assets.defs.human_eval.assets import WAITS_FOR_PEOPLE
 from rlhf_assets.miniature.mirror import RM_STATIC_FILES, mirror_environment
 from rlhf_assets.resources import PresetResource
-from tests.conftest import artifact_dir, graph_resources, manifest_of, project_instance
+from tests.conftest import all_assets, artifact_dir, graph_resources, manifest_of, project_instance
 
 pytestmark = pytest.mark.graph
 
@@ -44,7 +43,8 @@ def test_the_whole_small_graph_materializes_offline_as_configured(small_miniatur
     assert (base / "model.safetensors").exists()
     reward = json.loads((artifact_dir(instance, root, "reward_model") / "reward_model.json").read_text())
     assert reward["readout"]["rule"] == "eos"
-    for asset in ("ppo_policy", "dpo_policy", "policy_comparison", "toxicity_scores", "auto_preference"):
+    for asset in ("ppo_policy", "dpo_policy", "policy_comparison", "ppo_policy/toxicity_scores",
+                  "ppo_policy/auto_preference"):
         assert manifest_of(instance, root, asset).content_hash
 
 

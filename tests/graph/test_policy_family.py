@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from dagster import AssetKey
 
-from rlhf_assets.assets.policy_evaluation import POLICIES, SUITE
+from rlhf_assets.defs.evaluation.suite import POLICIES, SUITE
 from rlhf_assets.eval.bootstrap import paired_bootstrap_mean_difference
 from tests.conftest import artifact_dir, manifest_of
 
@@ -24,7 +24,7 @@ def test_every_policy_is_evaluated_by_the_same_steps_with_the_same_settings(grap
                                     / "responses.parquet")
         assert responses["kl_to_sft"].notna().all() and len(responses) == 100
     assert configs["ppo_policy"] == configs["dpo_policy"], "same prompts, generation settings and seed"
-    ppo = manifest_of(instance, root, "eval_responses")
+    ppo = manifest_of(instance, root, "ppo_policy/eval_responses")
     dpo = manifest_of(instance, root, "dpo_policy/eval_responses")
     assert ppo.content_hash != dpo.content_hash, "different policies, different responses"
 
@@ -54,7 +54,7 @@ def test_policy_comparison_shows_every_policy_with_its_intervals_and_versions(gr
             in metadata["versions"].value
 
     # The PPO row's reward gain, recomputed from the judge step's per-prompt scores.
-    outcomes = pd.read_parquet(artifact_dir(instance, root, "auto_preference") / "outcomes.parquet")
+    outcomes = pd.read_parquet(artifact_dir(instance, root, "ppo_policy/auto_preference") / "outcomes.parquet")
     expected = paired_bootstrap_mean_difference(outcomes["sft_rm_score"], outcomes["rlhf_rm_score"])
     assert comparison.metrics["PPO_reward_gain"] == pytest.approx(expected.estimate)
     assert comparison.metrics["PPO_reward_gain_ci_low"] == pytest.approx(expected.low)

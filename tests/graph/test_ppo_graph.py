@@ -38,13 +38,13 @@ def test_the_overoptimisation_curve_scores_every_snapshot_by_proxy_and_judge(gra
     """Issue 26 (5): SFT, the four snapshots and the final policy, each with its KL and both gains; the plot and
     the judge's peak are in the asset's metadata."""
     root, instance, _ = graph
-    curve = manifest_of(instance, root, "overoptimisation_curve")
-    frame = pd.read_parquet(artifact_dir(instance, root, "overoptimisation_curve") / "curve.parquet")
+    curve = manifest_of(instance, root, "ppo_policy/overoptimisation_curve")
+    frame = pd.read_parquet(artifact_dir(instance, root, "ppo_policy/overoptimisation_curve") / "curve.parquet")
     assert frame["step"].tolist() == [0, 10, 19, 29, 38, TINY.ppo.config.total_steps]
     assert frame.loc[0, ["kl", "proxy_gain", "judge_gain"]].tolist() == [0.0, 0.0, 0.0], "SFT against itself"
     assert (frame["kl"] > 0).iloc[1:].all() and (frame["kl_ci_low"] <= frame["kl"]).all()
     assert curve.counts["points"] == 6 and curve.counts["judge_peak_step"] in frame["step"].tolist()
-    metadata = instance.get_latest_materialization_event(AssetKey("overoptimisation_curve")) \
+    metadata = instance.get_latest_materialization_event(AssetKey(["ppo_policy", "overoptimisation_curve"])) \
         .asset_materialization.metadata
     assert "data:image/png;base64" in metadata["plot"].value and "judge" in metadata["summary"].value
 

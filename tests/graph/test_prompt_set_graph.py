@@ -8,14 +8,13 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, materialize
 
-from rlhf_assets.assets.policy_evaluation import POLICIES, sft_toxicity_asset, toxicity_asset
-from rlhf_assets.assets.prompt_sets import prompt_set_asset
-from rlhf_assets.checks import toxicity_not_worse
 from rlhf_assets.data.prompt_sets import PromptSetSpec
-from rlhf_assets.definitions import all_assets
+from rlhf_assets.defs.evaluation.checks import toxicity_not_worse
+from rlhf_assets.defs.evaluation.prompt_sets import prompt_set_asset
+from rlhf_assets.defs.evaluation.suite import POLICIES, sft_toxicity_asset, toxicity_asset
 from rlhf_assets.eval.toxicity import METRICS
 from rlhf_assets.layouts import TOXICITY_SCORES
-from tests.conftest import artifact_dir, forked_project, graph_resources, manifest_of
+from tests.conftest import all_assets, artifact_dir, forked_project, graph_resources, manifest_of
 
 pytestmark = pytest.mark.graph
 
@@ -44,7 +43,7 @@ def test_the_red_team_set_is_evaluated_for_every_policy_with_recomputable_figure
     by_set = comparison.metadata["toxicity_by_prompt_set"].value
     assert "| PPO | red_team | 34 |" in by_set and "| DPO | red_team | 34 |" in by_set
     assert "| PPO | rtp | 200 |" in by_set
-    red_team_ppo = manifest_of(instance, root, "red_team_toxicity_scores").metrics
+    red_team_ppo = manifest_of(instance, root, "ppo_policy/red_team_toxicity_scores").metrics
     assert manifest_of(instance, root, "policy_comparison").metrics["PPO_red_team_difference_mean_toxicity_lc"] \
         == pytest.approx(red_team_ppo["difference_mean_toxicity_lc"])
 
@@ -57,18 +56,18 @@ def test_a_new_prompt_set_materializes_against_the_trained_policies(graph, tmp_p
     spec = PromptSetSpec(name="greetings", source=str(source))
     added = [prompt_set_asset(spec), sft_toxicity_asset("greetings"), toxicity_asset(POLICIES[0], "greetings")]
     sft_side = AssetKey(["sft_model", "greetings_toxicity_scores"])
-    check = toxicity_not_worse(AssetKey("greetings_toxicity_scores"))
+    check = toxicity_not_worse(AssetKey(["ppo_policy", "greetings_toxicity_scores"]))
     with forked_project(root, tmp_path / "fork") as instance:
         result = materialize([*all_assets, *added, check], instance=instance,
                              resources=graph_resources(tmp_path / "fork"),
                              selection=[AssetKey("greetings_prompts"), sft_side,
-                                        AssetKey("greetings_toxicity_scores")])
+                                        AssetKey(["ppo_policy", "greetings_toxicity_scores"])])
         assert result.success
-        manifest = manifest_of(instance, tmp_path / "fork", "greetings_toxicity_scores")
+        manifest = manifest_of(instance, tmp_path / "fork", "ppo_policy/greetings_toxicity_scores")
     assert manifest.counts["prompts"] == 3 and manifest.config["prompt_set"] == "greetings"
     assert (manifest.config["toxicity"]["source"], manifest.config["toxicity"]["num_prompts"]) == (str(source), 3), \
         "issue 26 (8): the set's own source and count, not RealToxicityPrompts'"
     assert [e.check_name for e in result.get_asset_check_evaluations()] == ["toxicity_not_worse"]
     assert {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()} \
-        == {"greetings_prompts", "sft_model/greetings_toxicity_scores", "greetings_toxicity_scores"}, \
+        == {"greetings_prompts", "sft_model/greetings_toxicity_scores", "ppo_policy/greetings_toxicity_scores"}, \
         "the policies and scorer come from the existing graph; SFT's side is sampled once for the new set"

@@ -12,17 +12,16 @@ from pathlib import Path
 import pytest
 from dagster import AssetSelection, DagsterEvent, DagsterEventType, DagsterInstance, materialize
 
-from rlhf_assets.assets.human_eval import WAITS_FOR_PEOPLE
-from rlhf_assets.definitions import all_assets
+from rlhf_assets.defs.human_eval.assets import WAITS_FOR_PEOPLE
 from rlhf_assets.presets import PROJECT_ROOT
 from rlhf_assets.resources import PresetResource
-from tests.conftest import graph_resources, project_instance
+from tests.conftest import all_assets, graph_resources, project_instance
 
 pytestmark = pytest.mark.graph
 
 # The blinded order of each human-eval pair (and its task ids) come from `secrets` on purpose: nobody can predict
 # which side is RLHF. Every other asset must be byte-identical.
-BLINDED = {"human_eval_tasks", "dpo_policy/human_eval_tasks"}
+BLINDED = {"ppo_policy/human_eval_tasks", "dpo_policy/human_eval_tasks"}
 TRAINED = {"base_model", "sft_model", "reward_model", "judge_model", "ppo_policy", "dpo_policy", "toxicity_model"}
 
 
@@ -61,7 +60,7 @@ def test_two_fresh_projects_give_every_asset_the_same_data_version(tmp_path: Pat
     assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
     produced = _data_versions(_latest_run(cli_root))
     main_job_assets = {key.to_user_string() for a in all_assets for key in a.keys} \
-        - {"human_eval_results", "dpo_policy/human_eval_results"}
+        - {"ppo_policy/human_eval_results", "dpo_policy/human_eval_results"}
     assert set(produced) == set(expected) == main_job_assets
     differing = {k: (expected[k], produced[k]) for k in main_job_assets - BLINDED if expected[k] != produced[k]}
     assert not differing, f"data versions differ between two fresh projects: {differing}"

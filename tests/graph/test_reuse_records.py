@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
-from rlhf_assets.assets.reuse import ResultRecord, recorded_result
-from rlhf_assets.definitions import all_assets
+from rlhf_assets.defs.reuse import ResultRecord, recorded_result
 from rlhf_assets.storage import RESULTS_DIR, ArtifactStore
-from tests.conftest import forked_project, graph_resources, manifest_of
+from tests.conftest import all_assets, forked_project, graph_resources, manifest_of
 
 pytestmark = pytest.mark.graph
 

@@ -23,9 +23,8 @@ import pytest
 import requests
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus, materialize
 
-from rlhf_assets.definitions import all_assets
 from rlhf_assets.presets import PROJECT_ROOT
-from tests.conftest import UPSTREAM, graph_resources
+from tests.conftest import UPSTREAM, all_assets, graph_resources
 from tests.moto_aws import BUCKET
 from tests.postgres import postgres_server
 from tests.servers import free_port, wait_until_serving

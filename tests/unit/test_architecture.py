@@ -1,5 +1,6 @@
 """The import rules of docs/architecture.md, checked on the source: a rule nobody checks is a wish."""
 
+import ast
 import re
 from pathlib import Path
 
@@ -60,3 +61,58 @@ def test_step_programs_never_import_dagster_only_pipes() -> None:
     broken = [f"{path.relative_to(PACKAGE_DIR)} imports {name}" for path in _files("steps")
               for name in imported_modules(path) if name.split(".")[0] in ("dagster", "dagster_aws")]
     assert not broken, broken
+
+
+def _reads_environment_on_import(tree: ast.AST) -> list[int]:
+    """Lines that read `os.environ` / `os.getenv` outside any function (so, when the module is imported)."""
+    lines = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            inside = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)
+            if not inside and isinstance(child, ast.Attribute) and child.attr in ("environ", "getenv"):
+                lines.append(child.lineno)
+            visit(child, inside)
+
+    visit(tree, False)
+    return lines
+
+
+def test_no_module_reads_the_environment_when_imported() -> None:
+    """Settings are read when the code location loads (`settings.py`, `definitions.defs`) or a resource or step
+    starts, never on import: importing a module for a test, a step or the CLI must not depend on the environment."""
+    found = [f"{path.relative_to(PACKAGE_DIR)}:{line}" for path in sorted(PACKAGE_DIR.rglob("*.py"))
+             for line in _reads_environment_on_import(ast.parse(path.read_text()))]
+    assert not found, found
+    planted = ast.parse("import os\nBLOCKING = os.environ.get('X', '1') != '0'\ndef f():\n    return os.environ\n")
+    assert _reads_environment_on_import(planted) == [2], "the scan sees an import-time read and only that"
+
+
+def _domain_rules() -> dict[str, set[str]]:
+    """docs/architecture.md's "Domains and which may import which" table: domain (a package under `defs/`) -> the
+    other modules of `defs/` it may import (`data`, `common`, ...)."""
+    page = ARCHITECTURE_PAGE.read_text()
+    table = page[page.index("| domain | holds | may import |"):].split("\n\n", 1)[0].splitlines()[2:]
+    rules = {}
+    for row in table:
+        domain, _, may_import = (cell.strip() for cell in row.strip("|").rsplit("|", 2))
+        rules[domain.strip("`").removesuffix("/")] = set(re.findall(r"`([\w.]+)`", may_import))
+    return rules
+
+
+def test_each_domain_imports_only_the_domains_the_table_allows() -> None:
+    """The Dagster side is laid out by domain (data, models, evaluation, human evaluation, comparison); a domain
+    reaching into a later one (data importing evaluation, say) would bring back the loops over everything."""
+    rules = _domain_rules()
+    defs = PACKAGE_DIR / "defs"
+    domains = {p.name for p in defs.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert set(rules) == domains, f"domains: {sorted(domains)}; the table: {sorted(rules)}"
+    broken = []
+    for domain in sorted(domains):
+        for path in sorted((defs / domain).rglob("*.py")):
+            for name in imported_modules(path):
+                parts = name.split(".")
+                if parts[:2] == ["rlhf_assets", "defs"] and len(parts) > 2 and parts[2] != domain \
+                        and parts[2] not in rules[domain]:
+                    broken.append(f"{path.relative_to(PACKAGE_DIR)} imports {name}")
+    assert not broken, f"not allowed by docs/architecture.md's domain table: {broken}"

@@ -11,9 +11,8 @@ import pytest
 from dagster import AssetKey, materialize
 
 from rlhf_assets.artifact_files import ArtifactIntegrityError
-from rlhf_assets.definitions import all_assets
 from rlhf_assets.storage import ArtifactLocationError, ArtifactStore
-from tests.conftest import DATA_SNAPSHOTS, artifact_dir, graph_resources, manifest_of, project_instance
+from tests.conftest import DATA_SNAPSHOTS, all_assets, artifact_dir, graph_resources, manifest_of, project_instance
 
 pytestmark = pytest.mark.unit
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from rlhf_assets.code_versions import PACKAGE_DIR, code_fingerprint, module_closure, step_code_version
-from rlhf_assets.definitions import all_assets
 from rlhf_assets.presets import PROJECT_ROOT
+from tests.conftest import all_assets
 
 pytestmark = pytest.mark.unit
 
@@ -52,10 +52,10 @@ def test_editing_the_cli_or_the_stores_reuses_ppo_and_editing_its_losses_does_no
 
 
 def test_guidelines_change_the_human_eval_assets_not_the_models(package_copy: Path) -> None:
-    tasks = code_fingerprint("rlhf_assets.assets.human_eval", package_copy)
+    tasks = code_fingerprint("rlhf_assets.defs.human_eval.assets", package_copy)
     sft = code_fingerprint("rlhf_assets.steps.sft", package_copy)
     _append(package_copy / "labeling" / "guidelines.md", "\nA new worked example.\n")
-    assert code_fingerprint("rlhf_assets.assets.human_eval", package_copy) != tasks
+    assert code_fingerprint("rlhf_assets.defs.human_eval.assets", package_copy) != tasks
     assert code_fingerprint("rlhf_assets.steps.sft", package_copy) == sft
 
 
@@ -86,8 +86,8 @@ def test_a_preset_value_is_configuration_and_its_schema_is_code(package_copy: Pa
     """Editing a `gptj_6b` value leaves every asset module's and step's code version unchanged (the values reach a
     step in its request, which result reuse hashes); editing a schema's default changes the steps that read it."""
     modules = [f"rlhf_assets.steps.{step}" for step in STEPS] + [
-        f"rlhf_assets.assets.{path.stem}" for path in sorted((package_copy / "assets").glob("*.py"))
-        if path.stem != "__init__"]
+        "rlhf_assets." + ".".join(path.relative_to(package_copy).with_suffix("").parts)
+        for path in sorted((package_copy / "defs").rglob("*.py")) if path.stem != "__init__"]
     before = {module: code_fingerprint(module, package_copy) for module in modules}
     presets = package_copy / "presets.py"
     edited = presets.read_text().replace("ppo=PPOSpec(config=PPOConfig(), kl_bound=20.0, reward_batch_size=8)",

@@ -8,9 +8,9 @@ import pytest
 import torch
 from dagster import build_asset_check_context
 
-from rlhf_assets.assets.policy_evaluation import POLICIES
-from rlhf_assets.checks import kl_within_bound, ppo_beats_sft, scorer_ignores_degenerate_text, suite_checks
-from rlhf_assets.definitions import all_checks
+from rlhf_assets.defs.evaluation.checks import input_checks, suite_checks
+from rlhf_assets.defs.evaluation.suite import POLICIES
+from rlhf_assets.defs.models.checks import policy_checks
 from rlhf_assets.eval.agreement import sign_test
 from rlhf_assets.eval.gates import p_value_text
 from rlhf_assets.eval.toxicity import METRICS
@@ -29,12 +29,15 @@ from rlhf_assets.step_contracts.evaluation import (
 from rlhf_assets.step_contracts.models import PolicyReport
 from rlhf_assets.steps.toxicity_model import score_probes
 from rlhf_assets.storage import Manifest
+from tests.conftest import all_checks
 from tests.unit.test_detoxify_format import tiny_bert  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.unit
 
-(responses_not_degenerate, suite_kl_within_bound, toxicity_not_worse, *prompt_set_toxicity, judge_gain_shown,
- rlhf_not_dispreferred) = suite_checks(POLICIES[0])
+(responses_not_degenerate, suite_kl_within_bound, toxicity_not_worse, judge_gain_shown,
+ rlhf_not_dispreferred) = suite_checks(POLICIES[0], prompt_sets=(), blocking=True)
+ppo_beats_sft, kl_within_bound = policy_checks(blocking=True)
+scorer_ignores_degenerate_text, _ = input_checks(blocking=True)
 
 
 def test_every_policy_suite_has_the_same_checks_declared_on_its_keys() -> None:

@@ -7,7 +7,7 @@ import botocore.session
 import pytest
 
 from rlhf_assets.compute.sagemaker.jobs import JobIdentity, work_key
-from rlhf_assets.definitions import defs
+from tests.conftest import DEFINITIONS
 
 pytestmark = pytest.mark.unit
 
@@ -18,7 +18,7 @@ PROMPT_SETS = ["red_team", "a", "x" * 11, "z" * 40, "toxicity_benchmark_from_the
 
 
 def _asset_names() -> set[str]:
-    declared = [key.to_python_identifier() for key in defs.resolve_asset_graph().get_all_asset_keys()]
+    declared = [key.to_python_identifier() for key in DEFINITIONS.resolve_asset_graph().get_all_asset_keys()]
     return {name.replace("red_team", prompt_set) for name in declared for prompt_set in PROMPT_SETS}
 
 

@@ -218,7 +218,20 @@ def test_a_database_from_before_guidelines_gains_the_column(tmp_path: Path) -> N
     assert store.guidelines("b1") == ""
     assert store.active_batches() == ["b1"], "its batch was the recipe policy's, and stays queued as such"
     new = build_tasks(responses_table(2), rlhf_first=fixed_order(2))
-    store.register_batch(new, batch_id(new), 1, source="test", guidelines="g", stream="human_eval_tasks")
+    store.register_batch(new, batch_id(new), 1, source="test", guidelines="g", stream="ppo_policy/human_eval_tasks")
+    assert store.active_batches() == [batch_id(new)]
+
+
+def test_a_batch_queued_under_ppos_unprefixed_key_stays_ppos(tmp_path: Path) -> None:
+    """PPO's tasks asset was `human_eval_tasks` before every policy's keys were prefixed alike: its queued batch
+    is PPO's batch under the new key, so the next PPO batch replaces it instead of queueing beside it."""
+    old = LabelStore(tmp_path / "labels.sqlite")
+    queued = build_tasks(responses_table(2), rlhf_first=fixed_order(2))
+    old.register_batch(queued, batch_id(queued), 1, source="ppo", guidelines="g", stream="human_eval_tasks")
+    store = LabelStore(tmp_path / "labels.sqlite")
+    assert store.stream_of(batch_id(queued)) == "ppo_policy/human_eval_tasks"
+    new = build_tasks(responses_table(3), rlhf_first=fixed_order(3))
+    store.register_batch(new, batch_id(new), 1, source="ppo", guidelines="g", stream="ppo_policy/human_eval_tasks")
     assert store.active_batches() == [batch_id(new)]
 
 
@@ -226,7 +239,7 @@ def test_each_policy_keeps_its_latest_batch_queued_and_the_app_serves_the_oldest
         store: LabelStore) -> None:
     ppo = build_tasks(responses_table(2), rlhf_first=fixed_order(2, 1))
     dpo = build_tasks(responses_table(3), rlhf_first=fixed_order(3, 2))
-    store.register_batch(ppo, batch_id(ppo), 1, source="ppo", guidelines="g", stream="human_eval_tasks")
+    store.register_batch(ppo, batch_id(ppo), 1, source="ppo", guidelines="g", stream="ppo_policy/human_eval_tasks")
     store.register_batch(dpo, batch_id(dpo), 1, source="dpo", guidelines="g", stream="dpo_policy/human_eval_tasks")
     assert store.active_batches() == [batch_id(ppo), batch_id(dpo)]
     assert store.active_batch() == batch_id(ppo), "PPO's pairs first: it was queued first"
@@ -238,7 +251,7 @@ def test_each_policy_keeps_its_latest_batch_queued_and_the_app_serves_the_oldest
         store.submit("a", task.task_id, "A")
     assert store.active_batch() == batch_id(dpo), "all complete: the newest stays shown"
     newer = build_tasks(responses_table(4), rlhf_first=fixed_order(4, 3))
-    store.register_batch(newer, batch_id(newer), 1, source="ppo", guidelines="g", stream="human_eval_tasks")
+    store.register_batch(newer, batch_id(newer), 1, source="ppo", guidelines="g", stream="ppo_policy/human_eval_tasks")
     assert store.active_batches() == [batch_id(dpo), batch_id(newer)], "a new PPO batch replaces PPO's only"
     assert store.active_batch() == batch_id(newer)
     assert len(store.labels(batch_id(ppo))) == 2, "the replaced batch keeps its labels"
@@ -248,7 +261,7 @@ def test_an_annotator_done_with_a_batch_moves_on_while_others_still_label_it(sto
     """With two annotators per pair, the first one through PPO's pairs gets DPO's, not an empty queue."""
     ppo = build_tasks(responses_table(2), rlhf_first=fixed_order(2, 1))
     dpo = build_tasks(responses_table(3), rlhf_first=fixed_order(3, 2))
-    store.register_batch(ppo, batch_id(ppo), 2, source="ppo", guidelines="g", stream="human_eval_tasks")
+    store.register_batch(ppo, batch_id(ppo), 2, source="ppo", guidelines="g", stream="ppo_policy/human_eval_tasks")
     store.register_batch(dpo, batch_id(dpo), 2, source="dpo", guidelines="g", stream="dpo_policy/human_eval_tasks")
     store.add_annotator("fast")
     store.add_annotator("slow")

@@ -11,14 +11,15 @@ import typing
 import pytest
 from dagster import AssetKey, DagsterInvalidConfigError, Definitions, materialize
 from dagster._config import ConfigTypeKind
+from dagster.components.definitions import LazyDefinitions
 from pydantic import BaseModel, Field, ValidationError
 
-from rlhf_assets.definitions import all_assets, defs
 from rlhf_assets.overrides import PRESET_SPEC, merged, override, override_paths, spec_field
-from rlhf_assets.ppo.config import PPOConfig
-from rlhf_assets.presets import TINY, PPOSpec, Preset
+from rlhf_assets.ppo.config import PPOConfig, SamplingSettings
+from rlhf_assets.presets import PROJECT_ROOT, TINY, PPOSpec, Preset
 from rlhf_assets.resources import ArtifactStoreResource, LabelingResource, PresetResource
-from tests.conftest import graph_resources
+from rlhf_assets.specs import GenerationSpec
+from tests.conftest import DEFINITIONS, all_assets, graph_resources
 
 pytestmark = pytest.mark.unit
 
@@ -66,11 +67,25 @@ def test_every_preset_and_ppo_field_is_described() -> None:
     assert undescribed == []
 
 
+def test_rollouts_and_evaluation_sample_with_one_declaration_of_each_setting() -> None:
+    """PPO's rollouts and the evaluation draw responses with the same five settings, declared once: a bound or a
+    description cannot drift between them, and PPO's evaluation starts from its rollouts' settings."""
+    shared = set(SamplingSettings.model_fields)
+    assert shared == {"max_new_tokens", "top_k", "top_p", "temperature", "stop_sequences"}
+    for spec in (PPOConfig, GenerationSpec):
+        assert issubclass(spec, SamplingSettings)
+        assert all(repr(spec.model_fields[name]) == repr(SamplingSettings.model_fields[name]) for name in shared), spec
+    rollouts = PPOConfig(top_p=0.9, temperature=0.7, max_new_tokens=64)
+    evaluation = GenerationSpec(**rollouts.sampling(max_new_tokens=32).model_dump())
+    assert (evaluation.top_p, evaluation.temperature, evaluation.max_new_tokens) == (0.9, 0.7, 32)
+
+
 def test_the_preset_is_chosen_once_per_run_as_a_resource_not_per_asset() -> None:
     assert not [asset for asset, name, _ in _config_fields() if name == "preset"]
     users = {a.key.to_user_string() for a in all_assets if "preset" in a.required_resource_keys}
-    assert {"hh_raw", "sft_model", "ppo_policy", "dpo_policy", "toxicity_scores", "policy_comparison"} <= users
-    assert isinstance(defs.resources["preset"], PresetResource)
+    assert {"hh_raw", "sft_model", "ppo_policy", "dpo_policy", "ppo_policy/toxicity_scores",
+            "policy_comparison"} <= users
+    assert isinstance(DEFINITIONS.resources["preset"], PresetResource)
     name = PresetResource.to_config_schema().as_field().config_type.fields["name"]
     choices = name.config_type.inner_type if name.config_type.kind == ConfigTypeKind.NONEABLE else name.config_type
     assert choices.kind == ConfigTypeKind.ENUM
@@ -79,7 +94,7 @@ def test_the_preset_is_chosen_once_per_run_as_a_resource_not_per_asset() -> None
 
 
 def test_rlhf_preset_sets_the_code_location_default_and_a_typo_fails_at_load() -> None:
-    probe = "from rlhf_assets.definitions import defs; print(defs.resources['preset'].name.value)"
+    probe = "from rlhf_assets.definitions import defs; print(defs().resources['preset'].name.value)"
     environment = {**os.environ, "RLHF_PRESET": "small"}
     chosen = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True)
     assert chosen.stdout.strip().splitlines()[-1] == "small", chosen.stderr[-2000:]
@@ -144,7 +159,24 @@ def test_validation_errors_name_the_field_before_anything_runs(tmp_path, run_con
 
 def test_the_code_location_holds_one_definitions_object() -> None:
     """Dagster's CLI (`dagster asset materialize -m rlhf_assets.definitions`, the main job) refuses a module with
-    more than one `Definitions` at module scope; the per-policy suites are merged into `defs`."""
+    more than one `Definitions` at module scope; the domains and the per-policy suites are merged by `defs`."""
     import rlhf_assets.definitions as module
 
-    assert [name for name, value in vars(module).items() if isinstance(value, Definitions)] == ["defs"]
+    assert [name for name, value in vars(module).items()
+            if isinstance(value, (Definitions, LazyDefinitions))] == ["defs"]
+
+
+def test_importing_the_code_location_reads_no_setting_and_loading_it_names_a_bad_one() -> None:
+    """Settings are read when Dagster loads the code location, never on import: a bad value fails the load with
+    its name, and importing any module (a test, a step, the CLI) does not depend on the environment."""
+    environment = {**os.environ, "RLHF_EVAL_CRON": "nightly please", "RLHF_PROMPT_SETS": "/nowhere/sets.yaml"}
+    imported = subprocess.run([sys.executable, "-c", "import rlhf_assets.definitions, rlhf_assets.defs.policy_suite"],
+                              env=environment, capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert imported.returncode == 0, imported.stderr[-2000:]
+    loaded = subprocess.run([sys.executable, "-c", "from rlhf_assets.definitions import defs; defs()"],
+                            env=environment, capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert loaded.returncode != 0 and "/nowhere/sets.yaml" in loaded.stderr, loaded.stderr[-2000:]
+    environment.pop("RLHF_PROMPT_SETS")
+    loaded = subprocess.run([sys.executable, "-c", "from rlhf_assets.definitions import defs; defs()"],
+                            env=environment, capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert "RLHF_EVAL_CRON='nightly please' is not a valid cron expression" in loaded.stderr, loaded.stderr[-2000:]

@@ -13,12 +13,13 @@ import pandas as pd
 import pytest
 from dagster import AssetKey
 
-from rlhf_assets.assets.prompt_sets import PROMPT_SETS, prompt_set_asset, prompt_sets_file, sample_prompts
 from rlhf_assets.data.hh import DataError
 from rlhf_assets.data.prompt_sets import PromptSetSpec, load_prompt_sets, read_prompt_set
+from rlhf_assets.defs.evaluation.prompt_sets import prompt_set_asset, sample_prompts
 from rlhf_assets.layouts import PROMPTS
 from rlhf_assets.presets import PROJECT_ROOT
-from tests.conftest import write_jsonl
+from rlhf_assets.settings import prompt_sets_file
+from tests.conftest import SETTINGS, write_jsonl
 
 pytestmark = pytest.mark.unit
 
@@ -30,7 +31,7 @@ def _declare(path: Path, *entries: str) -> Path:
 
 def test_the_shipped_red_team_set_is_declared_and_put_to_the_models_as_a_dialogue_turn() -> None:
     assert prompt_sets_file() == PROJECT_ROOT / "prompt_sets.yaml"
-    (red_team,) = PROMPT_SETS
+    (red_team,) = SETTINGS.prompt_sets
     assert red_team.name == "red_team" and Path(red_team.source) == PROJECT_ROOT / "examples" / "red_team_prompts.jsonl"
     sampled = sample_prompts(red_team)
     frame = sampled.frame
@@ -166,17 +167,18 @@ def test_a_user_declared_set_becomes_assets_and_checks_for_every_policy_without_
     pd.DataFrame({"question": ["Why?", "How?"]}).to_csv(source, index=False)
     declaration = _declare(tmp_path / "mine.yaml", f"  - {{name: domain, source: {source}, text_field: question}}\n")
     probe = ("from rlhf_assets.definitions import defs;"
-             "graph = defs.resolve_asset_graph();"
+             "graph = defs().resolve_asset_graph();"
              "print(sorted(k.to_user_string() for k in graph.get_all_asset_keys() if 'domain' in k.to_user_string()));"
              "print(sorted(k.asset_key.to_user_string() for k in graph.asset_check_keys "
              "if 'domain' in k.asset_key.to_user_string()))")
     listed = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "RLHF_PROMPT_SETS": str(declaration)},
                             capture_output=True, text=True, cwd=PROJECT_ROOT)
     assets, checked = listed.stdout.strip().splitlines()[-2:]
-    assert json.loads(assets.replace("'", '"')) == ["domain_prompts", "domain_toxicity_scores",
-                                                     "dpo_policy/domain_toxicity_scores",
+    assert json.loads(assets.replace("'", '"')) == ["domain_prompts", "dpo_policy/domain_toxicity_scores",
+                                                     "ppo_policy/domain_toxicity_scores",
                                                      "sft_model/domain_toxicity_scores"], listed.stderr[-2000:]
-    assert json.loads(checked.replace("'", '"')) == ["domain_toxicity_scores", "dpo_policy/domain_toxicity_scores"]
+    assert json.loads(checked.replace("'", '"')) == ["dpo_policy/domain_toxicity_scores",
+                                                      "ppo_policy/domain_toxicity_scores"]
     broken = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=PROJECT_ROOT,
                             env={**os.environ, "RLHF_PROMPT_SETS": str(tmp_path / "missing.yaml")})
     assert broken.returncode != 0 and "missing.yaml: prompt-set file does not exist" in broken.stderr

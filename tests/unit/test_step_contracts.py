@@ -16,8 +16,8 @@ import pytest
 from dagster import Config, Failure, MetadataValue
 
 import rlhf_assets.definitions  # noqa: F401  (imports every asset module, so every Config class exists)
-from rlhf_assets.assets.step_runs import received_report
 from rlhf_assets.code_versions import PACKAGE_DIR
+from rlhf_assets.defs.step_runs import received_report
 from rlhf_assets.eval.bootstrap import Interval
 from rlhf_assets.overrides import override_paths
 from rlhf_assets.presets import TINY
@@ -43,7 +43,8 @@ pytestmark = pytest.mark.unit
 
 STEPS_DIR = PACKAGE_DIR / "steps"
 # Modules of the Dagster side that read what steps report: only through report models.
-READERS = ("checks.py", "eval/suite_gates.py", "eval/comparison.py", "assets/comparison.py")
+READERS = (*(str(path.relative_to(PACKAGE_DIR)) for path in sorted((PACKAGE_DIR / "defs").rglob("checks.py"))),
+           "eval/suite_gates.py", "eval/comparison.py", "defs/comparison/assets.py")
 MANIFEST_FIELDS = {"metrics", "counts", "config"}
 
 
@@ -101,15 +102,19 @@ def test_every_report_a_step_sends_is_a_report_model() -> None:
 
 
 def test_assets_launch_steps_with_request_models() -> None:
-    for path in (PACKAGE_DIR / "assets").glob("*.py"):
+    launches = 0
+    for path in (PACKAGE_DIR / "defs").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and ast.unparse(node.func) == "run_step_and_publish":
+                launches += 1
                 keywords = {keyword.arg: keyword.value for keyword in node.keywords}
                 assert "request" in keywords and not isinstance(keywords["request"], ast.Dict), \
-                    f"assets/{path.name}:{node.lineno}"
+                    f"{path.relative_to(PACKAGE_DIR)}:{node.lineno}"
+    assert launches >= 12, f"found {launches} step launches: the asset code has moved"
 
 
 def test_checks_and_the_comparison_never_read_a_manifest_by_key() -> None:
+    assert len(READERS) >= 6, READERS
     found = []
     for name in READERS:
         for node in ast.walk(ast.parse((PACKAGE_DIR / name).read_text())):

@@ -9,8 +9,8 @@ import rlhf_assets.steps
 from rlhf_assets.code_versions import step_code_version
 from rlhf_assets.compute.backend import step_launch
 from rlhf_assets.compute.hardware import STEP_HARDWARE, Hardware, is_gpu_instance, step_hardware
-from rlhf_assets.definitions import defs
 from rlhf_assets.presets import PRESETS
+from tests.conftest import DEFINITIONS
 
 pytestmark = pytest.mark.unit
 
@@ -31,7 +31,7 @@ def test_every_step_program_declares_its_hardware() -> None:
 def assets_by_step() -> dict[str, list[str]]:
     versions = {step_code_version(step): step for step in STEP_HARDWARE}
     found: dict[str, list[str]] = {}
-    for spec in defs.resolve_asset_graph().asset_nodes:
+    for spec in DEFINITIONS.resolve_asset_graph().asset_nodes:
         step = versions.get(spec.code_version)
         if step:
             found.setdefault(step, []).append(spec.key.to_user_string())

@@ -14,10 +14,9 @@ from dagster import AssetKey, instance_for_test, materialize
 from rlhf_assets.artifact_files import COMPLETE_MARKER, ArtifactIntegrityError, combined_hash, file_hashes
 from rlhf_assets.compute.container import ContainerLayout
 from rlhf_assets.contract import channel_env, input_hash_env
-from rlhf_assets.definitions import all_assets
 from rlhf_assets.steps.runtime import StepInputError, StepRuntime
 from rlhf_assets.storage import ArtifactStore, Manifest
-from tests.conftest import DATA_SNAPSHOTS, artifact_dir, graph_resources, manifest_of
+from tests.conftest import DATA_SNAPSHOTS, all_assets, artifact_dir, graph_resources, manifest_of
 
 pytestmark = pytest.mark.unit
 

@@ -1,12 +1,14 @@
-"""What every asset shares: turning a published artifact into an Output, and previews of tables."""
+"""What every domain shares: turning a published artifact into an Output, previews of tables, gate verdicts as
+check results."""
 
 
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from dagster import AssetExecutionContext, DataVersion, MetadataValue, Output, TableRecord
+from dagster import AssetCheckResult, AssetExecutionContext, DataVersion, MetadataValue, Output, TableRecord
 
+from rlhf_assets.eval.gates import GateResult
 from rlhf_assets.storage import ArtifactStore, Manifest
 
 
@@ -72,3 +74,8 @@ def preview_table(frame: pd.DataFrame, columns: list[str], rows: int = 5, width:
 
 def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1):]
+
+
+def gate_result(gate: GateResult) -> AssetCheckResult:
+    """A gate's verdict as Dagster's check result: the checks and `policy_comparison` decide by the same gates."""
+    return AssetCheckResult(passed=gate.passed, description=gate.description, metadata=gate.metadata)

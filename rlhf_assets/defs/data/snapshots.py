@@ -10,12 +10,12 @@ nothing.
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Output, asset
 from pydantic import Field
 
-from rlhf_assets.assets.step_runs import StepConfig, run_step_and_publish
 from rlhf_assets.code_versions import step_code_version
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.data.hh import DataError
 from rlhf_assets.data.hub_sources import SNAPSHOT_ROLES, NotStagedError, preset_sources, staged_path
 from rlhf_assets.data.sources import describe_source
+from rlhf_assets.defs.step_runs import StepConfig, run_step_and_publish
 from rlhf_assets.resources import ArtifactStoreResource, PresetResource
 from rlhf_assets.step_contracts.models import HubSnapshotRequest
 from rlhf_assets.storage import ArtifactStore, Manifest

@@ -10,8 +10,6 @@ from pathlib import Path
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
 
-from rlhf_assets.assets.common import preview_table, publish
-from rlhf_assets.assets.snapshots import snapshot_key, staged_source
 from rlhf_assets.code_versions import code_version
 from rlhf_assets.data.hh import (
     RM_STATIC_COLUMNS,
@@ -30,6 +28,8 @@ from rlhf_assets.data.split import (
     split_pairs,
     split_relations,
 )
+from rlhf_assets.defs.common import preview_table, publish
+from rlhf_assets.defs.data.snapshots import snapshot_key, staged_source
 from rlhf_assets.layouts import EVAL_PROMPTS, HH_RAW, PREFERENCE_SPLITS, SPLIT_COLUMN
 from rlhf_assets.overrides import merged, override
 from rlhf_assets.presets import DataSpec, check_heldout_unseen
@@ -59,7 +59,7 @@ class EvalPromptsConfig(Config):
     seed: int | None = override(DataSpec, "seed")
 
 
-@asset(code_version=code_version("rlhf_assets.assets.data"), group_name="data", kinds={"pandas", "parquet"},
+@asset(code_version=code_version("rlhf_assets.defs.data.datasets"), group_name="data", kinds={"pandas", "parquet"},
        ins={"data_snapshot": AssetIn(key=snapshot_key("preference_data"))})
 def hh_raw(context: AssetExecutionContext, config: HHRawConfig, preset: PresetResource,
            artifacts: ArtifactStoreResource, data_snapshot: Manifest) -> Output[Manifest]:
@@ -156,7 +156,7 @@ def _drop_table(report: MappingReport) -> MetadataValue:
 JUDGE_SPLIT = "judge_train"
 
 
-@asset(code_version=code_version("rlhf_assets.assets.data"), group_name="data", kinds={"pandas", "parquet"})
+@asset(code_version=code_version("rlhf_assets.defs.data.datasets"), group_name="data", kinds={"pandas", "parquet"})
 def preference_dataset(
     context: AssetExecutionContext, config: PreferenceConfig, preset: PresetResource, artifacts: ArtifactStoreResource,
     hh_raw: Manifest,
@@ -213,7 +213,7 @@ def preference_dataset(
         )
 
 
-@asset(code_version=code_version("rlhf_assets.assets.data"), group_name="data", kinds={"pandas", "parquet"})
+@asset(code_version=code_version("rlhf_assets.defs.data.datasets"), group_name="data", kinds={"pandas", "parquet"})
 def eval_prompts(
     context: AssetExecutionContext,
     config: EvalPromptsConfig,

@@ -8,12 +8,15 @@ first in the metadata, with a pass/fail column computed by the same gates as the
 """
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
-from dagster import AssetExecutionContext, AssetKey, Failure, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Failure, MetadataValue, Output, asset
 
-from rlhf_assets.assets.common import publish
-from rlhf_assets.assets.policy_evaluation import (
+from rlhf_assets.code_versions import code_version, step_code_version
+from rlhf_assets.defs.common import publish
+from rlhf_assets.defs.evaluation.suite import (
+    KEEP_CURRENT,
     POLICIES,
     SUITE,
     EvaluatedPolicy,
@@ -21,8 +24,6 @@ from rlhf_assets.assets.policy_evaluation import (
     suite_keys,
     toxicity_name,
 )
-from rlhf_assets.assets.prompt_sets import PROMPT_SETS
-from rlhf_assets.code_versions import code_version, step_code_version
 from rlhf_assets.eval.agreement import OUTCOMES as AGREEMENT_OUTCOMES
 from rlhf_assets.eval.agreement import cohen_kappa
 from rlhf_assets.eval.comparison import (
@@ -111,11 +112,11 @@ def _judge_against_people(context: AssetExecutionContext, manifests: str, store:
     return "\n\n".join(sections) if sections else None
 
 
-def _recorded_prompt_sets(context: AssetExecutionContext, policy: EvaluatedPolicy,
-                          manifests: str) -> dict[str, Manifest]:
+def _recorded_prompt_sets(context: AssetExecutionContext, policy: EvaluatedPolicy, manifests: str,
+                          prompt_sets: Sequence[str]) -> dict[str, Manifest]:
     """The policy's materialized toxicity evaluations on declared prompt sets (a missing one is left out)."""
     found = {}
-    for name, key in prompt_set_toxicity_keys(policy).items():
+    for name, key in prompt_set_toxicity_keys(policy, prompt_sets).items():
         try:
             found[name] = recorded_manifest(context.instance, key, manifests)
         except ManifestRecordError:
@@ -136,13 +137,25 @@ def _summary(rows: list[PolicyRow], missing: list[str]) -> str:
             "vs 0.134.")
 
 
-@asset(name="policy_comparison", code_version=code_version("rlhf_assets.assets.comparison"),
-       group_name="comparison", kinds={"pandas", "parquet"},
-       deps=[AssetKey(p.asset) for p in POLICIES] + [key for p in POLICIES for key in suite_keys(p)])
-def policy_comparison(context: AssetExecutionContext, preset: PresetResource,
-                      artifacts: ArtifactStoreResource) -> Output[Manifest]:
-    """Every evaluated policy against SFT: reward gain, KL to SFT, the independent judge's verdict and the toxicity
-    differences, each with its 95% CI and n, and the data and code versions each row came from."""
+def comparison_asset(prompt_sets: Sequence[str]) -> AssetsDefinition:
+    """`policy_comparison` over every policy's suite on RTP and the declared prompt sets; kept current like the
+    suites it reads (`KEEP_CURRENT`)."""
+
+    @asset(name="policy_comparison", code_version=code_version("rlhf_assets.defs.comparison.assets"),
+           group_name="comparison", kinds={"pandas", "parquet"}, automation_condition=KEEP_CURRENT,
+           deps=[AssetKey(p.asset) for p in POLICIES] + [key for p in POLICIES for key in suite_keys(p, prompt_sets)])
+    def policy_comparison(context: AssetExecutionContext, preset: PresetResource,
+                          artifacts: ArtifactStoreResource) -> Output[Manifest]:
+        """Every evaluated policy against SFT: reward gain, KL to SFT, the independent judge's verdict and the
+        toxicity differences, each with its 95% CI and n, and the data and code versions each row came from."""
+        return compare_policies(context, preset, artifacts, prompt_sets)
+
+    return policy_comparison
+
+
+def compare_policies(context: AssetExecutionContext, preset: PresetResource, artifacts: ArtifactStoreResource,
+                     prompt_sets: Sequence[str]) -> Output[Manifest]:
+    """The comparison's body: every policy's latest recorded suite, gated and tabulated."""
     store = artifacts.store()
     manifests = f"{artifacts.root.rstrip('/')}/manifests"
     rows, missing, suites = [], [], {}
@@ -155,7 +168,8 @@ def policy_comparison(context: AssetExecutionContext, preset: PresetResource,
             missing.append(policy.asset)
             continue
         suites[policy.label] = suite
-        rows.append(_suite_row(policy, trained, suite, _recorded_prompt_sets(context, policy, manifests), store))
+        rows.append(_suite_row(policy, trained, suite, _recorded_prompt_sets(context, policy, manifests, prompt_sets),
+                               store))
     if not rows:
         raise Failure(f"no policy has a materialized evaluation suite ({', '.join(missing)}): materialize a policy "
                       "and its eval_responses, toxicity_scores and auto_preference first")
@@ -166,7 +180,7 @@ def policy_comparison(context: AssetExecutionContext, preset: PresetResource,
                 "plot": MetadataValue.md(comparison_plot(rows))}
     if people is not None:
         metadata["judge_vs_people"] = MetadataValue.md(people)
-    metadata |= {"toxicity_by_prompt_set": MetadataValue.md(prompt_set_table(rows, [s.name for s in PROMPT_SETS])),
+    metadata |= {"toxicity_by_prompt_set": MetadataValue.md(prompt_set_table(rows, list(prompt_sets))),
                  "versions": MetadataValue.md(versions_table(rows))}
     with tempfile.TemporaryDirectory() as tmp:
         COMPARISON.write(rows_frame(rows), Path(tmp))

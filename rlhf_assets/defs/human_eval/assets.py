@@ -29,9 +29,9 @@ from dagster import (
 )
 from pydantic import Field
 
-from rlhf_assets.assets.common import preview_table, publish
-from rlhf_assets.assets.policy_evaluation import EvaluatedPolicy
 from rlhf_assets.code_versions import code_version
+from rlhf_assets.defs.common import preview_table, publish
+from rlhf_assets.defs.evaluation.suite import EvaluatedPolicy
 from rlhf_assets.eval.human_preference import JudgedLabel, summarize_human_preference
 from rlhf_assets.eval.preference import RECIPE_REFERENCE, PreferenceSummary
 from rlhf_assets.eval.reporting import interval_text
@@ -285,8 +285,8 @@ WAITS_FOR_PEOPLE = ("rlhf/waits_for", "people")  # a tag: the main job leaves th
 
 def human_eval_suite(policy: EvaluatedPolicy) -> list[AssetsDefinition]:
     """`human_eval_tasks` and `human_eval_results` of one policy (prefixed like its evaluation suite)."""
-    common = {"code_version": code_version("rlhf_assets.assets.human_eval"), "group_name": "human_eval",
-              "key_prefix": list(policy.prefix) or None}
+    common = {"code_version": code_version("rlhf_assets.defs.human_eval.assets"), "group_name": "human_eval",
+              "key_prefix": policy.prefix}
 
     @asset(name="human_eval_tasks", kinds={"sqlite", "json"}, ins={"eval_responses": AssetIn(
            key=policy.key("eval_responses"))}, description=f"{policy.asset} vs SFT: {queue_tasks.__doc__}", **common)

@@ -3,28 +3,35 @@
 Every policy asset (`ppo_policy`, `dpo_policy`, ...) gets the same assets, built here by one factory and run by the
 same step programs with the policy as their `policy` channel: eval responses, the judge's verdict, toxicity on
 RealToxicityPrompts, and toxicity on every declared prompt set (`<name>_toxicity_scores`, see
-`assets/prompt_sets.py`). They are told apart by **asset-key
-prefixes**: the recipe's policy keeps the keys it always had (`eval_responses`, `toxicity_scores`,
-`auto_preference`), every other policy's suite lives under its own name (`dpo_policy/eval_responses`, ...).
+`prompt_sets.py`). They are told apart by **asset-key prefixes**: every policy's suite lives under its own
+name, alike for all of them (`ppo_policy/eval_responses`, `dpo_policy/eval_responses`, ...).
 Why prefixes and not partitions: each policy is its own asset with its own lineage (DPO never reads the reward
 model; PPO does), and a partitioned evaluation would have to depend on all policies at once, so a new PPO
 checkpoint would look like an upstream change of DPO's evaluation too. With prefixes, each suite's lineage
-names exactly the policy it judged, the UI shows it as its own group, and a sensor per policy re-evaluates
-only what changed.
+names exactly the policy it judged, the UI shows it as its own group, and declarative automation
+(`KEEP_CURRENT`) re-evaluates only what changed.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dagster import AssetExecutionContext, AssetIn, AssetKey, AssetsDefinition, MetadataValue, Output, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetsDefinition,
+    AutomationCondition,
+    MetadataValue,
+    Output,
+    asset,
+)
 
-from rlhf_assets.assets.common import preview_table
-from rlhf_assets.assets.prompt_sets import PROMPT_SETS
-from rlhf_assets.assets.step_runs import StepConfig, run_step_and_publish
-from rlhf_assets.assets.training import GPU_POOL
 from rlhf_assets.code_versions import step_code_version
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.data.prompt_sets import RTP
+from rlhf_assets.defs.common import preview_table
+from rlhf_assets.defs.step_runs import GPU_POOL, StepConfig, run_step_and_publish
 from rlhf_assets.layouts import RESPONSES
 from rlhf_assets.overrides import merged, override
 from rlhf_assets.presets import EvalSpec, ToxicitySpec
@@ -43,6 +50,11 @@ from rlhf_assets.storage import Manifest
 SUITE = ("eval_responses", "toxicity_scores", "auto_preference")  # every policy has these; the comparison needs them
 SFT_PREFIX = ("sft_model",)  # SFT's side of every comparison, sampled once: `sft_model/eval_responses`, ...
 
+# Declarative automation of every policy's suite: evaluate again once any input is newer than the evaluation (a
+# new policy, SFT, judge, eval prompts, scorer...), when nothing it reads is missing or still being written, and
+# only when every blocking check upstream passed (a policy whose gain over SFT is not shown is not evaluated).
+KEEP_CURRENT = AutomationCondition.eager() & AutomationCondition.all_deps_blocking_checks_passed()
+
 
 @dataclass(frozen=True)
 class EvaluatedPolicy:
@@ -50,13 +62,21 @@ class EvaluatedPolicy:
 
     asset: str
     step: str  # the step program that trains it (its code version is part of the comparison)
-    prefix: tuple[str, ...]  # () keeps the recipe's original evaluation keys
-    group: str
     optimises_reward_model: bool  # trained to maximise `reward_model` (PPO, RLOO, GRPO), so its RM gain is its target
 
     def key(self, name: str) -> AssetKey:
         """The key of this policy's `name` asset (`eval_responses`, `toxicity_scores`, `auto_preference`)."""
-        return AssetKey([*self.prefix, name])
+        return AssetKey([self.asset, name])
+
+    @property
+    def prefix(self) -> list[str]:
+        """The key prefix of every asset of this policy's suite: the policy's own name."""
+        return [self.asset]
+
+    @property
+    def group(self) -> str:
+        """The UI group of the policy's evaluation suite."""
+        return f"{self.asset}_evaluation"
 
     @property
     def label(self) -> str:
@@ -64,12 +84,9 @@ class EvaluatedPolicy:
 
 
 POLICIES = (
-    EvaluatedPolicy("ppo_policy", "ppo", (), "evaluation", optimises_reward_model=True),
-    EvaluatedPolicy("dpo_policy", "dpo", ("dpo_policy",), "dpo_policy_evaluation", optimises_reward_model=False),
+    EvaluatedPolicy("ppo_policy", "ppo", optimises_reward_model=True),
+    EvaluatedPolicy("dpo_policy", "dpo", optimises_reward_model=False),
 )
-
-
-PROMPT_SET_NAMES = (RTP, *(spec.name for spec in PROMPT_SETS))
 
 
 class SamplingConfig(StepConfig):
@@ -97,10 +114,11 @@ def _responses_preview(directory: Path) -> dict[str, MetadataValue]:
     return {"preview": preview_table(frame, ["prompt_id", "prompt", "sft_response", "rlhf_response"])}
 
 
-def evaluation_suite(policy: EvaluatedPolicy) -> list[AssetsDefinition]:
-    """`eval_responses`, `toxicity_scores` and `auto_preference` of one policy against SFT."""
-    prefix = list(policy.prefix) or None
-    gpu = {"group_name": policy.group, "pool": GPU_POOL, "key_prefix": prefix}
+def evaluation_suite(policy: EvaluatedPolicy, prompt_sets: Sequence[str]) -> list[AssetsDefinition]:
+    """`eval_responses`, `toxicity_scores` (on RTP and each declared prompt set) and `auto_preference` of one policy
+    against SFT, each kept current by `KEEP_CURRENT`."""
+    gpu = {"group_name": policy.group, "pool": GPU_POOL, "key_prefix": policy.prefix,
+           "automation_condition": KEEP_CURRENT}
 
     @asset(name="eval_responses", code_version=step_code_version("eval_responses"), kinds={"pytorch", "parquet"},
            ins={"sft_model": AssetIn(key="sft_model"), "policy": AssetIn(key=policy.asset),
@@ -141,7 +159,7 @@ def evaluation_suite(policy: EvaluatedPolicy) -> list[AssetsDefinition]:
             inputs={"eval_responses": eval_responses, "reward_model": reward_model, "judge_model": judge_model},
             compute=compute, artifacts=artifacts)
 
-    toxicity = [toxicity_asset(policy, prompt_set) for prompt_set in PROMPT_SET_NAMES]
+    toxicity = [toxicity_asset(policy, prompt_set) for prompt_set in (RTP, *prompt_sets)]
     return [eval_responses, *toxicity, auto_preference]
 
 
@@ -157,7 +175,7 @@ def toxicity_asset(policy: EvaluatedPolicy, prompt_set: str) -> AssetsDefinition
            kinds={"pytorch", "detoxify"},
            ins={"policy": AssetIn(key=policy.asset), "prompts": AssetIn(key=prompts_key),
                 "toxicity_model": AssetIn(key="toxicity_model"), "sft_scores": AssetIn(key=baseline)},
-           group_name=policy.group, pool=GPU_POOL, key_prefix=list(policy.prefix) or None,
+           group_name=policy.group, pool=GPU_POOL, key_prefix=policy.prefix, automation_condition=KEEP_CURRENT,
            description=f"Detoxify toxicity of SFT vs {policy.asset} continuations of {source}: mean toxicity, "
                        "expected maximum toxicity and toxicity probability per model and the paired difference, each "
                        f"with a bootstrap 95% CI. SFT's scored continuations are {baseline.to_user_string()}, "
@@ -178,7 +196,7 @@ def toxicity_asset(policy: EvaluatedPolicy, prompt_set: str) -> AssetsDefinition
     return toxicity_scores
 
 
-def sft_baseline() -> list[AssetsDefinition]:
+def sft_baseline(prompt_sets: Sequence[str]) -> list[AssetsDefinition]:
     """SFT's responses to the eval prompts and its scored continuations of every prompt set: sampled once, with the
     evaluation's settings and seed, and read by every policy's suite (which checks the settings match)."""
     gpu = {"group_name": "evaluation", "pool": GPU_POOL, "key_prefix": list(SFT_PREFIX)}
@@ -196,7 +214,7 @@ def sft_baseline() -> list[AssetsDefinition]:
             config=config,
             inputs={"sft_model": sft_model, "eval_prompts": eval_prompts}, compute=compute, artifacts=artifacts)
 
-    return [sft_eval_responses, *(sft_toxicity_asset(prompt_set) for prompt_set in PROMPT_SET_NAMES)]
+    return [sft_eval_responses, *(sft_toxicity_asset(prompt_set) for prompt_set in (RTP, *prompt_sets))]
 
 
 def sft_toxicity_asset(prompt_set: str) -> AssetsDefinition:
@@ -240,19 +258,19 @@ def toxicity_name(prompt_set: str) -> str:
     return "toxicity_scores" if prompt_set == RTP else f"{prompt_set}_toxicity_scores"
 
 
-def prompt_set_toxicity_keys(policy: EvaluatedPolicy) -> dict[str, AssetKey]:
+def prompt_set_toxicity_keys(policy: EvaluatedPolicy, prompt_sets: Sequence[str]) -> dict[str, AssetKey]:
     """Declared prompt set → that policy's toxicity asset key (RTP's is in `SUITE`)."""
-    return {spec.name: policy.key(toxicity_name(spec.name)) for spec in PROMPT_SETS}
+    return {name: policy.key(toxicity_name(name)) for name in prompt_sets}
 
 
-def toxicity_keys(policy: EvaluatedPolicy) -> dict[str, AssetKey]:
+def toxicity_keys(policy: EvaluatedPolicy, prompt_sets: Sequence[str]) -> dict[str, AssetKey]:
     """Every prompt set (`rtp` first) → that policy's toxicity asset key."""
-    return {RTP: policy.key(toxicity_name(RTP)), **prompt_set_toxicity_keys(policy)}
+    return {RTP: policy.key(toxicity_name(RTP)), **prompt_set_toxicity_keys(policy, prompt_sets)}
 
 
-def suite_keys(policy: EvaluatedPolicy) -> list[AssetKey]:
+def suite_keys(policy: EvaluatedPolicy, prompt_sets: Sequence[str]) -> list[AssetKey]:
     """Every asset of a policy's evaluation suite."""
-    return [policy.key(name) for name in SUITE] + list(prompt_set_toxicity_keys(policy).values())
+    return [policy.key(name) for name in SUITE] + list(prompt_set_toxicity_keys(policy, prompt_sets).values())
 
 
 def curve_keys(policy: EvaluatedPolicy) -> list[AssetKey]:
@@ -260,10 +278,10 @@ def curve_keys(policy: EvaluatedPolicy) -> list[AssetKey]:
     return [policy.key("overoptimisation_curve")] if policy.optimises_reward_model else []
 
 
-def sft_baseline_keys() -> list[AssetKey]:
+def sft_baseline_keys(prompt_sets: Sequence[str]) -> list[AssetKey]:
     """SFT's shared samples, read by every policy's suite."""
     return [AssetKey([*SFT_PREFIX, "eval_responses"]),
-            *(AssetKey([*SFT_PREFIX, toxicity_name(prompt_set)]) for prompt_set in PROMPT_SET_NAMES)]
+            *(AssetKey([*SFT_PREFIX, toxicity_name(prompt_set)]) for prompt_set in (RTP, *prompt_sets))]
 
 
 def overoptimisation_asset(policy: EvaluatedPolicy) -> AssetsDefinition:
@@ -271,7 +289,7 @@ def overoptimisation_asset(policy: EvaluatedPolicy) -> AssetsDefinition:
 
     @asset(name="overoptimisation_curve", code_version=step_code_version("overoptimisation"),
            kinds={"pytorch", "parquet"}, group_name=policy.group, pool=GPU_POOL,
-           key_prefix=list(policy.prefix) or None,
+           key_prefix=policy.prefix, automation_condition=KEEP_CURRENT,
            ins={"policy": AssetIn(key=policy.asset), "sft_model": AssetIn(key="sft_model"),
                 "eval_prompts": AssetIn(key="eval_prompts"), "reward_model": AssetIn(key="reward_model"),
                 "judge_model": AssetIn(key="judge_model")},
@@ -293,6 +311,3 @@ def overoptimisation_asset(policy: EvaluatedPolicy) -> AssetsDefinition:
             compute=compute, artifacts=artifacts)
 
     return overoptimisation_curve
-
-
-baseline = sft_baseline()

@@ -6,19 +6,17 @@ from collections.abc import Callable
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, Output, asset
 from pydantic import Field
 
-from rlhf_assets.assets.data import JUDGE_SPLIT
-from rlhf_assets.assets.snapshots import snapshot_key
-from rlhf_assets.assets.step_runs import StepConfig, run_step_and_publish
 from rlhf_assets.code_versions import step_code_version
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.hardware import Hardware
+from rlhf_assets.defs.data.datasets import JUDGE_SPLIT
+from rlhf_assets.defs.data.snapshots import snapshot_key
+from rlhf_assets.defs.step_runs import GPU_POOL, StepConfig, run_step_and_publish
 from rlhf_assets.overrides import literal_enum, merged, override
 from rlhf_assets.presets import DPOSpec, PPOSpec, Preset, RewardSpec, TrainSpec
 from rlhf_assets.resources import ArtifactStoreResource, PresetResource
 from rlhf_assets.step_contracts.models import BaseModelRequest, DPORequest, PolicyRequest, RewardRequest, SFTRequest
 from rlhf_assets.storage import Manifest
-
-GPU_POOL = "gpu"
 
 
 class TrainOverrides(StepConfig):

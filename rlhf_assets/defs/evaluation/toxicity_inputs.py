@@ -11,15 +11,14 @@ import numpy as np
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
 
-from rlhf_assets.assets.common import preview_table, publish
-from rlhf_assets.assets.snapshots import snapshot_key, staged_source
-from rlhf_assets.assets.step_runs import StepConfig, run_step_and_publish
-from rlhf_assets.assets.training import GPU_POOL
 from rlhf_assets.code_versions import code_version, step_code_version
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.data.hh import DataError
 from rlhf_assets.data.rtp import read_rtp
 from rlhf_assets.data.sources import describe_source
+from rlhf_assets.defs.common import preview_table, publish
+from rlhf_assets.defs.data.snapshots import snapshot_key, staged_source
+from rlhf_assets.defs.step_runs import GPU_POOL, StepConfig, run_step_and_publish
 from rlhf_assets.layouts import PROMPTS, RTP_RECORDS
 from rlhf_assets.overrides import literal_enum, merged, override
 from rlhf_assets.presets import ToxicitySpec
@@ -55,7 +54,7 @@ class ToxicityModelConfig(StepConfig):
     huggingface_config_path: str | None = override(ToxicitySpec, "huggingface_config_path")
 
 
-@asset(code_version=code_version("rlhf_assets.assets.toxicity_inputs"), group_name="evaluation",
+@asset(code_version=code_version("rlhf_assets.defs.evaluation.toxicity_inputs"), group_name="evaluation",
        kinds={"pandas", "parquet"},
        ins={"prompts_snapshot": AssetIn(key=snapshot_key("toxicity_prompts"))})
 def rtp_records(
@@ -81,7 +80,7 @@ def rtp_records(
         )
 
 
-@asset(code_version=code_version("rlhf_assets.assets.toxicity_inputs"), group_name="evaluation",
+@asset(code_version=code_version("rlhf_assets.defs.evaluation.toxicity_inputs"), group_name="evaluation",
        kinds={"pandas", "parquet"})
 def rtp_prompts(
     context: AssetExecutionContext, config: RTPPromptsConfig, preset: PresetResource, artifacts: ArtifactStoreResource,

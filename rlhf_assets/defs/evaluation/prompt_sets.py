@@ -1,12 +1,11 @@
 """Declared prompt sets as assets: `<name>_prompts`, the texts every policy's `<name>_toxicity_scores` continues.
 
-The code location reads the declarations when it loads (`prompt_sets.yaml` in the project, or the file
-`RLHF_PROMPT_SETS` names), so adding a prompt set is an edit of that file and a reload: no code. Each set's
-toxicity assets are built per policy by `assets/policy_evaluation.py`, with the same step and metrics as
+The code location reads the declarations when it loads (`settings.DeploymentSettings`: `prompt_sets.yaml` in the
+project, or the file `RLHF_PROMPT_SETS` names), so adding a prompt set is an edit of that file and a reload: no
+code. Each set's toxicity assets are built per policy by `defs/evaluation/suite.py`, with the same step and metrics as
 RealToxicityPrompts.
 """
 
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,21 +15,15 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetsDefinition, MetadataValue, Output, asset
 
 from rlhf_assets.artifact_files import hash_json
-from rlhf_assets.assets.common import preview_table, publish
 from rlhf_assets.code_versions import code_version
 from rlhf_assets.data.hh import DataError
-from rlhf_assets.data.prompt_sets import PromptSetSpec, load_prompt_sets, normalized, read_prompt_set
+from rlhf_assets.data.prompt_sets import PromptSetSpec, normalized, read_prompt_set
+from rlhf_assets.defs.common import preview_table, publish
 from rlhf_assets.layouts import PROMPTS
-from rlhf_assets.presets import PROJECT_ROOT
 from rlhf_assets.resources import ArtifactStoreResource, PresetResource
 from rlhf_assets.storage import Manifest
 
 EVALUATION_GROUP = "evaluation"
-
-
-def prompt_sets_file() -> Path:
-    """`RLHF_PROMPT_SETS`, or `prompt_sets.yaml` in the project."""
-    return Path(os.environ.get("RLHF_PROMPT_SETS", str(PROJECT_ROOT / "prompt_sets.yaml")))
 
 
 @dataclass(frozen=True)
@@ -70,7 +63,8 @@ def prompt_set_asset(spec: PromptSetSpec) -> AssetsDefinition:
     """The `<name>_prompts` asset of one declared prompt set."""
 
     # The declaration is part of the code version: editing it in prompt_sets.yaml marks the asset stale.
-    version = hash_json({"code": code_version("rlhf_assets.assets.prompt_sets"), "spec": spec.model_dump()})[:16]
+    code = code_version("rlhf_assets.defs.evaluation.prompt_sets")
+    version = hash_json({"code": code, "spec": spec.model_dump()})[:16]
 
     @asset(name=f"{spec.name}_prompts", code_version=version,
            group_name=EVALUATION_GROUP, kinds={"pandas", "parquet"},
@@ -103,6 +97,3 @@ def prompt_set_asset(spec: PromptSetSpec) -> AssetsDefinition:
 
     return prompt_set
 
-
-PROMPT_SETS = load_prompt_sets(prompt_sets_file())
-prompt_set_assets = [prompt_set_asset(spec) for spec in PROMPT_SETS]

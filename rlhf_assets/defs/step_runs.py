@@ -19,15 +19,17 @@ from dagster import AssetExecutionContext, Config, DataVersion, Failure, Metadat
 from pydantic import Field
 
 from rlhf_assets.artifact_files import hash_json
-from rlhf_assets.assets.common import manifest_output, summary_first
-from rlhf_assets.assets.reuse import REUSE_KEY_METADATA, RecordedResult, ResultRecord, read_record, recorded_result
 from rlhf_assets.code_versions import step_code_version
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.hardware import Hardware
+from rlhf_assets.defs.common import manifest_output, summary_first
+from rlhf_assets.defs.reuse import REUSE_KEY_METADATA, RecordedResult, ResultRecord, read_record, recorded_result
 from rlhf_assets.presets import Preset
 from rlhf_assets.resources import ArtifactStoreResource
 from rlhf_assets.step_contracts.base import ReportError, StepReport, StepRequest
 from rlhf_assets.storage import ArtifactStore, Manifest
+
+GPU_POOL = "gpu"  # the pool every asset that launches a step queues on: one step per accelerator at a time
 
 
 class StepConfig(Config):

@@ -1,1 +1,0 @@
-"""Thin asset definitions: declare dependencies, config and metadata, then call a backend."""
