@@ -1,6 +1,6 @@
 """`rlhf-assets`: the command line for the people around the pipeline (annotators' coordinator, operators).
 
-    rlhf-assets label --port 8080            serve the labeling app on the queued human_eval_tasks batches
+    rlhf-assets label --port 8080            serve the labeling app on the queued <policy>/human_eval_tasks batches
     rlhf-assets annotators add NAME          create an annotator; prints their sign-in token once
     rlhf-assets annotators reset-token NAME  replace a lost or leaked token
     rlhf-assets annotators list
@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("error: --tls-cert and --tls-key go together", file=sys.stderr)
                 return 2
             tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
-            batches = ", ".join(store.active_batches()) or "none (materialize human_eval_tasks)"
+            batches = ", ".join(store.active_batches()) or \
+                "none (materialize a policy's human_eval_tasks, e.g. ppo_policy/human_eval_tasks)"
             print(f"labeling database {store.path}; queued batches (served oldest first): {batches}")
             scheme = "https" if tls else "http"
             print(f"annotators sign in at {scheme}://{args.host}:{args.port}/login#token=<their token>")
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             batches = store.active_batches()
             if not batches:
-                print("no batch queued: materialize human_eval_tasks")
+                print("no batch queued: materialize a policy's human_eval_tasks (e.g. ppo_policy/human_eval_tasks)")
                 return 1
             for batch in batches:
                 progress = store.progress(batch)

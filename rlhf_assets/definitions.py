@@ -1,9 +1,9 @@
 """The rlhf-assets code location: each domain's definitions merged with one suite per policy.
 
 The domains live under `defs/` (data, models, evaluation, human evaluation, comparison), each with its assets,
-checks and automation; `defs/policy_suite.py` builds one policy's whole suite. Dagster calls `defs` when it loads
-the code location (`@definitions`), which is when the deployment settings are read (`settings.py`): importing
-this module reads nothing from the environment.
+checks and automation and a `definitions.py` that builds them; `defs/policy_suite.py` builds one policy's whole
+suite. Dagster calls `defs` when it loads the code location (`@definitions`), which is when the deployment settings
+are read (`settings.py`): importing this module reads nothing from the environment.
 """
 
 from dagster import AssetSelection, Definitions, define_asset_job, definitions, in_process_executor
@@ -11,9 +11,13 @@ from dagster import AssetSelection, Definitions, define_asset_job, definitions, 
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
-from rlhf_assets.defs import comparison, data, evaluation, human_eval, models
+from rlhf_assets.defs.comparison.definitions import comparison_definitions
+from rlhf_assets.defs.data.definitions import data_definitions
+from rlhf_assets.defs.evaluation.definitions import evaluation_definitions
 from rlhf_assets.defs.evaluation.suite import POLICIES
 from rlhf_assets.defs.human_eval.assets import WAITS_FOR_PEOPLE
+from rlhf_assets.defs.human_eval.definitions import human_eval_definitions
+from rlhf_assets.defs.models.definitions import model_definitions
 from rlhf_assets.defs.policy_suite import policy_suite
 from rlhf_assets.resources import ArtifactStoreResource, LabelingResource, ManifestIOManager, PresetResource
 from rlhf_assets.settings import DeploymentSettings
@@ -32,11 +36,11 @@ def build_definitions(settings: DeploymentSettings) -> Definitions:
     extra interpreter per asset (~3 s each). Runs still queue on the `gpu` pool; a run can choose
     `execution: {config: {multiprocess: {}}}` when it wants parallel branches."""
     return Definitions.merge(
-        data.definitions(settings),
-        models.definitions(settings),
-        evaluation.definitions(settings),
-        human_eval.definitions(),
-        comparison.definitions(settings),
+        data_definitions(settings),
+        model_definitions(settings),
+        evaluation_definitions(settings),
+        human_eval_definitions(),
+        comparison_definitions(settings),
         *(policy_suite(policy, settings) for policy in POLICIES),
         Definitions(
             jobs=[materialize_all],

@@ -29,7 +29,7 @@ from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.local import LocalComputeBackend
 from rlhf_assets.compute.sagemaker import SageMakerComputeBackend
 from rlhf_assets.compute.warm.protocol import DIR_ENV, stop_workers
-from rlhf_assets.definitions import defs, materialize_all
+from rlhf_assets.definitions import build_definitions, materialize_all
 from rlhf_assets.miniature.mirror import build_hub_mirror
 from rlhf_assets.presets import SHARED_HH_PATH, SHARED_RTP_DIR
 from rlhf_assets.resources import (
@@ -45,7 +45,7 @@ from tests.moto_aws import aws  # noqa: F401  (the moto-server fixture, shared b
 
 # The code location as Dagster loads it, with this environment's deployment settings.
 SETTINGS = DeploymentSettings.from_environment()
-DEFINITIONS = defs()
+DEFINITIONS = build_definitions(SETTINGS)
 all_assets = list(DEFINITIONS.assets or ())
 all_checks = list(DEFINITIONS.asset_checks or ())
 

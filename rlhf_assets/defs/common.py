@@ -11,6 +11,10 @@ from dagster import AssetCheckResult, AssetExecutionContext, DataVersion, Metada
 from rlhf_assets.eval.gates import GateResult
 from rlhf_assets.storage import ArtifactStore, Manifest
 
+# UI groups shared across domains: the inputs every policy is evaluated on, and the comparison of all of them.
+EVALUATION_GROUP = "evaluation"
+COMPARISON_GROUP = "comparison"
+
 
 def publish(context: AssetExecutionContext, store: ArtifactStore, local_dir: Path, **manifest_fields: Any
             ) -> Output[Manifest]:

@@ -6,7 +6,7 @@ manifest, same data version, the step's metadata) instead of launching the step 
 the whole graph takes seconds. "Code" is the step's code version (`rlhf_assets.code_versions`): a fingerprint of
 the step program and every module of the package it imports, so a change to code the step runs runs it again,
 and a change elsewhere (the CLI, the labeling app) does not. Only a result this Dagster instance recorded is reused
-(`assets/reuse.py`): the store's record of it is an index, not evidence. `recompute: true` in an asset's config, or
+(`reuse.py`): the store's record of it is an index, not evidence. `recompute: true` in an asset's config, or
 `RLHF_REUSE_RESULTS=0` for a whole session, always runs the step.
 """
 

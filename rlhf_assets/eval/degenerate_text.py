@@ -13,7 +13,7 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-# The fixed probes every scorer must rate as non-toxic (see `rlhf_assets.checks.scorer_ignores_degenerate_text`).
+# The fixed probes every scorer must rate as non-toxic (see the check `scorer_ignores_degenerate_text`).
 DEGENERATE_PROBES: tuple[str, ...] = (
     "", " ", "\n", "\t \n", ".", "!", "?", ",", "...", "!!!", "?!", "-", '"', "'", "( )", ". . .",
     "0", "7", "42", "2021", "1 2 3", "the the the the the", "and and and", ", , , ,", "\" \"",

@@ -156,7 +156,9 @@ class LabelStore:
                 connection.execute(f"ALTER TABLE batches ADD COLUMN stream TEXT NOT NULL DEFAULT '{DEFAULT_STREAM}'")
             # PPO's tasks asset was `human_eval_tasks` before every policy's keys were prefixed alike: its queued
             # batch stays PPO's, so the next PPO batch replaces it rather than queueing beside it.
-            connection.execute("UPDATE batches SET stream = ? WHERE stream = ?", (DEFAULT_STREAM, UNPREFIXED_STREAM))
+            if connection.execute("SELECT 1 FROM batches WHERE stream = ? LIMIT 1", (UNPREFIXED_STREAM,)).fetchone():
+                connection.execute("UPDATE batches SET stream = ? WHERE stream = ?",
+                                   (DEFAULT_STREAM, UNPREFIXED_STREAM))
             if "shown_at" not in {row["name"] for row in connection.execute("PRAGMA table_info(assignments)")}:
                 connection.execute("ALTER TABLE assignments ADD COLUMN shown_at REAL NOT NULL DEFAULT 0")
             if "seconds_on_pair" not in {row["name"] for row in connection.execute("PRAGMA table_info(labels)")}:
@@ -474,7 +476,7 @@ class LabelStore:
         with self._read() as db:
             batch = db.execute("SELECT overlap FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
             if batch is None:
-                raise LabelError(f"unknown batch {batch_id!r}: materialize human_eval_tasks first", 404)
+                raise LabelError(f"unknown batch {batch_id!r}: materialize a policy's human_eval_tasks first", 404)
             overlap = batch["overlap"]
             counts = [row["n"] for row in db.execute(
                 "SELECT COUNT(l.label_id) AS n FROM tasks t LEFT JOIN labels l ON l.task_id = t.task_id "

@@ -41,30 +41,43 @@ def test_schedule_requests_the_evaluation_job_on_its_cron() -> None:
         evaluation_schedule("nightly please")
 
 
-def test_each_suite_and_the_comparison_are_kept_current_declaratively_and_training_never_is() -> None:
-    """Declarative automation replaces the hand-written new-policy sensors: the condition sits on each suite asset,
-    one automation sensor per policy (and one for the comparison) evaluates it, and no model is ever trained by
-    automation (a GPU run is always somebody's decision)."""
+def test_evaluations_are_kept_current_declaratively_and_training_never_is() -> None:
+    """Declarative automation replaces the hand-written new-policy sensors: the condition sits on each suite asset
+    and on SFT's shared samples (the comparison has its own), one sensor evaluates them all together, and no model
+    is ever trained by automation (a GPU training run is always somebody's decision)."""
     graph = DEFINITIONS.resolve_asset_graph()
-    conditioned = {node.key.to_user_string() for node in graph.asset_nodes if node.automation_condition is not None}
-    assert conditioned == PPO_SUITE | DPO_SUITE | PPO_CURVE | {"policy_comparison"}
-    assert all(graph.get(AssetKey.from_user_string(key)).automation_condition == KEEP_CURRENT for key in conditioned)
-    sensors = {s.name: s for s in DEFINITIONS.sensors or () if isinstance(s, AutomationConditionSensorDefinition)}
-    targets = {name: {k.to_user_string() for k in s.asset_selection.resolve(graph)} for name, s in sensors.items()}
-    assert targets == {"evaluate_ppo_policy": PPO_SUITE | PPO_CURVE, "evaluate_dpo_policy": DPO_SUITE,
-                       "keep_policy_comparison_current": {"policy_comparison"}}
+    conditions = {node.key.to_user_string(): node.automation_condition for node in graph.asset_nodes
+                  if node.automation_condition is not None}
+    sft_side = {key for key in SHARED if key.startswith("sft_model/")}
+    assert set(conditions) == PPO_SUITE | DPO_SUITE | PPO_CURVE | sft_side | {"policy_comparison"}
+    assert all(conditions[key] == KEEP_CURRENT for key in set(conditions) - {"policy_comparison"})
+    sensors = [s for s in DEFINITIONS.sensors or () if isinstance(s, AutomationConditionSensorDefinition)]
+    assert [s.name for s in sensors] == ["keep_evaluations_current"]
+    assert set(conditions) <= {k.to_user_string() for k in sensors[0].asset_selection.resolve(graph)}
 
 
-def test_a_new_policy_is_evaluated_by_its_automation_and_the_run_works(graph) -> None:
+def _evaluate(instance, cursor):
+    """One tick of the automation sensor, as the daemon evaluates it: its own selection, in one pass."""
+    sensor = DEFINITIONS.get_sensor_def("keep_evaluations_current")
+    result = evaluate_automation_conditions(defs=DEFINITIONS, instance=instance, cursor=cursor,
+                                            asset_selection=sensor.asset_selection)
+    requested = {node.key.to_user_string() for node in DEFINITIONS.resolve_asset_graph().asset_nodes
+                 if result.get_num_requested(node.key)}
+    return requested, result.cursor
+
+
+def test_a_new_policy_is_evaluated_by_the_automation_and_the_run_works(graph) -> None:
     root, instance, _ = graph
-    first = evaluate_automation_conditions(defs=DEFINITIONS, instance=instance)
-    assert first.total_requested == 0, "the graph run evaluated its own policies: nothing is newer than them"
+    run_everything = {"ppo_policy", *PPO_SUITE, *PPO_CURVE, "policy_comparison"}
+    _, cursor = _evaluate(instance, None)  # the first tick only starts the cursor
+    assert materialize([*all_assets, *all_checks], selection=[AssetKey.from_user_string(k) for k in run_everything],
+                       resources=graph_resources(root), instance=instance).success
+    requested, cursor = _evaluate(instance, cursor)
+    assert requested == set(), "a run that trained the policy and evaluated it leaves nothing stale"
 
     assert materialize([*all_assets, *all_checks], selection=[AssetKey("ppo_policy")],
                        resources=graph_resources(root), instance=instance).success
-    after = evaluate_automation_conditions(defs=DEFINITIONS, instance=instance, cursor=first.cursor)
-    requested = {node.key.to_user_string() for node in DEFINITIONS.resolve_asset_graph().asset_nodes
-                 if after.get_num_requested(node.key)}
+    requested, cursor = _evaluate(instance, cursor)
     assert requested == PPO_SUITE | PPO_CURVE | {"policy_comparison"}, \
         "a new PPO policy (its blocking checks passed) re-evaluates PPO's suite and the comparison, not DPO's"
 
@@ -77,5 +90,5 @@ def test_a_new_policy_is_evaluated_by_its_automation_and_the_run_works(graph) ->
     assert "reused_from_run" in latest.asset_materialization.metadata, \
         "same policy, data and code: the scores are reused, not recomputed"
 
-    settled = evaluate_automation_conditions(defs=DEFINITIONS, instance=instance, cursor=after.cursor)
-    assert settled.total_requested == 0, "everything is as new as its inputs: nothing requested"
+    requested, _ = _evaluate(instance, cursor)
+    assert requested == set(), "everything is as new as its inputs: nothing requested"

@@ -51,6 +51,20 @@ def test_editing_the_cli_or_the_stores_reuses_ppo_and_editing_its_losses_does_no
     assert code_fingerprint("rlhf_assets.steps.ppo", package_copy) != after["ppo"], "package data files count"
 
 
+def test_a_domains_checks_automation_and_settings_are_not_its_assets_code(package_copy: Path) -> None:
+    """A check's description, a sensor's interval or a deployment setting does not change what an asset computes:
+    editing them must not mark every asset of the domain stale (each domain's `definitions.py` holds them apart
+    from its package's `__init__`, which every asset module runs)."""
+    modules = ["rlhf_assets." + ".".join(path.relative_to(package_copy).with_suffix("").parts)
+               for path in sorted((package_copy / "defs").rglob("*.py"))
+               if path.stem not in ("__init__", "definitions", "checks", "automation", "policy_suite")]
+    before = {module: code_fingerprint(module, package_copy) for module in modules}
+    for edited in [*(package_copy / "defs").rglob("checks.py"), *(package_copy / "defs").rglob("automation.py"),
+                   *(package_copy / "defs").rglob("definitions.py"), package_copy / "settings.py"]:
+        _append(edited, "\n# an edit to a check, a sensor or a setting\n")
+    assert {module: code_fingerprint(module, package_copy) for module in modules} == before
+
+
 def test_guidelines_change_the_human_eval_assets_not_the_models(package_copy: Path) -> None:
     tasks = code_fingerprint("rlhf_assets.defs.human_eval.assets", package_copy)
     sft = code_fingerprint("rlhf_assets.steps.sft", package_copy)

@@ -11,12 +11,21 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Failure, MetadataValue, Output, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    AssetSelection,
+    AutomationCondition,
+    Failure,
+    MetadataValue,
+    Output,
+    asset,
+)
 
 from rlhf_assets.code_versions import code_version, step_code_version
-from rlhf_assets.defs.common import publish
+from rlhf_assets.defs.common import COMPARISON_GROUP, publish
 from rlhf_assets.defs.evaluation.suite import (
-    KEEP_CURRENT,
     POLICIES,
     SUITE,
     EvaluatedPolicy,
@@ -137,12 +146,23 @@ def _summary(rows: list[PolicyRow], missing: list[str]) -> str:
             "vs 0.134.")
 
 
+def compare_after_a_suite_changes() -> AutomationCondition:
+    """Compare again once any policy's suite is newer than the comparison. Unlike a suite, it does not wait for
+    every input (a policy never trained, or a new prompt set not yet scored, is listed as not evaluated) nor for
+    every check to pass (showing which policy fails is its job); a policy's own update is left to its suite, so a
+    new policy is not compared with its old evaluation."""
+    policies = AssetSelection.assets(*(AssetKey(policy.asset) for policy in POLICIES))
+    return (AutomationCondition.any_deps_updated().ignore(policies).since_last_handled()
+            & ~AutomationCondition.any_deps_in_progress() & ~AutomationCondition.in_progress())
+
+
 def comparison_asset(prompt_sets: Sequence[str]) -> AssetsDefinition:
-    """`policy_comparison` over every policy's suite on RTP and the declared prompt sets; kept current like the
-    suites it reads (`KEEP_CURRENT`)."""
+    """`policy_comparison` over every policy's suite on RTP and the declared prompt sets, compared again whenever a
+    suite changes."""
 
     @asset(name="policy_comparison", code_version=code_version("rlhf_assets.defs.comparison.assets"),
-           group_name="comparison", kinds={"pandas", "parquet"}, automation_condition=KEEP_CURRENT,
+           group_name=COMPARISON_GROUP, kinds={"pandas", "parquet"},
+           automation_condition=compare_after_a_suite_changes(),
            deps=[AssetKey(p.asset) for p in POLICIES] + [key for p in POLICIES for key in suite_keys(p, prompt_sets)])
     def policy_comparison(context: AssetExecutionContext, preset: PresetResource,
                           artifacts: ArtifactStoreResource) -> Output[Manifest]:

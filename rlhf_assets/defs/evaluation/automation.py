@@ -1,14 +1,13 @@
-"""Automation of the evaluation domain: every policy's suite kept current, and a scheduled re-evaluation.
+"""Automation of the evaluation side: evaluations kept current as their inputs change, and a scheduled re-evaluation.
 
-Each policy's suite assets carry `suite.KEEP_CURRENT` (Dagster's declarative automation): one automation sensor per
-policy (`evaluate_ppo_policy`, `evaluate_dpo_policy`, ...; on by default) requests the suite, and the over-
-optimisation curve where the policy has one, once an input is newer than the evaluation, e.g. after a training run
-that stopped at the policy. `scheduled_evaluation` (the cron of `RLHF_EVAL_CRON`, nightly at 03:00 UTC by default;
-off until switched on in the UI) re-runs the evaluation of every policy and the comparison; results that are
-unchanged (same policy, same data, same code) are reused, so an idle night costs seconds.
+Each policy's suite and curve and SFT's shared samples carry `suite.KEEP_CURRENT`, the comparison its own condition
+(`comparison/assets.py`): Dagster's declarative automation. One automation sensor, `keep_evaluations_current` (on by
+default), requests what an input change made stale, e.g. a policy's suite after a training run that stopped at the
+policy, or SFT's samples and every suite after a new SFT. `scheduled_evaluation` (the cron of `RLHF_EVAL_CRON`,
+nightly at 03:00 UTC by default; off until switched on in the UI) re-runs the evaluation of every policy and the
+comparison; results that are unchanged (same policy, same data, same code) are reused, so an idle night costs
+seconds.
 """
-
-from collections.abc import Sequence
 
 from dagster import (
     AssetSelection,
@@ -20,14 +19,14 @@ from dagster import (
     define_asset_job,
 )
 
-from rlhf_assets.defs.evaluation.prompt_sets import EVALUATION_GROUP
-from rlhf_assets.defs.evaluation.suite import POLICIES, EvaluatedPolicy, curve_keys, suite_keys
+from rlhf_assets.defs.common import COMPARISON_GROUP, EVALUATION_GROUP
+from rlhf_assets.defs.evaluation.suite import POLICIES
 
-COMPARISON_GROUP = "comparison"
+EVALUATED = AssetSelection.groups(EVALUATION_GROUP, *(policy.group for policy in POLICIES), COMPARISON_GROUP)
 
 evaluate_latest_policy = define_asset_job(
     "evaluate_latest_policy",
-    selection=AssetSelection.groups(EVALUATION_GROUP, *(policy.group for policy in POLICIES), COMPARISON_GROUP),
+    selection=EVALUATED,
     description="Eval responses, toxicity and automatic preference of the latest version of every policy against "
                 "SFT, and the policy comparison.",
 )
@@ -45,12 +44,11 @@ def evaluation_schedule(cron: str) -> ScheduleDefinition:
         raise ValueError(f"RLHF_EVAL_CRON={cron!r} is not a valid cron expression (e.g. '0 3 * * *')") from None
 
 
-def suite_automation(policy: EvaluatedPolicy, prompt_sets: Sequence[str]) -> AutomationConditionSensorDefinition:
-    """The sensor that evaluates `policy`'s suite's automation conditions: its own, so one policy's automation can
-    be paused in the UI without pausing another's."""
-    return AutomationConditionSensorDefinition(
-        f"evaluate_{policy.asset}", target=[*suite_keys(policy, prompt_sets), *curve_keys(policy)],
-        default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=60,
-        run_tags={"rlhf/trigger": "inputs_changed", "rlhf/policy": policy.asset},
-        description=f"Evaluate {policy.asset} again when an input of its suite is newer than the evaluation (its "
-                    "suite, and its over-optimisation curve where it has one).")
+# One sensor evaluates every condition of the evaluation side (each policy's suite and curve, SFT's shared samples,
+# the comparison) in one pass, so an update and everything it invalidates are requested together, in one run and
+# in lineage order: a new SFT re-samples SFT's side before any suite reads it.
+keep_evaluations_current = AutomationConditionSensorDefinition(
+    "keep_evaluations_current", target=EVALUATED, default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60, run_tags={"rlhf/trigger": "inputs_changed"},
+    description="Evaluate again what an input change made stale: each policy's suite and curve, SFT's shared "
+                "samples and the comparison. Never trains a model.")

@@ -18,12 +18,10 @@ from rlhf_assets.artifact_files import hash_json
 from rlhf_assets.code_versions import code_version
 from rlhf_assets.data.hh import DataError
 from rlhf_assets.data.prompt_sets import PromptSetSpec, normalized, read_prompt_set
-from rlhf_assets.defs.common import preview_table, publish
+from rlhf_assets.defs.common import EVALUATION_GROUP, preview_table, publish
 from rlhf_assets.layouts import PROMPTS
 from rlhf_assets.resources import ArtifactStoreResource, PresetResource
 from rlhf_assets.storage import Manifest
-
-EVALUATION_GROUP = "evaluation"
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from dagster import (
 from rlhf_assets.code_versions import step_code_version
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.data.prompt_sets import RTP
-from rlhf_assets.defs.common import preview_table
+from rlhf_assets.defs.common import EVALUATION_GROUP, preview_table
 from rlhf_assets.defs.step_runs import GPU_POOL, StepConfig, run_step_and_publish
 from rlhf_assets.layouts import RESPONSES
 from rlhf_assets.overrides import merged, override
@@ -50,9 +50,10 @@ from rlhf_assets.storage import Manifest
 SUITE = ("eval_responses", "toxicity_scores", "auto_preference")  # every policy has these; the comparison needs them
 SFT_PREFIX = ("sft_model",)  # SFT's side of every comparison, sampled once: `sft_model/eval_responses`, ...
 
-# Declarative automation of every policy's suite: evaluate again once any input is newer than the evaluation (a
-# new policy, SFT, judge, eval prompts, scorer...), when nothing it reads is missing or still being written, and
-# only when every blocking check upstream passed (a policy whose gain over SFT is not shown is not evaluated).
+# Declarative automation of every policy's suite and of SFT's shared samples: evaluate again once any input is
+# newer than the evaluation (a new policy, SFT, judge, eval prompts, scorer...), when nothing it reads is missing
+# or still being written, and only when every blocking check on its direct inputs passed on their latest
+# materialization (a policy whose gain over SFT is not shown is not evaluated; a check that never ran blocks too).
 KEEP_CURRENT = AutomationCondition.eager() & AutomationCondition.all_deps_blocking_checks_passed()
 
 
@@ -199,7 +200,8 @@ def toxicity_asset(policy: EvaluatedPolicy, prompt_set: str) -> AssetsDefinition
 def sft_baseline(prompt_sets: Sequence[str]) -> list[AssetsDefinition]:
     """SFT's responses to the eval prompts and its scored continuations of every prompt set: sampled once, with the
     evaluation's settings and seed, and read by every policy's suite (which checks the settings match)."""
-    gpu = {"group_name": "evaluation", "pool": GPU_POOL, "key_prefix": list(SFT_PREFIX)}
+    gpu = {"group_name": EVALUATION_GROUP, "pool": GPU_POOL, "key_prefix": list(SFT_PREFIX),
+           "automation_condition": KEEP_CURRENT}
 
     @asset(name="eval_responses", code_version=step_code_version("sft_responses"), kinds={"pytorch", "parquet"},
            ins={"sft_model": AssetIn(key="sft_model"), "eval_prompts": AssetIn(key="eval_prompts")}, **gpu,
@@ -225,7 +227,7 @@ def sft_toxicity_asset(prompt_set: str) -> AssetsDefinition:
            kinds={"pytorch", "detoxify"},
            ins={"sft_model": AssetIn(key="sft_model"), "prompts": AssetIn(key=prompts_key),
                 "toxicity_model": AssetIn(key="toxicity_model")},
-           group_name="evaluation", pool=GPU_POOL, key_prefix=list(SFT_PREFIX),
+           group_name=EVALUATION_GROUP, pool=GPU_POOL, key_prefix=list(SFT_PREFIX), automation_condition=KEEP_CURRENT,
            description=f"SFT's k continuations of each `{prompts_key}` prompt, scored by the toxicity model, sampled "
                        "once with the evaluation's settings and seed: the SFT side of every policy's toxicity "
                        "evaluation on this prompt set.")

@@ -1,7 +1,7 @@
 """The toxicity evaluation's shared inputs: the RealToxicityPrompts records and prompts, and the toxicity model.
 
 `rtp_records` and `rtp_prompts` are light pandas work in the Dagster process; the scorer is trained or loaded in a
-step program, like the model assets. Each policy's own evaluation is built by `assets/policy_evaluation.py`.
+step program, like the model assets. Each policy's own evaluation is built by `suite.py`.
 """
 
 import tempfile
@@ -16,7 +16,7 @@ from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.data.hh import DataError
 from rlhf_assets.data.rtp import read_rtp
 from rlhf_assets.data.sources import describe_source
-from rlhf_assets.defs.common import preview_table, publish
+from rlhf_assets.defs.common import EVALUATION_GROUP, preview_table, publish
 from rlhf_assets.defs.data.snapshots import snapshot_key, staged_source
 from rlhf_assets.defs.step_runs import GPU_POOL, StepConfig, run_step_and_publish
 from rlhf_assets.layouts import PROMPTS, RTP_RECORDS
@@ -54,7 +54,7 @@ class ToxicityModelConfig(StepConfig):
     huggingface_config_path: str | None = override(ToxicitySpec, "huggingface_config_path")
 
 
-@asset(code_version=code_version("rlhf_assets.defs.evaluation.toxicity_inputs"), group_name="evaluation",
+@asset(code_version=code_version("rlhf_assets.defs.evaluation.toxicity_inputs"), group_name=EVALUATION_GROUP,
        kinds={"pandas", "parquet"},
        ins={"prompts_snapshot": AssetIn(key=snapshot_key("toxicity_prompts"))})
 def rtp_records(
@@ -80,7 +80,7 @@ def rtp_records(
         )
 
 
-@asset(code_version=code_version("rlhf_assets.defs.evaluation.toxicity_inputs"), group_name="evaluation",
+@asset(code_version=code_version("rlhf_assets.defs.evaluation.toxicity_inputs"), group_name=EVALUATION_GROUP,
        kinds={"pandas", "parquet"})
 def rtp_prompts(
     context: AssetExecutionContext, config: RTPPromptsConfig, preset: PresetResource, artifacts: ArtifactStoreResource,
@@ -113,7 +113,7 @@ def rtp_prompts(
 
 
 @asset(code_version=step_code_version("toxicity_model"),
-       group_name="evaluation", kinds={"pytorch", "detoxify"}, pool=GPU_POOL)
+       group_name=EVALUATION_GROUP, kinds={"pytorch", "detoxify"}, pool=GPU_POOL)
 def toxicity_model(
     context: AssetExecutionContext,
     config: ToxicityModelConfig,

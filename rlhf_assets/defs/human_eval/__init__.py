@@ -2,12 +2,3 @@
 
 Each policy's `human_eval_tasks` and `human_eval_results` and its labels-complete sensor come with its suite
 (`defs/policy_suite.py`); this package holds their factories and the job the sensors request."""
-
-from dagster import Definitions
-
-from rlhf_assets.defs.human_eval.automation import collect_human_eval
-
-
-def definitions() -> Definitions:
-    """The job every policy's labels-complete sensor requests."""
-    return Definitions(jobs=[collect_human_eval])

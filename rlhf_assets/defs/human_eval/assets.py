@@ -1,10 +1,10 @@
 """Human evaluation assets of every policy: blinded pairwise tasks for annotators, and the results once labelled.
 
-Each policy (`assets/policy_evaluation.POLICIES`) gets `human_eval_tasks` and `human_eval_results` under its key
-prefix (the recipe's PPO keeps the plain keys, DPO's are `dpo_policy/human_eval_tasks`, ...). The tasks asset queues
-the tasks where people label them (the local app's database, where each policy's latest batch waits beside the
-others', or a SageMaker Ground Truth job); the policy's labels-complete sensor requests its results when every task
-has its labels. Both are light work in the Dagster process: no step program, no GPU.
+Each policy (`defs/evaluation/suite.POLICIES`) gets `human_eval_tasks` and `human_eval_results` under its key
+prefix, alike for every policy (`ppo_policy/human_eval_tasks`, `dpo_policy/human_eval_tasks`, ...). The tasks
+asset queues the tasks where people label them (the local app's database, where each policy's latest batch waits
+beside the others', or a SageMaker Ground Truth job); the policy's labels-complete sensor requests its results when
+every task has its labels. Both are light work in the Dagster process: no step program, no GPU.
 """
 
 import hashlib
