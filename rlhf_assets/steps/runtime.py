@@ -17,7 +17,9 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from io import StringIO
 from pathlib import Path
+from threading import Event
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dagster_pipes import (
@@ -77,18 +79,41 @@ def process_rank() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+class PromptCloseChannel(PipesBlobStoreMessageWriterChannel):
+    """A blob-store channel whose upload thread wakes as soon as the step closes its Pipes session.
+
+    dagster-pipes' own loop sleeps a whole second between looks, so every job's last messages (its output
+    description, its closing event) waited one to two seconds after the step had finished. This is the same loop
+    (a chunk every `interval`, everything left uploaded at close, in order), waiting on the close instead."""
+
+    def _upload_loop(self, is_session_closed: Event) -> None:
+        last_upload = time.monotonic()
+        while not (self._buffer.empty() and is_session_closed.is_set()):
+            if is_session_closed.is_set() or time.monotonic() - last_upload > self._interval:
+                payload = "\n".join(json.dumps(message) for message in self.flush_messages())
+                if payload:
+                    self.upload_messages_chunk(StringIO(payload), self._counter)
+                    last_upload = time.monotonic()
+                    self._counter += 1
+            is_session_closed.wait(1.0)
+
+
+class RankedS3Channel(PromptCloseChannel, PipesS3MessageWriterChannel):
+    """dagster-pipes' S3 channel with the prompt close."""
+
+
 class RankedS3MessageWriter(PipesS3MessageWriter):
     """The S3 Pipes writer with this rank's own key prefix, so ranks never overwrite each other's chunks.
 
     The orchestrator's `RankedS3MessageReader` reads `<key_prefix>/rank-<r>/<attempt>/<n>.json` for every rank.
     """
 
-    def make_channel(self, params: PipesParams) -> PipesS3MessageWriterChannel:
+    def make_channel(self, params: PipesParams) -> RankedS3Channel:
         rank, _ = process_rank()
         # A spot restart runs the container again with the same environment: each start gets its own segment
         # (named by its start time, so the reader knows the newest), as chunk numbers restart at 1.
-        return super().make_channel({**params,
-                                     "key_prefix": f"{params['key_prefix']}/{PIPES_RANK_PREFIX}{rank}/{_attempt()}"})
+        return RankedS3Channel(client=self._client, bucket=params["bucket"], interval=self.interval,
+                               key_prefix=f"{params['key_prefix']}/{PIPES_RANK_PREFIX}{rank}/{_attempt()}")
 
 
 def _attempt() -> str:
@@ -116,7 +141,7 @@ class SyncedFileMessageWriter(PipesBlobStoreMessageWriter):
                                  interval=self.interval)
 
 
-class SyncedFileChannel(PipesBlobStoreMessageWriterChannel):
+class SyncedFileChannel(PromptCloseChannel):
     """Writes chunk `n` as `<n>.json` whole (staged, then renamed), so a sync never uploads half a chunk."""
 
     def __init__(self, directory: Path, *, interval: float) -> None:

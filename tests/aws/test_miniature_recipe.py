@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from dagster import AssetKey, AssetSelection, materialize
-from dagster._core.pipes import utils as pipes_utils  # Dagster's Pipes polling, tuned for 17 jobs
 
 from rlhf_assets.compute.backend import ComputeBackend
 from rlhf_assets.compute.hardware import REACHES_OUTSIDE, STEP_HARDWARE, Hardware
@@ -59,9 +58,7 @@ def recipe(aws, hub_mirror: Path, tmp_path_factory: pytest.TempPathFactory):
                  - AssetSelection.assets(*suite_keys(dpo, declared), dpo.key("human_eval_tasks"), *prompt_sets,
                                          COMPARISON_KEY))
     with SageMakerPlatform(root / "container", outside=mirror_environment(hub_mirror)) as platform, \
-            project_instance(root) as instance, pytest.MonkeyPatch.context() as patch:
-        # Dagster's Pipes readers sleep 1 s per loop, so each of the 17 jobs ended up to 2 s after it finished.
-        patch.setattr(pipes_utils, "DEFAULT_SLEEP_INTERVAL", 0.05)
+            project_instance(root) as instance:
         result = materialize(all_assets, selection=selection, resources=resources, instance=instance,
                              raise_on_error=False)
         logs = "\n".join(str(entry.user_message) for entry in instance.all_logs(result.run_id))
