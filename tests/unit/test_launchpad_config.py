@@ -3,7 +3,6 @@ described in the preset's own words."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import typing
@@ -14,6 +13,8 @@ from dagster._config import ConfigTypeKind
 from dagster.components.definitions import LazyDefinitions
 from pydantic import BaseModel, Field, ValidationError
 
+from rlhf_assets.data.hh import DataError
+from rlhf_assets.definitions import defs
 from rlhf_assets.overrides import PRESET_SPEC, merged, override, override_paths, spec_field
 from rlhf_assets.ppo.config import PPOConfig, SamplingSettings
 from rlhf_assets.presets import PROJECT_ROOT, TINY, PPOSpec, Preset
@@ -93,15 +94,14 @@ def test_the_preset_is_chosen_once_per_run_as_a_resource_not_per_asset() -> None
     assert "tiny" in name.description and "gptj_6b" in name.description
 
 
-def test_rlhf_preset_sets_the_code_location_default_and_a_typo_fails_at_load() -> None:
-    probe = "from rlhf_assets.definitions import defs; print(defs().resources['preset'].name.value)"
-    environment = {**os.environ, "RLHF_PRESET": "small"}
-    chosen = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True)
-    assert chosen.stdout.strip().splitlines()[-1] == "small", chosen.stderr[-2000:]
-    typo = subprocess.run([sys.executable, "-c", probe], env={**environment, "RLHF_PRESET": "smal"},
-                          capture_output=True, text=True)
-    assert typo.returncode != 0
-    assert "unknown preset 'smal': choose one of gptj_6b, small, tiny" in typo.stderr
+def test_rlhf_preset_sets_the_code_location_default_and_a_typo_fails_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dagster loads the code location by calling `defs`, which reads the environment then: no fresh interpreter
+    is needed to see a changed setting."""
+    monkeypatch.setenv("RLHF_PRESET", "small")
+    assert defs().resources["preset"].name.value == "small"
+    monkeypatch.setenv("RLHF_PRESET", "smal")
+    with pytest.raises(Exception, match="unknown preset 'smal': choose one of gptj_6b, small, tiny"):
+        defs()
 
 
 def test_every_override_names_a_preset_field_and_keeps_its_bounds_and_words() -> None:
@@ -166,17 +166,19 @@ def test_the_code_location_holds_one_definitions_object() -> None:
             if isinstance(value, (Definitions, LazyDefinitions))] == ["defs"]
 
 
-def test_importing_the_code_location_reads_no_setting_and_loading_it_names_a_bad_one() -> None:
-    """Settings are read when Dagster loads the code location, never on import: a bad value fails the load with
-    its name, and importing any module (a test, a step, the CLI) does not depend on the environment."""
-    environment = {**os.environ, "RLHF_EVAL_CRON": "nightly please", "RLHF_PROMPT_SETS": "/nowhere/sets.yaml"}
-    imported = subprocess.run([sys.executable, "-c", "import rlhf_assets.definitions, rlhf_assets.defs.policy_suite"],
-                              env=environment, capture_output=True, text=True, cwd=PROJECT_ROOT)
+def test_importing_the_code_location_reads_no_setting_and_loading_it_names_a_bad_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings are read when Dagster loads the code location, never on import: importing every module in a fresh
+    interpreter with broken settings works, and loading names the bad one."""
+    monkeypatch.setenv("RLHF_EVAL_CRON", "nightly please")
+    monkeypatch.setenv("RLHF_PROMPT_SETS", "/nowhere/sets.yaml")
+    modules = sorted("rlhf_assets." + ".".join(path.relative_to(PROJECT_ROOT / "rlhf_assets").with_suffix("").parts)
+                     for path in (PROJECT_ROOT / "rlhf_assets" / "defs").rglob("*.py"))
+    imported = subprocess.run([sys.executable, "-c", f"import rlhf_assets.definitions, {', '.join(modules)}"],
+                              capture_output=True, text=True, cwd=PROJECT_ROOT)
     assert imported.returncode == 0, imported.stderr[-2000:]
-    loaded = subprocess.run([sys.executable, "-c", "from rlhf_assets.definitions import defs; defs()"],
-                            env=environment, capture_output=True, text=True, cwd=PROJECT_ROOT)
-    assert loaded.returncode != 0 and "/nowhere/sets.yaml" in loaded.stderr, loaded.stderr[-2000:]
-    environment.pop("RLHF_PROMPT_SETS")
-    loaded = subprocess.run([sys.executable, "-c", "from rlhf_assets.definitions import defs; defs()"],
-                            env=environment, capture_output=True, text=True, cwd=PROJECT_ROOT)
-    assert "RLHF_EVAL_CRON='nightly please' is not a valid cron expression" in loaded.stderr, loaded.stderr[-2000:]
+    with pytest.raises(DataError, match="/nowhere/sets.yaml"):
+        defs()
+    monkeypatch.delenv("RLHF_PROMPT_SETS")
+    with pytest.raises(ValueError, match="RLHF_EVAL_CRON='nightly please' is not a valid cron expression"):
+        defs()

@@ -3,10 +3,6 @@ every policy by the same step, metrics and check as RealToxicityPrompts."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +11,7 @@ from dagster import AssetKey
 
 from rlhf_assets.data.hh import DataError
 from rlhf_assets.data.prompt_sets import PromptSetSpec, load_prompt_sets, read_prompt_set
+from rlhf_assets.definitions import defs
 from rlhf_assets.defs.evaluation.prompt_sets import prompt_set_asset, sample_prompts
 from rlhf_assets.layouts import PROMPTS
 from rlhf_assets.presets import PROJECT_ROOT
@@ -162,23 +159,20 @@ def test_a_missing_relative_path_is_named_where_it_was_looked_for(tmp_path: Path
         load_prompt_sets(path)
 
 
-def test_a_user_declared_set_becomes_assets_and_checks_for_every_policy_without_code(tmp_path: Path) -> None:
+def test_a_user_declared_set_becomes_assets_and_checks_for_every_policy_without_code(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The declarations are read when Dagster loads the code location (`defs`), so a reload shows a new set."""
     source = tmp_path / "questions.csv"
     pd.DataFrame({"question": ["Why?", "How?"]}).to_csv(source, index=False)
     declaration = _declare(tmp_path / "mine.yaml", f"  - {{name: domain, source: {source}, text_field: question}}\n")
-    probe = ("from rlhf_assets.definitions import defs;"
-             "graph = defs().resolve_asset_graph();"
-             "print(sorted(k.to_user_string() for k in graph.get_all_asset_keys() if 'domain' in k.to_user_string()));"
-             "print(sorted(k.asset_key.to_user_string() for k in graph.asset_check_keys "
-             "if 'domain' in k.asset_key.to_user_string()))")
-    listed = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "RLHF_PROMPT_SETS": str(declaration)},
-                            capture_output=True, text=True, cwd=PROJECT_ROOT)
-    assets, checked = listed.stdout.strip().splitlines()[-2:]
-    assert json.loads(assets.replace("'", '"')) == ["domain_prompts", "dpo_policy/domain_toxicity_scores",
-                                                     "ppo_policy/domain_toxicity_scores",
-                                                     "sft_model/domain_toxicity_scores"], listed.stderr[-2000:]
-    assert json.loads(checked.replace("'", '"')) == ["dpo_policy/domain_toxicity_scores",
-                                                      "ppo_policy/domain_toxicity_scores"]
-    broken = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=PROJECT_ROOT,
-                            env={**os.environ, "RLHF_PROMPT_SETS": str(tmp_path / "missing.yaml")})
-    assert broken.returncode != 0 and "missing.yaml: prompt-set file does not exist" in broken.stderr
+    monkeypatch.setenv("RLHF_PROMPT_SETS", str(declaration))
+    graph = defs().resolve_asset_graph()
+    assert sorted(k.to_user_string() for k in graph.get_all_asset_keys() if "domain" in k.to_user_string()) \
+        == ["domain_prompts", "dpo_policy/domain_toxicity_scores", "ppo_policy/domain_toxicity_scores",
+            "sft_model/domain_toxicity_scores"]
+    assert sorted(k.asset_key.to_user_string() for k in graph.asset_check_keys
+                  if "domain" in k.asset_key.to_user_string()) \
+        == ["dpo_policy/domain_toxicity_scores", "ppo_policy/domain_toxicity_scores"]
+    monkeypatch.setenv("RLHF_PROMPT_SETS", str(tmp_path / "missing.yaml"))
+    with pytest.raises(DataError, match="missing.yaml: prompt-set file does not exist"):
+        defs()
