@@ -85,7 +85,7 @@ def main() -> None:
                 times = _step_times(instance)
                 comparison = instance.get_latest_materialization_event(AssetKey("policy_comparison"))
                 tables = {name: comparison.asset_materialization.metadata[name].value
-                          for name in ("comparison", "toxicity_by_prompt_set")}
+                          for name in ("policy_table", "toxicity_by_prompt_set")}
             rerun = _materialize(root, "rerun.log")
             plain = _materialize(root / "plain", "fresh.log", plain=True) if args.compare_plain else None
         finally:
