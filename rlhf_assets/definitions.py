@@ -6,6 +6,8 @@ suite. Dagster calls `defs` when it loads the code location (`@definitions`), wh
 are read (`settings.py`): importing this module reads nothing from the environment.
 """
 
+import functools
+
 from dagster import AssetSelection, Definitions, define_asset_job, definitions, in_process_executor
 
 from rlhf_assets.compute.backend import ComputeBackend
@@ -29,12 +31,10 @@ materialize_all = define_asset_job(
 )
 
 
-def build_definitions(settings: DeploymentSettings) -> Definitions:
-    """The whole code location for `settings`: the domains, one suite per policy, the main job and the resources.
-
-    Heavy work runs in step subprocesses (or SageMaker jobs), so each run executes its assets in one process: no
-    extra interpreter per asset (~3 s each). Runs still queue on the `gpu` pool; a run can choose
-    `execution: {config: {multiprocess: {}}}` when it wants parallel branches."""
+@functools.cache
+def graph_definitions(settings: DeploymentSettings) -> Definitions:
+    """The domains and one suite per policy for `settings`: built once per distinct settings, as Dagster calls
+    `defs` several times per process (seven for one `dagster asset materialize`)."""
     return Definitions.merge(
         data_definitions(settings),
         model_definitions(settings),
@@ -42,6 +42,18 @@ def build_definitions(settings: DeploymentSettings) -> Definitions:
         human_eval_definitions(),
         comparison_definitions(settings),
         *(policy_suite(policy, settings) for policy in POLICIES),
+    )
+
+
+def build_definitions(settings: DeploymentSettings) -> Definitions:
+    """The whole code location for `settings`: the graph, the main job and the resources (whose defaults come from
+    the environment as they are built: the preset, the artifact root, the compute backend...).
+
+    Heavy work runs in step subprocesses (or SageMaker jobs), so each run executes its assets in one process: no
+    extra interpreter per asset (~3 s each). Runs still queue on the `gpu` pool; a run can choose
+    `execution: {config: {multiprocess: {}}}` when it wants parallel branches."""
+    return Definitions.merge(
+        graph_definitions(settings),
         Definitions(
             jobs=[materialize_all],
             executor=in_process_executor,
@@ -58,5 +70,6 @@ def build_definitions(settings: DeploymentSettings) -> Definitions:
 
 @definitions
 def defs() -> Definitions:
-    """What Dagster loads (`dagster dev`, `dagster asset materialize -m rlhf_assets.definitions`)."""
+    """What Dagster loads (`dagster dev`, `dagster asset materialize -m rlhf_assets.definitions`); the settings are
+    read at each call (under a millisecond), the graph is built once per distinct settings."""
     return build_definitions(DeploymentSettings.from_environment())
