@@ -21,6 +21,8 @@ from urllib.parse import urlparse
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rlhf_assets.modeling.weights_only import weights_only_loads
+
 CHECKPOINT_FILE = "detoxify.ckpt"
 HF_DIR = "hf"
 # The classes of Detoxify's `original` model (Jigsaw 2018), which Detoxify renames to Perspective's names.
@@ -175,15 +177,15 @@ def _check_weights(directory: Path, loaded: dict[str, Any]) -> None:
 def load_detoxify(directory: Path, device: str = "cpu") -> Any:
     """A `detoxify.Detoxify` built by Detoxify's own loading code from a `toxicity_model` artifact.
 
-    Detoxify unpickles its checkpoint with the full (code-running) unpickler; it is handed the same bytes that
-    passed the weights-only check (not the file again, which could change in between), so no stored code can run.
+    Detoxify asks torch for the full (code-running) unpickler; it gets the weights-only one (`weights_only_loads`,
+    in whatever process this runs), and the same bytes that passed the checks above, not the file read again.
     """
     from detoxify import Detoxify
 
     loaded, data = _read_checkpoint(directory / CHECKPOINT_FILE)
     _check_weights(directory, loaded)
     try:
-        with contextlib.chdir(directory):
+        with contextlib.chdir(directory), weights_only_loads():
             scorer = Detoxify(checkpoint=io.BytesIO(data), huggingface_config_path=HF_DIR, device=device)
     except (RuntimeError, ValueError, OSError) as exc:
         raise ToxicityModelError(

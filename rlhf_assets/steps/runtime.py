@@ -60,6 +60,7 @@ from rlhf_assets.contract import (
 from rlhf_assets.data.hub_sources import NotStagedError, staged_path
 from rlhf_assets.data.sources import describe_source
 from rlhf_assets.layouts import LayoutError, Table
+from rlhf_assets.modeling.weights_only import FORCE_FULL_ENV, force_weights_only
 from rlhf_assets.step_contracts.base import StepReport, StepRequest
 
 if TYPE_CHECKING:
@@ -69,8 +70,6 @@ EXIT_BAD_INPUT = 2
 # glibc's mallopt parameters (malloc.h) and the value both are set to: see `keep_freed_memory`
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 RequestT = TypeVar("RequestT", bound=StepRequest)
-# torch honours this over a caller's `weights_only=False`: see `refuse_full_unpickling`.
-FORCE_WEIGHTS_ONLY_ENV = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
 ALLOCATOR_THRESHOLD_BYTES = 1 << 30
 
 
@@ -312,21 +311,24 @@ def keep_freed_memory() -> bool:
         return False
 
 
-def refuse_full_unpickling() -> None:
+def refuse_full_unpickling() -> bool:
     """Every `torch.load` in this process, and in the processes it starts, uses the weights-only unpickler, also
     where a library asks for the full one: DeepSpeed's universal-checkpoint and Nebula readers, accelerate's custom
     state, any reader this project never routed through `modeling/restricted_load`. A step reads stored files, and
-    stored files are untrusted: a pickle naming code fails instead of running it. torch reads the variable at each
-    call and lets it override `weights_only=False` (`torch.serialization.load`)."""
-    os.environ[FORCE_WEIGHTS_ONLY_ENV] = "1"
+    stored files are untrusted: a pickle naming code fails instead of running it (`modeling/weights_only.py`).
+    Returns whether an inherited `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD` was removed."""
+    return force_weights_only()
 
 
 def run_step(main: Callable[[StepRuntime], None], argv: list[str] | None = None) -> None:
     """Run a step's `main` and turn bad input into a one-line error and exit code 2 instead of a traceback."""
-    refuse_full_unpickling()
+    removed_full_unpickling = refuse_full_unpickling()
     keep_freed_memory()
     try:
         with _open_runtime(argv) as runtime:
+            if removed_full_unpickling:
+                runtime.log(f"ignored {FORCE_FULL_ENV}=1 from the environment: a step never unpickles stored files "
+                            "in full")
             runtime.startup_seconds = _seconds_since_launch()
             if runtime.startup_seconds is not None:
                 runtime.log(f"step started {runtime.startup_seconds:.2f} s after launch")

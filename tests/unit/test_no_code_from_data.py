@@ -2,6 +2,7 @@
 refused on resume and the payload never runs (accelerate loads them with `weights_only=True`). A tampered file
 alone is already skipped by the completeness marker; these tests rewrite the marker, as an attacker could."""
 
+import os
 import pickle
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from rlhf_assets.checkpoint_integrity import write_marker
+from rlhf_assets.modeling.weights_only import FORCE_FULL_ENV, FORCE_WEIGHTS_ONLY_ENV, weights_only_loads
 from rlhf_assets.ppo.config import PPOConfig
 from rlhf_assets.ppo.trainer import PPOTrainer
 from rlhf_assets.ppo.value_head import CausalLMWithValueHead
@@ -61,16 +63,35 @@ run_step(main, ["--request", sys.argv[2]])
 """
 
 
-def test_a_step_process_never_unpickles_in_full_even_when_a_library_asks_to(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inherited", [{}, {FORCE_FULL_ENV: "1"}], ids=["plain", "full-unpickling-requested"])
+def test_a_step_process_never_unpickles_in_full_even_when_a_library_asks_to(tmp_path: Path,
+                                                                             inherited: dict[str, str]) -> None:
     """A reader nobody routed through the restricted unpickler, asking torch for the full one explicitly, still
-    gets the weights-only unpickler in a step process: the payload is refused and never runs."""
+    gets the weights-only unpickler in a step process: the payload is refused and never runs, also when the
+    environment the step inherits asks torch for the full unpickler."""
     marker, payload = tmp_path / "payload-ran", tmp_path / "optim_states.pt"
     torch.save({"state": _Payload(marker)}, payload)
     (tmp_path / "request.json").write_text("{}")
     (tmp_path / "step.py").write_text(STEP_READING_IN_FULL)
     done = subprocess.run([sys.executable, str(tmp_path / "step.py"), str(payload), str(tmp_path / "request.json")],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **inherited})
     assert done.returncode == 1 and "UnpicklingError" in done.stderr, done.stderr[-2000:]
     assert not marker.exists(), "the pickled payload ran"
+    assert (f"ignored {FORCE_FULL_ENV}=1" in done.stderr) == bool(inherited), done.stderr[-2000:]
     torch.load(payload, weights_only=False)  # outside a step the same call runs it: the test's payload is real
     assert marker.exists()
+
+
+def test_a_library_asking_for_the_full_unpickler_gets_the_weights_only_one_in_any_process(tmp_path: Path) -> None:
+    """`weights_only_loads` (around Detoxify's loading) refuses a payload the full unpickler would run, whatever
+    the environment asked, and puts the environment back as it was."""
+    marker, payload = tmp_path / "payload-ran", tmp_path / "detoxify.ckpt"
+    torch.save({"config": _Payload(marker)}, payload)
+    before = {name: os.environ.get(name) for name in (FORCE_WEIGHTS_ONLY_ENV, FORCE_FULL_ENV)}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(FORCE_FULL_ENV, "1")
+        with weights_only_loads(), pytest.raises(pickle.UnpicklingError):
+            torch.load(payload, weights_only=False)
+        assert os.environ.get(FORCE_FULL_ENV) == "1" and FORCE_WEIGHTS_ONLY_ENV not in os.environ
+    assert {name: os.environ.get(name) for name in before} == before
+    assert not marker.exists(), "the pickled payload ran"
