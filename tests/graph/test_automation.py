@@ -16,7 +16,7 @@ from dagster import (
 from rlhf_assets.defs.evaluation.automation import evaluate_latest_policy, evaluation_schedule
 from rlhf_assets.defs.evaluation.suite import KEEP_CURRENT
 from rlhf_assets.settings import DEFAULT_CRON
-from tests.conftest import DEFINITIONS, all_assets, all_checks, graph_resources
+from tests.conftest import DEFINITIONS, all_assets, all_checks, forked_project, graph_resources
 
 pytestmark = pytest.mark.graph
 SHARED = {"rtp_records", "rtp_prompts", "red_team_prompts", "toxicity_model", "policy_comparison",
@@ -92,3 +92,17 @@ def test_a_new_policy_is_evaluated_by_the_automation_and_the_run_works(graph) ->
 
     requested, _ = _evaluate(instance, cursor)
     assert requested == set(), "everything is as new as its inputs: nothing requested"
+
+
+def test_a_new_sft_requests_its_samples_and_every_suite_in_one_tick(graph, tmp_path) -> None:
+    """A new SFT makes SFT's shared samples stale and, through them, every policy's suite: the one sensor requests
+    them together, so one run re-samples SFT's side (upstream in that run) before any suite reads it."""
+    root, _, _ = graph
+    with forked_project(root, tmp_path / "fork") as instance:
+        _, cursor = _evaluate(instance, None)
+        assert materialize(all_assets, selection=[AssetKey("sft_model")], resources=graph_resources(tmp_path / "fork"),
+                           instance=instance).success
+        requested, _ = _evaluate(instance, cursor)
+    sft_side = {key for key in SHARED if key.startswith("sft_model/")}
+    assert requested == sft_side | PPO_SUITE | DPO_SUITE | PPO_CURVE | {"policy_comparison"}, \
+        "SFT's samples, both suites, PPO's curve and the comparison; never a policy (training stays a decision)"
